@@ -1,0 +1,1 @@
+//! The host configuration (TOML): listeners, timers, routing, tenants.
