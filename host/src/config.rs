@@ -1,1 +1,493 @@
 //! The host configuration (TOML): listeners, timers, routing, tenants.
+//! Parsing names the offending key path in every error; validation checks what serde cannot.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+use siphost_sip::Uri;
+
+/// A configuration problem: the key path (`proxy.route[1].next_hop`) and why it is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub listen: Vec<ListenConfig>,
+    #[serde(default)]
+    pub transaction: TransactionConfig,
+    #[serde(default)]
+    pub tcp: TcpConfig,
+    #[serde(default)]
+    pub proxy: ProxyConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+    #[serde(default)]
+    pub process: ProcessConfig,
+    #[serde(default)]
+    pub tenant: Vec<crate::runtime::config::TenantConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter directive (`info`, `siphost=debug`); `RUST_LOG` overrides it.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: default_log_level(),
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+
+/// SIP transport of a listener or next hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    Udp,
+    Tcp,
+}
+
+impl TransportKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Udp => "udp",
+            TransportKind::Tcp => "tcp",
+        }
+    }
+
+    /// Uppercase name used in Via headers (`SIP/2.0/UDP`).
+    pub fn via_name(self) -> &'static str {
+        match self {
+            TransportKind::Udp => "UDP",
+            TransportKind::Tcp => "TCP",
+        }
+    }
+
+    pub fn is_reliable(self) -> bool {
+        matches!(self, TransportKind::Tcp)
+    }
+
+    /// Parses a transport name case-insensitively (`udp`, `TCP`).
+    pub fn parse(name: &str) -> Option<TransportKind> {
+        if name.eq_ignore_ascii_case("udp") {
+            Some(TransportKind::Udp)
+        } else if name.eq_ignore_ascii_case("tcp") {
+            Some(TransportKind::Tcp)
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One `[[listen]]` socket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    pub transport: TransportKind,
+    pub address: SocketAddr,
+    /// Host written in Via and Record-Route instead of the socket's IP.
+    #[serde(default)]
+    pub advertise: Option<String>,
+}
+
+impl ListenConfig {
+    /// The `transport:ip:port` name tenants use to claim this socket.
+    pub fn name(&self) -> String {
+        format!("{}:{}", self.transport, self.address)
+    }
+}
+
+/// RFC 3261 timer values.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransactionConfig {
+    #[serde(default = "default_t1")]
+    pub t1_ms: u64,
+    #[serde(default = "default_t2")]
+    pub t2_ms: u64,
+    #[serde(default = "default_t4")]
+    pub t4_ms: u64,
+}
+
+impl Default for TransactionConfig {
+    fn default() -> Self {
+        Self {
+            t1_ms: default_t1(),
+            t2_ms: default_t2(),
+            t4_ms: default_t4(),
+        }
+    }
+}
+
+fn default_t1() -> u64 {
+    500
+}
+fn default_t2() -> u64 {
+    4000
+}
+fn default_t4() -> u64 {
+    5000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpConfig {
+    /// A connection with no traffic either way for this long is closed.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_ms: u64,
+    /// Accepted plus outgoing connections; new ones beyond it are refused.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout_ms: default_idle_timeout(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+fn default_idle_timeout() -> u64 {
+    300_000
+}
+fn default_max_connections() -> usize {
+    4096
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    #[serde(default)]
+    pub record_route: bool,
+    /// Max-Forwards added to requests that carry none.
+    #[serde(default = "default_max_forwards")]
+    pub max_forwards: u32,
+    /// Next hop (SIP URI) for requests no rule matches whose R-URI is this proxy.
+    #[serde(default)]
+    pub default_route: Option<String>,
+    #[serde(default)]
+    pub route: Vec<RouteRule>,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            record_route: false,
+            max_forwards: default_max_forwards(),
+            default_route: None,
+            route: Vec::new(),
+        }
+    }
+}
+
+fn default_max_forwards() -> u32 {
+    70
+}
+
+/// A static routing rule; every given condition must match.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRule {
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub ruri_user_prefix: Option<String>,
+    #[serde(default)]
+    pub ruri_domain: Option<String>,
+    pub next_hop: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// JSON-RPC over HTTP endpoint; none when absent.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long in-flight transactions may take to finish after SIGTERM.
+    #[serde(default = "default_grace")]
+    pub grace_ms: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            grace_ms: default_grace(),
+        }
+    }
+}
+
+fn default_grace() -> u64 {
+    5000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessConfig {
+    /// Tokio worker threads.
+    #[serde(default = "default_worker_threads")]
+    pub worker_threads: usize,
+}
+
+impl Default for ProcessConfig {
+    fn default() -> Self {
+        Self {
+            worker_threads: default_worker_threads(),
+        }
+    }
+}
+
+fn default_worker_threads() -> usize {
+    2
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?;
+        Config::parse(&text)
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what deserialization cannot: presence, URIs, cross references.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen.is_empty() {
+            return Err(ConfigError::new(
+                "listen",
+                "at least one [[listen]] socket is required",
+            ));
+        }
+        for (i, listen) in self.listen.iter().enumerate() {
+            let dup = self.listen[..i]
+                .iter()
+                .any(|l| l.transport == listen.transport && l.address == listen.address);
+            if dup {
+                return Err(ConfigError::new(
+                    format!("listen[{i}].address"),
+                    format!("{} is listed twice", listen.name()),
+                ));
+            }
+            if let Some(host) = &listen.advertise
+                && (host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == ';'))
+            {
+                return Err(ConfigError::new(
+                    format!("listen[{i}].advertise"),
+                    format!("not a host name: {host:?}"),
+                ));
+            }
+        }
+        let t = &self.transaction;
+        for (key, value) in [("t1_ms", t.t1_ms), ("t2_ms", t.t2_ms), ("t4_ms", t.t4_ms)] {
+            if value == 0 {
+                return Err(ConfigError::new(
+                    format!("transaction.{key}"),
+                    "must be greater than 0",
+                ));
+            }
+        }
+        if t.t2_ms < t.t1_ms {
+            return Err(ConfigError::new(
+                "transaction.t2_ms",
+                "must not be smaller than t1_ms",
+            ));
+        }
+        if self.tcp.max_connections == 0 {
+            return Err(ConfigError::new(
+                "tcp.max_connections",
+                "must be greater than 0",
+            ));
+        }
+        if self.proxy.max_forwards == 0 || self.proxy.max_forwards > 255 {
+            return Err(ConfigError::new(
+                "proxy.max_forwards",
+                "must be between 1 and 255",
+            ));
+        }
+        if let Some(uri) = &self.proxy.default_route {
+            check_next_hop(uri).map_err(|why| ConfigError::new("proxy.default_route", why))?;
+        }
+        for (i, rule) in self.proxy.route.iter().enumerate() {
+            check_next_hop(&rule.next_hop)
+                .map_err(|why| ConfigError::new(format!("proxy.route[{i}].next_hop"), why))?;
+            if let Some(method) = &rule.method
+                && (method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()))
+            {
+                return Err(ConfigError::new(
+                    format!("proxy.route[{i}].method"),
+                    format!("not a SIP method: {method:?}"),
+                ));
+            }
+        }
+        self.validate_tenants()?;
+        if self.process.worker_threads == 0 {
+            return Err(ConfigError::new(
+                "process.worker_threads",
+                "must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_tenants(&self) -> Result<(), ConfigError> {
+        use crate::runtime::config::{ListenTransport, parse_listen, validate_tenants};
+        validate_tenants(&self.tenant).map_err(|e| match e.split_once(": ") {
+            Some((key, why)) => ConfigError::new(key, why),
+            None => ConfigError::new("tenant", e),
+        })?;
+        for (i, tenant) in self.tenant.iter().enumerate() {
+            for (j, entry) in tenant.listen.iter().enumerate() {
+                let key = format!("tenant[{i}].listen[{j}]");
+                let (transport, address) =
+                    parse_listen(entry).map_err(|why| ConfigError::new(&key, why))?;
+                let kind = match transport {
+                    ListenTransport::Udp => TransportKind::Udp,
+                    ListenTransport::Tcp => TransportKind::Tcp,
+                };
+                let known = self
+                    .listen
+                    .iter()
+                    .any(|l| l.transport == kind && l.address == address);
+                if !known {
+                    return Err(ConfigError::new(
+                        key,
+                        format!("{entry:?} is not among the [[listen]] sockets"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Accepts `sip:` URIs with a host and, if given, a transport this host speaks.
+pub fn check_next_hop(uri: &str) -> Result<(), String> {
+    let parsed = Uri::parse(uri).map_err(|e| format!("not a SIP URI: {uri:?} ({e})"))?;
+    if !parsed.scheme.eq_ignore_ascii_case("sip") {
+        return Err(format!("not a SIP URI: {uri:?} (scheme must be sip)"));
+    }
+    if parsed.host.is_empty() {
+        return Err(format!("not a SIP URI: {uri:?} (no host)"));
+    }
+    if let Some(transport) = parsed.param("transport").flatten()
+        && TransportKind::parse(transport).is_none()
+    {
+        return Err(format!("unsupported transport {transport:?} in {uri:?}"));
+    }
+    Ok(())
+}
+
+/// Turns a toml/serde error into one naming the key path, found from the error's span.
+fn toml_error(text: &str, err: &toml::de::Error) -> ConfigError {
+    let reason = err.message().trim().to_owned();
+    let key = err
+        .span()
+        .and_then(|span| {
+            let doc = toml::de::DeTable::parse(text).ok()?;
+            let mut path = String::new();
+            table_path(doc.get_ref(), span.start, &mut path);
+            (!path.is_empty()).then_some(path)
+        })
+        .unwrap_or_else(|| match err.span() {
+            Some(span) => {
+                let line = text
+                    .get(..span.start)
+                    .map_or(0, |before| before.matches('\n').count())
+                    + 1;
+                format!("line {line}")
+            }
+            None => "config".to_owned(),
+        });
+    ConfigError::new(key, reason)
+}
+
+fn table_path(table: &toml::de::DeTable<'_>, at: usize, path: &mut String) {
+    for (key, value) in table.iter() {
+        let key_span = key.span();
+        let value_span = value.span();
+        let in_key = key_span.contains(&at);
+        if in_key || value_span.contains(&at) {
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(key.get_ref());
+            if !in_key {
+                value_path(value.get_ref(), at, path);
+            }
+            return;
+        }
+    }
+}
+
+fn value_path(value: &toml::de::DeValue<'_>, at: usize, path: &mut String) {
+    match value {
+        toml::de::DeValue::Table(table) => table_path(table, at, path),
+        toml::de::DeValue::Array(array) => {
+            for (i, item) in array.iter().enumerate() {
+                if item.span().contains(&at) {
+                    path.push_str(&format!("[{i}]"));
+                    value_path(item.get_ref(), at, path);
+                    return;
+                }
+            }
+        }
+        _ => {}
+    }
+}

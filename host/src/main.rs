@@ -1,1 +1,170 @@
-fn main() {}
+//! The `siphost` binary: `run` the proxy, `check` a configuration, or call the admin
+//! endpoint with `rpc`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use siphost::config::Config;
+use siphost::proxy::hooks::{FilterHooks, NoFilters};
+use siphost::proxy::{Proxy, ProxyHandle};
+use siphost::transport::Transport;
+
+#[derive(Parser)]
+#[command(name = "siphost", version, about = "A SIP proxy host running WebAssembly filters")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Run {
+        /// Configuration file (TOML).
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file: prints "config ok" or the first error.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Call a JSON-RPC method on the admin endpoint (parameters are JSON, or strings).
+    Rpc {
+        /// Admin endpoint address.
+        #[arg(long, default_value = "127.0.0.1:5081")]
+        admin: SocketAddr,
+        method: String,
+        params: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("config ok");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("config error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run { config } => {
+            let config = match Config::load(&config) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("config error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging(&config.log.level);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(config.process.worker_threads)
+                .enable_all()
+                .build();
+            let result = runtime
+                .context("cannot start the async runtime")
+                .and_then(|rt| rt.block_on(run(config)));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("siphost: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Rpc {
+            admin,
+            method,
+            params,
+        } => {
+            let params = serde_json::Value::Array(
+                params
+                    .iter()
+                    .map(|p| {
+                        serde_json::from_str(p)
+                            .unwrap_or_else(|_| serde_json::Value::String(p.clone()))
+                    })
+                    .collect(),
+            );
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")
+                .and_then(|rt| rt.block_on(siphost::admin::client::call(admin, &method, params)));
+            match result {
+                Ok(value) => {
+                    match serde_json::to_string_pretty(&value) {
+                        Ok(text) => println!("{text}"),
+                        Err(_) => println!("{value}"),
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("siphost rpc: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the configured level.
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let bound = Transport::bind(&config)
+        .await
+        .context("cannot bind the [[listen]] sockets")?;
+    let (handle, commands) = ProxyHandle::channel();
+
+    // Filter hooks. The filter runtime replaces `NoFilters` here with its tenants' hooks
+    // (built from `config.tenant`, given `handle.clone()` for locally originated requests).
+    let hooks: Arc<dyn FilterHooks> = Arc::new(NoFilters);
+
+    for listener in bound.transport.listeners() {
+        tracing::info!(transport = %listener.kind, address = %listener.local, "listening");
+    }
+    let proxy = Proxy::new(&config, bound, hooks, commands).map_err(anyhow::Error::msg)?;
+    tokio::spawn(stop_on_signal(
+        handle.clone(),
+        Duration::from_millis(config.shutdown.grace_ms),
+    ));
+    tracing::info!("siphost ready");
+    proxy.run().await;
+    Ok(())
+}
+
+/// SIGTERM or SIGINT: stop taking new transactions and let in-flight ones finish.
+async fn stop_on_signal(handle: ProxyHandle, grace: Duration) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    handle.shutdown(grace).await;
+}

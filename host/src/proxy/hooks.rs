@@ -17,11 +17,20 @@ pub struct HookContext {
     /// Next hop as a SIP URI string (e.g. `sip:127.0.0.1:5090;transport=tcp`);
     /// a filter may change it through [`Decision::Forward`].
     pub next_hop: Option<String>,
-    /// Stable key of the dialog this message belongs to (Call-ID + tags), if any,
-    /// for host-side dialog variables that outlive a filter swap.
+    /// Stable key of the dialog this message belongs to (its Call-ID), for host-side
+    /// dialog variables that outlive a filter swap.
     pub dialog_key: Option<String>,
-    /// Key of the transaction (branch of the proxy's client or server side).
+    /// Key of the proxy transaction: the same in `on_request`, `on_reply` and `on_failure`
+    /// of one forwarded request, unique within this process run.
     pub transaction_key: String,
+    /// Extra URI parameters (`;vsf=...;vst=...`) the proxy appends, after `;lr`, to the
+    /// Record-Route it inserts for this request. `None`: the proxy does not record-route
+    /// (in-dialog requests, or `[proxy].record_route = false`); a filter may set it to
+    /// `Some(String::new())` to force record-routing, or back to `None` to prevent it.
+    pub record_route_params: Option<String>,
+    /// The Route value that named this proxy and was removed by loose routing (in-dialog
+    /// requests), so filters can read parameters they put into their Record-Route earlier.
+    pub own_route: Option<String>,
 }
 
 /// What a filter decided for a message.

@@ -1,4 +1,212 @@
 //! The wasmtime host for filters: one sandbox per tenant, limits, failure
 //! policy, hot swap; implements the proxy's `FilterHooks`.
 
+pub mod bindings;
 pub mod config;
+pub mod engine;
+pub mod host;
+pub mod state;
+pub mod tenant;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use siphost_sip::Message;
+
+use crate::proxy::hooks::{Decision, FilterHooks, HookContext};
+use config::{ListenTransport, TenantConfig, parse_listen, validate_tenants};
+pub use engine::EngineOptions;
+use engine::FilterEngine;
+pub use tenant::{Hook, SwapReport, Tenant};
+use tenant::{Services, spawn_watcher};
+
+/// Why a filter could not be loaded or a call into it failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilterError {
+    /// The call ran past the tenant's CPU limit.
+    #[error("filter ran out of time (cpu limit)")]
+    Timeout,
+    /// The filter asked for more memory than the tenant's limit.
+    #[error("filter ran out of memory (memory limit)")]
+    OutOfMemory,
+    /// The filter trapped (panic, unreachable, bad memory access...).
+    #[error("filter trapped: {0}")]
+    Trap(wasmtime::Trap),
+    /// The call failed without a trap code (e.g. a misused host handle).
+    #[error("filter call failed: {0}")]
+    Guest(String),
+    /// The wasm file could not be read.
+    #[error("cannot load filter: {0}")]
+    Load(String),
+    /// The wasm is not a valid component for this engine.
+    #[error("cannot compile filter: {0}")]
+    Compile(String),
+    /// Linking or instantiation failed (missing import, pool exhausted...).
+    #[error("cannot instantiate filter: {0}")]
+    Instantiate(String),
+    /// The filter's `configure` rejected its configuration.
+    #[error("filter rejected its configuration: {0}")]
+    Configure(String),
+    /// The engine could not be set up.
+    #[error("wasm engine: {0}")]
+    Engine(String),
+    /// The filter's `rpc` export returned an error.
+    #[error("filter rpc: {0}")]
+    Rpc(String),
+    /// An admin request named something that does not exist.
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+impl FilterError {
+    /// Prefixes load-time errors with where they happened.
+    fn context(self, at: &str) -> Self {
+        match self {
+            Self::Load(m) => Self::Load(format!("{at}: {m}")),
+            Self::Compile(m) => Self::Compile(format!("{at}: {m}")),
+            Self::Instantiate(m) => Self::Instantiate(format!("{at}: {m}")),
+            Self::Configure(m) => Self::Configure(format!("{at}: {m}")),
+            other => other,
+        }
+    }
+}
+
+/// Why a request a filter originated got no reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendFailure {
+    /// No final reply in time (the filter sees a local 408).
+    Timeout,
+    /// It could not be sent (the filter sees a local 503).
+    Transport(String),
+}
+
+/// A boxed future, as returned by [`RequestSender::send_request`].
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Sends requests filters originate (`transport.send-request`); the proxy's
+/// handle implements it. Returns the final reply.
+pub trait RequestSender: Send + Sync {
+    fn send_request(&self, request: Message, next_hop: Option<String>) -> BoxFuture<Result<Message, SendFailure>>;
+}
+
+/// The tenants of a host and their filters.
+pub struct Runtime {
+    services: Arc<Services>,
+    tenants: Vec<Arc<Tenant>>,
+    by_socket: HashMap<(ListenTransport, SocketAddr), usize>,
+}
+
+impl Runtime {
+    /// Loads every tenant's filters (compiled or from the artifact cache),
+    /// instantiates and configures them. Any failure is returned. Timers and
+    /// originated requests need a tokio runtime: create it inside one.
+    pub fn new(tenants: &[TenantConfig], mut options: EngineOptions) -> Result<Arc<Self>, FilterError> {
+        validate_tenants(tenants).map_err(FilterError::BadRequest)?;
+        let largest = tenants
+            .iter()
+            .map(|t| (t.memory_limit_mib as usize).saturating_mul(1 << 20))
+            .max()
+            .unwrap_or(0);
+        options.max_memory_bytes = options.max_memory_bytes.max(largest);
+        let services = Arc::new(Services {
+            engine: Arc::new(FilterEngine::new(&options)?),
+            tokio: tokio::runtime::Handle::try_current().ok(),
+            sender: std::sync::RwLock::new(None),
+        });
+        let mut built = Vec::with_capacity(tenants.len());
+        let mut by_socket = HashMap::new();
+        for (i, config) in tenants.iter().enumerate() {
+            built.push(Tenant::new(config, services.clone())?);
+            for entry in &config.listen {
+                let socket = parse_listen(entry).map_err(FilterError::BadRequest)?;
+                by_socket.insert(socket, i);
+            }
+        }
+        let runtime = Arc::new(Self { services, tenants: built, by_socket });
+        for tenant in &runtime.tenants {
+            for slot in &tenant.filters {
+                if let Some(ms) = slot.watch_ms {
+                    spawn_watcher(tenant, slot.index, Duration::from_millis(ms))
+                        .map_err(|e| FilterError::Engine(format!("file watcher: {e}")))?;
+                }
+            }
+        }
+        Ok(runtime)
+    }
+
+    /// Lets filters originate requests through the proxy.
+    pub fn set_request_sender(&self, sender: Arc<dyn RequestSender>) {
+        *self.services.sender.write().unwrap_or_else(|p| p.into_inner()) = Some(sender);
+    }
+
+    pub fn tenant(&self, name: &str) -> Option<&Arc<Tenant>> {
+        self.tenants.iter().find(|t| t.name() == name)
+    }
+
+    pub fn tenants(&self) -> &[Arc<Tenant>] {
+        &self.tenants
+    }
+
+    fn tenant_for(&self, ctx: &HookContext) -> Option<&Tenant> {
+        let transport = ListenTransport::from_name(ctx.transport)?;
+        let index = *self.by_socket.get(&(transport, ctx.local))?;
+        self.tenants.get(index).map(|t| &**t)
+    }
+
+    fn named(&self, name: &str) -> Result<&Arc<Tenant>, FilterError> {
+        self.tenant(name).ok_or_else(|| FilterError::BadRequest(format!("no tenant {name:?}")))
+    }
+
+    /// `filter.reload [tenant, path?, index?]`: swaps one filter. Without a
+    /// path it reloads from the current path. The index defaults to 0; with a
+    /// path and no index, a filter already at that path is chosen.
+    pub fn reload(&self, tenant: &str, path: Option<&Path>, index: Option<usize>) -> Result<SwapReport, FilterError> {
+        let tenant = self.named(tenant)?;
+        let index = index
+            .or_else(|| {
+                let path = path?;
+                tenant.filters.iter().position(|s| s.current.load().path == path)
+            })
+            .unwrap_or(0);
+        tenant.swap(index, path)
+    }
+
+    /// `filter.rpc [tenant, method, params?, index?]`.
+    pub fn filter_rpc(&self, tenant: &str, method: &str, params: &str, index: usize) -> Result<String, FilterError> {
+        self.named(tenant)?.filter_rpc(index, method, params)
+    }
+
+    /// `filter.list`: tenants, filters, counters and metrics.
+    pub fn status(&self) -> Value {
+        json!({ "tenants": self.tenants.iter().map(|t| t.status_json()).collect::<Vec<_>>() })
+    }
+}
+
+impl FilterHooks for Runtime {
+    fn on_request(&self, ctx: &mut HookContext, msg: &mut Message) -> Decision {
+        match self.tenant_for(ctx) {
+            Some(tenant) => tenant.run_chain(Hook::Request, ctx, msg, None),
+            None => Decision::Continue,
+        }
+    }
+
+    fn on_reply(&self, ctx: &mut HookContext, msg: &mut Message) -> Decision {
+        match self.tenant_for(ctx) {
+            Some(tenant) => tenant.run_chain(Hook::Reply, ctx, msg, None),
+            None => Decision::Continue,
+        }
+    }
+
+    fn on_failure(&self, ctx: &mut HookContext, request: &mut Message, reply: &Message) -> Decision {
+        match self.tenant_for(ctx) {
+            Some(tenant) => tenant.run_chain(Hook::Failure, ctx, request, Some(reply)),
+            None => Decision::Continue,
+        }
+    }
+}

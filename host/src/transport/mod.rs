@@ -1,1 +1,359 @@
 //! UDP and TCP listeners, connection reuse, framing (RFC 3261 §18, RFC 3581).
+//! The proxy core owns a [`Transport`]; socket tasks report to it through [`TransportEvent`]s.
+
+mod resolve;
+mod tcp;
+mod udp;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+pub use crate::config::TransportKind;
+pub use resolve::{NextHop, Resolver};
+pub use udp::UdpReceiver;
+
+use crate::config::Config;
+
+/// Identifies one TCP connection for its whole life.
+pub type ConnId = u64;
+
+/// How many transport events may wait for the core before TCP readers pause.
+const EVENT_QUEUE: usize = 8192;
+
+/// One bound `[[listen]]` socket and the name it goes by in Via / Record-Route.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub kind: TransportKind,
+    /// The address actually bound (port 0 resolved).
+    pub local: SocketAddr,
+    /// Host written into Via sent-by and Record-Route.
+    pub host: String,
+}
+
+impl Listener {
+    /// `host:port` as written in Via sent-by.
+    pub fn sent_by(&self) -> String {
+        format_host_port(&self.host, self.local.port())
+    }
+}
+
+/// `host:port`, bracketing IPv6 literals.
+pub fn format_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Where a message came from: transport, the listener it arrived on, the peer, and for TCP
+/// the connection (responses go back over it, RFC 3261 §18.2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    pub kind: TransportKind,
+    pub listener: usize,
+    pub remote: SocketAddr,
+    pub conn: Option<ConnId>,
+}
+
+/// What socket tasks tell the core.
+#[derive(Debug)]
+pub enum TransportEvent {
+    /// A complete SIP message (TCP frames; UDP is read by the core itself).
+    Message { data: Bytes, source: Source },
+    /// A TCP connection was accepted or established; messages may be sent on it.
+    Opened {
+        conn: ConnId,
+        remote: SocketAddr,
+        listener: usize,
+        writer: mpsc::UnboundedSender<Bytes>,
+    },
+    /// A TCP connection ended (peer close, idle timeout, error, or connect failure).
+    Closed {
+        conn: ConnId,
+        remote: SocketAddr,
+        failed: bool,
+    },
+}
+
+/// Why a message could not be handed to the network.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendFailure {
+    #[error("no {0} listener to send from")]
+    NoListener(TransportKind),
+    #[error("too many TCP connections")]
+    TooManyConnections,
+    #[error("socket error: {0}")]
+    Socket(String),
+}
+
+/// The TCP side kept by the core: open connections by id and by peer address.
+struct Connection {
+    remote: SocketAddr,
+    writer: mpsc::UnboundedSender<Bytes>,
+}
+
+/// Settings shared with connection tasks.
+#[derive(Clone)]
+pub(crate) struct TcpShared {
+    pub(crate) events: mpsc::Sender<TransportEvent>,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_connections: usize,
+    pub(crate) open: Arc<AtomicUsize>,
+    pub(crate) next_id: Arc<AtomicU64>,
+}
+
+/// Bound sockets plus the TCP connection table; owned by the proxy core.
+pub struct Transport {
+    listeners: Vec<Listener>,
+    udp: Vec<Option<Arc<UdpSocket>>>,
+    connections: HashMap<ConnId, Connection>,
+    by_remote: HashMap<SocketAddr, ConnId>,
+    tcp: TcpShared,
+}
+
+/// Everything [`Transport::bind`] produces: the transport, the UDP sockets for the core to
+/// read, and the queue TCP tasks report to.
+pub struct Bound {
+    pub transport: Transport,
+    pub udp: UdpReceiver,
+    pub events: mpsc::Receiver<TransportEvent>,
+}
+
+impl Transport {
+    /// Binds every `[[listen]]` socket and starts the TCP accept loops.
+    pub async fn bind(config: &Config) -> io::Result<Bound> {
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let tcp = TcpShared {
+            events: events_tx,
+            idle_timeout: Duration::from_millis(config.tcp.idle_timeout_ms),
+            max_connections: config.tcp.max_connections,
+            open: Arc::new(AtomicUsize::new(0)),
+            next_id: Arc::new(AtomicU64::new(1)),
+        };
+        let mut listeners = Vec::with_capacity(config.listen.len());
+        let mut udp = Vec::with_capacity(config.listen.len());
+        let mut udp_read = Vec::new();
+        for (index, listen) in config.listen.iter().enumerate() {
+            let (local, socket) = match listen.transport {
+                TransportKind::Udp => {
+                    let socket = Arc::new(udp::bind(listen.address)?);
+                    let local = socket.local_addr()?;
+                    udp_read.push((index, socket.clone()));
+                    (local, Some(socket))
+                }
+                TransportKind::Tcp => {
+                    let listener = tcp::bind(listen.address)?;
+                    let local = listener.local_addr()?;
+                    tokio::spawn(tcp::accept_loop(listener, index, tcp.clone()));
+                    (local, None)
+                }
+            };
+            let host = match &listen.advertise {
+                Some(host) => host.clone(),
+                None => advertised_ip(local.ip()).to_string(),
+            };
+            listeners.push(Listener {
+                kind: listen.transport,
+                local,
+                host,
+            });
+            udp.push(socket);
+        }
+        Ok(Bound {
+            transport: Transport {
+                listeners,
+                udp,
+                connections: HashMap::new(),
+                by_remote: HashMap::new(),
+                tcp,
+            },
+            udp: UdpReceiver::new(udp_read),
+            events: events_rx,
+        })
+    }
+
+    pub fn listeners(&self) -> &[Listener] {
+        &self.listeners
+    }
+
+    pub fn listener(&self, index: usize) -> Option<&Listener> {
+        self.listeners.get(index)
+    }
+
+    /// The listener to send from towards a peer over `kind`: the preferred one when it has
+    /// that transport, else the first of that transport with the same IP family, else any.
+    pub fn pick_listener(
+        &self,
+        kind: TransportKind,
+        preferred: Option<usize>,
+        remote: &SocketAddr,
+    ) -> Option<usize> {
+        if let Some(index) = preferred
+            && self.listeners.get(index).is_some_and(|l| l.kind == kind)
+        {
+            return Some(index);
+        }
+        let same_family = self
+            .listeners
+            .iter()
+            .position(|l| l.kind == kind && l.local.is_ipv4() == remote.is_ipv4());
+        same_family.or_else(|| self.listeners.iter().position(|l| l.kind == kind))
+    }
+
+    /// Number of open (or opening) TCP connections known to the core.
+    pub fn connection_count(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// Whether a TCP connection is still open.
+    pub fn is_open(&self, conn: ConnId) -> bool {
+        self.connections.contains_key(&conn)
+    }
+
+    /// Sends over UDP from `listener`. A full socket buffer drops the datagram: UDP is lossy
+    /// and the transaction layer retransmits.
+    pub fn send_udp(&self, listener: usize, remote: SocketAddr, data: &[u8]) -> io::Result<()> {
+        let Some(Some(socket)) = self.udp.get(listener) else {
+            return Err(io::Error::other("not a UDP listener"));
+        };
+        match socket.try_send_to(data, remote) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                tracing::debug!(%remote, "UDP send buffer full, datagram dropped");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends over TCP: on `conn` when it is still open, else on an open connection to
+    /// `remote`, else on a new connection to it. Returns the connection used.
+    pub fn send_tcp(
+        &mut self,
+        conn: Option<ConnId>,
+        remote: SocketAddr,
+        listener: usize,
+        data: Bytes,
+    ) -> Result<ConnId, SendFailure> {
+        let existing = conn
+            .filter(|id| self.connections.contains_key(id))
+            .or_else(|| self.by_remote.get(&remote).copied());
+        if let Some(id) = existing
+            && let Some(connection) = self.connections.get(&id)
+            && connection.writer.send(data.clone()).is_ok()
+        {
+            return Ok(id);
+        }
+        if self.tcp.open.load(Ordering::Relaxed) >= self.tcp.max_connections {
+            return Err(SendFailure::TooManyConnections);
+        }
+        let id = self.tcp.next_id.fetch_add(1, Ordering::Relaxed);
+        let (writer, queue) = mpsc::unbounded_channel();
+        // The queue holds the message until the connection is up.
+        writer
+            .send(data)
+            .map_err(|e| SendFailure::Socket(e.to_string()))?;
+        self.connections.insert(
+            id,
+            Connection {
+                remote,
+                writer,
+            },
+        );
+        self.by_remote.insert(remote, id);
+        self.tcp.open.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(tcp::connect(id, remote, listener, queue, self.tcp.clone()));
+        Ok(id)
+    }
+
+    /// Sends `data` to `remote` over `kind` from `listener` (UDP) or a reused/new connection
+    /// (TCP). Returns the TCP connection used, if any.
+    pub fn send(
+        &mut self,
+        kind: TransportKind,
+        listener: usize,
+        remote: SocketAddr,
+        conn: Option<ConnId>,
+        data: Bytes,
+    ) -> Result<Option<ConnId>, SendFailure> {
+        match kind {
+            TransportKind::Udp => self
+                .send_udp(listener, remote, &data)
+                .map(|()| None)
+                .map_err(|e| SendFailure::Socket(e.to_string())),
+            TransportKind::Tcp => self.send_tcp(conn, remote, listener, data).map(Some),
+        }
+    }
+
+    /// Applies a connection event to the table. Returns false for a `Closed` of a connection
+    /// the table no longer knows.
+    pub fn on_event(&mut self, event: &TransportEvent) -> bool {
+        match event {
+            TransportEvent::Opened {
+                conn,
+                remote,
+                writer,
+                ..
+            } => {
+                self.connections.insert(
+                    *conn,
+                    Connection {
+                        remote: *remote,
+                        writer: writer.clone(),
+                    },
+                );
+                self.by_remote.insert(*remote, *conn);
+                true
+            }
+            TransportEvent::Closed { conn, remote, .. } => {
+                let known = self.connections.remove(conn).is_some();
+                if self.by_remote.get(remote) == Some(conn) {
+                    self.by_remote.remove(remote);
+                }
+                known
+            }
+            TransportEvent::Message { .. } => true,
+        }
+    }
+
+    /// Closes every TCP connection (their tasks end when their queues close).
+    pub fn close_all(&mut self) {
+        self.connections.clear();
+        self.by_remote.clear();
+    }
+
+    /// The peer of an open connection.
+    pub fn connection_remote(&self, conn: ConnId) -> Option<SocketAddr> {
+        self.connections.get(&conn).map(|c| c.remote)
+    }
+}
+
+/// The IP to advertise for a socket bound to `ip`: itself, or for a wildcard bind the address
+/// of the interface that routes outwards (no packet is sent), falling back to loopback.
+fn advertised_ip(ip: IpAddr) -> IpAddr {
+    if !ip.is_unspecified() {
+        return ip;
+    }
+    let probe = if ip.is_ipv4() {
+        ("0.0.0.0:0", "192.0.2.1:9")
+    } else {
+        ("[::]:0", "[2001:db8::1]:9")
+    };
+    std::net::UdpSocket::bind(probe.0)
+        .and_then(|s| s.connect(probe.1).and_then(|()| s.local_addr()))
+        .map(|a| a.ip())
+        .unwrap_or(if ip.is_ipv4() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            IpAddr::from([0, 0, 0, 0, 0, 0, 0, 1])
+        })
+}

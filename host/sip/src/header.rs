@@ -1,0 +1,360 @@
+//! Header names (case-insensitive, compact forms) and the lexical pieces shared by header
+//! grammars: tokens, quoted strings, comma-separated values and `;name=value` parameters.
+
+use crate::error::{ErrorKind, ParseError};
+
+/// Headers the codec knows by name, so lookups compare a tag instead of strings and compact
+/// forms (RFC 3261 §7.3.3 and later extensions) resolve to the same header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum HeaderKind {
+    Via,
+    From,
+    To,
+    CallId,
+    CSeq,
+    MaxForwards,
+    ContentLength,
+    ContentType,
+    ContentEncoding,
+    Contact,
+    Route,
+    RecordRoute,
+    Subject,
+    Supported,
+    Event,
+    AllowEvents,
+    ReferTo,
+    ReferredBy,
+    SessionExpires,
+    Identity,
+    AcceptContact,
+    RejectContact,
+    RequestDisposition,
+    Other,
+}
+
+/// (kind, long name, compact letter)
+const KNOWN: &[(HeaderKind, &str, Option<u8>)] = &[
+    (HeaderKind::Via, "Via", Some(b'v')),
+    (HeaderKind::From, "From", Some(b'f')),
+    (HeaderKind::To, "To", Some(b't')),
+    (HeaderKind::CallId, "Call-ID", Some(b'i')),
+    (HeaderKind::CSeq, "CSeq", None),
+    (HeaderKind::MaxForwards, "Max-Forwards", None),
+    (HeaderKind::ContentLength, "Content-Length", Some(b'l')),
+    (HeaderKind::ContentType, "Content-Type", Some(b'c')),
+    (HeaderKind::ContentEncoding, "Content-Encoding", Some(b'e')),
+    (HeaderKind::Contact, "Contact", Some(b'm')),
+    (HeaderKind::Route, "Route", None),
+    (HeaderKind::RecordRoute, "Record-Route", None),
+    (HeaderKind::Subject, "Subject", Some(b's')),
+    (HeaderKind::Supported, "Supported", Some(b'k')),
+    (HeaderKind::Event, "Event", Some(b'o')),
+    (HeaderKind::AllowEvents, "Allow-Events", Some(b'u')),
+    (HeaderKind::ReferTo, "Refer-To", Some(b'r')),
+    (HeaderKind::ReferredBy, "Referred-By", Some(b'b')),
+    (HeaderKind::SessionExpires, "Session-Expires", Some(b'x')),
+    (HeaderKind::Identity, "Identity", Some(b'y')),
+    (HeaderKind::AcceptContact, "Accept-Contact", Some(b'a')),
+    (HeaderKind::RejectContact, "Reject-Contact", Some(b'j')),
+    (HeaderKind::RequestDisposition, "Request-Disposition", Some(b'd')),
+];
+
+impl HeaderKind {
+    /// Resolves a header name (long or compact, any case).
+    pub(crate) fn of(name: &[u8]) -> HeaderKind {
+        if let [c] = name {
+            let c = c.to_ascii_lowercase();
+            return KNOWN
+                .iter()
+                .find(|(_, _, compact)| *compact == Some(c))
+                .map_or(HeaderKind::Other, |(kind, _, _)| *kind);
+        }
+        KNOWN
+            .iter()
+            .find(|(_, long, _)| long.len() == name.len() && long.as_bytes().eq_ignore_ascii_case(name))
+            .map_or(HeaderKind::Other, |(kind, _, _)| *kind)
+    }
+
+    /// The canonical long name (for headers this codec writes itself).
+    pub(crate) fn long_name(self) -> &'static str {
+        KNOWN.iter().find(|(kind, _, _)| *kind == self).map_or("", |(_, long, _)| long)
+    }
+}
+
+/// Whether two header names denote the same header (case-insensitive, compact forms equal).
+pub fn same_header_name(a: &str, b: &str) -> bool {
+    let ka = HeaderKind::of(a.as_bytes());
+    if ka != HeaderKind::Other {
+        return ka == HeaderKind::of(b.as_bytes());
+    }
+    a.eq_ignore_ascii_case(b)
+}
+
+/// RFC 3261 `token` characters.
+pub(crate) fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(b, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
+}
+
+pub(crate) fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(is_token_byte)
+}
+
+pub(crate) fn is_ws(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// Trims SP / HT (and CR / LF left by unfolding) on both ends.
+pub(crate) fn trim_lws(s: &str) -> &str {
+    s.trim_matches(|c| c == ' ' || c == '\t' || c == '\r' || c == '\n')
+}
+
+/// Given `s` starting with `"`, returns the byte length of the quoted string including both
+/// quotes, honouring `\` escapes; `None` if it is not terminated.
+pub(crate) fn quoted_len(s: &[u8]) -> Option<usize> {
+    let mut i = 1;
+    while i < s.len() {
+        match s[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Splits a header value on top-level commas (outside quoted strings and `<...>`), yielding
+/// trimmed, non-empty pieces. Iterates over a single line's value.
+#[derive(Clone)]
+pub(crate) struct CommaValues<'a> {
+    rest: &'a str,
+}
+
+impl<'a> CommaValues<'a> {
+    pub(crate) fn new(value: &'a str) -> Self {
+        CommaValues { rest: value }
+    }
+}
+
+/// Byte offset of the first top-level comma in `s`, or `s.len()`.
+pub(crate) fn first_comma(s: &str) -> usize {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut in_angle = false;
+    while i < b.len() {
+        match b[i] {
+            b'"' => match quoted_len(&b[i..]) {
+                Some(n) => {
+                    i += n;
+                    continue;
+                }
+                None => return b.len(),
+            },
+            b'<' => in_angle = true,
+            b'>' => in_angle = false,
+            b',' if !in_angle => return i,
+            _ => {}
+        }
+        i += 1;
+    }
+    b.len()
+}
+
+impl<'a> Iterator for CommaValues<'a> {
+    type Item = &'a str;
+    fn next(&mut self) -> Option<&'a str> {
+        loop {
+            if self.rest.is_empty() {
+                return None;
+            }
+            let end = first_comma(self.rest);
+            let piece = trim_lws(&self.rest[..end]);
+            self.rest = self.rest.get(end + 1..).unwrap_or("");
+            if !piece.is_empty() {
+                return Some(piece);
+            }
+        }
+    }
+}
+
+/// Iterates `;name[=value]` parameters (leading `;` optional), yielding trimmed name and
+/// value as written (quoted values keep their quotes). Splits on `;` outside quotes.
+#[derive(Clone, Debug)]
+pub struct Params<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Params<'a> {
+    /// Parameters in `s`, e.g. `;tag=1;lr` or `transport=tcp;lr`.
+    pub fn new(s: &'a str) -> Self {
+        Params { rest: s }
+    }
+
+    /// The value of the first parameter named `name` (case-insensitive):
+    /// `None` if absent, `Some(None)` for a flag like `;lr`.
+    pub fn get(&self, name: &str) -> Option<Option<&'a str>> {
+        self.clone().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+    }
+}
+
+/// Byte offset of the first `;` outside quoted strings, or `s.len()`.
+pub(crate) fn first_semicolon(s: &str) -> usize {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => match quoted_len(&b[i..]) {
+                Some(n) => {
+                    i += n;
+                    continue;
+                }
+                None => return b.len(),
+            },
+            b';' => return i,
+            _ => {}
+        }
+        i += 1;
+    }
+    b.len()
+}
+
+impl<'a> Iterator for Params<'a> {
+    type Item = (&'a str, Option<&'a str>);
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let s = trim_lws(self.rest);
+            let s = s.strip_prefix(';').unwrap_or(s);
+            if s.is_empty() {
+                self.rest = "";
+                return None;
+            }
+            let end = first_semicolon(s);
+            let piece = &s[..end];
+            self.rest = &s[end..];
+            let (name, value) = match piece.find('=') {
+                Some(eq) => (trim_lws(&piece[..eq]), Some(trim_lws(&piece[eq + 1..]))),
+                None => (trim_lws(piece), None),
+            };
+            if !name.is_empty() {
+                return Some((name, value));
+            }
+        }
+    }
+}
+
+/// Checks that `s` is empty or a sequence of `;name[=value]` with LWS allowed around the
+/// separators; names are tokens, values tokens, quoted strings or bracketed IPv6 hosts.
+pub(crate) fn validate_params(s: &str, kind: ErrorKind) -> Result<(), ParseError> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let skip_ws = |i: &mut usize| {
+        while *i < b.len() && matches!(b[*i], b' ' | b'\t' | b'\r' | b'\n') {
+            *i += 1;
+        }
+    };
+    loop {
+        skip_ws(&mut i);
+        if i == b.len() {
+            return Ok(());
+        }
+        if b[i] != b';' {
+            return Err(ParseError::new(kind, format!("expected ';' before parameter in {s:?}")));
+        }
+        i += 1;
+        skip_ws(&mut i);
+        let start = i;
+        while i < b.len() && is_token_byte(b[i]) {
+            i += 1;
+        }
+        if i == start {
+            return Err(ParseError::new(kind, format!("empty parameter name in {s:?}")));
+        }
+        skip_ws(&mut i);
+        if i < b.len() && b[i] == b'=' {
+            i += 1;
+            skip_ws(&mut i);
+            if i < b.len() && b[i] == b'"' {
+                match quoted_len(&b[i..]) {
+                    Some(n) => i += n,
+                    None => {
+                        return Err(ParseError::new(kind, format!("unterminated quoted parameter in {s:?}")));
+                    }
+                }
+            } else {
+                let vstart = i;
+                while i < b.len() && (is_token_byte(b[i]) || matches!(b[i], b'[' | b']' | b':')) {
+                    i += 1;
+                }
+                if i == vstart {
+                    return Err(ParseError::new(kind, format!("empty parameter value in {s:?}")));
+                }
+            }
+        }
+    }
+}
+
+/// Removes the quotes and `\` escapes of a quoted string; other strings are returned as is.
+pub(crate) fn unquote(s: &str) -> std::borrow::Cow<'_, str> {
+    let Some(inner) = s.strip_prefix('"').and_then(|t| t.strip_suffix('"')) else {
+        return std::borrow::Cow::Borrowed(s);
+    };
+    if !inner.contains('\\') {
+        return std::borrow::Cow::Borrowed(inner);
+    }
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(next) = chars.next() {
+                out.push(next);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_and_long_names_resolve_alike() {
+        assert_eq!(HeaderKind::of(b"v"), HeaderKind::Via);
+        assert_eq!(HeaderKind::of(b"VIA"), HeaderKind::Via);
+        assert_eq!(HeaderKind::of(b"call-id"), HeaderKind::CallId);
+        assert_eq!(HeaderKind::of(b"I"), HeaderKind::CallId);
+        assert_eq!(HeaderKind::of(b"X-Custom"), HeaderKind::Other);
+        assert!(same_header_name("l", "content-length"));
+        assert!(same_header_name("X-A", "x-a"));
+        assert!(!same_header_name("X-A", "X-B"));
+    }
+
+    #[test]
+    fn commas_inside_quotes_and_angles_do_not_split() {
+        let v: Vec<_> =
+            CommaValues::new(r#""Doe, J" <sip:a@b;x=1,2>, <sip:c@d> ,, "q\",\"" <sip:e>"#).collect();
+        assert_eq!(v, [r#""Doe, J" <sip:a@b;x=1,2>"#, "<sip:c@d>", r#""q\",\"" <sip:e>"#]);
+    }
+
+    #[test]
+    fn params_tolerate_lws_and_quotes() {
+        let p = Params::new(" ;  tag = 98asjd8 ; lr; x=\"a;b\"");
+        let all: Vec<_> = p.clone().collect();
+        assert_eq!(all, [("tag", Some("98asjd8")), ("lr", None), ("x", Some("\"a;b\""))]);
+        assert_eq!(p.get("TAG"), Some(Some("98asjd8")));
+        assert_eq!(p.get("lr"), Some(None));
+        assert_eq!(p.get("nope"), None);
+        assert!(validate_params(";;", ErrorKind::HeaderValue).is_err());
+        assert!(validate_params(";a=", ErrorKind::HeaderValue).is_err());
+        assert!(validate_params(" ; a = b ;c;d=\"x\";maddr=[::1]", ErrorKind::HeaderValue).is_ok());
+    }
+
+    #[test]
+    fn unquote_handles_escapes() {
+        assert_eq!(unquote(r#""J Rosenberg \\\"""#), r#"J Rosenberg \""#);
+        assert_eq!(unquote("plain"), "plain");
+    }
+}

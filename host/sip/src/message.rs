@@ -1,0 +1,920 @@
+//! The SIP message: parsed once into spans over a shared `Bytes` buffer, read through
+//! accessors, edited by recording changed header entries, and serialized by copying every
+//! untouched line verbatim.
+
+use std::fmt;
+
+use bytes::Bytes;
+
+use crate::error::{ErrorKind, ParseError};
+use crate::header::{
+    CommaValues, HeaderKind, first_comma, first_semicolon, is_token, is_token_byte, is_ws, quoted_len, trim_lws,
+};
+use crate::method::Method;
+use crate::name_addr::NameAddr;
+use crate::uri::{Uri, is_known_scheme, split_scheme, validate_any_uri};
+use crate::via::Via;
+
+/// Largest message [`Message::parse`] accepts (also the stream framing limit).
+pub const MAX_MESSAGE_SIZE: usize = 1 << 20;
+
+/// Text that is either a span of the message buffer or owned (edited or unfolded).
+#[derive(Clone, Debug)]
+enum Text {
+    Span(usize, usize),
+    Owned(Box<str>),
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    kind: HeaderKind,
+    name: Text,
+    value: Text,
+    /// The original line, terminator included, while the entry is unedited.
+    raw: Option<(usize, usize)>,
+}
+
+#[derive(Clone, Debug)]
+enum StartLine {
+    Request { method: Method, uri: Text, raw: Option<(usize, usize)> },
+    Response { status: u16, reason: Text, raw: Option<(usize, usize)> },
+}
+
+/// A SIP request or response.
+///
+/// Parsing indexes the start line and every header line as spans of the buffer; header
+/// values are interpreted only when an accessor asks. Edits replace, insert or drop header
+/// entries; [`Message::write_to`] copies each untouched line byte for byte and always emits
+/// a Content-Length matching the body.
+#[derive(Clone)]
+pub struct Message {
+    buf: Bytes,
+    start: StartLine,
+    headers: Vec<Entry>,
+    body: Bytes,
+    /// The whole message as received, when it can be re-sent as is (no edits, a correct
+    /// Content-Length present).
+    verbatim: Option<(usize, usize)>,
+}
+
+/// Finds the line starting at `pos`: returns (end of content, start of next line). Accepts
+/// CRLF and bare LF.
+fn line_at(b: &[u8], pos: usize) -> Option<(usize, usize)> {
+    let rel = memchr::memchr(b'\n', b.get(pos..)?)?;
+    let nl = pos + rel;
+    let end = if nl > pos && b.get(nl - 1) == Some(&b'\r') { nl - 1 } else { nl };
+    Some((end, nl + 1))
+}
+
+fn trim_span(b: &[u8], mut s: usize, mut e: usize) -> (usize, usize) {
+    while s < e && b.get(s).is_some_and(|&c| is_ws(c)) {
+        s += 1;
+    }
+    while e > s && b.get(e - 1).is_some_and(|&c| is_ws(c)) {
+        e -= 1;
+    }
+    (s, e)
+}
+
+/// Replaces each line fold (CRLF or LF) by nothing, leaving the whitespace that followed it,
+/// so the folded value reads as one line (RFC 3261 §7.3.1: a fold is equivalent to SP).
+fn unfold(s: &str) -> String {
+    trim_lws(s).chars().filter(|&c| c != '\r' && c != '\n').collect()
+}
+
+fn check_version(v: &[u8], at: usize) -> Result<(), ParseError> {
+    if v == b"SIP/2.0" {
+        return Ok(());
+    }
+    if v.is_empty() {
+        return Err(ParseError::at(ErrorKind::StartLine, "whitespace after the SIP version", at));
+    }
+    let Some(num) = v.get(..4).filter(|p| p.eq_ignore_ascii_case(b"SIP/")).and_then(|_| v.get(4..)) else {
+        return Err(ParseError::at(ErrorKind::StartLine, "no SIP version", at));
+    };
+    let mut parts = num.splitn(2, |&c| c == b'.');
+    let major = parts.next().unwrap_or_default();
+    let minor = parts.next().unwrap_or_default();
+    let digits = |p: &[u8]| !p.is_empty() && p.iter().all(u8::is_ascii_digit);
+    if !digits(major) || !digits(minor) {
+        return Err(ParseError::at(ErrorKind::StartLine, "malformed SIP version", at));
+    }
+    if major.iter().skip_while(|&&c| c == b'0').eq(b"2".iter()) && minor.iter().all(|&c| c == b'0') {
+        return Ok(());
+    }
+    Err(ParseError::at(
+        ErrorKind::UnsupportedVersion,
+        format!("{:?}", String::from_utf8_lossy(v)),
+        at,
+    ))
+}
+
+fn parse_start_line(b: &[u8], s: usize, e: usize, next: usize) -> Result<StartLine, ParseError> {
+    let line = b.get(s..e).unwrap_or_default();
+    let text = std::str::from_utf8(line)
+        .map_err(|u| ParseError::at(ErrorKind::InvalidUtf8, "in the start line", s + u.valid_up_to()))?;
+    if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
+        // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
+        let sp = memchr::memchr(b' ', line).ok_or_else(|| ParseError::at(ErrorKind::StartLine, "no status code", s))?;
+        check_version(&line[..sp], s)?;
+        let rest = &text[sp + 1..];
+        let code_end = rest.find(' ').unwrap_or(rest.len());
+        let code = &rest[..code_end];
+        if code.len() != 3 || !code.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(ParseError::at(ErrorKind::Status, format!("status code {code:?} is not three digits"), s + sp + 1));
+        }
+        let status: u16 = code.parse().unwrap_or(0);
+        if !(100..=699).contains(&status) {
+            return Err(ParseError::at(ErrorKind::Status, format!("status code {status} out of range"), s + sp + 1));
+        }
+        let reason_start = (s + sp + 1 + code_end + 1).min(e);
+        return Ok(StartLine::Response { status, reason: Text::Span(reason_start, e), raw: Some((s, next)) });
+    }
+    // Request-Line = Method SP Request-URI SP SIP-Version
+    let sp1 = memchr::memchr(b' ', line).ok_or_else(|| ParseError::at(ErrorKind::StartLine, "no Request-URI", s))?;
+    let sp2 = memchr::memrchr(b' ', line).unwrap_or(sp1);
+    if sp2 == sp1 {
+        return Err(ParseError::at(ErrorKind::StartLine, "no SIP version", s));
+    }
+    let method = &text[..sp1];
+    if !is_token(method) {
+        return Err(ParseError::at(ErrorKind::Method, format!("{method:?} is not a token"), s));
+    }
+    check_version(&line[sp2 + 1..], s + sp2 + 1)?;
+    let uri = &text[sp1 + 1..sp2];
+    if uri.is_empty() || uri.bytes().any(|c| is_ws(c)) {
+        return Err(ParseError::at(ErrorKind::RequestUri, "extra whitespace in the Request-Line", s + sp1 + 1));
+    }
+    validate_any_uri(uri, ErrorKind::RequestUri).map_err(|e| e.with_offset(s + sp1 + 1))?;
+    if let Some((scheme, _)) = split_scheme(uri)
+        && is_known_scheme(scheme)
+        && Uri::parse(uri).is_ok_and(|u| u.has_headers())
+    {
+        return Err(ParseError::at(ErrorKind::RequestUri, "headers are not allowed in a Request-URI", s + sp1 + 1));
+    }
+    Ok(StartLine::Request {
+        method: Method::from_bytes(method.as_bytes()),
+        uri: Text::Span(s + sp1 + 1, s + sp2),
+        raw: Some((s, next)),
+    })
+}
+
+fn parse_content_length(v: &str) -> Option<usize> {
+    if v.is_empty() || v.len() > 10 || !v.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}
+
+/// `Max-Forwards: 1*DIGIT` (leading zeros allowed).
+fn parse_max_forwards(v: &str) -> Option<u32> {
+    if v.is_empty() || !v.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let significant = v.trim_start_matches('0');
+    if significant.len() > 9 {
+        return None;
+    }
+    Some(significant.parse().unwrap_or(0))
+}
+
+/// `CSeq: 1*DIGIT LWS Method`; the number must be below 2^31 (RFC 3261 §8.1.1.5).
+fn parse_cseq(v: &str) -> Option<(u32, &str)> {
+    let digits_end = v.bytes().position(|c| !c.is_ascii_digit()).unwrap_or(v.len());
+    if digits_end == 0 || digits_end > 10 {
+        return None;
+    }
+    let num: u32 = v[..digits_end].parse().ok().filter(|&n| n < (1 << 31))?;
+    let rest = &v[digits_end..];
+    if !rest.starts_with([' ', '\t', '\r', '\n']) {
+        return None;
+    }
+    let method = trim_lws(rest);
+    is_token(method).then_some((num, method))
+}
+
+fn text<'a>(buf: &'a Bytes, t: &'a Text) -> &'a str {
+    match t {
+        Text::Span(s, e) => buf.get(*s..*e).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or(""),
+        Text::Owned(s) => s,
+    }
+}
+
+/// A predicate selecting the entries of header `name` (case-insensitive, compact forms).
+fn matcher(name: &str) -> impl Fn(&Entry, &Bytes) -> bool + '_ {
+    let kind = HeaderKind::of(name.as_bytes());
+    move |e: &Entry, buf: &Bytes| {
+        e.kind == kind && (kind != HeaderKind::Other || text(buf, &e.name).eq_ignore_ascii_case(name))
+    }
+}
+
+/// Where the header parameters of one list value begin: after the `>` of a name-addr, else
+/// at the start (a Via or addr-spec, whose text before the first `;` is kept as is).
+fn params_start(value: &str) -> usize {
+    let b = value.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => match quoted_len(&b[i..]) {
+                Some(n) => {
+                    i += n;
+                    continue;
+                }
+                None => return 0,
+            },
+            b'<' => return value[i..].find('>').map_or(0, |c| i + c + 1),
+            b';' => return 0,
+            _ => {}
+        }
+        i += 1;
+    }
+    0
+}
+
+/// Keeps only token characters of a header name given to an edit.
+fn clean_name(name: &str) -> Option<String> {
+    let n: String = name.chars().filter(|&c| c.is_ascii() && is_token_byte(c as u8)).collect();
+    (!n.is_empty()).then_some(n)
+}
+
+/// Replaces CR, LF and NUL in an edited value by SP so an edit cannot inject header lines.
+fn clean_value(value: &str) -> Box<str> {
+    let v = trim_lws(value);
+    if v.bytes().any(|c| matches!(c, b'\r' | b'\n' | 0)) {
+        v.chars().map(|c| if matches!(c, '\r' | '\n' | '\0') { ' ' } else { c }).collect::<String>().into()
+    } else {
+        v.into()
+    }
+}
+
+/// In a single value like `SIP/2.0/UDP h;branch=x;rport`, sets parameter `name` to `value`
+/// (`None` for a flag), replacing the first existing one or appending.
+fn set_param(s: &str, name: &str, value: Option<&str>) -> String {
+    let rendered = match value {
+        Some(v) => format!("{name}={v}"),
+        None => name.to_owned(),
+    };
+    let head_end = first_semicolon(s);
+    let mut out = String::with_capacity(s.len() + rendered.len() + 1);
+    out.push_str(&s[..head_end]);
+    let mut rest = &s[head_end..];
+    let mut done = false;
+    while let Some(after) = rest.strip_prefix(';') {
+        let end = first_semicolon(after);
+        let piece = &after[..end];
+        let pname = trim_lws(piece.split('=').next().unwrap_or(""));
+        out.push(';');
+        if !done && pname.eq_ignore_ascii_case(name) {
+            out.push_str(&rendered);
+            done = true;
+        } else {
+            out.push_str(piece);
+        }
+        rest = &after[end..];
+    }
+    if !done {
+        let trimmed = out.trim_end_matches([' ', '\t']).len();
+        out.truncate(trimmed);
+        out.push(';');
+        out.push_str(&rendered);
+    }
+    out
+}
+
+impl Message {
+    /// Parses one whole message: a UDP datagram or a message framed by [`crate::frame_stream`].
+    ///
+    /// Leading CRLFs are skipped. The body is framed by Content-Length: a value larger than
+    /// the bytes present is an error, a smaller one drops the extra bytes, and without the
+    /// header the body is the rest of the buffer. Besides syntax, the parse checks what a
+    /// proxy relies on: Via, From, To, Call-ID and CSeq present (the last four once), CSeq
+    /// matching the request method, Max-Forwards at most 255, and that Via, From, To,
+    /// Contact, Route and Record-Route values are well formed.
+    pub fn parse(buf: Bytes) -> Result<Message, ParseError> {
+        let b: &[u8] = &buf;
+        if b.len() > MAX_MESSAGE_SIZE {
+            return Err(ParseError::new(ErrorKind::TooLarge, format!("{} bytes", b.len())));
+        }
+        let pos = b.iter().position(|&c| c != b'\r' && c != b'\n').ok_or_else(|| ParseError::new(ErrorKind::Empty, ""))?;
+        let (line_end, mut cur) =
+            line_at(b, pos).ok_or_else(|| ParseError::at(ErrorKind::Unterminated, "start line has no line end", pos))?;
+        let start = parse_start_line(b, pos, line_end, cur)?;
+        let mut headers: Vec<Entry> = Vec::with_capacity(16);
+        let body_start = loop {
+            let (le, nx) = line_at(b, cur)
+                .ok_or_else(|| ParseError::at(ErrorKind::Unterminated, "no empty line after the headers", cur))?;
+            if le == cur {
+                break nx;
+            }
+            let first = b.get(cur).copied().unwrap_or(b' ');
+            if is_ws(first) {
+                let Some(last) = headers.last_mut() else {
+                    return Err(ParseError::at(ErrorKind::HeaderLine, "continuation line before the first header", cur));
+                };
+                if let Text::Span(_, e) = &mut last.value {
+                    *e = le;
+                }
+                if let Some((_, e)) = &mut last.raw {
+                    *e = nx;
+                }
+            } else {
+                let mut i = cur;
+                while i < le && b.get(i).is_some_and(|&c| is_token_byte(c)) {
+                    i += 1;
+                }
+                let name_end = i;
+                while i < le && b.get(i).is_some_and(|&c| is_ws(c)) {
+                    i += 1;
+                }
+                if name_end == cur || b.get(i) != Some(&b':') || i >= le {
+                    return Err(ParseError::at(ErrorKind::HeaderLine, "expected `name: value`", cur));
+                }
+                headers.push(Entry {
+                    kind: HeaderKind::of(&b[cur..name_end]),
+                    name: Text::Span(cur, name_end),
+                    value: Text::Span(i + 1, le),
+                    raw: Some((cur, nx)),
+                });
+            }
+            cur = nx;
+        };
+        let head = &b[pos..body_start];
+        std::str::from_utf8(head)
+            .map_err(|u| ParseError::at(ErrorKind::InvalidUtf8, "in the header section", pos + u.valid_up_to()))?;
+        for cr in memchr::memchr_iter(b'\r', head) {
+            if head.get(cr + 1) != Some(&b'\n') {
+                return Err(ParseError::at(ErrorKind::HeaderLine, "bare CR", pos + cr));
+            }
+        }
+        for entry in &mut headers {
+            if let Text::Span(s, e) = entry.value {
+                let raw_value = &b[s..e];
+                if memchr::memchr(b'\n', raw_value).is_some() {
+                    let text = std::str::from_utf8(raw_value).unwrap_or_default();
+                    entry.value = Text::Owned(unfold(text).into());
+                } else {
+                    let (s, e) = trim_span(b, s, e);
+                    entry.value = Text::Span(s, e);
+                }
+            }
+        }
+        let mut msg =
+            Message { buf: buf.clone(), start, headers, body: Bytes::new(), verbatim: None };
+        let mut content_length: Option<usize> = None;
+        for entry in msg.headers.iter().filter(|e| e.kind == HeaderKind::ContentLength) {
+            let v = msg.text(&entry.value);
+            let n = parse_content_length(v).ok_or_else(|| {
+                ParseError::new(ErrorKind::ContentLength, format!("{v:?} is not a length")).with_offset(pos)
+            })?;
+            if content_length.is_some_and(|c| c != n) {
+                return Err(ParseError::new(ErrorKind::ContentLength, "conflicting values"));
+            }
+            content_length = Some(n);
+        }
+        let available = b.len() - body_start;
+        let body_end = match content_length {
+            Some(n) if n > available => {
+                return Err(ParseError::new(
+                    ErrorKind::ContentLength,
+                    format!("Content-Length {n} but only {available} body bytes"),
+                ));
+            }
+            Some(n) => body_start + n,
+            None => b.len(),
+        };
+        msg.body = buf.slice(body_start..body_end);
+        if content_length.is_some() {
+            msg.verbatim = Some((pos, body_end));
+        }
+        msg.validate()?;
+        Ok(msg)
+    }
+
+    fn validate(&self) -> Result<(), ParseError> {
+        let (mut vias, mut froms, mut tos, mut call_ids, mut cseqs, mut max_fwds) = (0, 0, 0, 0, 0, 0);
+        for entry in &self.headers {
+            let value = self.text(&entry.value);
+            let bad = |kind: ErrorKind, what: &str| {
+                ParseError::new(kind, format!("{}: {value:?} {what}", self.text(&entry.name)))
+            };
+            match entry.kind {
+                HeaderKind::Via => {
+                    for v in CommaValues::new(value) {
+                        Via::parse(v)?;
+                        vias += 1;
+                    }
+                }
+                HeaderKind::From | HeaderKind::To => {
+                    NameAddr::parse(value)?;
+                    if entry.kind == HeaderKind::From { froms += 1 } else { tos += 1 }
+                }
+                HeaderKind::CallId => {
+                    if value.is_empty() || value.bytes().any(|c| is_ws(c)) {
+                        return Err(bad(ErrorKind::HeaderValue, "is not a Call-ID"));
+                    }
+                    call_ids += 1;
+                }
+                HeaderKind::CSeq => {
+                    let (_, method) =
+                        parse_cseq(value).ok_or_else(|| bad(ErrorKind::HeaderValue, "is not `number method`"))?;
+                    if let StartLine::Request { method: m, .. } = &self.start
+                        && m.as_str() != method
+                    {
+                        return Err(ParseError::new(
+                            ErrorKind::CSeqMismatch,
+                            format!("request method {m} but CSeq method {method}"),
+                        ));
+                    }
+                    cseqs += 1;
+                }
+                HeaderKind::MaxForwards => {
+                    if parse_max_forwards(value).is_none_or(|n| n > 255) {
+                        return Err(bad(ErrorKind::HeaderValue, "is not in 0..=255"));
+                    }
+                    max_fwds += 1;
+                }
+                HeaderKind::Contact if value != "*" => {
+                    for v in CommaValues::new(value) {
+                        NameAddr::parse(v)?;
+                    }
+                }
+                HeaderKind::Route | HeaderKind::RecordRoute => {
+                    for v in CommaValues::new(value) {
+                        NameAddr::parse(v)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (count, name) in [(froms, "From"), (tos, "To"), (call_ids, "Call-ID"), (cseqs, "CSeq")] {
+            match count {
+                0 => return Err(ParseError::new(ErrorKind::MissingHeader, name)),
+                1 => {}
+                _ => return Err(ParseError::new(ErrorKind::DuplicateHeader, name)),
+            }
+        }
+        if vias == 0 {
+            return Err(ParseError::new(ErrorKind::MissingHeader, "Via"));
+        }
+        if max_fwds > 1 {
+            return Err(ParseError::new(ErrorKind::DuplicateHeader, "Max-Forwards"));
+        }
+        Ok(())
+    }
+
+    fn text<'a>(&'a self, t: &'a Text) -> &'a str {
+        text(&self.buf, t)
+    }
+
+    fn first_of_kind(&self, kind: HeaderKind) -> Option<&str> {
+        self.headers.iter().find(|e| e.kind == kind).map(|e| self.text(&e.value))
+    }
+
+    /// Whether this is a request.
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request { .. })
+    }
+
+    /// The request method (requests only).
+    pub fn method(&self) -> Option<&Method> {
+        match &self.start {
+            StartLine::Request { method, .. } => Some(method),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    /// The Request-URI as on the wire, after edits (requests only).
+    pub fn request_uri(&self) -> Option<&str> {
+        match &self.start {
+            StartLine::Request { uri, .. } => Some(self.text(uri)),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    /// The status code (responses only).
+    pub fn status(&self) -> Option<u16> {
+        match &self.start {
+            StartLine::Response { status, .. } => Some(*status),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    /// The reason phrase, possibly empty (responses only).
+    pub fn reason(&self) -> Option<&str> {
+        match &self.start {
+            StartLine::Response { reason, .. } => Some(self.text(reason)),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    /// The value of the first header line named `name` (case-insensitive; compact forms
+    /// match their long form), trimmed and with line folds removed.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let is = matcher(name);
+        self.headers.iter().find(|e| is(e, &self.buf)).map(|e| self.text(&e.value))
+    }
+
+    /// The values of every header line named `name`, in order.
+    pub fn headers<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> + use<'a> {
+        let kind = HeaderKind::of(name.as_bytes());
+        let name = (kind == HeaderKind::Other).then(|| name.to_owned());
+        self.headers
+            .iter()
+            .filter(move |e| {
+                e.kind == kind && name.as_deref().is_none_or(|n| self.text(&e.name).eq_ignore_ascii_case(n))
+            })
+            .map(|e| self.text(&e.value))
+    }
+
+    /// The comma-separated values of every line named `name`, in order, split outside quoted
+    /// strings and `<...>`; empty elements are skipped. For list headers (Via, Route,
+    /// Record-Route, Contact, Supported...); not for Date or the auth headers, whose values
+    /// contain commas.
+    pub fn header_values<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> + use<'a> {
+        self.headers(name).flat_map(CommaValues::new)
+    }
+
+    /// Every header line as (name as written, value), in order, after edits.
+    pub fn all_headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers.iter().map(|e| (self.text(&e.name), self.text(&e.value)))
+    }
+
+    /// The body (after edits).
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The body as a shared buffer.
+    pub fn body_bytes(&self) -> Bytes {
+        self.body.clone()
+    }
+
+    /// The Call-ID.
+    pub fn call_id(&self) -> Option<&str> {
+        self.first_of_kind(HeaderKind::CallId)
+    }
+
+    /// CSeq number and method.
+    pub fn cseq(&self) -> Option<(u32, Method)> {
+        let (n, m) = parse_cseq(self.first_of_kind(HeaderKind::CSeq)?)?;
+        Some((n, Method::from(m)))
+    }
+
+    /// The From header's tag.
+    pub fn from_tag(&self) -> Option<&str> {
+        NameAddr::parse(self.first_of_kind(HeaderKind::From)?).ok()?.tag()
+    }
+
+    /// The To header's tag.
+    pub fn to_tag(&self) -> Option<&str> {
+        NameAddr::parse(self.first_of_kind(HeaderKind::To)?).ok()?.tag()
+    }
+
+    /// The From header parsed.
+    pub fn from(&self) -> Option<NameAddr<'_>> {
+        NameAddr::parse(self.first_of_kind(HeaderKind::From)?).ok()
+    }
+
+    /// The To header parsed.
+    pub fn to(&self) -> Option<NameAddr<'_>> {
+        NameAddr::parse(self.first_of_kind(HeaderKind::To)?).ok()
+    }
+
+    /// Max-Forwards, if present and numeric.
+    pub fn max_forwards(&self) -> Option<u32> {
+        parse_max_forwards(self.first_of_kind(HeaderKind::MaxForwards)?)
+    }
+
+    /// The topmost Via value.
+    pub fn top_via(&self) -> Option<Via<'_>> {
+        let first = self.headers.iter().find(|e| e.kind == HeaderKind::Via)?;
+        Via::parse(CommaValues::new(self.text(&first.value)).next()?).ok()
+    }
+
+    // ---- edits ----
+
+    fn edited(&mut self) {
+        self.verbatim = None;
+    }
+
+    fn new_entry(name: &str, value: &str) -> Option<Entry> {
+        let name = clean_name(name)?;
+        Some(Entry {
+            kind: HeaderKind::of(name.as_bytes()),
+            name: Text::Owned(name.into()),
+            value: Text::Owned(clean_value(value)),
+            raw: None,
+        })
+    }
+
+    /// Replaces the Request-URI (requests only; ignored on responses). Whitespace and control
+    /// characters are dropped so the Request-Line stays well formed.
+    pub fn set_request_uri(&mut self, new_uri: &str) {
+        if let StartLine::Request { uri, raw, .. } = &mut self.start {
+            *uri = Text::Owned(new_uri.chars().filter(|c| !c.is_whitespace() && !c.is_control()).collect());
+            *raw = None;
+            self.verbatim = None;
+        }
+    }
+
+    /// Inserts a header line before the first one (where Via and Record-Route go).
+    /// Non-token characters are dropped from `name` (nothing happens if none remain); CR, LF
+    /// and NUL in `value` become SP.
+    pub fn prepend_header(&mut self, name: &str, value: &str) {
+        if let Some(e) = Self::new_entry(name, value) {
+            self.headers.insert(0, e);
+            self.edited();
+        }
+    }
+
+    /// Appends a header line after the last one. Names and values are cleaned as in
+    /// [`Message::prepend_header`].
+    pub fn append_header(&mut self, name: &str, value: &str) {
+        if let Some(e) = Self::new_entry(name, value) {
+            self.headers.push(e);
+            self.edited();
+        }
+    }
+
+    /// Replaces every line named `name` by one line at the position of the first (appends if
+    /// there is none).
+    pub fn set_header(&mut self, name: &str, value: &str) {
+        let Some(entry) = Self::new_entry(name, value) else { return };
+        let is = matcher(name);
+        let buf = &self.buf;
+        let mut replacement = Some(entry);
+        let mut kept = Vec::with_capacity(self.headers.len() + 1);
+        for e in self.headers.drain(..) {
+            if !is(&e, buf) {
+                kept.push(e);
+            } else if let Some(r) = replacement.take() {
+                kept.push(r);
+            }
+        }
+        kept.extend(replacement);
+        self.headers = kept;
+        self.edited();
+    }
+
+    /// Removes every line named `name`; returns how many were removed.
+    pub fn remove_header(&mut self, name: &str) -> usize {
+        let is = matcher(name);
+        let buf = &self.buf;
+        let before = self.headers.len();
+        self.headers.retain(|e| !is(e, buf));
+        let removed = before - self.headers.len();
+        if removed > 0 {
+            self.edited();
+        }
+        removed
+    }
+
+    /// Pops the first comma-separated value of the first line named `name`: `Via: a, b`
+    /// becomes `Via: b`; a line left empty is removed. Returns the popped value.
+    pub fn remove_first_value(&mut self, name: &str) -> Option<String> {
+        let is = matcher(name);
+        let i = self.headers.iter().position(|e| is(e, &self.buf))?;
+        let value = self.text(&self.headers[i].value);
+        let mut rest = value;
+        let popped = loop {
+            let end = first_comma(rest);
+            let piece = trim_lws(&rest[..end]);
+            rest = rest.get(end + 1..).unwrap_or("");
+            if !piece.is_empty() {
+                break piece.to_owned();
+            }
+            if rest.is_empty() {
+                break String::new();
+            }
+        };
+        let rest = trim_lws(rest);
+        if CommaValues::new(rest).next().is_none() {
+            self.headers.remove(i);
+        } else {
+            let rest: Box<str> = rest.into();
+            let e = &mut self.headers[i];
+            e.value = Text::Owned(rest);
+            e.raw = None;
+        }
+        self.edited();
+        (!popped.is_empty()).then_some(popped)
+    }
+
+    /// Sets a parameter on the first value of the first line named `header` (e.g. a
+    /// Record-Route parameter); `None` as value writes a flag. Returns false if there is no
+    /// such header.
+    pub fn set_first_value_param(&mut self, header: &str, param: &str, value: Option<&str>) -> bool {
+        let Some(param) = clean_name(param) else { return false };
+        let value = value.map(|v| v.replace(|c: char| c.is_whitespace() || matches!(c, ';' | ',' | '\0'), ""));
+        let is = matcher(header);
+        let Some(i) = self.headers.iter().position(|e| is(e, &self.buf)) else { return false };
+        let whole = self.text(&self.headers[i].value);
+        let comma = first_comma(whole);
+        let first = &whole[..comma];
+        let split = params_start(first);
+        let new_value =
+            format!("{}{}{}", &first[..split], set_param(&first[split..], &param, value.as_deref()), &whole[comma..]);
+        let e = &mut self.headers[i];
+        e.value = Text::Owned(new_value.into());
+        e.raw = None;
+        self.edited();
+        true
+    }
+
+    /// Sets (`Some`) or adds as a flag (`None`) a parameter of the top Via value, e.g.
+    /// `received=192.0.2.1` or `rport=5060`.
+    pub fn set_top_via_param(&mut self, name: &str, value: Option<&str>) {
+        self.set_first_value_param("Via", name, value);
+    }
+
+    /// Replaces the body. `content_type` sets Content-Type; with `None`, an empty body also
+    /// drops Content-Type. Content-Length is fixed here and again on serialization.
+    pub fn set_body(&mut self, body: Bytes, content_type: Option<&str>) {
+        match content_type {
+            Some(ct) => self.set_header("Content-Type", ct),
+            None if body.is_empty() => {
+                self.remove_header("Content-Type");
+            }
+            None => {}
+        }
+        let len = body.len().to_string();
+        self.body = body;
+        if self.header("Content-Length") != Some(len.as_str()) {
+            self.set_header("Content-Length", &len);
+        }
+        self.edited();
+    }
+
+    // ---- serialization ----
+
+    /// The message bytes to send. An unedited message with a correct Content-Length is
+    /// returned without copying.
+    pub fn to_bytes(&self) -> Bytes {
+        if let Some((s, e)) = self.verbatim {
+            return self.buf.slice(s..e);
+        }
+        let mut out = Vec::with_capacity(self.buf.len() + 128);
+        self.write_to(&mut out);
+        Bytes::from(out)
+    }
+
+    /// Appends the message bytes to `out`: untouched lines verbatim, edited ones rendered as
+    /// `Name: value`, one Content-Length equal to the body length, then the body.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        if let Some((s, e)) = self.verbatim {
+            out.extend_from_slice(&self.buf[s..e]);
+            return;
+        }
+        let raw = |out: &mut Vec<u8>, (s, e): (usize, usize)| out.extend_from_slice(self.buf.get(s..e).unwrap_or_default());
+        match &self.start {
+            StartLine::Request { raw: Some(r), .. } | StartLine::Response { raw: Some(r), .. } => raw(out, *r),
+            StartLine::Request { method, uri, raw: None } => {
+                out.extend_from_slice(method.as_str().as_bytes());
+                out.push(b' ');
+                out.extend_from_slice(self.text(uri).as_bytes());
+                out.extend_from_slice(b" SIP/2.0\r\n");
+            }
+            StartLine::Response { status, reason, raw: None } => {
+                out.extend_from_slice(format!("SIP/2.0 {status} ").as_bytes());
+                out.extend_from_slice(self.text(reason).as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        let body_len = self.body.len();
+        let mut wrote_length = false;
+        for e in &self.headers {
+            if e.kind == HeaderKind::ContentLength {
+                if wrote_length {
+                    continue;
+                }
+                wrote_length = true;
+                match e.raw {
+                    Some(r) if parse_content_length(self.text(&e.value)) == Some(body_len) => raw(out, r),
+                    _ => {
+                        out.extend_from_slice(self.text(&e.name).as_bytes());
+                        out.extend_from_slice(format!(": {body_len}\r\n").as_bytes());
+                    }
+                }
+                continue;
+            }
+            match e.raw {
+                Some(r) => raw(out, r),
+                None => {
+                    out.extend_from_slice(self.text(&e.name).as_bytes());
+                    out.extend_from_slice(b": ");
+                    out.extend_from_slice(self.text(&e.value).as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+        }
+        if !wrote_length {
+            out.extend_from_slice(format!("Content-Length: {body_len}\r\n").as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.body);
+    }
+
+    // ---- construction ----
+
+    /// A response to this request per RFC 3261 §8.2.6: all Via lines, From, To (with
+    /// `to_tag` added if given and To has no tag), Call-ID and CSeq copied, and
+    /// Content-Length: 0. A status outside 100..=699 is sent as 500; CR and LF in `reason`
+    /// become SP.
+    pub fn response(&self, status: u16, reason: &str, to_tag: Option<&str>) -> Message {
+        let status = if (100..=699).contains(&status) { status } else { 500 };
+        let mut b = Builder::default();
+        b.buf.extend_from_slice(format!("SIP/2.0 {status} ").as_bytes());
+        let rs = b.buf.len();
+        b.buf.extend_from_slice(clean_value(reason).as_bytes());
+        let re = b.buf.len();
+        b.buf.extend_from_slice(b"\r\n");
+        let start = StartLine::Response { status, reason: Text::Span(rs, re), raw: Some((0, b.buf.len())) };
+        for e in self.headers.iter().filter(|e| e.kind == HeaderKind::Via) {
+            b.header(HeaderKind::Via, self.text(&e.value));
+        }
+        if let Some(from) = self.first_of_kind(HeaderKind::From) {
+            b.header(HeaderKind::From, from);
+        }
+        if let Some(to) = self.first_of_kind(HeaderKind::To) {
+            match to_tag {
+                Some(tag) if self.to_tag().is_none() => {
+                    let tag: String = tag.chars().filter(|c| c.is_ascii() && is_token_byte(*c as u8)).collect();
+                    b.header(HeaderKind::To, &format!("{to};tag={tag}"));
+                }
+                _ => b.header(HeaderKind::To, to),
+            }
+        }
+        for kind in [HeaderKind::CallId, HeaderKind::CSeq] {
+            if let Some(v) = self.first_of_kind(kind) {
+                b.header(kind, v);
+            }
+        }
+        b.header(HeaderKind::ContentLength, "0");
+        b.finish(start)
+    }
+
+    /// A new request with only a Request-Line; add headers with the edit methods. Whitespace
+    /// and control characters are dropped from `uri`.
+    pub fn request(method: Method, uri: &str) -> Message {
+        let mut b = Builder::default();
+        let uri: String = uri.chars().filter(|c| !c.is_whitespace() && !c.is_control()).collect();
+        b.buf.extend_from_slice(method.as_str().as_bytes());
+        b.buf.push(b' ');
+        let us = b.buf.len();
+        b.buf.extend_from_slice(uri.as_bytes());
+        let ue = b.buf.len();
+        b.buf.extend_from_slice(b" SIP/2.0\r\n");
+        let start = StartLine::Request { method, uri: Text::Span(us, ue), raw: Some((0, b.buf.len())) };
+        b.finish(start)
+    }
+}
+
+/// Writes a fresh message and records the spans as it goes.
+#[derive(Default)]
+struct Builder {
+    buf: Vec<u8>,
+    headers: Vec<Entry>,
+}
+
+impl Builder {
+    fn header(&mut self, kind: HeaderKind, value: &str) {
+        let s = self.buf.len();
+        self.buf.extend_from_slice(kind.long_name().as_bytes());
+        let ne = self.buf.len();
+        self.buf.extend_from_slice(b": ");
+        let vs = self.buf.len();
+        self.buf.extend_from_slice(clean_value(value).as_bytes());
+        let ve = self.buf.len();
+        self.buf.extend_from_slice(b"\r\n");
+        self.headers.push(Entry {
+            kind,
+            name: Text::Span(s, ne),
+            value: Text::Span(vs, ve),
+            raw: Some((s, self.buf.len())),
+        });
+    }
+
+    fn finish(mut self, start: StartLine) -> Message {
+        self.buf.extend_from_slice(b"\r\n");
+        let len = self.buf.len();
+        let has_length = self.headers.iter().any(|e| e.kind == HeaderKind::ContentLength);
+        Message {
+            buf: Bytes::from(self.buf),
+            start,
+            headers: self.headers,
+            body: Bytes::new(),
+            verbatim: has_length.then_some((0, len)),
+        }
+    }
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Message");
+        match &self.start {
+            StartLine::Request { method, uri, .. } => d.field("method", method).field("uri", &self.text(uri)),
+            StartLine::Response { status, reason, .. } => d.field("status", status).field("reason", &self.text(reason)),
+        };
+        d.field("headers", &self.all_headers().collect::<Vec<_>>()).field("body_len", &self.body.len()).finish()
+    }
+}

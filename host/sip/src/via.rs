@@ -1,0 +1,148 @@
+//! Via header values (RFC 3261 §20.42): transport, sent-by host and port, and parameters
+//! such as branch, received and rport (RFC 3581).
+
+use crate::error::{ErrorKind, ParseError};
+use crate::header::{Params, is_token_byte, trim_lws, validate_params};
+use crate::uri::parse_port;
+
+/// One Via value, e.g. `SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776;rport`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Via<'a> {
+    /// The protocol name, normally `SIP`.
+    pub protocol: &'a str,
+    /// The protocol version, normally `2.0`.
+    pub version: &'a str,
+    /// The transport as written: `UDP`, `TCP`, `TLS`, `SCTP`, `WS`...
+    pub transport: &'a str,
+    /// The sent-by host (IPv6 in brackets).
+    pub host: &'a str,
+    /// The sent-by port, if given.
+    pub port: Option<u16>,
+    params: &'a str,
+}
+
+fn err(detail: String) -> ParseError {
+    ParseError::new(ErrorKind::Via, detail)
+}
+
+/// Reads a token after optional LWS; returns it and the rest.
+fn token(s: &str) -> Option<(&str, &str)> {
+    let s = trim_lws_start(s);
+    let end = s.bytes().position(|b| !is_token_byte(b)).unwrap_or(s.len());
+    if end == 0 { None } else { Some((&s[..end], &s[end..])) }
+}
+
+fn trim_lws_start(s: &str) -> &str {
+    s.trim_start_matches([' ', '\t', '\r', '\n'])
+}
+
+fn slash(s: &str) -> Option<&str> {
+    trim_lws_start(s).strip_prefix('/')
+}
+
+impl<'a> Via<'a> {
+    /// Parses one Via value (not a comma-separated list); LWS is allowed around `/`, `:`,
+    /// `;` and `=` as RFC 3261 permits.
+    pub fn parse(s: &'a str) -> Result<Via<'a>, ParseError> {
+        let bad = || err(format!("expected protocol/version/transport in {s:?}"));
+        let (protocol, rest) = token(s).ok_or_else(bad)?;
+        let (version, rest) = slash(rest).and_then(token).ok_or_else(bad)?;
+        let (transport, rest) = slash(rest).and_then(token).ok_or_else(bad)?;
+        if !rest.starts_with([' ', '\t', '\r', '\n']) {
+            return Err(err(format!("no whitespace before sent-by in {s:?}")));
+        }
+        let rest = trim_lws_start(rest);
+        let host_len = if rest.starts_with('[') {
+            rest.find(']').map(|i| i + 1).ok_or_else(|| err(format!("unterminated IPv6 sent-by in {s:?}")))?
+        } else {
+            rest.bytes().position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))).unwrap_or(rest.len())
+        };
+        let host = &rest[..host_len];
+        if host.is_empty() || (host.starts_with('[') && host.len() < 3) {
+            return Err(err(format!("empty sent-by host in {s:?}")));
+        }
+        let mut rest = trim_lws_start(&rest[host_len..]);
+        let mut port = None;
+        if let Some(p) = rest.strip_prefix(':') {
+            let p = trim_lws_start(p);
+            let end = p.bytes().position(|b| !b.is_ascii_digit()).unwrap_or(p.len());
+            port = Some(parse_port(&p[..end]).ok_or_else(|| err(format!("bad sent-by port in {s:?}")))?);
+            rest = &p[end..];
+        }
+        let params = trim_lws(rest);
+        validate_params(params, ErrorKind::Via)?;
+        let via = Via { protocol, version, transport, host, port, params };
+        if let Some(Some(rport)) = via.param("rport")
+            && parse_port(rport).is_none()
+        {
+            return Err(err(format!("bad rport value {rport:?}")));
+        }
+        Ok(via)
+    }
+
+    /// The `branch` parameter.
+    pub fn branch(&self) -> Option<&'a str> {
+        self.param("branch").flatten()
+    }
+
+    /// The `received` parameter.
+    pub fn received(&self) -> Option<&'a str> {
+        self.param("received").flatten()
+    }
+
+    /// `None` if there is no `rport`, `Some(None)` for a bare `;rport` (a request for
+    /// symmetric response routing), `Some(Some(port))` once filled in.
+    pub fn rport(&self) -> Option<Option<u16>> {
+        self.param("rport").map(|v| v.and_then(parse_port))
+    }
+
+    /// The first parameter named `name` (case-insensitive).
+    pub fn param(&self, name: &str) -> Option<Option<&'a str>> {
+        self.params().get(name)
+    }
+
+    /// All parameters in order.
+    pub fn params(&self) -> Params<'a> {
+        Params::new(self.params)
+    }
+
+    /// Whether the branch carries the RFC 3261 magic cookie `z9hG4bK`.
+    pub fn has_rfc3261_branch(&self) -> bool {
+        self.branch().is_some_and(|b| b.starts_with("z9hG4bK"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folded_via_with_spaces_everywhere() {
+        let v = Via::parse("SIP  /   2.0 /UDP\t    192.0.2.2;branch=390skdjuw").unwrap();
+        assert_eq!((v.protocol, v.version, v.transport, v.host, v.port), ("SIP", "2.0", "UDP", "192.0.2.2", None));
+        assert_eq!(v.branch(), Some("390skdjuw"));
+        let v = Via::parse("SIP  / 2.0  / TCP     spindle.example.com   ;  branch  =   z9hG4bK9ikj8").unwrap();
+        assert_eq!(v.host, "spindle.example.com");
+        assert_eq!(v.branch(), Some("z9hG4bK9ikj8"));
+        assert!(v.has_rfc3261_branch());
+    }
+
+    #[test]
+    fn ipv6_port_rport_received() {
+        let v = Via::parse("SIP/2.0/TLS [2001:db8::9]:5061;rport;received=192.0.2.1").unwrap();
+        assert_eq!(v.host, "[2001:db8::9]");
+        assert_eq!(v.port, Some(5061));
+        assert_eq!(v.rport(), Some(None));
+        assert_eq!(v.received(), Some("192.0.2.1"));
+        let v = Via::parse("SIP/2.0/UDP h:5060;rport=1234").unwrap();
+        assert_eq!(v.rport(), Some(Some(1234)));
+        assert_eq!(Via::parse("SIP/2.0/UDP h").unwrap().rport(), None);
+    }
+
+    #[test]
+    fn malformed() {
+        for bad in ["", "SIP/2.0/UDP", "SIP/2.0 h", "SIP/2.0/UDP 192.0.2.15;;", ";", "SIP/2.0/UDP h:99999", "SIP/2.0/UDP h;rport=x"] {
+            assert!(Via::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! The outside door into the proxy core: locally originated requests (filters' send-request,
+//! uac_req_send), shutdown, and counters, all through one command queue.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use siphost_sip::Message;
+use tokio::sync::{mpsc, oneshot};
+
+/// How many commands may wait for the core.
+const COMMAND_QUEUE: usize = 4096;
+
+/// Why a locally originated request got no final reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("the proxy is not running")]
+    Stopped,
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("no route: {0}")]
+    NoRoute(String),
+    #[error("transport failure: {0}")]
+    Transport(String),
+    #[error("no final response before the transaction timed out")]
+    Timeout,
+}
+
+/// What the core is asked to do from outside.
+pub(crate) enum Command {
+    SendRequest {
+        request: Message,
+        next_hop: Option<String>,
+        reply: oneshot::Sender<Result<Message, SendError>>,
+    },
+    Shutdown {
+        grace: Duration,
+    },
+}
+
+/// Counters kept by the core; read them any time through [`ProxyHandle::stats`].
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    pub requests: AtomicU64,
+    pub responses: AtomicU64,
+    pub malformed: AtomicU64,
+    pub forwarded: AtomicU64,
+    pub local_replies: AtomicU64,
+}
+
+impl ProxyStats {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A cloneable handle to the running proxy core.
+#[derive(Clone)]
+pub struct ProxyHandle {
+    commands: mpsc::Sender<Command>,
+    stats: Arc<ProxyStats>,
+}
+
+/// The core's end of the command queue, given to [`super::Proxy::new`].
+pub struct CommandReceiver {
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) stats: Arc<ProxyStats>,
+}
+
+impl ProxyHandle {
+    /// A handle and the receiver the proxy core will read; create them before the filter
+    /// runtime (which needs the handle) and the proxy (which needs the runtime's hooks).
+    pub fn channel() -> (ProxyHandle, CommandReceiver) {
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let stats = Arc::new(ProxyStats::default());
+        (
+            ProxyHandle {
+                commands: tx,
+                stats: stats.clone(),
+            },
+            CommandReceiver {
+                commands: rx,
+                stats,
+            },
+        )
+    }
+
+    /// Sends a locally originated request through a client transaction and returns its final
+    /// response. Missing Via (or its branch), Max-Forwards and Content-Length are filled in;
+    /// Call-ID, CSeq, From and To must be present. Without `next_hop` the request goes to its
+    /// top Route, a matching `[[proxy.route]]`, its Request-URI, or the default route. For an
+    /// INVITE answered 2xx the caller sends the ACK (as a new request).
+    pub async fn send_request(
+        &self,
+        request: Message,
+        next_hop: Option<String>,
+    ) -> Result<Message, SendError> {
+        let (reply, wait) = oneshot::channel();
+        self.commands
+            .send(Command::SendRequest {
+                request,
+                next_hop,
+                reply,
+            })
+            .await
+            .map_err(|_| SendError::Stopped)?;
+        wait.await.map_err(|_| SendError::Stopped)?
+    }
+
+    /// Asks the core to stop taking new transactions and to exit once in-flight ones have
+    /// finished, or after `grace`.
+    pub async fn shutdown(&self, grace: Duration) {
+        let _ = self.commands.send(Command::Shutdown { grace }).await;
+    }
+
+    pub fn stats(&self) -> &ProxyStats {
+        &self.stats
+    }
+}

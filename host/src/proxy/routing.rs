@@ -1,0 +1,258 @@
+//! Pure routing decisions of RFC 3261 §16: who "we" are, static route rules, the next hop of
+//! a request, loop-detecting branch values, and the Via / Record-Route values the proxy writes.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::IpAddr;
+
+use siphost_sip::{Message, NameAddr, Uri};
+
+use crate::config::{ProxyConfig, RouteRule};
+use crate::transport::{Listener, TransportKind, format_host_port};
+
+/// RFC 3261 magic cookie that starts every branch this proxy creates.
+pub const MAGIC_COOKIE: &str = "z9hG4bK";
+
+/// The host:port pairs this proxy answers to, from its listeners.
+#[derive(Debug, Clone, Default)]
+pub struct Identities {
+    names: Vec<(String, u16)>,
+}
+
+impl Identities {
+    pub fn new(listeners: &[Listener]) -> Self {
+        let mut names = Vec::new();
+        for listener in listeners {
+            let port = listener.local.port();
+            let mut add = |host: String| {
+                let host = host.to_ascii_lowercase();
+                if !names.contains(&(host.clone(), port)) {
+                    names.push((host, port));
+                }
+            };
+            add(listener.host.clone());
+            let ip = listener.local.ip();
+            if ip.is_unspecified() {
+                // A wildcard bind also answers on loopback.
+                add(if ip.is_ipv4() { "127.0.0.1" } else { "::1" }.to_owned());
+            } else {
+                add(ip.to_string());
+            }
+        }
+        Identities { names }
+    }
+
+    /// Whether `host` (a name or IP, IPv6 with or without brackets) and `port` (default
+    /// 5060) name one of our listeners.
+    pub fn is_us(&self, host: &str, port: Option<u16>) -> bool {
+        let port = port.unwrap_or(5060);
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let ip = bare.parse::<IpAddr>().ok();
+        self.names.iter().any(|(name, p)| {
+            *p == port
+                && match ip {
+                    Some(ip) => name.parse::<IpAddr>().ok() == Some(ip),
+                    None => name.eq_ignore_ascii_case(bare),
+                }
+        })
+    }
+
+    /// Whether a URI (bare or in `<...>`) points at this proxy.
+    pub fn uri_is_us(&self, uri: &str) -> bool {
+        Uri::parse(strip_angle(uri)).is_ok_and(|u| self.is_us(u.host, u.port))
+    }
+}
+
+/// The URI inside a name-addr (`"Bob" <sip:b@h>;x` → `sip:b@h`), or the text itself.
+pub fn strip_angle(value: &str) -> &str {
+    let value = value.trim();
+    match NameAddr::parse(value) {
+        Ok(name_addr) => name_addr.uri,
+        Err(_) => value,
+    }
+}
+
+/// A `[[proxy.route]]` rule with its conditions prepared for matching.
+#[derive(Debug, Clone)]
+struct Rule {
+    method: Option<String>,
+    user_prefix: Option<String>,
+    domain: Option<String>,
+    next_hop: String,
+}
+
+impl Rule {
+    fn matches(&self, method: &str, user: Option<&str>, host: &str) -> bool {
+        self.method
+            .as_deref()
+            .is_none_or(|m| m.eq_ignore_ascii_case(method))
+            && self
+                .user_prefix
+                .as_deref()
+                .is_none_or(|prefix| user.is_some_and(|u| u.starts_with(prefix)))
+            && self
+                .domain
+                .as_deref()
+                .is_none_or(|d| d.eq_ignore_ascii_case(host))
+    }
+}
+
+/// Static routing from `[proxy]`: rules (first match wins) and the default route.
+#[derive(Debug, Clone, Default)]
+pub struct Router {
+    rules: Vec<Rule>,
+    default_route: Option<String>,
+}
+
+/// Why no next hop could be chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoRoute(pub &'static str);
+
+impl Router {
+    pub fn new(config: &ProxyConfig) -> Self {
+        let rule = |r: &RouteRule| Rule {
+            method: r.method.clone(),
+            user_prefix: r.ruri_user_prefix.clone(),
+            domain: r.ruri_domain.clone(),
+            next_hop: r.next_hop.clone(),
+        };
+        Router {
+            rules: config.route.iter().map(rule).collect(),
+            default_route: config.default_route.clone(),
+        }
+    }
+
+    /// The next hop (a URI) of a request whose own Routes were already removed: its top
+    /// Route; else the first matching rule; else its R-URI when that points elsewhere; else
+    /// the default route.
+    pub fn next_hop(&self, msg: &Message, us: &Identities) -> Result<String, NoRoute> {
+        if let Some(route) = msg.header_values("Route").next() {
+            return Ok(strip_angle(route).to_owned());
+        }
+        let ruri = msg.request_uri().ok_or(NoRoute("no Request-URI"))?;
+        let parsed = Uri::parse(ruri).map_err(|_| NoRoute("unroutable Request-URI"))?;
+        let method = msg.method().map_or("", |m| m.as_str());
+        if let Some(rule) = self
+            .rules
+            .iter()
+            .find(|r| r.matches(method, parsed.user, parsed.host))
+        {
+            return Ok(rule.next_hop.clone());
+        }
+        if !us.is_us(parsed.host, parsed.port) && !parsed.host.is_empty() {
+            return Ok(ruri.to_owned());
+        }
+        self.default_route
+            .clone()
+            .ok_or(NoRoute("no route for a Request-URI naming this proxy"))
+    }
+}
+
+/// RFC 3261 §16.4: fixes up a request from a strict router (its R-URI is our Record-Route
+/// URI: no user part, names us) by moving the last Route into the R-URI; then removes the
+/// top Routes that name us (loose routing). Returns the first removed Route value.
+pub fn preprocess_route(msg: &mut Message, us: &Identities) -> Option<String> {
+    let strict = msg.request_uri().is_some_and(|ruri| {
+        Uri::parse(ruri).is_ok_and(|u| u.user.is_none() && us.is_us(u.host, u.port))
+    }) && msg.header_values("Route").next().is_some();
+    if strict && let Some(last) = msg.header_values("Route").last().map(str::to_owned) {
+        remove_last_route(msg);
+        msg.set_request_uri(strip_angle(&last));
+    }
+    let mut own = None;
+    while let Some(top) = msg.header_values("Route").next() {
+        if !us.uri_is_us(top) {
+            break;
+        }
+        let removed = msg.remove_first_value("Route");
+        if own.is_none() {
+            own = removed;
+        }
+    }
+    own
+}
+
+/// Removes the last Route value, rewriting the Route headers without it.
+fn remove_last_route(msg: &mut Message) {
+    let mut values: Vec<String> = msg.header_values("Route").map(str::to_owned).collect();
+    values.pop();
+    msg.remove_header("Route");
+    for value in values {
+        msg.append_header("Route", &value);
+    }
+}
+
+/// The §16.6 step 8 loop-detection hash of a request as received: R-URI, From tag, To tag,
+/// Call-ID, CSeq number, Proxy-Require and Proxy-Authorization. (The top Via is left out: a
+/// looped request comes back under a Via of ours, never with the same top Via.)
+pub fn loop_hash(msg: &Message) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    msg.request_uri().hash(&mut hasher);
+    msg.from_tag().hash(&mut hasher);
+    msg.to_tag().hash(&mut hasher);
+    msg.call_id().hash(&mut hasher);
+    msg.cseq().map(|(n, _)| n).hash(&mut hasher);
+    for value in msg.headers("Proxy-Require") {
+        value.hash(&mut hasher);
+    }
+    for value in msg.headers("Proxy-Authorization") {
+        value.hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+/// A branch embedding the loop hash, then a per-process tag and counter for uniqueness.
+pub fn make_branch(loop_hash: u64, instance: u32, counter: u64) -> String {
+    format!("{MAGIC_COOKIE}{loop_hash:016x}{instance:08x}{counter:x}")
+}
+
+/// A deterministic branch for statelessly forwarded requests (ACK for 2xx): retransmissions
+/// get the same branch.
+pub fn stateless_branch(upstream_branch: &str) -> String {
+    let mut hasher = DefaultHasher::new();
+    upstream_branch.hash(&mut hasher);
+    format!("{MAGIC_COOKIE}{:016x}s", hasher.finish())
+}
+
+/// §16.3 step 4: the request looped when one of our own Vias carries a branch with the same
+/// loop hash (a different hash is a spiral, which is fine).
+pub fn is_loop(msg: &Message, us: &Identities, hash: u64) -> bool {
+    let wanted = format!("{MAGIC_COOKIE}{hash:016x}");
+    msg.header_values("Via").any(|value| {
+        siphost_sip::Via::parse(value).is_ok_and(|via| {
+            us.is_us(via.host, via.port) && via.branch().is_some_and(|b| b.starts_with(&wanted))
+        })
+    })
+}
+
+/// The Via value this proxy adds on `listener`.
+pub fn via_value(listener: &Listener, branch: &str) -> String {
+    format!(
+        "SIP/2.0/{} {};branch={branch}",
+        listener.kind.via_name(),
+        listener.sent_by()
+    )
+}
+
+/// The Record-Route value for `listener`, with extra URI parameters after `;lr`.
+pub fn record_route_value(listener: &Listener, params: &str) -> String {
+    format!(
+        "<sip:{};transport={};lr{params}>",
+        format_host_port(&listener.host, listener.local.port()),
+        listener.kind.as_str()
+    )
+}
+
+/// Whether a request may create a dialog and so gets a Record-Route (out of dialog, and not
+/// a REGISTER, ACK or CANCEL).
+pub fn wants_record_route(msg: &Message) -> bool {
+    msg.to_tag().is_none()
+        && !matches!(
+            msg.method().map(|m| m.as_str()),
+            Some("REGISTER" | "ACK" | "CANCEL") | None
+        )
+}
+
+/// The transport of a Via value (`SIP/2.0/TCP ...`).
+pub fn via_transport(transport: &str) -> Option<TransportKind> {
+    TransportKind::parse(transport)
+}

@@ -1,0 +1,388 @@
+//! The store data of one filter instance and the WIT imports it offers:
+//! message access, log, config, metrics, transport, timers, dialog state.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use siphost_sip::Message;
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::MessageRef;
+use super::bindings::v0_1::siphost::filter::{
+    config, dialog_state, log, metrics, timers, transport, types,
+};
+use super::tenant::TenantShared;
+
+/// Parsed once per store: the message a slot holds between hook calls.
+const PLACEHOLDER: &[u8] = b"OPTIONS sip:placeholder.invalid SIP/2.0\r\nVia: SIP/2.0/UDP placeholder.invalid;branch=z9hG4bKplaceholder\r\nFrom: <sip:placeholder.invalid>;tag=p\r\nTo: <sip:placeholder.invalid>\r\nCall-ID: placeholder\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+
+/// Slot of the message a hook is about (request, reply or local reply).
+pub const PRIMARY: u32 = 0;
+/// Slot of the failure reply in `on-failure`.
+pub const SECONDARY: u32 = 1;
+
+/// Store limits that remember whether a growth was refused, so that the trap
+/// that follows (Rust's allocator aborts) is reported as out of memory.
+pub struct MemoryLimiter {
+    limits: StoreLimits,
+    pub(crate) refused: bool,
+}
+
+impl MemoryLimiter {
+    pub fn new(memory_bytes: usize) -> Self {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(memory_bytes)
+            .table_elements(100_000)
+            .instances(64)
+            .tables(64)
+            .memories(4)
+            .build();
+        Self { limits, refused: false }
+    }
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        self.refused |= !allowed;
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.table_growing(current, desired, maximum)?;
+        self.refused |= !allowed;
+        Ok(allowed)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+/// The messages and routing facts of the hook call in progress. Messages are
+/// swapped into the slots for the call and back out after it, so the guest
+/// edits the proxy's own message without copies.
+pub struct CallState {
+    slots: [Message; 2],
+    active: [bool; 2],
+    /// Copy taken before the first edit of a call, restored when the call fails.
+    backup: [Option<Message>; 2],
+    pub next_hop: Option<String>,
+    pub transport: &'static str,
+    pub source: Option<SocketAddr>,
+    pub local: Option<SocketAddr>,
+}
+
+impl CallState {
+    fn new() -> anyhow::Result<Self> {
+        let placeholder = Message::parse(Bytes::from_static(PLACEHOLDER))
+            .map_err(|e| anyhow::anyhow!("placeholder message: {e}"))?;
+        Ok(Self {
+            slots: [placeholder.clone(), placeholder],
+            active: [false; 2],
+            backup: [None, None],
+            next_hop: None,
+            transport: "",
+            source: None,
+            local: None,
+        })
+    }
+
+    /// Lends `msg` to the guest in `slot` (swapped back by [`Self::give_back`]).
+    pub fn lend(&mut self, slot: u32, msg: &mut Message) {
+        let i = slot as usize;
+        std::mem::swap(&mut self.slots[i], msg);
+        self.active[i] = true;
+        self.backup[i] = None;
+    }
+
+    /// Returns the lent message; with `restore`, undoes the guest's edits.
+    pub fn give_back(&mut self, slot: u32, msg: &mut Message, restore: bool) {
+        let i = slot as usize;
+        std::mem::swap(&mut self.slots[i], msg);
+        self.active[i] = false;
+        if let Some(original) = self.backup[i].take()
+            && restore
+        {
+            *msg = original;
+        }
+    }
+
+    fn message(&self, handle: &Resource<MessageRef>) -> wasmtime::Result<&Message> {
+        let i = handle.rep() as usize;
+        match self.active.get(i) {
+            Some(true) => Ok(&self.slots[i]),
+            _ => Err(wasmtime::format_err!("message handle used outside its hook call")),
+        }
+    }
+
+    fn message_mut(&mut self, handle: &Resource<MessageRef>) -> wasmtime::Result<&mut Message> {
+        let i = handle.rep() as usize;
+        match self.active.get(i) {
+            Some(true) => {
+                if self.backup[i].is_none() {
+                    self.backup[i] = Some(self.slots[i].clone());
+                }
+                Ok(&mut self.slots[i])
+            }
+            _ => Err(wasmtime::format_err!("message handle used outside its hook call")),
+        }
+    }
+}
+
+/// Data of one filter instance's store. Everything a filter can reach is
+/// here and scoped to its tenant.
+pub struct HostState {
+    pub(crate) shared: Arc<TenantShared>,
+    /// Position of the filter in the tenant's chain (timers and local replies
+    /// come back to it).
+    pub(crate) filter_index: usize,
+    pub(crate) filter_label: Arc<str>,
+    pub(crate) config_json: Arc<str>,
+    pub(crate) limiter: MemoryLimiter,
+    pub(crate) call: CallState,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl HostState {
+    pub fn new(
+        shared: Arc<TenantShared>,
+        filter_index: usize,
+        filter_label: Arc<str>,
+        config_json: Arc<str>,
+        memory_bytes: usize,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            shared,
+            filter_index,
+            filter_label,
+            config_json,
+            limiter: MemoryLimiter::new(memory_bytes),
+            call: CallState::new()?,
+            // No preopens, no env, no args, no network: the sandbox gives nothing.
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+        })
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+fn endpoint(transport: &str, address: Option<SocketAddr>) -> types::Endpoint {
+    types::Endpoint {
+        transport: transport.to_string(),
+        address: address.map(|a| a.to_string()).unwrap_or_default(),
+    }
+}
+
+impl types::Host for HostState {}
+
+impl types::HostMessage for HostState {
+    fn is_request(&mut self, m: Resource<MessageRef>) -> wasmtime::Result<bool> {
+        Ok(self.call.message(&m)?.is_request())
+    }
+    fn method(&mut self, m: Resource<MessageRef>) -> wasmtime::Result<Option<String>> {
+        Ok(self.call.message(&m)?.method().map(|m| m.as_str().to_string()))
+    }
+    fn request_uri(&mut self, m: Resource<MessageRef>) -> wasmtime::Result<Option<String>> {
+        Ok(self.call.message(&m)?.request_uri().map(str::to_string))
+    }
+    fn set_request_uri(&mut self, m: Resource<MessageRef>, uri: String) -> wasmtime::Result<()> {
+        if self.call.message(&m)?.is_request() {
+            self.call.message_mut(&m)?.set_request_uri(&uri);
+        }
+        Ok(())
+    }
+    fn status(&mut self, m: Resource<MessageRef>) -> wasmtime::Result<Option<u16>> {
+        Ok(self.call.message(&m)?.status())
+    }
+    fn reason(&mut self, m: Resource<MessageRef>) -> wasmtime::Result<Option<String>> {
+        Ok(self.call.message(&m)?.reason().map(str::to_string))
+    }
+    fn header(&mut self, m: Resource<MessageRef>, name: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.call.message(&m)?.header(&name).map(str::to_string))
+    }
+    fn headers(&mut self, m: Resource<MessageRef>, name: String) -> wasmtime::Result<Vec<String>> {
+        Ok(self.call.message(&m)?.headers(&name).map(str::to_string).collect())
+    }
+    fn all_headers(&mut self, m: Resource<MessageRef>) -> wasmtime::Result<Vec<(String, String)>> {
+        Ok(self
+            .call
+            .message(&m)?
+            .all_headers()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect())
+    }
+    fn set_header(&mut self, m: Resource<MessageRef>, name: String, value: String) -> wasmtime::Result<()> {
+        self.call.message_mut(&m)?.set_header(&name, &value);
+        Ok(())
+    }
+    fn add_header(&mut self, m: Resource<MessageRef>, name: String, value: String) -> wasmtime::Result<()> {
+        self.call.message_mut(&m)?.append_header(&name, &value);
+        Ok(())
+    }
+    fn prepend_header(
+        &mut self,
+        m: Resource<MessageRef>,
+        name: String,
+        value: String,
+    ) -> wasmtime::Result<()> {
+        self.call.message_mut(&m)?.prepend_header(&name, &value);
+        Ok(())
+    }
+    fn remove_header(&mut self, m: Resource<MessageRef>, name: String) -> wasmtime::Result<u32> {
+        if self.call.message(&m)?.header(&name).is_none() {
+            return Ok(0);
+        }
+        let removed = self.call.message_mut(&m)?.remove_header(&name);
+        Ok(u32::try_from(removed).unwrap_or(u32::MAX))
+    }
+    fn body(&mut self, m: Resource<MessageRef>) -> wasmtime::Result<Vec<u8>> {
+        Ok(self.call.message(&m)?.body().to_vec())
+    }
+    fn set_body(
+        &mut self,
+        m: Resource<MessageRef>,
+        body: Vec<u8>,
+        content_type: Option<String>,
+    ) -> wasmtime::Result<()> {
+        self.call
+            .message_mut(&m)?
+            .set_body(Bytes::from(body), content_type.as_deref());
+        Ok(())
+    }
+    fn next_hop(&mut self, m: Resource<MessageRef>) -> wasmtime::Result<Option<String>> {
+        self.call.message(&m)?;
+        Ok(self.call.next_hop.clone())
+    }
+    fn set_next_hop(&mut self, m: Resource<MessageRef>, uri: Option<String>) -> wasmtime::Result<()> {
+        self.call.message(&m)?;
+        self.call.next_hop = uri;
+        Ok(())
+    }
+    fn source(&mut self, m: Resource<MessageRef>) -> wasmtime::Result<types::Endpoint> {
+        self.call.message(&m)?;
+        Ok(endpoint(self.call.transport, self.call.source))
+    }
+    fn local(&mut self, m: Resource<MessageRef>) -> wasmtime::Result<types::Endpoint> {
+        self.call.message(&m)?;
+        Ok(endpoint(self.call.transport, self.call.local))
+    }
+    fn serialize(&mut self, m: Resource<MessageRef>) -> wasmtime::Result<Vec<u8>> {
+        Ok(self.call.message(&m)?.to_bytes().to_vec())
+    }
+    fn drop(&mut self, _m: Resource<MessageRef>) -> wasmtime::Result<()> {
+        // Handles are only ever lent as borrows; the host owns every message.
+        Ok(())
+    }
+}
+
+impl log::Host for HostState {
+    fn write(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        let tenant = &*self.shared.name;
+        let filter = &*self.filter_label;
+        match level {
+            log::Level::Trace => tracing::trace!(tenant, filter, "{message}"),
+            log::Level::Debug => tracing::debug!(tenant, filter, "{message}"),
+            log::Level::Info => tracing::info!(tenant, filter, "{message}"),
+            log::Level::Warn => tracing::warn!(tenant, filter, "{message}"),
+            log::Level::Error => tracing::error!(tenant, filter, "{message}"),
+        }
+        Ok(())
+    }
+}
+
+impl config::Host for HostState {
+    fn tenant(&mut self) -> wasmtime::Result<String> {
+        Ok(self.shared.name.to_string())
+    }
+    fn filter_config(&mut self) -> wasmtime::Result<String> {
+        Ok(self.config_json.to_string())
+    }
+}
+
+impl metrics::Host for HostState {
+    fn counter_add(&mut self, name: String, value: u64) -> wasmtime::Result<()> {
+        if let Err(e) = self.shared.metrics.counter_add(&name, value) {
+            tracing::debug!(tenant = &*self.shared.name, "filter metric: {e}");
+        }
+        Ok(())
+    }
+    fn gauge_set(&mut self, name: String, value: i64) -> wasmtime::Result<()> {
+        if let Err(e) = self.shared.metrics.gauge_set(&name, value) {
+            tracing::debug!(tenant = &*self.shared.name, "filter metric: {e}");
+        }
+        Ok(())
+    }
+}
+
+impl transport::Host for HostState {
+    fn send_request(
+        &mut self,
+        request: transport::OutgoingRequest,
+    ) -> wasmtime::Result<Result<u64, String>> {
+        Ok(self.shared.send_request(self.filter_index, request))
+    }
+}
+
+impl timers::Host for HostState {
+    fn set_timer(&mut self, after_ms: u64, token: u64) -> wasmtime::Result<Result<u64, String>> {
+        Ok(self.shared.set_timer(self.filter_index, after_ms, token))
+    }
+    fn cancel_timer(&mut self, id: u64) -> wasmtime::Result<bool> {
+        Ok(self.shared.cancel_timer(id))
+    }
+}
+
+impl dialog_state::Host for HostState {
+    fn dialog_get(&mut self, dialog: String, name: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.shared.dialog_vars.get(&dialog, &name))
+    }
+    fn dialog_set(
+        &mut self,
+        dialog: String,
+        name: String,
+        value: Option<String>,
+    ) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.shared.dialog_vars.set(&dialog, &name, value))
+    }
+    fn dialog_clear(&mut self, dialog: String) -> wasmtime::Result<()> {
+        self.shared.dialog_vars.clear(&dialog);
+        Ok(())
+    }
+    fn transaction_get(&mut self, transaction: String, name: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.shared.transaction_vars.get(&transaction, &name))
+    }
+    fn transaction_set(
+        &mut self,
+        transaction: String,
+        name: String,
+        value: Option<String>,
+    ) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.shared.transaction_vars.set(&transaction, &name, value))
+    }
+}

@@ -1,0 +1,246 @@
+//! Host-side state of a tenant that outlives any filter version: dialog and
+//! transaction variables, filter metrics, failure counters, pending timers.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// Dialog variables expire this long after their last write.
+pub const DIALOG_VAR_TTL: Duration = Duration::from_secs(12 * 3600);
+/// Transaction variables expire this long after their last write.
+pub const TRANSACTION_VAR_TTL: Duration = Duration::from_secs(300);
+/// Variables one tenant may hold (dialog and transaction scope each).
+pub const MAX_VARIABLES: usize = 100_000;
+/// Longest variable value accepted.
+pub const MAX_VALUE_LEN: usize = 64 * 1024;
+/// Metric names one tenant may define.
+pub const MAX_METRICS: usize = 256;
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it: the
+/// guarded maps stay consistent under every operation used here.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Variables of one scope (dialog or transaction), keyed by (scope key, name).
+pub struct VariableStore {
+    ttl: Duration,
+    entries: Mutex<VariableMap>,
+}
+
+#[derive(Default)]
+struct VariableMap {
+    values: HashMap<String, HashMap<String, (String, Instant)>>,
+    count: usize,
+    writes_since_sweep: usize,
+}
+
+impl VariableMap {
+    fn sweep(&mut self, now: Instant, ttl: Duration) {
+        let mut removed = 0;
+        self.values.retain(|_, vars| {
+            let before = vars.len();
+            vars.retain(|_, (_, written)| now.duration_since(*written) < ttl);
+            removed += before - vars.len();
+            !vars.is_empty()
+        });
+        self.count -= removed;
+        self.writes_since_sweep = 0;
+    }
+}
+
+impl VariableStore {
+    pub fn new(ttl: Duration) -> Self {
+        Self { ttl, entries: Mutex::new(VariableMap::default()) }
+    }
+
+    pub fn get(&self, scope: &str, name: &str) -> Option<String> {
+        let map = lock(&self.entries);
+        let (value, written) = map.values.get(scope)?.get(name)?;
+        (written.elapsed() < self.ttl).then(|| value.clone())
+    }
+
+    /// Writes or (with `None`) deletes a variable.
+    pub fn set(&self, scope: &str, name: &str, value: Option<String>) -> Result<(), String> {
+        let now = Instant::now();
+        let mut map = lock(&self.entries);
+        let Some(value) = value else {
+            if let Some(vars) = map.values.get_mut(scope) {
+                let removed = vars.remove(name).is_some();
+                let empty = vars.is_empty();
+                if empty {
+                    map.values.remove(scope);
+                }
+                if removed {
+                    map.count -= 1;
+                }
+            }
+            return Ok(());
+        };
+        if value.len() > MAX_VALUE_LEN {
+            return Err(format!("value longer than {MAX_VALUE_LEN} bytes"));
+        }
+        map.writes_since_sweep += 1;
+        if map.writes_since_sweep >= 4096 || map.count >= MAX_VARIABLES {
+            map.sweep(now, self.ttl);
+        }
+        let exists = map.values.get(scope).is_some_and(|vars| vars.contains_key(name));
+        if !exists && map.count >= MAX_VARIABLES {
+            return Err(format!("tenant holds {MAX_VARIABLES} variables already"));
+        }
+        map.values
+            .entry(scope.to_string())
+            .or_default()
+            .insert(name.to_string(), (value, now));
+        if !exists {
+            map.count += 1;
+        }
+        Ok(())
+    }
+
+    pub fn clear(&self, scope: &str) {
+        let mut map = lock(&self.entries);
+        if let Some(vars) = map.values.remove(scope) {
+            map.count -= vars.len();
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.entries).count
+    }
+}
+
+/// A filter-defined metric.
+#[derive(Debug, Clone, Copy)]
+pub enum MetricValue {
+    Counter(u64),
+    Gauge(i64),
+}
+
+/// Counters of the runtime's own work for one tenant.
+#[derive(Default)]
+pub struct TenantCounters {
+    pub calls: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub out_of_memory: AtomicU64,
+    pub traps: AtomicU64,
+    pub instantiate_errors: AtomicU64,
+    pub instantiations: AtomicU64,
+    pub swaps: AtomicU64,
+    pub failed_swaps: AtomicU64,
+}
+
+impl TenantCounters {
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn to_json(&self) -> Value {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        json!({
+            "calls": get(&self.calls),
+            "timeouts": get(&self.timeouts),
+            "out_of_memory": get(&self.out_of_memory),
+            "traps": get(&self.traps),
+            "instantiate_errors": get(&self.instantiate_errors),
+            "instantiations": get(&self.instantiations),
+            "swaps": get(&self.swaps),
+            "failed_swaps": get(&self.failed_swaps),
+        })
+    }
+}
+
+/// Filter metrics of one tenant.
+#[derive(Default)]
+pub struct Metrics {
+    values: Mutex<HashMap<String, MetricValue>>,
+}
+
+impl Metrics {
+    pub fn counter_add(&self, name: &str, value: u64) -> Result<(), String> {
+        self.update(name, MetricValue::Counter(0), |m| {
+            if let MetricValue::Counter(c) = m {
+                *c = c.saturating_add(value);
+            } else {
+                *m = MetricValue::Counter(value);
+            }
+        })
+    }
+
+    pub fn gauge_set(&self, name: &str, value: i64) -> Result<(), String> {
+        self.update(name, MetricValue::Gauge(value), |m| *m = MetricValue::Gauge(value))
+    }
+
+    fn update(
+        &self,
+        name: &str,
+        initial: MetricValue,
+        apply: impl FnOnce(&mut MetricValue),
+    ) -> Result<(), String> {
+        let mut values = lock(&self.values);
+        if let Some(metric) = values.get_mut(name) {
+            apply(metric);
+            return Ok(());
+        }
+        if values.len() >= MAX_METRICS || name.is_empty() || name.len() > 128 {
+            return Err(format!("metric {name:?} refused (empty, too long or more than {MAX_METRICS})"));
+        }
+        let mut metric = initial;
+        apply(&mut metric);
+        values.insert(name.to_string(), metric);
+        Ok(())
+    }
+
+    pub fn to_json(&self) -> Value {
+        let values = lock(&self.values);
+        let mut out = serde_json::Map::new();
+        for (name, value) in values.iter() {
+            let v = match value {
+                MetricValue::Counter(c) => json!(c),
+                MetricValue::Gauge(g) => json!(g),
+            };
+            out.insert(name.clone(), v);
+        }
+        Value::Object(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variables_set_get_delete_clear_and_expire() {
+        let store = VariableStore::new(Duration::from_secs(60));
+        store.set("d1", "a", Some("1".into())).expect("set");
+        store.set("d1", "b", Some("2".into())).expect("set");
+        store.set("d2", "a", Some("3".into())).expect("set");
+        assert_eq!(store.get("d1", "a").as_deref(), Some("1"));
+        assert_eq!(store.get("d2", "a").as_deref(), Some("3"));
+        assert_eq!(store.len(), 3);
+        store.set("d1", "a", None).expect("delete");
+        assert_eq!(store.get("d1", "a"), None);
+        store.clear("d1");
+        assert_eq!(store.len(), 1);
+        let expired = VariableStore::new(Duration::ZERO);
+        expired.set("d", "a", Some("x".into())).expect("set");
+        assert_eq!(expired.get("d", "a"), None);
+        assert!(store.set("d", "big", Some("x".repeat(MAX_VALUE_LEN + 1))).is_err());
+    }
+
+    #[test]
+    fn metrics_are_bounded_and_typed() {
+        let metrics = Metrics::default();
+        metrics.counter_add("hits", 2).expect("counter");
+        metrics.counter_add("hits", 3).expect("counter");
+        metrics.gauge_set("depth", -4).expect("gauge");
+        assert_eq!(metrics.to_json(), json!({"hits": 5, "depth": -4}));
+        for i in 0..MAX_METRICS - 2 {
+            metrics.counter_add(&format!("m{i}"), 1).expect("within bound");
+        }
+        assert!(metrics.counter_add("one-too-many", 1).is_err());
+    }
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Everything CI checks, from a clean clone: setup, the wasm filters (the uac
+# filter and the test filters the host's tests load), the whole workspace's
+# tests (unit, integration, end-to-end against SIPp and Kamailio), then a
+# short fuzz smoke run when scripts/fuzz-smoke.sh exists. Exits non-zero on
+# the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+
+# The package name of every crate that builds to a wasm32-wasip2 component.
+wasm_packages=(uac-filter)
+for manifest in tests/filters/*/Cargo.toml; do
+    [[ -f $manifest ]] || continue
+    name=$(sed -n 's/^name *= *"\([^"]*\)".*/\1/p' "$manifest" | head -n 1)
+    if [[ -z $name ]]; then
+        echo "test: no package name in $manifest" >&2
+        exit 1
+    fi
+    wasm_packages+=("$name")
+done
+package_args=()
+for package in "${wasm_packages[@]}"; do
+    package_args+=(-p "$package")
+done
+
+echo "test: building wasm filters: ${wasm_packages[*]}"
+cargo build --profile wasm --target wasm32-wasip2 "${package_args[@]}"
+
+echo "test: cargo test --workspace"
+cargo test --workspace
+
+if [[ -f scripts/fuzz-smoke.sh ]]; then
+    echo "test: fuzz smoke"
+    FUZZ_SECONDS="${FUZZ_SECONDS:-30}" bash scripts/fuzz-smoke.sh
+fi
+echo "test: all passed"
