@@ -16,7 +16,14 @@ fn parse_and_read(c: &mut Criterion) {
         b.iter(|| {
             let m = Message::parse(black_box(buf.clone())).expect("valid INVITE");
             let via = m.top_via().expect("Via");
-            black_box((via.branch(), via.host, m.from_tag(), m.to_tag(), m.cseq(), m.call_id()));
+            black_box((
+                via.branch(),
+                via.host,
+                m.from_tag(),
+                m.to_tag(),
+                m.cseq(),
+                m.call_id(),
+            ));
         })
     });
     g.bench_function("parse+edit+serialize", |b| {
@@ -36,7 +43,8 @@ fn parse_and_read(c: &mut Criterion) {
     });
     g.bench_function("rsip parse", |b| {
         b.iter(|| {
-            let m = rsip::SipMessage::try_from(black_box(buf.clone())).expect("rsip parses the INVITE");
+            let m =
+                rsip::SipMessage::try_from(black_box(buf.clone())).expect("rsip parses the INVITE");
             black_box(m);
         })
     });

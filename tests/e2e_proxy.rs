@@ -108,8 +108,15 @@ fn run(test: &str, path: &[Proxy], transport: Transport, flow: Flow) {
     let (caller_scenario, callee_scenario) = flow.scenarios();
     let mut callee = callee_scenario.map(|scenario| {
         let mut vars = vec![("INVITE_CHECKS", invite_checks.xml())];
-        if flow == Flow::CancelBeforeAnswer {
-            vars.push(("INVITE_VIAS", invite_checks.resend_lines("Via")));
+        match flow {
+            Flow::Call => vars.push((
+                "INVITE_RECORD_ROUTES",
+                invite_checks.resend_lines("Record-Route"),
+            )),
+            Flow::CancelBeforeAnswer => {
+                vars.push(("INVITE_VIAS", invite_checks.resend_lines("Via")));
+            }
+            Flow::Busy | Flow::Unreachable { .. } => {}
         }
         let xml = render(&format!("sipp/{scenario}.xml"), &vars);
         Sipp::start(

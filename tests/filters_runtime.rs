@@ -56,6 +56,12 @@ fn tenant(name: &str, port: u16, policy: FailurePolicy, filters: Vec<FilterConfi
     }
 }
 
+/// Artifact cache shared by the tests (compiling in a debug build is slow);
+/// the cache test uses its own empty directory.
+fn shared_cache() -> PathBuf {
+    filter_dir().join("test-artifact-cache")
+}
+
 fn options(cache: &Path) -> EngineOptions {
     EngineOptions { max_instances: 64, max_memory_bytes: 64 << 20, cache_dir: Some(cache.to_path_buf()) }
 }
@@ -68,6 +74,8 @@ fn ctx(port: u16, dialog: Option<&str>) -> HookContext {
         next_hop: None,
         dialog_key: dialog.map(str::to_string),
         transaction_key: "z9hG4bKtest".to_string(),
+        record_route_params: None,
+        own_route: None,
     }
 }
 
@@ -92,16 +100,18 @@ fn counter(runtime: &Runtime, tenant: &str, name: &str) -> u64 {
     t["counters"][name].as_u64().expect("counter")
 }
 
-fn misbehaving(mode: &str, policy: FailurePolicy, cache: &Path) -> Arc<Runtime> {
+fn misbehaving(mode: &str, policy: FailurePolicy, cpu_limit_ms: u32) -> Arc<Runtime> {
     let f = filter_config(&filter("filter_misbehave"), json!({"mode": mode}));
-    Runtime::new(&[tenant("bad", 5070, policy, vec![f])], options(cache)).expect("runtime")
+    let mut t = tenant("bad", 5070, policy, vec![f]);
+    t.cpu_limit_ms = cpu_limit_ms;
+    Runtime::new(&[t], options(&shared_cache())).expect("runtime")
 }
 
 #[test]
 fn noop_filter_passes_messages_untouched() {
-    let cache = tempfile::tempdir().expect("tmp");
+    let cache = shared_cache();
     let f = filter_config(&filter("filter_noop"), json!({}));
-    let rt = Runtime::new(&[tenant("t", 5070, FailurePolicy::FailOpen, vec![f])], options(cache.path()))
+    let rt = Runtime::new(&[tenant("t", 5070, FailurePolicy::FailOpen, vec![f])], options(&cache))
         .expect("runtime");
     let mut msg = invite("");
     let before = msg.to_bytes();
@@ -116,8 +126,7 @@ fn noop_filter_passes_messages_untouched() {
 
 #[test]
 fn trap_fail_open_restores_the_message_and_reinstantiates() {
-    let cache = tempfile::tempdir().expect("tmp");
-    let rt = misbehaving("trap", FailurePolicy::FailOpen, cache.path());
+    let rt = misbehaving("trap", FailurePolicy::FailOpen, 20);
     let mut good = invite("");
     assert_eq!(rt.on_request(&mut ctx(5070, None), &mut good), Decision::Continue);
     assert_eq!(good.header("X-Misbehave-Calls"), Some("1"));
@@ -137,8 +146,7 @@ fn trap_fail_open_restores_the_message_and_reinstantiates() {
 
 #[test]
 fn trap_fail_closed_answers_500_and_drops_replies() {
-    let cache = tempfile::tempdir().expect("tmp");
-    let rt = misbehaving("trap", FailurePolicy::FailClosed, cache.path());
+    let rt = misbehaving("trap", FailurePolicy::FailClosed, 20);
     let mut bad = invite("X-Misbehave: yes\r\n");
     match rt.on_request(&mut ctx(5070, None), &mut bad) {
         Decision::Reply { code, .. } => assert_eq!(code, 500),
@@ -153,13 +161,13 @@ fn trap_fail_closed_answers_500_and_drops_replies() {
 
 #[test]
 fn endless_loop_is_interrupted_by_the_cpu_limit() {
-    let cache = tempfile::tempdir().expect("tmp");
-    let rt = misbehaving("loop", FailurePolicy::FailClosed, cache.path());
+    let rt = misbehaving("loop", FailurePolicy::FailClosed, 20);
     let started = Instant::now();
     let decision = rt.on_request(&mut ctx(5070, None), &mut invite("X-Misbehave: yes\r\n"));
     let elapsed = started.elapsed();
     assert!(matches!(decision, Decision::Reply { code: 500, .. }), "{decision:?}");
-    assert!(elapsed < Duration::from_millis(500), "cpu limit 20 ms, took {elapsed:?}");
+    // 20 ms of CPU; the bound leaves room for a loaded test machine.
+    assert!(elapsed < Duration::from_secs(2), "cpu limit 20 ms, took {elapsed:?}");
     assert_eq!(counter(&rt, "bad", "timeouts"), 1);
     let mut good = invite("");
     assert_eq!(rt.on_request(&mut ctx(5070, None), &mut good), Decision::Continue);
@@ -168,11 +176,10 @@ fn endless_loop_is_interrupted_by_the_cpu_limit() {
 
 #[test]
 fn unbounded_allocation_hits_the_memory_limit() {
-    let cache = tempfile::tempdir().expect("tmp");
-    let rt = misbehaving("oom", FailurePolicy::FailOpen, cache.path());
+    let rt = misbehaving("oom", FailurePolicy::FailOpen, 5000);
     let mut bad = invite("X-Misbehave: yes\r\n");
     assert_eq!(rt.on_request(&mut ctx(5070, None), &mut bad), Decision::Continue);
-    assert_eq!(counter(&rt, "bad", "out_of_memory"), 1);
+    assert_eq!(counter(&rt, "bad", "out_of_memory"), 1, "{}", rt.status());
     assert_eq!(counter(&rt, "bad", "traps"), 0);
     let mut good = invite("");
     assert_eq!(rt.on_request(&mut ctx(5070, None), &mut good), Decision::Continue);
@@ -181,8 +188,7 @@ fn unbounded_allocation_hits_the_memory_limit() {
 
 #[test]
 fn panic_is_a_trap() {
-    let cache = tempfile::tempdir().expect("tmp");
-    let rt = misbehaving("panic", FailurePolicy::FailClosed, cache.path());
+    let rt = misbehaving("panic", FailurePolicy::FailClosed, 20);
     let decision = rt.on_request(&mut ctx(5070, None), &mut invite("X-Misbehave: yes\r\n"));
     assert!(matches!(decision, Decision::Reply { code: 500, .. }), "{decision:?}");
     assert_eq!(counter(&rt, "bad", "traps"), 1);
@@ -194,12 +200,12 @@ fn panic_is_a_trap() {
 
 #[test]
 fn failing_filter_in_a_chain_is_skipped_when_fail_open() {
-    let cache = tempfile::tempdir().expect("tmp");
+    let cache = shared_cache();
     let chain = vec![
         filter_config(&filter("filter_misbehave"), json!({"mode": "trap"})),
         filter_config(&filter("filter_mark_b"), json!({})),
     ];
-    let rt = Runtime::new(&[tenant("t", 5070, FailurePolicy::FailOpen, chain)], options(cache.path()))
+    let rt = Runtime::new(&[tenant("t", 5070, FailurePolicy::FailOpen, chain)], options(&cache))
         .expect("runtime");
     let mut bad = invite("X-Misbehave: yes\r\n");
     assert_eq!(rt.on_request(&mut ctx(5070, None), &mut bad), Decision::Continue);
@@ -209,14 +215,14 @@ fn failing_filter_in_a_chain_is_skipped_when_fail_open() {
 
 #[test]
 fn bad_configuration_is_rejected_at_load() {
-    let cache = tempfile::tempdir().expect("tmp");
+    let cache = shared_cache();
     let f = filter_config(&filter("uac_filter"), json!({"no_such_option": true}));
-    let err = Runtime::new(&[tenant("t", 5070, FailurePolicy::FailOpen, vec![f])], options(cache.path()))
+    let err = Runtime::new(&[tenant("t", 5070, FailurePolicy::FailOpen, vec![f])], options(&cache))
         .err()
         .expect("configure must fail");
     assert!(matches!(&err, FilterError::Configure(m) if m.contains("no_such_option")), "{err}");
     let missing = filter_config(Path::new("/nonexistent/filter.wasm"), json!({}));
-    let err = Runtime::new(&[tenant("t", 5070, FailurePolicy::FailOpen, vec![missing])], options(cache.path()))
+    let err = Runtime::new(&[tenant("t", 5070, FailurePolicy::FailOpen, vec![missing])], options(&cache))
         .err()
         .expect("missing file must fail");
     assert!(matches!(err, FilterError::Load(_)), "{err}");
@@ -224,9 +230,9 @@ fn bad_configuration_is_rejected_at_load() {
 
 #[test]
 fn hot_swap_changes_behaviour_keeps_dialog_state_and_refuses_bad_versions() {
-    let cache = tempfile::tempdir().expect("tmp");
+    let cache = shared_cache();
     let f = filter_config(&filter("filter_mark_a"), json!({"x": 1}));
-    let rt = Runtime::new(&[tenant("t", 5070, FailurePolicy::FailOpen, vec![f])], options(cache.path()))
+    let rt = Runtime::new(&[tenant("t", 5070, FailurePolicy::FailOpen, vec![f])], options(&cache))
         .expect("runtime");
     let mut m = invite("");
     rt.on_request(&mut ctx(5070, Some("dlg-1")), &mut m);
@@ -256,10 +262,10 @@ fn hot_swap_changes_behaviour_keeps_dialog_state_and_refuses_bad_versions() {
 
 #[test]
 fn tenants_do_not_see_each_others_state() {
-    let cache = tempfile::tempdir().expect("tmp");
+    let cache = shared_cache();
     let a = tenant("a", 5070, FailurePolicy::FailOpen, vec![filter_config(&filter("filter_mark_a"), json!({}))]);
     let b = tenant("b", 5071, FailurePolicy::FailOpen, vec![filter_config(&filter("filter_mark_b"), json!({}))]);
-    let rt = Runtime::new(&[a, b], options(cache.path())).expect("runtime");
+    let rt = Runtime::new(&[a, b], options(&cache)).expect("runtime");
     rt.on_request(&mut ctx(5070, Some("shared-dialog")), &mut invite(""));
     let mut m = invite("");
     rt.on_request(&mut ctx(5071, None), &mut m);
@@ -290,13 +296,13 @@ fn artifact_cache_is_used_on_the_next_load() {
 
 #[test]
 fn file_watch_swaps_a_changed_filter() {
-    let cache = tempfile::tempdir().expect("tmp");
+    let cache = shared_cache();
     let dir = tempfile::tempdir().expect("tmp");
     let live = dir.path().join("live.wasm");
     std::fs::copy(filter("filter_mark_a"), &live).expect("copy");
     let mut f = filter_config(&live, json!({}));
     f.watch_ms = Some(20);
-    let rt = Runtime::new(&[tenant("t", 5070, FailurePolicy::FailOpen, vec![f])], options(cache.path()))
+    let rt = Runtime::new(&[tenant("t", 5070, FailurePolicy::FailOpen, vec![f])], options(&cache))
         .expect("runtime");
     // Make sure the new file's mtime differs even on coarse clocks.
     std::thread::sleep(Duration::from_millis(20));
@@ -325,9 +331,9 @@ impl RequestSender for TimingOutSender {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timers_and_originated_requests_call_back_into_the_filter() {
-    let cache = tempfile::tempdir().expect("tmp");
+    let cache = shared_cache();
     let f = filter_config(&filter("filter_mark_a"), json!({}));
-    let rt = Runtime::new(&[tenant("t", 5070, FailurePolicy::FailOpen, vec![f])], options(cache.path()))
+    let rt = Runtime::new(&[tenant("t", 5070, FailurePolicy::FailOpen, vec![f])], options(&cache))
         .expect("runtime");
     rt.set_request_sender(Arc::new(TimingOutSender));
     rt.filter_rpc("t", "timer", "10", 0).expect("timer armed");

@@ -491,3 +491,98 @@ fn value_path(value: &toml::de::DeValue<'_>, at: usize, path: &mut String) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[[listen]]\ntransport = \"udp\"\naddress = \"127.0.0.1:5060\"\n";
+
+    fn error(text: &str) -> ConfigError {
+        match Config::parse(text) {
+            Ok(_) => panic!("config accepted:\n{text}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        let text = include_str!("../../examples/proxy.toml");
+        let config = Config::parse(text).expect("examples/proxy.toml parses");
+        assert_eq!(config.listen.len(), 2);
+        assert!(config.proxy.record_route);
+        assert_eq!(
+            config.proxy.default_route.as_deref(),
+            Some("sip:127.0.0.1:5090")
+        );
+    }
+
+    #[test]
+    fn defaults_fill_missing_sections() {
+        let config = Config::parse(MINIMAL).expect("minimal config");
+        assert_eq!(config.transaction.t1_ms, 500);
+        assert_eq!(config.transaction.t2_ms, 4000);
+        assert_eq!(config.transaction.t4_ms, 5000);
+        assert_eq!(config.tcp.max_connections, 4096);
+        assert_eq!(config.proxy.max_forwards, 70);
+        assert!(!config.proxy.record_route);
+        assert_eq!(config.shutdown.grace_ms, 5000);
+        assert_eq!(config.process.worker_threads, 2);
+    }
+
+    #[test]
+    fn bad_next_hop_names_the_rule() {
+        let text = format!(
+            "{MINIMAL}[proxy]\n[[proxy.route]]\nnext_hop = \"sip:127.0.0.1:5090\"\n[[proxy.route]]\nmethod = \"INVITE\"\nnext_hop = \"http://x\"\n"
+        );
+        let e = error(&text);
+        assert_eq!(e.key, "proxy.route[1].next_hop");
+        assert!(e.reason.starts_with("not a SIP URI"), "{e}");
+        assert!(e.to_string().starts_with("proxy.route[1].next_hop: not a SIP URI"));
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_path() {
+        let e = error(&format!("{MINIMAL}[tcp]\nidle_timeout = 5\n"));
+        assert!(e.key.starts_with("tcp"), "{e}");
+        assert!(e.reason.contains("unknown field"), "{e}");
+        let e = error("[[listen]]\ntransport = \"udp\"\naddress = \"127.0.0.1:5060\"\ncolour = 1\n");
+        assert!(e.key.starts_with("listen[0]"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named_with_their_path() {
+        let e = error("[[listen]]\ntransport = \"sctp\"\naddress = \"127.0.0.1:5060\"\n");
+        assert_eq!(e.key, "listen[0].transport", "{e}");
+        let e = error("[[listen]]\ntransport = \"udp\"\naddress = \"localhost\"\n");
+        assert_eq!(e.key, "listen[0].address", "{e}");
+        let e = error(&format!("{MINIMAL}[transaction]\nt1_ms = \"fast\"\n"));
+        assert_eq!(e.key, "transaction.t1_ms", "{e}");
+    }
+
+    #[test]
+    fn semantic_checks() {
+        assert_eq!(error("").key, "listen");
+        let e = error(&format!("{MINIMAL}{MINIMAL}"));
+        assert_eq!(e.key, "listen[1].address");
+        let e = error(&format!("{MINIMAL}[transaction]\nt1_ms = 0\n"));
+        assert_eq!(e.key, "transaction.t1_ms");
+        let e = error(&format!("{MINIMAL}[transaction]\nt1_ms = 5000\nt2_ms = 4000\n"));
+        assert_eq!(e.key, "transaction.t2_ms");
+        let e = error(&format!("{MINIMAL}[proxy]\ndefault_route = \"sip:h;transport=sctp\"\n"));
+        assert_eq!(e.key, "proxy.default_route");
+        let e = error(&format!("{MINIMAL}[tcp]\nmax_connections = 0\n"));
+        assert_eq!(e.key, "tcp.max_connections");
+    }
+
+    #[test]
+    fn tenant_listen_must_be_a_listen_socket() {
+        let ok = format!("{MINIMAL}[[tenant]]\nname = \"acme\"\nlisten = [\"udp:127.0.0.1:5060\"]\n");
+        Config::parse(&ok).expect("tenant on a listen socket");
+        let e = error(&format!(
+            "{MINIMAL}[[tenant]]\nname = \"acme\"\nlisten = [\"tcp:127.0.0.1:5060\"]\n"
+        ));
+        assert_eq!(e.key, "tenant[0].listen[0]");
+        assert!(e.reason.contains("not among the [[listen]]"), "{e}");
+    }
+}

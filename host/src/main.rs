@@ -135,9 +135,26 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .context("cannot bind the [[listen]] sockets")?;
     let (handle, commands) = ProxyHandle::channel();
 
-    // Filter hooks. The filter runtime replaces `NoFilters` here with its tenants' hooks
-    // (built from `config.tenant`, given `handle.clone()` for locally originated requests).
-    let hooks: Arc<dyn FilterHooks> = Arc::new(NoFilters);
+    // Filter hooks: the tenants' sandboxed filters (their requests go out through the
+    // proxy handle), or none without tenants.
+    let mut router = siphost::admin::Router::new();
+    let hooks: Arc<dyn FilterHooks> = if config.tenant.is_empty() {
+        Arc::new(NoFilters)
+    } else {
+        let options = siphost::runtime::EngineOptions::default();
+        let runtime = siphost::runtime::Runtime::new(&config.tenant, options)
+            .context("cannot load the tenants' filters")?;
+        runtime.set_request_sender(Arc::new(handle.clone()));
+        router = router.with_runtime(runtime.clone());
+        runtime
+    };
+    if let Some(address) = config.admin.listen {
+        let listener = siphost::admin::bind(address)
+            .await
+            .with_context(|| format!("cannot bind the admin endpoint {address}"))?;
+        tracing::info!(%address, "admin endpoint (JSON-RPC POST /RPC)");
+        tokio::spawn(siphost::admin::serve(listener, Arc::new(router)));
+    }
 
     for listener in bound.transport.listeners() {
         tracing::info!(transport = %listener.kind, address = %listener.local, "listening");

@@ -421,6 +421,18 @@ fn signal_group(pgid: u32, signal: &str) {
         .status();
 }
 
+/// The first `lines` lines of a text file (lossy UTF-8), or a note why not.
+pub fn file_head(path: &Path, lines: usize) -> String {
+    match fs::read(path) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes)
+            .lines()
+            .take(lines)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(e) => format!("<{}: {e}>", path.display()),
+    }
+}
+
 /// The last `lines` lines of a text file (lossy UTF-8), or a note why not.
 pub fn file_tail(path: &Path, lines: usize) -> String {
     match fs::read(path) {
@@ -706,8 +718,9 @@ pub fn via_regex(transport: Transport, port: u16) -> String {
 }
 
 /// Regex for a loose-routing Record-Route entry pointing at `127.0.0.1:port`.
+/// It matches the whole value, so the captured variable can be re-sent.
 pub fn record_route_regex(port: u16) -> String {
-    format!("sip:127[.]0[.]0[.]1:{port};(.*;)?lr")
+    format!("^ *.?sip:127[.]0[.]0[.]1:{port};(.*;)?lr.*")
 }
 
 /// Where SIPp runs and what it talks to.
@@ -801,11 +814,11 @@ impl Sipp {
         if status.code() != Some(0) {
             panic!(
                 "{} exited with {status} (0 = all {} calls succeeded)\n\
-                 --- errors ({}):\n{}\n--- actions log:\n{}\n--- screen:\n{}\n--- messages (tail):\n{}",
+                 --- errors (head of {}):\n{}\n--- actions log:\n{}\n--- screen:\n{}\n--- messages (tail):\n{}",
                 self.peer.name,
                 self.calls,
                 self.errors.display(),
-                file_tail(&self.errors, 40),
+                file_head(&self.errors, 40),
                 file_tail(&self.logs, 20),
                 self.peer.log_tail(),
                 file_tail(&self.messages, 80),

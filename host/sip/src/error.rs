@@ -95,11 +95,19 @@ pub struct ParseError {
 
 impl ParseError {
     pub(crate) fn new(kind: ErrorKind, detail: impl Into<Cow<'static, str>>) -> Self {
-        ParseError { kind, detail: detail.into(), offset: None }
+        ParseError {
+            kind,
+            detail: detail.into(),
+            offset: None,
+        }
     }
 
     pub(crate) fn at(kind: ErrorKind, detail: impl Into<Cow<'static, str>>, offset: usize) -> Self {
-        ParseError { kind, detail: detail.into(), offset: Some(offset) }
+        ParseError {
+            kind,
+            detail: detail.into(),
+            offset: Some(offset),
+        }
     }
 
     pub(crate) fn with_offset(mut self, offset: usize) -> Self {

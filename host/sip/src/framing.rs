@@ -22,7 +22,10 @@ pub enum Framing {
 /// Finds the length of the first frame in `buf`. Content-Length is mandatory on streams.
 /// Messages larger than [`MAX_MESSAGE_SIZE`] are invalid.
 pub fn frame_stream(buf: &[u8]) -> Framing {
-    let crlf = buf.iter().take_while(|&&c| c == b'\r' || c == b'\n').count();
+    let crlf = buf
+        .iter()
+        .take_while(|&&c| c == b'\r' || c == b'\n')
+        .count();
     if crlf > 0 {
         return Framing::Complete(crlf);
     }
@@ -43,13 +46,17 @@ pub fn frame_stream(buf: &[u8]) -> Framing {
             break nl + 1;
         }
         if !first_line && !line.first().is_some_and(|&c| is_ws(c)) {
-            let name_end = line.iter().position(|&c| !is_token_byte(c)).unwrap_or(line.len());
+            let name_end = line
+                .iter()
+                .position(|&c| !is_token_byte(c))
+                .unwrap_or(line.len());
             let rest = line.get(name_end..).unwrap_or_default();
             let after_ws = rest.iter().position(|&c| !is_ws(c)).unwrap_or(rest.len());
             if HeaderKind::of(line.get(..name_end).unwrap_or_default()) == HeaderKind::ContentLength
                 && rest.get(after_ws) == Some(&b':')
             {
-                let value = std::str::from_utf8(rest.get(after_ws + 1..).unwrap_or_default()).unwrap_or("");
+                let value =
+                    std::str::from_utf8(rest.get(after_ws + 1..).unwrap_or_default()).unwrap_or("");
                 let value = trim_lws(value);
                 let n = match value.parse::<usize>() {
                     Ok(n) if value.bytes().all(|c| c.is_ascii_digit()) => n,
@@ -62,7 +69,11 @@ pub fn frame_stream(buf: &[u8]) -> Framing {
                     }
                 };
                 if content_length.is_some_and(|c| c != n) {
-                    return Framing::Invalid(ParseError::at(ErrorKind::ContentLength, "conflicting values", pos));
+                    return Framing::Invalid(ParseError::at(
+                        ErrorKind::ContentLength,
+                        "conflicting values",
+                        pos,
+                    ));
                 }
                 content_length = Some(n);
             }
@@ -71,20 +82,31 @@ pub fn frame_stream(buf: &[u8]) -> Framing {
         pos = nl + 1;
     };
     let Some(body_len) = content_length else {
-        return Framing::Invalid(ParseError::new(ErrorKind::ContentLength, "missing on a stream transport"));
+        return Framing::Invalid(ParseError::new(
+            ErrorKind::ContentLength,
+            "missing on a stream transport",
+        ));
     };
     let total = head_end.saturating_add(body_len);
     if total > MAX_MESSAGE_SIZE {
-        return Framing::Invalid(ParseError::new(ErrorKind::TooLarge, format!("{total} bytes")));
+        return Framing::Invalid(ParseError::new(
+            ErrorKind::TooLarge,
+            format!("{total} bytes"),
+        ));
     }
-    if buf.len() >= total { Framing::Complete(total) } else { Framing::Incomplete }
+    if buf.len() >= total {
+        Framing::Complete(total)
+    } else {
+        Framing::Incomplete
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const MSG: &[u8] = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nl: 5\r\n\r\nhello";
+    const MSG: &[u8] =
+        b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nl: 5\r\n\r\nhello";
 
     #[test]
     fn frames_messages_and_keepalives() {
@@ -94,7 +116,11 @@ mod tests {
         two.extend_from_slice(MSG);
         assert_eq!(frame_stream(&two), Framing::Complete(MSG.len()));
         for cut in 1..MSG.len() {
-            assert_eq!(frame_stream(&MSG[..cut]), Framing::Incomplete, "cut at {cut}");
+            assert_eq!(
+                frame_stream(&MSG[..cut]),
+                Framing::Incomplete,
+                "cut at {cut}"
+            );
         }
         assert_eq!(frame_stream(b""), Framing::Incomplete);
     }
@@ -102,7 +128,9 @@ mod tests {
     #[test]
     fn rejects_missing_or_bad_length() {
         let no_len = b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n\r\n";
-        assert!(matches!(frame_stream(no_len), Framing::Invalid(e) if e.kind() == ErrorKind::ContentLength));
+        assert!(
+            matches!(frame_stream(no_len), Framing::Invalid(e) if e.kind() == ErrorKind::ContentLength)
+        );
         let neg = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: -1\r\n\r\n";
         assert!(matches!(frame_stream(neg), Framing::Invalid(_)));
         let conflict = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 1\r\nl: 2\r\n\r\nab";

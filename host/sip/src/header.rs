@@ -57,28 +57,121 @@ const KNOWN: &[(HeaderKind, &str, Option<u8>)] = &[
     (HeaderKind::Identity, "Identity", Some(b'y')),
     (HeaderKind::AcceptContact, "Accept-Contact", Some(b'a')),
     (HeaderKind::RejectContact, "Reject-Contact", Some(b'j')),
-    (HeaderKind::RequestDisposition, "Request-Disposition", Some(b'd')),
+    (
+        HeaderKind::RequestDisposition,
+        "Request-Disposition",
+        Some(b'd'),
+    ),
 ];
 
 impl HeaderKind {
     /// Resolves a header name (long or compact, any case).
     pub(crate) fn of(name: &[u8]) -> HeaderKind {
-        if let [c] = name {
-            let c = c.to_ascii_lowercase();
-            return KNOWN
-                .iter()
-                .find(|(_, _, compact)| *compact == Some(c))
-                .map_or(HeaderKind::Other, |(kind, _, _)| *kind);
-        }
-        KNOWN
+        use HeaderKind::*;
+        let Some(first) = name.first().map(u8::to_ascii_lowercase) else {
+            return Other;
+        };
+        // Dispatch on length and first letter so at most two names are compared.
+        let candidates: &[HeaderKind] = match (name.len(), first) {
+            (1, _) => {
+                return KNOWN
+                    .iter()
+                    .find(|(_, _, c)| *c == Some(first))
+                    .map_or(Other, |(k, _, _)| *k);
+            }
+            (2, b't') => &[To],
+            (3, b'v') => &[Via],
+            (4, b'f') => &[From],
+            (4, b'c') => &[CSeq],
+            (5, b'r') => &[Route],
+            (5, b'e') => &[Event],
+            (7, b'c') => &[CallId, Contact],
+            (7, b's') => &[Subject],
+            (8, b'r') => &[ReferTo],
+            (8, b'i') => &[Identity],
+            (9, b's') => &[Supported],
+            (11, b'r') => &[ReferredBy],
+            (12, b'm') => &[MaxForwards],
+            (12, b'r') => &[RecordRoute],
+            (12, b'c') => &[ContentType],
+            (12, b'a') => &[AllowEvents],
+            (14, b'c') => &[ContentLength],
+            (14, b'a') => &[AcceptContact],
+            (14, b'r') => &[RejectContact],
+            (15, b's') => &[SessionExpires],
+            (16, b'c') => &[ContentEncoding],
+            (19, b'r') => &[RequestDisposition],
+            _ => return Other,
+        };
+        candidates
             .iter()
-            .find(|(_, long, _)| long.len() == name.len() && long.as_bytes().eq_ignore_ascii_case(name))
-            .map_or(HeaderKind::Other, |(kind, _, _)| *kind)
+            .copied()
+            .find(|k| k.long_name().as_bytes().eq_ignore_ascii_case(name))
+            .unwrap_or(Other)
     }
 
     /// The canonical long name (for headers this codec writes itself).
     pub(crate) fn long_name(self) -> &'static str {
-        KNOWN.iter().find(|(kind, _, _)| *kind == self).map_or("", |(_, long, _)| long)
+        use HeaderKind::*;
+        match self {
+            Via => "Via",
+            From => "From",
+            To => "To",
+            CallId => "Call-ID",
+            CSeq => "CSeq",
+            MaxForwards => "Max-Forwards",
+            ContentLength => "Content-Length",
+            ContentType => "Content-Type",
+            ContentEncoding => "Content-Encoding",
+            Contact => "Contact",
+            Route => "Route",
+            RecordRoute => "Record-Route",
+            Subject => "Subject",
+            Supported => "Supported",
+            Event => "Event",
+            AllowEvents => "Allow-Events",
+            ReferTo => "Refer-To",
+            ReferredBy => "Referred-By",
+            SessionExpires => "Session-Expires",
+            Identity => "Identity",
+            AcceptContact => "Accept-Contact",
+            RejectContact => "Reject-Contact",
+            RequestDisposition => "Request-Disposition",
+            Other => "",
+        }
+    }
+}
+
+const TOKEN: u8 = 1;
+
+/// Character classes by byte, so hot loops test one table entry per byte.
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        if b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            )
+        {
+            t[i] |= TOKEN;
+        }
+        i += 1;
+    }
+    t
+};
+
+/// Bytes that never appear unescaped in a URI: whitespace, controls, `<`, `>`, `"`.
+pub(crate) fn is_uri_forbidden(b: u8) -> bool {
+    b <= b' ' || b == 0x7f || b == b'<' || b == b'>' || b == b'"'
+}
+
+#[cfg(test)]
+impl HeaderKind {
+    fn all_known() -> impl Iterator<Item = (HeaderKind, &'static str, Option<u8>)> {
+        KNOWN.iter().copied()
     }
 }
 
@@ -93,8 +186,7 @@ pub fn same_header_name(a: &str, b: &str) -> bool {
 
 /// RFC 3261 `token` characters.
 pub(crate) fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(b, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
+    CLASS[b as usize] & TOKEN != 0
 }
 
 pub(crate) fn is_token(s: &str) -> bool {
@@ -107,7 +199,18 @@ pub(crate) fn is_ws(b: u8) -> bool {
 
 /// Trims SP / HT (and CR / LF left by unfolding) on both ends.
 pub(crate) fn trim_lws(s: &str) -> &str {
-    s.trim_matches(|c| c == ' ' || c == '\t' || c == '\r' || c == '\n')
+    let b = s.as_bytes();
+    let lws = |c: &u8| matches!(c, b' ' | b'\t' | b'\r' | b'\n');
+    let start = b.iter().position(|c| !lws(c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !lws(c)).map_or(start, |e| e + 1);
+    // Both ends sit next to ASCII bytes, so they are char boundaries.
+    s.get(start..end).unwrap_or("")
+}
+
+/// Byte offset of the first `byte` (an ASCII character) in `s`.
+pub(crate) fn find_byte(s: &str, byte: u8) -> Option<usize> {
+    // Values are short; a plain scan beats memchr's setup cost here.
+    s.bytes().position(|c| c == byte)
 }
 
 /// Given `s` starting with `"`, returns the byte length of the quoted string including both
@@ -140,7 +243,10 @@ impl<'a> CommaValues<'a> {
 /// Byte offset of the first top-level comma in `s`, or `s.len()`.
 pub(crate) fn first_comma(s: &str) -> usize {
     let b = s.as_bytes();
-    let mut i = 0;
+    // Jump to the first byte that matters; before it nothing is quoted or bracketed.
+    let Some(mut i) = memchr::memchr3(b',', b'"', b'<', b) else {
+        return b.len();
+    };
     let mut in_angle = false;
     while i < b.len() {
         match b[i] {
@@ -194,7 +300,9 @@ impl<'a> Params<'a> {
     /// The value of the first parameter named `name` (case-insensitive):
     /// `None` if absent, `Some(None)` for a flag like `;lr`.
     pub fn get(&self, name: &str) -> Option<Option<&'a str>> {
-        self.clone().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+        self.clone()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
     }
 }
 
@@ -202,19 +310,15 @@ impl<'a> Params<'a> {
 pub(crate) fn first_semicolon(s: &str) -> usize {
     let b = s.as_bytes();
     let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'"' => match quoted_len(&b[i..]) {
-                Some(n) => {
-                    i += n;
-                    continue;
-                }
-                None => return b.len(),
-            },
-            b';' => return i,
-            _ => {}
+    while let Some(rel) = memchr::memchr2(b';', b'"', &b[i..]) {
+        let at = i + rel;
+        if b[at] == b';' {
+            return at;
         }
-        i += 1;
+        match quoted_len(&b[at..]) {
+            Some(n) => i = at + n,
+            None => return b.len(),
+        }
     }
     b.len()
 }
@@ -232,7 +336,7 @@ impl<'a> Iterator for Params<'a> {
             let end = first_semicolon(s);
             let piece = &s[..end];
             self.rest = &s[end..];
-            let (name, value) = match piece.find('=') {
+            let (name, value) = match find_byte(piece, b'=') {
                 Some(eq) => (trim_lws(&piece[..eq]), Some(trim_lws(&piece[eq + 1..]))),
                 None => (trim_lws(piece), None),
             };
@@ -259,7 +363,10 @@ pub(crate) fn validate_params(s: &str, kind: ErrorKind) -> Result<(), ParseError
             return Ok(());
         }
         if b[i] != b';' {
-            return Err(ParseError::new(kind, format!("expected ';' before parameter in {s:?}")));
+            return Err(ParseError::new(
+                kind,
+                format!("expected ';' before parameter in {s:?}"),
+            ));
         }
         i += 1;
         skip_ws(&mut i);
@@ -268,7 +375,10 @@ pub(crate) fn validate_params(s: &str, kind: ErrorKind) -> Result<(), ParseError
             i += 1;
         }
         if i == start {
-            return Err(ParseError::new(kind, format!("empty parameter name in {s:?}")));
+            return Err(ParseError::new(
+                kind,
+                format!("empty parameter name in {s:?}"),
+            ));
         }
         skip_ws(&mut i);
         if i < b.len() && b[i] == b'=' {
@@ -278,7 +388,10 @@ pub(crate) fn validate_params(s: &str, kind: ErrorKind) -> Result<(), ParseError
                 match quoted_len(&b[i..]) {
                     Some(n) => i += n,
                     None => {
-                        return Err(ParseError::new(kind, format!("unterminated quoted parameter in {s:?}")));
+                        return Err(ParseError::new(
+                            kind,
+                            format!("unterminated quoted parameter in {s:?}"),
+                        ));
                     }
                 }
             } else {
@@ -287,7 +400,10 @@ pub(crate) fn validate_params(s: &str, kind: ErrorKind) -> Result<(), ParseError
                     i += 1;
                 }
                 if i == vstart {
-                    return Err(ParseError::new(kind, format!("empty parameter value in {s:?}")));
+                    return Err(ParseError::new(
+                        kind,
+                        format!("empty parameter value in {s:?}"),
+                    ));
                 }
             }
         }
@@ -327,6 +443,18 @@ mod tests {
         assert_eq!(HeaderKind::of(b"call-id"), HeaderKind::CallId);
         assert_eq!(HeaderKind::of(b"I"), HeaderKind::CallId);
         assert_eq!(HeaderKind::of(b"X-Custom"), HeaderKind::Other);
+        for (kind, long, compact) in HeaderKind::all_known() {
+            assert_eq!(kind.long_name(), long);
+            assert_eq!(HeaderKind::of(long.as_bytes()), kind, "{long}");
+            assert_eq!(
+                HeaderKind::of(long.to_ascii_uppercase().as_bytes()),
+                kind,
+                "{long}"
+            );
+            if let Some(c) = compact {
+                assert_eq!(HeaderKind::of(&[c.to_ascii_uppercase()]), kind, "{long}");
+            }
+        }
         assert!(same_header_name("l", "content-length"));
         assert!(same_header_name("X-A", "x-a"));
         assert!(!same_header_name("X-A", "X-B"));
@@ -335,15 +463,30 @@ mod tests {
     #[test]
     fn commas_inside_quotes_and_angles_do_not_split() {
         let v: Vec<_> =
-            CommaValues::new(r#""Doe, J" <sip:a@b;x=1,2>, <sip:c@d> ,, "q\",\"" <sip:e>"#).collect();
-        assert_eq!(v, [r#""Doe, J" <sip:a@b;x=1,2>"#, "<sip:c@d>", r#""q\",\"" <sip:e>"#]);
+            CommaValues::new(r#""Doe, J" <sip:a@b;x=1,2>, <sip:c@d> ,, "q\",\"" <sip:e>"#)
+                .collect();
+        assert_eq!(
+            v,
+            [
+                r#""Doe, J" <sip:a@b;x=1,2>"#,
+                "<sip:c@d>",
+                r#""q\",\"" <sip:e>"#
+            ]
+        );
     }
 
     #[test]
     fn params_tolerate_lws_and_quotes() {
         let p = Params::new(" ;  tag = 98asjd8 ; lr; x=\"a;b\"");
         let all: Vec<_> = p.clone().collect();
-        assert_eq!(all, [("tag", Some("98asjd8")), ("lr", None), ("x", Some("\"a;b\""))]);
+        assert_eq!(
+            all,
+            [
+                ("tag", Some("98asjd8")),
+                ("lr", None),
+                ("x", Some("\"a;b\""))
+            ]
+        );
         assert_eq!(p.get("TAG"), Some(Some("98asjd8")));
         assert_eq!(p.get("lr"), Some(None));
         assert_eq!(p.get("nope"), None);

@@ -18,7 +18,9 @@ use crate::via::Via;
 pub fn reply_to_malformed(raw: &[u8], err: &ParseError) -> Option<Bytes> {
     let start = raw.iter().position(|&c| c != b'\r' && c != b'\n')?;
     let raw = &raw[start..];
-    let mut lines = raw.split(|&c| c == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let mut lines = raw
+        .split(|&c| c == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     let request_line = lines.next()?;
     let method_len = request_line.iter().position(|&c| c == b' ')?;
     let method = &request_line[..method_len];
@@ -38,7 +40,9 @@ pub fn reply_to_malformed(raw: &[u8], err: &ParseError) -> Option<Bytes> {
             }
             continue;
         }
-        let Some(colon) = line.iter().position(|&c| c == b':') else { continue };
+        let Some(colon) = line.iter().position(|&c| c == b':') else {
+            continue;
+        };
         let name = trim_lws(std::str::from_utf8(&line[..colon]).unwrap_or(""));
         let kind = HeaderKind::of(name.as_bytes());
         if kind != HeaderKind::Other {
@@ -46,7 +50,10 @@ pub fn reply_to_malformed(raw: &[u8], err: &ParseError) -> Option<Bytes> {
         }
     }
     let first = |kind: HeaderKind| {
-        fields.iter().find(|(k, v)| *k == kind && !trim_lws(v).is_empty()).map(|(_, v)| trim_lws(v).to_owned())
+        fields
+            .iter()
+            .find(|(k, v)| *k == kind && !trim_lws(v).is_empty())
+            .map(|(_, v)| trim_lws(v).to_owned())
     };
     let vias: Vec<String> = fields
         .iter()
@@ -54,8 +61,12 @@ pub fn reply_to_malformed(raw: &[u8], err: &ParseError) -> Option<Bytes> {
         .flat_map(|(_, v)| CommaValues::new(v))
         .filter_map(salvage_via)
         .collect();
-    let (from, mut to, call_id, cseq) =
-        (first(HeaderKind::From)?, first(HeaderKind::To)?, first(HeaderKind::CallId)?, first(HeaderKind::CSeq)?);
+    let (from, mut to, call_id, cseq) = (
+        first(HeaderKind::From)?,
+        first(HeaderKind::To)?,
+        first(HeaderKind::CallId)?,
+        first(HeaderKind::CSeq)?,
+    );
     if vias.is_empty() {
         return None;
     }
@@ -100,5 +111,8 @@ fn salvage_via(value: &str) -> Option<String> {
 
 /// Lossy UTF-8 with control characters (other than HT) replaced by SP.
 fn clean(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).chars().map(|c| if c.is_control() && c != '\t' { ' ' } else { c }).collect()
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .map(|c| if c.is_control() && c != '\t' { ' ' } else { c })
+        .collect()
 }

@@ -8,7 +8,8 @@ use bytes::Bytes;
 
 use crate::error::{ErrorKind, ParseError};
 use crate::header::{
-    CommaValues, HeaderKind, first_comma, first_semicolon, is_token, is_token_byte, is_ws, quoted_len, trim_lws,
+    CommaValues, HeaderKind, first_comma, first_semicolon, is_token, is_token_byte, is_ws,
+    quoted_len, trim_lws,
 };
 use crate::method::Method;
 use crate::name_addr::NameAddr;
@@ -36,8 +37,16 @@ struct Entry {
 
 #[derive(Clone, Debug)]
 enum StartLine {
-    Request { method: Method, uri: Text, raw: Option<(usize, usize)> },
-    Response { status: u16, reason: Text, raw: Option<(usize, usize)> },
+    Request {
+        method: Method,
+        uri: Text,
+        raw: Option<(usize, usize)>,
+    },
+    Response {
+        status: u16,
+        reason: Text,
+        raw: Option<(usize, usize)>,
+    },
 }
 
 /// A SIP request or response.
@@ -62,7 +71,11 @@ pub struct Message {
 fn line_at(b: &[u8], pos: usize) -> Option<(usize, usize)> {
     let rel = memchr::memchr(b'\n', b.get(pos..)?)?;
     let nl = pos + rel;
-    let end = if nl > pos && b.get(nl - 1) == Some(&b'\r') { nl - 1 } else { nl };
+    let end = if nl > pos && b.get(nl - 1) == Some(&b'\r') {
+        nl - 1
+    } else {
+        nl
+    };
     Some((end, nl + 1))
 }
 
@@ -79,7 +92,10 @@ fn trim_span(b: &[u8], mut s: usize, mut e: usize) -> (usize, usize) {
 /// Replaces each line fold (CRLF or LF) by nothing, leaving the whitespace that followed it,
 /// so the folded value reads as one line (RFC 3261 §7.3.1: a fold is equivalent to SP).
 fn unfold(s: &str) -> String {
-    trim_lws(s).chars().filter(|&c| c != '\r' && c != '\n').collect()
+    trim_lws(s)
+        .chars()
+        .filter(|&c| c != '\r' && c != '\n')
+        .collect()
 }
 
 fn check_version(v: &[u8], at: usize) -> Result<(), ParseError> {
@@ -87,9 +103,17 @@ fn check_version(v: &[u8], at: usize) -> Result<(), ParseError> {
         return Ok(());
     }
     if v.is_empty() {
-        return Err(ParseError::at(ErrorKind::StartLine, "whitespace after the SIP version", at));
+        return Err(ParseError::at(
+            ErrorKind::StartLine,
+            "whitespace after the SIP version",
+            at,
+        ));
     }
-    let Some(num) = v.get(..4).filter(|p| p.eq_ignore_ascii_case(b"SIP/")).and_then(|_| v.get(4..)) else {
+    let Some(num) = v
+        .get(..4)
+        .filter(|p| p.eq_ignore_ascii_case(b"SIP/"))
+        .and_then(|_| v.get(4..))
+    else {
         return Err(ParseError::at(ErrorKind::StartLine, "no SIP version", at));
     };
     let mut parts = num.splitn(2, |&c| c == b'.');
@@ -97,9 +121,14 @@ fn check_version(v: &[u8], at: usize) -> Result<(), ParseError> {
     let minor = parts.next().unwrap_or_default();
     let digits = |p: &[u8]| !p.is_empty() && p.iter().all(u8::is_ascii_digit);
     if !digits(major) || !digits(minor) {
-        return Err(ParseError::at(ErrorKind::StartLine, "malformed SIP version", at));
+        return Err(ParseError::at(
+            ErrorKind::StartLine,
+            "malformed SIP version",
+            at,
+        ));
     }
-    if major.iter().skip_while(|&&c| c == b'0').eq(b"2".iter()) && minor.iter().all(|&c| c == b'0') {
+    if major.iter().skip_while(|&&c| c == b'0').eq(b"2".iter()) && minor.iter().all(|&c| c == b'0')
+    {
         return Ok(());
     }
     Err(ParseError::at(
@@ -111,46 +140,82 @@ fn check_version(v: &[u8], at: usize) -> Result<(), ParseError> {
 
 fn parse_start_line(b: &[u8], s: usize, e: usize, next: usize) -> Result<StartLine, ParseError> {
     let line = b.get(s..e).unwrap_or_default();
-    let text = std::str::from_utf8(line)
-        .map_err(|u| ParseError::at(ErrorKind::InvalidUtf8, "in the start line", s + u.valid_up_to()))?;
+    let text = std::str::from_utf8(line).map_err(|u| {
+        ParseError::at(
+            ErrorKind::InvalidUtf8,
+            "in the start line",
+            s + u.valid_up_to(),
+        )
+    })?;
     if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
         // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
-        let sp = memchr::memchr(b' ', line).ok_or_else(|| ParseError::at(ErrorKind::StartLine, "no status code", s))?;
+        let sp = memchr::memchr(b' ', line)
+            .ok_or_else(|| ParseError::at(ErrorKind::StartLine, "no status code", s))?;
         check_version(&line[..sp], s)?;
         let rest = &text[sp + 1..];
         let code_end = rest.find(' ').unwrap_or(rest.len());
         let code = &rest[..code_end];
         if code.len() != 3 || !code.bytes().all(|c| c.is_ascii_digit()) {
-            return Err(ParseError::at(ErrorKind::Status, format!("status code {code:?} is not three digits"), s + sp + 1));
+            return Err(ParseError::at(
+                ErrorKind::Status,
+                format!("status code {code:?} is not three digits"),
+                s + sp + 1,
+            ));
         }
         let status: u16 = code.parse().unwrap_or(0);
         if !(100..=699).contains(&status) {
-            return Err(ParseError::at(ErrorKind::Status, format!("status code {status} out of range"), s + sp + 1));
+            return Err(ParseError::at(
+                ErrorKind::Status,
+                format!("status code {status} out of range"),
+                s + sp + 1,
+            ));
         }
         let reason_start = (s + sp + 1 + code_end + 1).min(e);
-        return Ok(StartLine::Response { status, reason: Text::Span(reason_start, e), raw: Some((s, next)) });
+        return Ok(StartLine::Response {
+            status,
+            reason: Text::Span(reason_start, e),
+            raw: Some((s, next)),
+        });
     }
     // Request-Line = Method SP Request-URI SP SIP-Version
-    let sp1 = memchr::memchr(b' ', line).ok_or_else(|| ParseError::at(ErrorKind::StartLine, "no Request-URI", s))?;
+    let sp1 = memchr::memchr(b' ', line)
+        .ok_or_else(|| ParseError::at(ErrorKind::StartLine, "no Request-URI", s))?;
     let sp2 = memchr::memrchr(b' ', line).unwrap_or(sp1);
     if sp2 == sp1 {
         return Err(ParseError::at(ErrorKind::StartLine, "no SIP version", s));
     }
     let method = &text[..sp1];
     if !is_token(method) {
-        return Err(ParseError::at(ErrorKind::Method, format!("{method:?} is not a token"), s));
+        return Err(ParseError::at(
+            ErrorKind::Method,
+            format!("{method:?} is not a token"),
+            s,
+        ));
     }
     check_version(&line[sp2 + 1..], s + sp2 + 1)?;
     let uri = &text[sp1 + 1..sp2];
-    if uri.is_empty() || uri.bytes().any(|c| is_ws(c)) {
-        return Err(ParseError::at(ErrorKind::RequestUri, "extra whitespace in the Request-Line", s + sp1 + 1));
+    if uri.is_empty() || uri.bytes().any(is_ws) {
+        return Err(ParseError::at(
+            ErrorKind::RequestUri,
+            "extra whitespace in the Request-Line",
+            s + sp1 + 1,
+        ));
     }
-    validate_any_uri(uri, ErrorKind::RequestUri).map_err(|e| e.with_offset(s + sp1 + 1))?;
-    if let Some((scheme, _)) = split_scheme(uri)
-        && is_known_scheme(scheme)
-        && Uri::parse(uri).is_ok_and(|u| u.has_headers())
-    {
-        return Err(ParseError::at(ErrorKind::RequestUri, "headers are not allowed in a Request-URI", s + sp1 + 1));
+    let uri_at = s + sp1 + 1;
+    match split_scheme(uri) {
+        Some((scheme, _)) if is_known_scheme(scheme) => {
+            let parsed = Uri::parse(uri).map_err(|e| {
+                ParseError::at(ErrorKind::RequestUri, e.detail().to_owned(), uri_at)
+            })?;
+            if parsed.has_headers() {
+                return Err(ParseError::at(
+                    ErrorKind::RequestUri,
+                    "headers are not allowed in a Request-URI",
+                    uri_at,
+                ));
+            }
+        }
+        _ => validate_any_uri(uri, ErrorKind::RequestUri).map_err(|e| e.with_offset(uri_at))?,
     }
     Ok(StartLine::Request {
         method: Method::from_bytes(method.as_bytes()),
@@ -180,7 +245,10 @@ fn parse_max_forwards(v: &str) -> Option<u32> {
 
 /// `CSeq: 1*DIGIT LWS Method`; the number must be below 2^31 (RFC 3261 §8.1.1.5).
 fn parse_cseq(v: &str) -> Option<(u32, &str)> {
-    let digits_end = v.bytes().position(|c| !c.is_ascii_digit()).unwrap_or(v.len());
+    let digits_end = v
+        .bytes()
+        .position(|c| !c.is_ascii_digit())
+        .unwrap_or(v.len());
     if digits_end == 0 || digits_end > 10 {
         return None;
     }
@@ -195,7 +263,10 @@ fn parse_cseq(v: &str) -> Option<(u32, &str)> {
 
 fn text<'a>(buf: &'a Bytes, t: &'a Text) -> &'a str {
     match t {
-        Text::Span(s, e) => buf.get(*s..*e).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or(""),
+        Text::Span(s, e) => buf
+            .get(*s..*e)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or(""),
         Text::Owned(s) => s,
     }
 }
@@ -204,7 +275,8 @@ fn text<'a>(buf: &'a Bytes, t: &'a Text) -> &'a str {
 fn matcher(name: &str) -> impl Fn(&Entry, &Bytes) -> bool + '_ {
     let kind = HeaderKind::of(name.as_bytes());
     move |e: &Entry, buf: &Bytes| {
-        e.kind == kind && (kind != HeaderKind::Other || text(buf, &e.name).eq_ignore_ascii_case(name))
+        e.kind == kind
+            && (kind != HeaderKind::Other || text(buf, &e.name).eq_ignore_ascii_case(name))
     }
 }
 
@@ -233,15 +305,24 @@ fn params_start(value: &str) -> usize {
 
 /// Keeps only token characters of a header name given to an edit.
 fn clean_name(name: &str) -> Option<String> {
-    let n: String = name.chars().filter(|&c| c.is_ascii() && is_token_byte(c as u8)).collect();
+    if !name.is_empty() && name.bytes().all(is_token_byte) {
+        return Some(name.to_owned());
+    }
+    let n: String = name
+        .chars()
+        .filter(|&c| c.is_ascii() && is_token_byte(c as u8))
+        .collect();
     (!n.is_empty()).then_some(n)
 }
 
-/// Replaces CR, LF and NUL in an edited value by SP so an edit cannot inject header lines.
+/// Replaces CR and LF in an edited value by SP so an edit cannot inject header lines.
 fn clean_value(value: &str) -> Box<str> {
     let v = trim_lws(value);
-    if v.bytes().any(|c| matches!(c, b'\r' | b'\n' | 0)) {
-        v.chars().map(|c| if matches!(c, '\r' | '\n' | '\0') { ' ' } else { c }).collect::<String>().into()
+    if v.bytes().any(|c| matches!(c, b'\r' | b'\n')) {
+        v.chars()
+            .map(|c| if matches!(c, '\r' | '\n') { ' ' } else { c })
+            .collect::<String>()
+            .into()
     } else {
         v.into()
     }
@@ -293,29 +374,50 @@ impl Message {
     pub fn parse(buf: Bytes) -> Result<Message, ParseError> {
         let b: &[u8] = &buf;
         if b.len() > MAX_MESSAGE_SIZE {
-            return Err(ParseError::new(ErrorKind::TooLarge, format!("{} bytes", b.len())));
+            return Err(ParseError::new(
+                ErrorKind::TooLarge,
+                format!("{} bytes", b.len()),
+            ));
         }
-        let pos = b.iter().position(|&c| c != b'\r' && c != b'\n').ok_or_else(|| ParseError::new(ErrorKind::Empty, ""))?;
-        let (line_end, mut cur) =
-            line_at(b, pos).ok_or_else(|| ParseError::at(ErrorKind::Unterminated, "start line has no line end", pos))?;
+        let pos = b
+            .iter()
+            .position(|&c| c != b'\r' && c != b'\n')
+            .ok_or_else(|| ParseError::new(ErrorKind::Empty, ""))?;
+        let (line_end, mut cur) = line_at(b, pos).ok_or_else(|| {
+            ParseError::at(ErrorKind::Unterminated, "start line has no line end", pos)
+        })?;
         let start = parse_start_line(b, pos, line_end, cur)?;
         let mut headers: Vec<Entry> = Vec::with_capacity(16);
+        // Indexes of entries continued on folded lines, unfolded once UTF-8 is checked.
+        let mut folded: Vec<usize> = Vec::new();
         let body_start = loop {
-            let (le, nx) = line_at(b, cur)
-                .ok_or_else(|| ParseError::at(ErrorKind::Unterminated, "no empty line after the headers", cur))?;
+            let (le, nx) = line_at(b, cur).ok_or_else(|| {
+                ParseError::at(
+                    ErrorKind::Unterminated,
+                    "no empty line after the headers",
+                    cur,
+                )
+            })?;
             if le == cur {
                 break nx;
             }
             let first = b.get(cur).copied().unwrap_or(b' ');
             if is_ws(first) {
                 let Some(last) = headers.last_mut() else {
-                    return Err(ParseError::at(ErrorKind::HeaderLine, "continuation line before the first header", cur));
+                    return Err(ParseError::at(
+                        ErrorKind::HeaderLine,
+                        "continuation line before the first header",
+                        cur,
+                    ));
                 };
                 if let Text::Span(_, e) = &mut last.value {
                     *e = le;
                 }
                 if let Some((_, e)) = &mut last.raw {
                     *e = nx;
+                }
+                if folded.last() != Some(&(headers.len() - 1)) {
+                    folded.push(headers.len() - 1);
                 }
             } else {
                 let mut i = cur;
@@ -327,47 +429,66 @@ impl Message {
                     i += 1;
                 }
                 if name_end == cur || b.get(i) != Some(&b':') || i >= le {
-                    return Err(ParseError::at(ErrorKind::HeaderLine, "expected `name: value`", cur));
+                    return Err(ParseError::at(
+                        ErrorKind::HeaderLine,
+                        "expected `name: value`",
+                        cur,
+                    ));
                 }
+                let (vs, ve) = trim_span(b, i + 1, le);
                 headers.push(Entry {
                     kind: HeaderKind::of(&b[cur..name_end]),
                     name: Text::Span(cur, name_end),
-                    value: Text::Span(i + 1, le),
+                    value: Text::Span(vs, ve),
                     raw: Some((cur, nx)),
                 });
             }
             cur = nx;
         };
         let head = &b[pos..body_start];
-        std::str::from_utf8(head)
-            .map_err(|u| ParseError::at(ErrorKind::InvalidUtf8, "in the header section", pos + u.valid_up_to()))?;
+        std::str::from_utf8(head).map_err(|u| {
+            ParseError::at(
+                ErrorKind::InvalidUtf8,
+                "in the header section",
+                pos + u.valid_up_to(),
+            )
+        })?;
         for cr in memchr::memchr_iter(b'\r', head) {
             if head.get(cr + 1) != Some(&b'\n') {
                 return Err(ParseError::at(ErrorKind::HeaderLine, "bare CR", pos + cr));
             }
         }
-        for entry in &mut headers {
-            if let Text::Span(s, e) = entry.value {
-                let raw_value = &b[s..e];
-                if memchr::memchr(b'\n', raw_value).is_some() {
-                    let text = std::str::from_utf8(raw_value).unwrap_or_default();
-                    entry.value = Text::Owned(unfold(text).into());
-                } else {
-                    let (s, e) = trim_span(b, s, e);
-                    entry.value = Text::Span(s, e);
-                }
+        for &i in &folded {
+            if let Some(entry) = headers.get_mut(i)
+                && let Text::Span(s, e) = entry.value
+            {
+                let text = std::str::from_utf8(&b[s..e]).unwrap_or_default();
+                entry.value = Text::Owned(unfold(text).into());
             }
         }
-        let mut msg =
-            Message { buf: buf.clone(), start, headers, body: Bytes::new(), verbatim: None };
+        let mut msg = Message {
+            buf: buf.clone(),
+            start,
+            headers,
+            body: Bytes::new(),
+            verbatim: None,
+        };
         let mut content_length: Option<usize> = None;
-        for entry in msg.headers.iter().filter(|e| e.kind == HeaderKind::ContentLength) {
+        for entry in msg
+            .headers
+            .iter()
+            .filter(|e| e.kind == HeaderKind::ContentLength)
+        {
             let v = msg.text(&entry.value);
             let n = parse_content_length(v).ok_or_else(|| {
-                ParseError::new(ErrorKind::ContentLength, format!("{v:?} is not a length")).with_offset(pos)
+                ParseError::new(ErrorKind::ContentLength, format!("{v:?} is not a length"))
+                    .with_offset(pos)
             })?;
             if content_length.is_some_and(|c| c != n) {
-                return Err(ParseError::new(ErrorKind::ContentLength, "conflicting values"));
+                return Err(ParseError::new(
+                    ErrorKind::ContentLength,
+                    "conflicting values",
+                ));
             }
             content_length = Some(n);
         }
@@ -391,11 +512,15 @@ impl Message {
     }
 
     fn validate(&self) -> Result<(), ParseError> {
-        let (mut vias, mut froms, mut tos, mut call_ids, mut cseqs, mut max_fwds) = (0, 0, 0, 0, 0, 0);
+        let (mut vias, mut froms, mut tos, mut call_ids, mut cseqs, mut max_fwds) =
+            (0, 0, 0, 0, 0, 0);
         for entry in &self.headers {
             let value = self.text(&entry.value);
             let bad = |kind: ErrorKind, what: &str| {
-                ParseError::new(kind, format!("{}: {value:?} {what}", self.text(&entry.name)))
+                ParseError::new(
+                    kind,
+                    format!("{}: {value:?} {what}", self.text(&entry.name)),
+                )
             };
             match entry.kind {
                 HeaderKind::Via => {
@@ -406,17 +531,21 @@ impl Message {
                 }
                 HeaderKind::From | HeaderKind::To => {
                     NameAddr::parse(value)?;
-                    if entry.kind == HeaderKind::From { froms += 1 } else { tos += 1 }
+                    if entry.kind == HeaderKind::From {
+                        froms += 1
+                    } else {
+                        tos += 1
+                    }
                 }
                 HeaderKind::CallId => {
-                    if value.is_empty() || value.bytes().any(|c| is_ws(c)) {
+                    if value.is_empty() || value.bytes().any(|c| c <= b' ' || c == 0x7f) {
                         return Err(bad(ErrorKind::HeaderValue, "is not a Call-ID"));
                     }
                     call_ids += 1;
                 }
                 HeaderKind::CSeq => {
-                    let (_, method) =
-                        parse_cseq(value).ok_or_else(|| bad(ErrorKind::HeaderValue, "is not `number method`"))?;
+                    let (_, method) = parse_cseq(value)
+                        .ok_or_else(|| bad(ErrorKind::HeaderValue, "is not `number method`"))?;
                     if let StartLine::Request { method: m, .. } = &self.start
                         && m.as_str() != method
                     {
@@ -446,7 +575,12 @@ impl Message {
                 _ => {}
             }
         }
-        for (count, name) in [(froms, "From"), (tos, "To"), (call_ids, "Call-ID"), (cseqs, "CSeq")] {
+        for (count, name) in [
+            (froms, "From"),
+            (tos, "To"),
+            (call_ids, "Call-ID"),
+            (cseqs, "CSeq"),
+        ] {
             match count {
                 0 => return Err(ParseError::new(ErrorKind::MissingHeader, name)),
                 1 => {}
@@ -467,7 +601,10 @@ impl Message {
     }
 
     fn first_of_kind(&self, kind: HeaderKind) -> Option<&str> {
-        self.headers.iter().find(|e| e.kind == kind).map(|e| self.text(&e.value))
+        self.headers
+            .iter()
+            .find(|e| e.kind == kind)
+            .map(|e| self.text(&e.value))
     }
 
     /// Whether this is a request.
@@ -511,7 +648,10 @@ impl Message {
     /// match their long form), trimmed and with line folds removed.
     pub fn header(&self, name: &str) -> Option<&str> {
         let is = matcher(name);
-        self.headers.iter().find(|e| is(e, &self.buf)).map(|e| self.text(&e.value))
+        self.headers
+            .iter()
+            .find(|e| is(e, &self.buf))
+            .map(|e| self.text(&e.value))
     }
 
     /// The values of every header line named `name`, in order.
@@ -521,7 +661,10 @@ impl Message {
         self.headers
             .iter()
             .filter(move |e| {
-                e.kind == kind && name.as_deref().is_none_or(|n| self.text(&e.name).eq_ignore_ascii_case(n))
+                e.kind == kind
+                    && name
+                        .as_deref()
+                        .is_none_or(|n| self.text(&e.name).eq_ignore_ascii_case(n))
             })
             .map(|e| self.text(&e.value))
     }
@@ -536,7 +679,9 @@ impl Message {
 
     /// Every header line as (name as written, value), in order, after edits.
     pub fn all_headers(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.headers.iter().map(|e| (self.text(&e.name), self.text(&e.value)))
+        self.headers
+            .iter()
+            .map(|e| (self.text(&e.name), self.text(&e.value)))
     }
 
     /// The body (after edits).
@@ -562,22 +707,26 @@ impl Message {
 
     /// The From header's tag.
     pub fn from_tag(&self) -> Option<&str> {
-        NameAddr::parse(self.first_of_kind(HeaderKind::From)?).ok()?.tag()
+        NameAddr::parse_validated(self.first_of_kind(HeaderKind::From)?)
+            .ok()?
+            .tag()
     }
 
     /// The To header's tag.
     pub fn to_tag(&self) -> Option<&str> {
-        NameAddr::parse(self.first_of_kind(HeaderKind::To)?).ok()?.tag()
+        NameAddr::parse_validated(self.first_of_kind(HeaderKind::To)?)
+            .ok()?
+            .tag()
     }
 
     /// The From header parsed.
     pub fn from(&self) -> Option<NameAddr<'_>> {
-        NameAddr::parse(self.first_of_kind(HeaderKind::From)?).ok()
+        NameAddr::parse_validated(self.first_of_kind(HeaderKind::From)?).ok()
     }
 
     /// The To header parsed.
     pub fn to(&self) -> Option<NameAddr<'_>> {
-        NameAddr::parse(self.first_of_kind(HeaderKind::To)?).ok()
+        NameAddr::parse_validated(self.first_of_kind(HeaderKind::To)?).ok()
     }
 
     /// Max-Forwards, if present and numeric.
@@ -588,7 +737,7 @@ impl Message {
     /// The topmost Via value.
     pub fn top_via(&self) -> Option<Via<'_>> {
         let first = self.headers.iter().find(|e| e.kind == HeaderKind::Via)?;
-        Via::parse(CommaValues::new(self.text(&first.value)).next()?).ok()
+        Via::parse_validated(CommaValues::new(self.text(&first.value)).next()?).ok()
     }
 
     // ---- edits ----
@@ -611,15 +760,20 @@ impl Message {
     /// characters are dropped so the Request-Line stays well formed.
     pub fn set_request_uri(&mut self, new_uri: &str) {
         if let StartLine::Request { uri, raw, .. } = &mut self.start {
-            *uri = Text::Owned(new_uri.chars().filter(|c| !c.is_whitespace() && !c.is_control()).collect());
+            *uri = Text::Owned(
+                new_uri
+                    .chars()
+                    .filter(|c| !c.is_whitespace() && !c.is_control())
+                    .collect(),
+            );
             *raw = None;
             self.verbatim = None;
         }
     }
 
     /// Inserts a header line before the first one (where Via and Record-Route go).
-    /// Non-token characters are dropped from `name` (nothing happens if none remain); CR, LF
-    /// and NUL in `value` become SP.
+    /// Non-token characters are dropped from `name` (nothing happens if none remain); CR and
+    /// LF in `value` become SP.
     pub fn prepend_header(&mut self, name: &str, value: &str) {
         if let Some(e) = Self::new_entry(name, value) {
             self.headers.insert(0, e);
@@ -639,7 +793,9 @@ impl Message {
     /// Replaces every line named `name` by one line at the position of the first (appends if
     /// there is none).
     pub fn set_header(&mut self, name: &str, value: &str) {
-        let Some(entry) = Self::new_entry(name, value) else { return };
+        let Some(entry) = Self::new_entry(name, value) else {
+            return;
+        };
         let is = matcher(name);
         let buf = &self.buf;
         let mut replacement = Some(entry);
@@ -701,19 +857,40 @@ impl Message {
     }
 
     /// Sets a parameter on the first value of the first line named `header` (e.g. a
-    /// Record-Route parameter); `None` as value writes a flag. Returns false if there is no
-    /// such header.
-    pub fn set_first_value_param(&mut self, header: &str, param: &str, value: Option<&str>) -> bool {
-        let Some(param) = clean_name(param) else { return false };
-        let value = value.map(|v| v.replace(|c: char| c.is_whitespace() || matches!(c, ';' | ',' | '\0'), ""));
+    /// Record-Route parameter), replacing an existing one of that name; `None` as value
+    /// writes a flag. For a name-addr the parameter goes after the `>`. Whitespace, `;`, `,`
+    /// and NUL are dropped from the value. Returns false if there is no such header.
+    pub fn set_first_value_param(
+        &mut self,
+        header: &str,
+        param: &str,
+        value: Option<&str>,
+    ) -> bool {
+        let Some(param) = clean_name(param) else {
+            return false;
+        };
+        let unsafe_char = |c: char| c.is_whitespace() || matches!(c, ';' | ',' | '\0');
+        let value: Option<std::borrow::Cow<'_, str>> = value.map(|v| {
+            if v.contains(unsafe_char) {
+                v.replace(unsafe_char, "").into()
+            } else {
+                v.into()
+            }
+        });
         let is = matcher(header);
-        let Some(i) = self.headers.iter().position(|e| is(e, &self.buf)) else { return false };
+        let Some(i) = self.headers.iter().position(|e| is(e, &self.buf)) else {
+            return false;
+        };
         let whole = self.text(&self.headers[i].value);
         let comma = first_comma(whole);
         let first = &whole[..comma];
         let split = params_start(first);
-        let new_value =
-            format!("{}{}{}", &first[..split], set_param(&first[split..], &param, value.as_deref()), &whole[comma..]);
+        let new_value = format!(
+            "{}{}{}",
+            &first[..split],
+            set_param(&first[split..], &param, value.as_deref()),
+            &whole[comma..]
+        );
         let e = &mut self.headers[i];
         e.value = Text::Owned(new_value.into());
         e.raw = None;
@@ -765,16 +942,28 @@ impl Message {
             out.extend_from_slice(&self.buf[s..e]);
             return;
         }
-        let raw = |out: &mut Vec<u8>, (s, e): (usize, usize)| out.extend_from_slice(self.buf.get(s..e).unwrap_or_default());
+        let raw = |out: &mut Vec<u8>, (s, e): (usize, usize)| {
+            out.extend_from_slice(self.buf.get(s..e).unwrap_or_default())
+        };
         match &self.start {
-            StartLine::Request { raw: Some(r), .. } | StartLine::Response { raw: Some(r), .. } => raw(out, *r),
-            StartLine::Request { method, uri, raw: None } => {
+            StartLine::Request { raw: Some(r), .. } | StartLine::Response { raw: Some(r), .. } => {
+                raw(out, *r)
+            }
+            StartLine::Request {
+                method,
+                uri,
+                raw: None,
+            } => {
                 out.extend_from_slice(method.as_str().as_bytes());
                 out.push(b' ');
                 out.extend_from_slice(self.text(uri).as_bytes());
                 out.extend_from_slice(b" SIP/2.0\r\n");
             }
-            StartLine::Response { status, reason, raw: None } => {
+            StartLine::Response {
+                status,
+                reason,
+                raw: None,
+            } => {
                 out.extend_from_slice(format!("SIP/2.0 {status} ").as_bytes());
                 out.extend_from_slice(self.text(reason).as_bytes());
                 out.extend_from_slice(b"\r\n");
@@ -789,7 +978,9 @@ impl Message {
                 }
                 wrote_length = true;
                 match e.raw {
-                    Some(r) if parse_content_length(self.text(&e.value)) == Some(body_len) => raw(out, r),
+                    Some(r) if parse_content_length(self.text(&e.value)) == Some(body_len) => {
+                        raw(out, r)
+                    }
                     _ => {
                         out.extend_from_slice(self.text(&e.name).as_bytes());
                         out.extend_from_slice(format!(": {body_len}\r\n").as_bytes());
@@ -821,14 +1012,23 @@ impl Message {
     /// Content-Length: 0. A status outside 100..=699 is sent as 500; CR and LF in `reason`
     /// become SP.
     pub fn response(&self, status: u16, reason: &str, to_tag: Option<&str>) -> Message {
-        let status = if (100..=699).contains(&status) { status } else { 500 };
+        let status = if (100..=699).contains(&status) {
+            status
+        } else {
+            500
+        };
         let mut b = Builder::default();
-        b.buf.extend_from_slice(format!("SIP/2.0 {status} ").as_bytes());
+        b.buf
+            .extend_from_slice(format!("SIP/2.0 {status} ").as_bytes());
         let rs = b.buf.len();
         b.buf.extend_from_slice(clean_value(reason).as_bytes());
         let re = b.buf.len();
         b.buf.extend_from_slice(b"\r\n");
-        let start = StartLine::Response { status, reason: Text::Span(rs, re), raw: Some((0, b.buf.len())) };
+        let start = StartLine::Response {
+            status,
+            reason: Text::Span(rs, re),
+            raw: Some((0, b.buf.len())),
+        };
         for e in self.headers.iter().filter(|e| e.kind == HeaderKind::Via) {
             b.header(HeaderKind::Via, self.text(&e.value));
         }
@@ -838,7 +1038,10 @@ impl Message {
         if let Some(to) = self.first_of_kind(HeaderKind::To) {
             match to_tag {
                 Some(tag) if self.to_tag().is_none() => {
-                    let tag: String = tag.chars().filter(|c| c.is_ascii() && is_token_byte(*c as u8)).collect();
+                    let tag: String = tag
+                        .chars()
+                        .filter(|c| c.is_ascii() && is_token_byte(*c as u8))
+                        .collect();
                     b.header(HeaderKind::To, &format!("{to};tag={tag}"));
                 }
                 _ => b.header(HeaderKind::To, to),
@@ -857,14 +1060,21 @@ impl Message {
     /// and control characters are dropped from `uri`.
     pub fn request(method: Method, uri: &str) -> Message {
         let mut b = Builder::default();
-        let uri: String = uri.chars().filter(|c| !c.is_whitespace() && !c.is_control()).collect();
+        let uri: String = uri
+            .chars()
+            .filter(|c| !c.is_whitespace() && !c.is_control())
+            .collect();
         b.buf.extend_from_slice(method.as_str().as_bytes());
         b.buf.push(b' ');
         let us = b.buf.len();
         b.buf.extend_from_slice(uri.as_bytes());
         let ue = b.buf.len();
         b.buf.extend_from_slice(b" SIP/2.0\r\n");
-        let start = StartLine::Request { method, uri: Text::Span(us, ue), raw: Some((0, b.buf.len())) };
+        let start = StartLine::Request {
+            method,
+            uri: Text::Span(us, ue),
+            raw: Some((0, b.buf.len())),
+        };
         b.finish(start)
     }
 }
@@ -897,7 +1107,10 @@ impl Builder {
     fn finish(mut self, start: StartLine) -> Message {
         self.buf.extend_from_slice(b"\r\n");
         let len = self.buf.len();
-        let has_length = self.headers.iter().any(|e| e.kind == HeaderKind::ContentLength);
+        let has_length = self
+            .headers
+            .iter()
+            .any(|e| e.kind == HeaderKind::ContentLength);
         Message {
             buf: Bytes::from(self.buf),
             start,
@@ -912,9 +1125,15 @@ impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Message");
         match &self.start {
-            StartLine::Request { method, uri, .. } => d.field("method", method).field("uri", &self.text(uri)),
-            StartLine::Response { status, reason, .. } => d.field("status", status).field("reason", &self.text(reason)),
+            StartLine::Request { method, uri, .. } => {
+                d.field("method", method).field("uri", &self.text(uri))
+            }
+            StartLine::Response { status, reason, .. } => d
+                .field("status", status)
+                .field("reason", &self.text(reason)),
         };
-        d.field("headers", &self.all_headers().collect::<Vec<_>>()).field("body_len", &self.body.len()).finish()
+        d.field("headers", &self.all_headers().collect::<Vec<_>>())
+            .field("body_len", &self.body.len())
+            .finish()
     }
 }

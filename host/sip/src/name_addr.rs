@@ -4,7 +4,9 @@
 use std::borrow::Cow;
 
 use crate::error::{ErrorKind, ParseError};
-use crate::header::{Params, is_token_byte, is_ws, quoted_len, trim_lws, unquote, validate_params};
+use crate::header::{
+    Params, find_byte, is_token_byte, is_ws, quoted_len, trim_lws, unquote, validate_params,
+};
 use crate::uri::{Uri, validate_any_uri};
 
 /// One name-addr (`"Alice" <sip:a@example.com>;tag=1`) or addr-spec
@@ -30,45 +32,74 @@ impl<'a> NameAddr<'a> {
     /// Parses one value (not a comma-separated list). Any URI scheme is accepted; URIs with
     /// scheme sip, sips or tel must also be well formed.
     pub fn parse(s: &'a str) -> Result<NameAddr<'a>, ParseError> {
+        Self::parse_with(s, true)
+    }
+
+    /// Splits a value already validated by [`crate::Message::parse`] without re-checking
+    /// the URI and parameters.
+    pub(crate) fn parse_validated(s: &'a str) -> Result<NameAddr<'a>, ParseError> {
+        Self::parse_with(s, false)
+    }
+
+    fn parse_with(s: &'a str, validate: bool) -> Result<NameAddr<'a>, ParseError> {
         let s = trim_lws(s);
         let b = s.as_bytes();
         if s.is_empty() {
             return Err(err("empty value".into()));
         }
         let (display, open) = if b[0] == b'"' {
-            let n = quoted_len(b).ok_or_else(|| err(format!("unterminated quoted display name in {s:?}")))?;
+            let n = quoted_len(b)
+                .ok_or_else(|| err(format!("unterminated quoted display name in {s:?}")))?;
             let after = &s[n..];
             let lead = after.len() - after.trim_start_matches([' ', '\t', '\r', '\n']).len();
-            if !after[lead..].starts_with('<') {
-                return Err(err(format!("quoted display name not followed by <URI> in {s:?}")));
+            if after.as_bytes().get(lead) != Some(&b'<') {
+                return Err(err(format!(
+                    "quoted display name not followed by <URI> in {s:?}"
+                )));
             }
             (Some(&s[..n]), n + lead)
-        } else if let Some(open) = s.find('<') {
+        } else if let Some(open) = find_byte(s, b'<') {
             let name = trim_lws(&s[..open]);
-            if !name.bytes().all(|c| is_token_byte(c) || is_ws(c)) {
-                return Err(err(format!("unquoted display name with non-token characters in {s:?}")));
+            if validate && !name.bytes().all(|c| is_token_byte(c) || is_ws(c)) {
+                return Err(err(format!(
+                    "unquoted display name with non-token characters in {s:?}"
+                )));
             }
             (if name.is_empty() { None } else { Some(name) }, open)
         } else {
             // addr-spec: the URI ends at the first ';' (parameters belong to the header) or
             // at whitespace before it.
-            let end = s.find(';').unwrap_or(s.len());
+            let end = find_byte(s, b';').unwrap_or(s.len());
             let uri = trim_lws(&s[..end]);
-            if uri.contains(['?', ',']) {
-                return Err(err(format!("URI with '?' or ',' must be enclosed in <> in {s:?}")));
-            }
-            validate_any_uri(uri, ErrorKind::NameAddr)?;
             let params = &s[end..];
-            validate_params(params, ErrorKind::NameAddr)?;
-            return Ok(NameAddr { display: None, uri, params });
+            if validate {
+                if uri.bytes().any(|c| c == b'?' || c == b',') {
+                    return Err(err(format!(
+                        "URI with '?' or ',' must be enclosed in <> in {s:?}"
+                    )));
+                }
+                validate_any_uri(uri, ErrorKind::NameAddr)?;
+                validate_params(params, ErrorKind::NameAddr)?;
+            }
+            return Ok(NameAddr {
+                display: None,
+                uri,
+                params,
+            });
         };
         let rest = &s[open + 1..];
-        let close = rest.find('>').ok_or_else(|| err(format!("missing '>' in {s:?}")))?;
+        let close = find_byte(rest, b'>').ok_or_else(|| err(format!("missing '>' in {s:?}")))?;
         let uri = &rest[..close];
-        validate_any_uri(uri, ErrorKind::NameAddr)?;
         let params = &rest[close + 1..];
-        validate_params(params, ErrorKind::NameAddr)?;
-        Ok(NameAddr { display, uri, params })
+        if validate {
+            validate_any_uri(uri, ErrorKind::NameAddr)?;
+            validate_params(params, ErrorKind::NameAddr)?;
+        }
+        Ok(NameAddr {
+            display,
+            uri,
+            params,
+        })
     }
 
     /// The display name with quotes removed and escapes resolved.
@@ -108,7 +139,10 @@ mod tests {
 
     #[test]
     fn quoted_display_with_escapes_and_folded_params() {
-        let n = NameAddr::parse(r#""J Rosenberg \\\""       <sip:jdrosen@example.com>  ;  tag = 98asjd8"#).unwrap();
+        let n = NameAddr::parse(
+            r#""J Rosenberg \\\""       <sip:jdrosen@example.com>  ;  tag = 98asjd8"#,
+        )
+        .unwrap();
         assert_eq!(n.display, Some(r#""J Rosenberg \\\"""#));
         assert_eq!(n.display_name().unwrap(), r#"J Rosenberg \""#);
         assert_eq!(n.uri, "sip:jdrosen@example.com");

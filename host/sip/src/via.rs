@@ -29,7 +29,11 @@ fn err(detail: String) -> ParseError {
 fn token(s: &str) -> Option<(&str, &str)> {
     let s = trim_lws_start(s);
     let end = s.bytes().position(|b| !is_token_byte(b)).unwrap_or(s.len());
-    if end == 0 { None } else { Some((&s[..end], &s[end..])) }
+    if end == 0 {
+        None
+    } else {
+        Some((&s[..end], &s[end..]))
+    }
 }
 
 fn trim_lws_start(s: &str) -> &str {
@@ -44,6 +48,16 @@ impl<'a> Via<'a> {
     /// Parses one Via value (not a comma-separated list); LWS is allowed around `/`, `:`,
     /// `;` and `=` as RFC 3261 permits.
     pub fn parse(s: &'a str) -> Result<Via<'a>, ParseError> {
+        Self::parse_with(s, true)
+    }
+
+    /// Splits a value already validated by [`crate::Message::parse`] without re-checking
+    /// its parameters.
+    pub(crate) fn parse_validated(s: &'a str) -> Result<Via<'a>, ParseError> {
+        Self::parse_with(s, false)
+    }
+
+    fn parse_with(s: &'a str, validate: bool) -> Result<Via<'a>, ParseError> {
         let bad = || err(format!("expected protocol/version/transport in {s:?}"));
         let (protocol, rest) = token(s).ok_or_else(bad)?;
         let (version, rest) = slash(rest).and_then(token).ok_or_else(bad)?;
@@ -53,9 +67,13 @@ impl<'a> Via<'a> {
         }
         let rest = trim_lws_start(rest);
         let host_len = if rest.starts_with('[') {
-            rest.find(']').map(|i| i + 1).ok_or_else(|| err(format!("unterminated IPv6 sent-by in {s:?}")))?
+            rest.find(']')
+                .map(|i| i + 1)
+                .ok_or_else(|| err(format!("unterminated IPv6 sent-by in {s:?}")))?
         } else {
-            rest.bytes().position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))).unwrap_or(rest.len())
+            rest.bytes()
+                .position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')))
+                .unwrap_or(rest.len())
         };
         let host = &rest[..host_len];
         if host.is_empty() || (host.starts_with('[') && host.len() < 3) {
@@ -65,13 +83,28 @@ impl<'a> Via<'a> {
         let mut port = None;
         if let Some(p) = rest.strip_prefix(':') {
             let p = trim_lws_start(p);
-            let end = p.bytes().position(|b| !b.is_ascii_digit()).unwrap_or(p.len());
-            port = Some(parse_port(&p[..end]).ok_or_else(|| err(format!("bad sent-by port in {s:?}")))?);
+            let end = p
+                .bytes()
+                .position(|b| !b.is_ascii_digit())
+                .unwrap_or(p.len());
+            port = Some(
+                parse_port(&p[..end]).ok_or_else(|| err(format!("bad sent-by port in {s:?}")))?,
+            );
             rest = &p[end..];
         }
         let params = trim_lws(rest);
+        let via = Via {
+            protocol,
+            version,
+            transport,
+            host,
+            port,
+            params,
+        };
+        if !validate {
+            return Ok(via);
+        }
         validate_params(params, ErrorKind::Via)?;
-        let via = Via { protocol, version, transport, host, port, params };
         if let Some(Some(rport)) = via.param("rport")
             && parse_port(rport).is_none()
         {
@@ -119,9 +152,14 @@ mod tests {
     #[test]
     fn folded_via_with_spaces_everywhere() {
         let v = Via::parse("SIP  /   2.0 /UDP\t    192.0.2.2;branch=390skdjuw").unwrap();
-        assert_eq!((v.protocol, v.version, v.transport, v.host, v.port), ("SIP", "2.0", "UDP", "192.0.2.2", None));
+        assert_eq!(
+            (v.protocol, v.version, v.transport, v.host, v.port),
+            ("SIP", "2.0", "UDP", "192.0.2.2", None)
+        );
         assert_eq!(v.branch(), Some("390skdjuw"));
-        let v = Via::parse("SIP  / 2.0  / TCP     spindle.example.com   ;  branch  =   z9hG4bK9ikj8").unwrap();
+        let v =
+            Via::parse("SIP  / 2.0  / TCP     spindle.example.com   ;  branch  =   z9hG4bK9ikj8")
+                .unwrap();
         assert_eq!(v.host, "spindle.example.com");
         assert_eq!(v.branch(), Some("z9hG4bK9ikj8"));
         assert!(v.has_rfc3261_branch());
@@ -141,7 +179,15 @@ mod tests {
 
     #[test]
     fn malformed() {
-        for bad in ["", "SIP/2.0/UDP", "SIP/2.0 h", "SIP/2.0/UDP 192.0.2.15;;", ";", "SIP/2.0/UDP h:99999", "SIP/2.0/UDP h;rport=x"] {
+        for bad in [
+            "",
+            "SIP/2.0/UDP",
+            "SIP/2.0 h",
+            "SIP/2.0/UDP 192.0.2.15;;",
+            ";",
+            "SIP/2.0/UDP h:99999",
+            "SIP/2.0/UDP h;rport=x",
+        ] {
             assert!(Via::parse(bad).is_err(), "{bad}");
         }
     }

@@ -22,7 +22,12 @@ struct Expect {
     from_tag: Option<&'static str>,
     to_tag: Option<&'static str>,
     /// top Via: transport, host, port, branch
-    via: (&'static str, &'static str, Option<u16>, Option<&'static str>),
+    via: (
+        &'static str,
+        &'static str,
+        Option<u16>,
+        Option<&'static str>,
+    ),
     max_forwards: Option<u32>,
     body_len: usize,
 }
@@ -51,11 +56,25 @@ const fn req(
     cseq: (u32, &'static str),
     from_tag: Option<&'static str>,
     to_tag: Option<&'static str>,
-    via: (&'static str, &'static str, Option<u16>, Option<&'static str>),
+    via: (
+        &'static str,
+        &'static str,
+        Option<u16>,
+        Option<&'static str>,
+    ),
     max_forwards: Option<u32>,
     body_len: usize,
 ) -> Expect {
-    Expect { start: Start::Req(method, uri), call_id, cseq, from_tag, to_tag, via, max_forwards, body_len }
+    Expect {
+        start: Start::Req(method, uri),
+        call_id,
+        cseq,
+        from_tag,
+        to_tag,
+        via,
+        max_forwards,
+        body_len,
+    }
 }
 
 fn reject(kind: ErrorKind, reply: Option<u16>) -> Verdict {
@@ -85,12 +104,24 @@ fn cases() -> Vec<Case> {
                 |m| {
                     assert_eq!(m.header("s"), Some(""));
                     assert_eq!(m.header("subject"), Some(""));
-                    assert_eq!(m.header("NewFangledHeader"), Some("newfangled value continued newfangled value"));
+                    assert_eq!(
+                        m.header("NewFangledHeader"),
+                        Some("newfangled value continued newfangled value")
+                    );
                     assert_eq!(m.header("UnknownHeaderWithUnusualValue"), Some(";;,,;;,;"));
-                    let vias: Vec<Via> = m.header_values("Via").map(|v| Via::parse(v).unwrap()).collect();
+                    let vias: Vec<Via> = m
+                        .header_values("Via")
+                        .map(|v| Via::parse(v).unwrap())
+                        .collect();
                     assert_eq!(vias.len(), 3);
-                    assert_eq!((vias[1].transport, vias[1].host, vias[1].branch()), ("TCP", "spindle.example.com", Some("z9hG4bK9ikj8")));
-                    assert_eq!((vias[2].transport, vias[2].host, vias[2].branch()), ("UDP", "192.168.255.111", Some("z9hG4bK30239")));
+                    assert_eq!(
+                        (vias[1].transport, vias[1].host, vias[1].branch()),
+                        ("TCP", "spindle.example.com", Some("z9hG4bK9ikj8"))
+                    );
+                    assert_eq!(
+                        (vias[2].transport, vias[2].host, vias[2].branch()),
+                        ("UDP", "192.168.255.111", Some("z9hG4bK30239"))
+                    );
                     let route = NameAddr::parse(m.header("Route").unwrap()).unwrap();
                     assert!(Uri::parse(route.uri).unwrap().is_loose_route());
                     let contact = NameAddr::parse(m.header("Contact").unwrap()).unwrap();
@@ -115,21 +146,38 @@ fn cases() -> Vec<Case> {
                     (139122385, "!interesting-Method0123456789_*+`.%indeed'~"),
                     Some("_token~1'+`*%!-."),
                     None,
-                    ("TCP", "host1.example.com", None, Some("z9hG4bK-.!%66*_+`'~")),
+                    (
+                        "TCP",
+                        "host1.example.com",
+                        None,
+                        Some("z9hG4bK-.!%66*_+`'~"),
+                    ),
                     Some(255),
                     0,
                 ),
                 |m| {
                     assert!(matches!(m.method(), Some(Method::Other(_))));
-                    assert_eq!(m.header("extensionHeader-!.%*+_`'~"), Some("\u{feff}大停電"));
+                    assert_eq!(
+                        m.header("extensionHeader-!.%*+_`'~"),
+                        Some("\u{feff}大停電")
+                    );
                     let to = m.to().unwrap();
                     assert_eq!(to.display_name().unwrap(), "BEL:\u{7} NUL:\0 DEL:\u{7f}");
                     let from = m.from().unwrap();
                     assert_eq!(from.display, Some("token1~` token2'+_ token3*%!.-"));
-                    assert_eq!(from.param("fromParam''~+*_!.-%"), Some(Some("\"работающий\"")));
+                    assert_eq!(
+                        from.param("fromParam''~+*_!.-%"),
+                        Some(Some("\"работающий\""))
+                    );
                     let uri = Uri::parse(m.request_uri().unwrap()).unwrap();
-                    assert_eq!(uri.user, Some("1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*"));
-                    assert_eq!(uri.password, Some("&it+has=1,weird!*pas$wo~d_too.(doesn't-it)"));
+                    assert_eq!(
+                        uri.user,
+                        Some("1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*")
+                    );
+                    assert_eq!(
+                        uri.password,
+                        Some("&it+has=1,weird!*pas$wo~d_too.(doesn't-it)")
+                    );
                 },
             ),
         },
@@ -151,8 +199,14 @@ fn cases() -> Vec<Case> {
                 |m| {
                     assert_eq!(m.header("Content-Type"), Some("application/sdp"));
                     let contact = NameAddr::parse(m.header("m").unwrap()).unwrap();
-                    assert_eq!(contact.uri, "sip:cal%6Cer@host5.example.net;%6C%72;n%61me=v%61lue%25%34%31");
-                    assert_eq!(Uri::parse(m.request_uri().unwrap()).unwrap().user, Some("sips%3Auser%40example.com"));
+                    assert_eq!(
+                        contact.uri,
+                        "sip:cal%6Cer@host5.example.net;%6C%72;n%61me=v%61lue%25%34%31"
+                    );
+                    assert_eq!(
+                        Uri::parse(m.request_uri().unwrap()).unwrap().user,
+                        Some("sips%3Auser%40example.com")
+                    );
                 },
             ),
         },
@@ -185,14 +239,22 @@ fn cases() -> Vec<Case> {
                     (29344, "RE%47IST%45R"),
                     Some("f232jadfj23"),
                     None,
-                    ("TCP", "host.example.com", None, Some("z9hG4bK209%fzsnel234")),
+                    (
+                        "TCP",
+                        "host.example.com",
+                        None,
+                        Some("z9hG4bK209%fzsnel234"),
+                    ),
                     Some(70),
                     0,
                 ),
                 |m| {
                     assert_eq!(m.method(), Some(&Method::Other("RE%47IST%45R".into())));
                     assert_eq!(m.headers("Contact").count(), 2);
-                    assert_eq!(m.header("C%6Fntact"), Some("<sip:alias2@host2.example.com>"));
+                    assert_eq!(
+                        m.header("C%6Fntact"),
+                        Some("<sip:alias2@host2.example.com>")
+                    );
                     assert_eq!(m.to().unwrap().display, Some("\"%Z%45\""));
                 },
             ),
@@ -231,10 +293,19 @@ fn cases() -> Vec<Case> {
                     150,
                 ),
                 |m| {
-                    assert!(m.from_tag().unwrap().starts_with("129829829") && m.from_tag().unwrap().ends_with("2424"));
+                    assert!(
+                        m.from_tag().unwrap().starts_with("129829829")
+                            && m.from_tag().unwrap().ends_with("2424")
+                    );
                     let via = Via::parse(m.header_values("Via").last().unwrap()).unwrap();
-                    assert_eq!((via.host, via.received()), ("host.example.com", Some("192.0.2.5")));
-                    assert!(via.branch().unwrap().starts_with("verylonglong") && via.branch().unwrap().ends_with("branchvalue"));
+                    assert_eq!(
+                        (via.host, via.received()),
+                        ("host.example.com", Some("192.0.2.5"))
+                    );
+                    assert!(
+                        via.branch().unwrap().starts_with("verylonglong")
+                            && via.branch().unwrap().ends_with("branchvalue")
+                    );
                     assert_eq!(m.header_values("v").count(), 34);
                     let to = m.to().unwrap();
                     assert!(to.display_name().unwrap().contains("extremeextreme"));
@@ -259,7 +330,10 @@ fn cases() -> Vec<Case> {
                 ),
                 |m| {
                     let out = m.to_bytes();
-                    assert!(out.ends_with(b"Content-Length: 0\r\n\r\n"), "trailing INVITE dropped");
+                    assert!(
+                        out.ends_with(b"Content-Length: 0\r\n\r\n"),
+                        "trailing INVITE dropped"
+                    );
                 },
             ),
         },
@@ -280,7 +354,10 @@ fn cases() -> Vec<Case> {
                 ),
                 |m| {
                     let uri = Uri::parse(m.request_uri().unwrap()).unwrap();
-                    assert_eq!((uri.user, uri.host), (Some("user;par=u%40example.net"), "example.com"));
+                    assert_eq!(
+                        (uri.user, uri.host),
+                        (Some("user;par=u%40example.net"), "example.com")
+                    );
                     assert_eq!(m.header_values("Accept").count(), 6);
                 },
             ),
@@ -301,7 +378,10 @@ fn cases() -> Vec<Case> {
                     0,
                 ),
                 |m| {
-                    let t: Vec<String> = m.header_values("Via").map(|v| Via::parse(v).unwrap().transport.to_owned()).collect();
+                    let t: Vec<String> = m
+                        .header_values("Via")
+                        .map(|v| Via::parse(v).unwrap().transport.to_owned())
+                        .collect();
                     assert_eq!(t, ["UDP", "SCTP", "TLS", "UNKNOWN", "TCP"]);
                 },
             ),
@@ -317,7 +397,12 @@ fn cases() -> Vec<Case> {
                     (1, "MESSAGE"),
                     Some("2fb0dcc9"),
                     None,
-                    ("UDP", "127.0.0.1", Some(5070), Some("z9hG4bK-d87543-4dade06d0bdb11ee-1--d87543-")),
+                    (
+                        "UDP",
+                        "127.0.0.1",
+                        Some(5070),
+                        Some("z9hG4bK-d87543-4dade06d0bdb11ee-1--d87543-"),
+                    ),
                     Some(70),
                     553,
                 ),
@@ -363,17 +448,61 @@ fn cases() -> Vec<Case> {
             ),
         },
         // §3.1.2 invalid messages
-        Case { name: "badinv01", section: "3.1.2.1 extraneous header field separators", verdict: reject(K::Via, Some(400)) },
-        Case { name: "clerr", section: "3.1.2.2 Content-Length larger than message", verdict: reject(K::ContentLength, Some(400)) },
-        Case { name: "ncl", section: "3.1.2.3 negative Content-Length", verdict: reject(K::ContentLength, Some(400)) },
-        Case { name: "scalar02", section: "3.1.2.4 request scalar fields with overlarge values", verdict: reject(K::HeaderValue, Some(400)) },
-        Case { name: "scalarlg", section: "3.1.2.5 response scalar fields with overlarge values (response: dropped)", verdict: reject(K::HeaderValue, None) },
-        Case { name: "quotbal", section: "3.1.2.6 unterminated quoted string in display name", verdict: reject(K::NameAddr, Some(400)) },
-        Case { name: "ltgtruri", section: "3.1.2.7 <> enclosing Request-URI", verdict: reject(K::RequestUri, Some(400)) },
-        Case { name: "lwsruri", section: "3.1.2.8 malformed SIP Request-URI (embedded LWS)", verdict: reject(K::RequestUri, Some(400)) },
-        Case { name: "lwsstart", section: "3.1.2.9 multiple SP separating Request-Line elements", verdict: reject(K::RequestUri, Some(400)) },
-        Case { name: "trws", section: "3.1.2.10 SP characters at end of Request-Line", verdict: reject(K::StartLine, Some(400)) },
-        Case { name: "escruri", section: "3.1.2.11 escaped headers in SIP Request-URI", verdict: reject(K::RequestUri, Some(400)) },
+        Case {
+            name: "badinv01",
+            section: "3.1.2.1 extraneous header field separators",
+            verdict: reject(K::Via, Some(400)),
+        },
+        Case {
+            name: "clerr",
+            section: "3.1.2.2 Content-Length larger than message",
+            verdict: reject(K::ContentLength, Some(400)),
+        },
+        Case {
+            name: "ncl",
+            section: "3.1.2.3 negative Content-Length",
+            verdict: reject(K::ContentLength, Some(400)),
+        },
+        Case {
+            name: "scalar02",
+            section: "3.1.2.4 request scalar fields with overlarge values",
+            verdict: reject(K::HeaderValue, Some(400)),
+        },
+        Case {
+            name: "scalarlg",
+            section: "3.1.2.5 response scalar fields with overlarge values (response: dropped)",
+            verdict: reject(K::HeaderValue, None),
+        },
+        Case {
+            name: "quotbal",
+            section: "3.1.2.6 unterminated quoted string in display name",
+            verdict: reject(K::NameAddr, Some(400)),
+        },
+        Case {
+            name: "ltgtruri",
+            section: "3.1.2.7 <> enclosing Request-URI",
+            verdict: reject(K::RequestUri, Some(400)),
+        },
+        Case {
+            name: "lwsruri",
+            section: "3.1.2.8 malformed SIP Request-URI (embedded LWS)",
+            verdict: reject(K::RequestUri, Some(400)),
+        },
+        Case {
+            name: "lwsstart",
+            section: "3.1.2.9 multiple SP separating Request-Line elements",
+            verdict: reject(K::RequestUri, Some(400)),
+        },
+        Case {
+            name: "trws",
+            section: "3.1.2.10 SP characters at end of Request-Line",
+            verdict: reject(K::StartLine, Some(400)),
+        },
+        Case {
+            name: "escruri",
+            section: "3.1.2.11 escaped headers in SIP Request-URI",
+            verdict: reject(K::RequestUri, Some(400)),
+        },
         Case {
             name: "baddate",
             section: "3.1.2.12 invalid time zone in Date (a proxy does not use Date: accepted, value kept)",
@@ -392,13 +521,41 @@ fn cases() -> Vec<Case> {
                 |m| assert_eq!(m.header("Date"), Some("Fri, 01 Jan 2010 16:00:00 EST")),
             ),
         },
-        Case { name: "regbadct", section: "3.1.2.13 failure to enclose name-addr URI in <>", verdict: reject(K::NameAddr, Some(400)) },
-        Case { name: "badaspec", section: "3.1.2.14 spaces within addr-spec", verdict: reject(K::NameAddr, Some(400)) },
-        Case { name: "baddn", section: "3.1.2.15 non-token characters in display name", verdict: reject(K::NameAddr, Some(400)) },
-        Case { name: "badvers", section: "3.1.2.16 unknown protocol version (505)", verdict: reject(K::UnsupportedVersion, Some(505)) },
-        Case { name: "mismatch01", section: "3.1.2.17 start line and CSeq method mismatch", verdict: reject(K::CSeqMismatch, Some(400)) },
-        Case { name: "mismatch02", section: "3.1.2.18 unknown method with CSeq method mismatch", verdict: reject(K::CSeqMismatch, Some(400)) },
-        Case { name: "bigcode", section: "3.1.2.19 overlarge response code (response: dropped)", verdict: reject(K::Status, None) },
+        Case {
+            name: "regbadct",
+            section: "3.1.2.13 failure to enclose name-addr URI in <>",
+            verdict: reject(K::NameAddr, Some(400)),
+        },
+        Case {
+            name: "badaspec",
+            section: "3.1.2.14 spaces within addr-spec",
+            verdict: reject(K::NameAddr, Some(400)),
+        },
+        Case {
+            name: "baddn",
+            section: "3.1.2.15 non-token characters in display name",
+            verdict: reject(K::NameAddr, Some(400)),
+        },
+        Case {
+            name: "badvers",
+            section: "3.1.2.16 unknown protocol version (505)",
+            verdict: reject(K::UnsupportedVersion, Some(505)),
+        },
+        Case {
+            name: "mismatch01",
+            section: "3.1.2.17 start line and CSeq method mismatch",
+            verdict: reject(K::CSeqMismatch, Some(400)),
+        },
+        Case {
+            name: "mismatch02",
+            section: "3.1.2.18 unknown method with CSeq method mismatch",
+            verdict: reject(K::CSeqMismatch, Some(400)),
+        },
+        Case {
+            name: "bigcode",
+            section: "3.1.2.19 overlarge response code (response: dropped)",
+            verdict: reject(K::Status, None),
+        },
         // §3.2 transaction layer
         Case {
             name: "badbranch",
@@ -419,20 +576,49 @@ fn cases() -> Vec<Case> {
             ),
         },
         // §3.3 application layer: parse-level verdicts
-        Case { name: "insuf", section: "3.3.1 missing required header fields (no From/To/Call-ID: no reply can be built)", verdict: reject(K::MissingHeader, None) },
+        Case {
+            name: "insuf",
+            section: "3.3.1 missing required header fields (no From/To/Call-ID: no reply can be built)",
+            verdict: reject(K::MissingHeader, None),
+        },
         Case {
             name: "unkscm",
             section: "3.3.2 Request-URI with unknown scheme (parses; proxy answers 416)",
             verdict: Accept(
-                req("OPTIONS", "nobodyKnowsThisScheme:totallyopaquecontent", "unkscm.nasdfasser0q239nwsdfasdkl34", (3923423, "OPTIONS"), Some("384"), None, ("TCP", "host9.example.com", None, Some("z9hG4bKkdjuw39234")), Some(3), 0),
-                |m| assert_eq!(Uri::parse(m.request_uri().unwrap()).unwrap_err().kind(), ErrorKind::UnsupportedScheme),
+                req(
+                    "OPTIONS",
+                    "nobodyKnowsThisScheme:totallyopaquecontent",
+                    "unkscm.nasdfasser0q239nwsdfasdkl34",
+                    (3923423, "OPTIONS"),
+                    Some("384"),
+                    None,
+                    ("TCP", "host9.example.com", None, Some("z9hG4bKkdjuw39234")),
+                    Some(3),
+                    0,
+                ),
+                |m| {
+                    assert_eq!(
+                        Uri::parse(m.request_uri().unwrap()).unwrap_err().kind(),
+                        ErrorKind::UnsupportedScheme
+                    )
+                },
             ),
         },
         Case {
             name: "novelsc",
             section: "3.3.3 Request-URI with known but atypical scheme",
             verdict: Accept(
-                req("OPTIONS", "soap.beep://192.0.2.103:3002", "novelsc.asdfasser0q239nwsdfasdkl34", (3923423, "OPTIONS"), Some("384"), None, ("TCP", "host9.example.com", None, Some("z9hG4bKkdjuw39234")), Some(3), 0),
+                req(
+                    "OPTIONS",
+                    "soap.beep://192.0.2.103:3002",
+                    "novelsc.asdfasser0q239nwsdfasdkl34",
+                    (3923423, "OPTIONS"),
+                    Some("384"),
+                    None,
+                    ("TCP", "host9.example.com", None, Some("z9hG4bKkdjuw39234")),
+                    Some(3),
+                    0,
+                ),
                 none,
             ),
         },
@@ -440,7 +626,17 @@ fn cases() -> Vec<Case> {
             name: "unksm2",
             section: "3.3.4 unknown URI schemes in header fields",
             verdict: Accept(
-                req("REGISTER", "sip:example.com", "unksm2.daksdj@hyphenated-host.example.com", (234902, "REGISTER"), Some("3234233"), None, ("UDP", "192.0.2.21", Some(5060), Some("z9hG4bKkdjuw")), Some(70), 0),
+                req(
+                    "REGISTER",
+                    "sip:example.com",
+                    "unksm2.daksdj@hyphenated-host.example.com",
+                    (234902, "REGISTER"),
+                    Some("3234233"),
+                    None,
+                    ("UDP", "192.0.2.21", Some(5060), Some("z9hG4bKkdjuw")),
+                    Some(70),
+                    0,
+                ),
                 |m| {
                     assert_eq!(m.to().unwrap().uri, "isbn:2983792873");
                     assert_eq!(m.from().unwrap().uri, "http://www.example.com");
@@ -451,15 +647,45 @@ fn cases() -> Vec<Case> {
             name: "bext01",
             section: "3.3.5 Proxy-Require and Require (parses; 420 is application level)",
             verdict: Accept(
-                req("OPTIONS", "sip:user@example.com", "bext01.0ha0isndaksdj", (8, "OPTIONS"), Some("242etr"), None, ("TLS", "fold-and-staple.example.com", None, Some("z9hG4bKkdjuw")), Some(6), 0),
-                |m| assert_eq!(m.header_values("Proxy-Require").collect::<Vec<_>>(), ["noProxiesSupportThis", "norDoAnyProxiesSupportThis"]),
+                req(
+                    "OPTIONS",
+                    "sip:user@example.com",
+                    "bext01.0ha0isndaksdj",
+                    (8, "OPTIONS"),
+                    Some("242etr"),
+                    None,
+                    (
+                        "TLS",
+                        "fold-and-staple.example.com",
+                        None,
+                        Some("z9hG4bKkdjuw"),
+                    ),
+                    Some(6),
+                    0,
+                ),
+                |m| {
+                    assert_eq!(
+                        m.header_values("Proxy-Require").collect::<Vec<_>>(),
+                        ["noProxiesSupportThis", "norDoAnyProxiesSupportThis"]
+                    )
+                },
             ),
         },
         Case {
             name: "invut",
             section: "3.3.6 unknown Content-Type",
             verdict: Accept(
-                req("INVITE", "sip:user@example.com", "invut.0ha0isndaksdjadsfij34n23d", (235448, "INVITE"), Some("8392034"), None, ("UDP", "somehost.example.com", None, Some("z9hG4bKkdjuw")), Some(70), 40),
+                req(
+                    "INVITE",
+                    "sip:user@example.com",
+                    "invut.0ha0isndaksdjadsfij34n23d",
+                    (235448, "INVITE"),
+                    Some("8392034"),
+                    None,
+                    ("UDP", "somehost.example.com", None, Some("z9hG4bKkdjuw")),
+                    Some(70),
+                    40,
+                ),
                 |m| assert_eq!(m.header("Content-Type"), Some("application/unknownformat")),
             ),
         },
@@ -467,12 +693,35 @@ fn cases() -> Vec<Case> {
             name: "regaut01",
             section: "3.3.7 unknown authorization scheme",
             verdict: Accept(
-                req("REGISTER", "sip:example.com", "regaut01.0ha0isndaksdj", (9338, "REGISTER"), Some("87321hj23128"), None, ("TCP", "192.0.2.253", None, Some("z9hG4bKkdjuw")), Some(8), 0),
-                |m| assert_eq!(m.header("Authorization"), Some("NoOneKnowsThisScheme opaque-data=here")),
+                req(
+                    "REGISTER",
+                    "sip:example.com",
+                    "regaut01.0ha0isndaksdj",
+                    (9338, "REGISTER"),
+                    Some("87321hj23128"),
+                    None,
+                    ("TCP", "192.0.2.253", None, Some("z9hG4bKkdjuw")),
+                    Some(8),
+                    0,
+                ),
+                |m| {
+                    assert_eq!(
+                        m.header("Authorization"),
+                        Some("NoOneKnowsThisScheme opaque-data=here")
+                    )
+                },
             ),
         },
-        Case { name: "multi01", section: "3.3.8 multiple values in single-value required fields", verdict: reject(K::DuplicateHeader, Some(400)) },
-        Case { name: "mcl01", section: "3.3.9 multiple Content-Length values", verdict: reject(K::ContentLength, Some(400)) },
+        Case {
+            name: "multi01",
+            section: "3.3.8 multiple values in single-value required fields",
+            verdict: reject(K::DuplicateHeader, Some(400)),
+        },
+        Case {
+            name: "mcl01",
+            section: "3.3.9 multiple Content-Length values",
+            verdict: reject(K::ContentLength, Some(400)),
+        },
         Case {
             name: "bcast",
             section: "3.3.10 200 OK response with broadcast Via sent-by (parses; not forwarded to broadcast)",
@@ -487,14 +736,31 @@ fn cases() -> Vec<Case> {
                     max_forwards: None,
                     body_len: 154,
                 },
-                |m| assert_eq!(Via::parse(m.header_values("Via").nth(1).unwrap()).unwrap().host, "255.255.255.255"),
+                |m| {
+                    assert_eq!(
+                        Via::parse(m.header_values("Via").nth(1).unwrap())
+                            .unwrap()
+                            .host,
+                        "255.255.255.255"
+                    )
+                },
             ),
         },
         Case {
             name: "zeromf",
             section: "3.3.11 Max-Forwards of zero (parses; proxy answers 483)",
             verdict: Accept(
-                req("OPTIONS", "sip:user@example.com", "zeromf.jfasdlfnm2o2l43r5u0asdfas", (39234321, "OPTIONS"), Some("3ghsd41"), None, ("UDP", "host1.example.com", None, Some("z9hG4bKkdjuw2349i")), Some(0), 0),
+                req(
+                    "OPTIONS",
+                    "sip:user@example.com",
+                    "zeromf.jfasdlfnm2o2l43r5u0asdfas",
+                    (39234321, "OPTIONS"),
+                    Some("3ghsd41"),
+                    None,
+                    ("UDP", "host1.example.com", None, Some("z9hG4bKkdjuw2349i")),
+                    Some(0),
+                    0,
+                ),
                 none,
             ),
         },
@@ -502,10 +768,28 @@ fn cases() -> Vec<Case> {
             name: "cparam01",
             section: "3.3.12 REGISTER with a Contact header parameter",
             verdict: Accept(
-                req("REGISTER", "sip:example.com", "cparam01.70710@saturn.example.com", (2, "REGISTER"), Some("DkfVgjkrtMwaerKKpe"), None, ("UDP", "saturn.example.com", Some(5060), Some("z9hG4bKkdjuw")), Some(70), 0),
+                req(
+                    "REGISTER",
+                    "sip:example.com",
+                    "cparam01.70710@saturn.example.com",
+                    (2, "REGISTER"),
+                    Some("DkfVgjkrtMwaerKKpe"),
+                    None,
+                    (
+                        "UDP",
+                        "saturn.example.com",
+                        Some(5060),
+                        Some("z9hG4bKkdjuw"),
+                    ),
+                    Some(70),
+                    0,
+                ),
                 |m| {
                     let c = NameAddr::parse(m.header("Contact").unwrap()).unwrap();
-                    assert_eq!((c.uri, c.param("unknownparam")), ("sip:+19725552222@gw1.example.net", Some(None)));
+                    assert_eq!(
+                        (c.uri, c.param("unknownparam")),
+                        ("sip:+19725552222@gw1.example.net", Some(None))
+                    );
                 },
             ),
         },
@@ -513,7 +797,22 @@ fn cases() -> Vec<Case> {
             name: "cparam02",
             section: "3.3.13 REGISTER with a URI parameter",
             verdict: Accept(
-                req("REGISTER", "sip:example.com", "cparam02.70710@saturn.example.com", (3, "REGISTER"), Some("838293"), None, ("UDP", "saturn.example.com", Some(5060), Some("z9hG4bKkdjuw")), Some(70), 0),
+                req(
+                    "REGISTER",
+                    "sip:example.com",
+                    "cparam02.70710@saturn.example.com",
+                    (3, "REGISTER"),
+                    Some("838293"),
+                    None,
+                    (
+                        "UDP",
+                        "saturn.example.com",
+                        Some(5060),
+                        Some("z9hG4bKkdjuw"),
+                    ),
+                    Some(70),
+                    0,
+                ),
                 |m| {
                     let c = NameAddr::parse(m.header("Contact").unwrap()).unwrap();
                     assert_eq!(c.param("unknownparam"), None);
@@ -525,11 +824,24 @@ fn cases() -> Vec<Case> {
             name: "regescrt",
             section: "3.3.14 REGISTER with a URL-escaped header",
             verdict: Accept(
-                req("REGISTER", "sip:example.com", "regescrt.k345asrl3fdbv@192.0.2.1", (14398234, "REGISTER"), Some("8"), None, ("UDP", "host5.example.com", None, Some("z9hG4bKkdjuw")), Some(70), 0),
+                req(
+                    "REGISTER",
+                    "sip:example.com",
+                    "regescrt.k345asrl3fdbv@192.0.2.1",
+                    (14398234, "REGISTER"),
+                    Some("8"),
+                    None,
+                    ("UDP", "host5.example.com", None, Some("z9hG4bKkdjuw")),
+                    Some(70),
+                    0,
+                ),
                 |m| {
                     let c = NameAddr::parse(m.header("Contact").unwrap()).unwrap();
                     let uri = Uri::parse(c.uri).unwrap();
-                    assert_eq!(uri.headers().collect::<Vec<_>>(), [("Route", "%3Csip:sip.example.com%3E")]);
+                    assert_eq!(
+                        uri.headers().collect::<Vec<_>>(),
+                        [("Route", "%3Csip:sip.example.com%3E")]
+                    );
                 },
             ),
         },
@@ -537,7 +849,17 @@ fn cases() -> Vec<Case> {
             name: "sdp01",
             section: "3.3.15 unacceptable Accept offering (parses; 406 is application level)",
             verdict: Accept(
-                req("INVITE", "sip:user@example.com", "sdp01.ndaksdj9342dasdd", (8, "INVITE"), Some("234"), None, ("UDP", "192.0.2.15", None, Some("z9hG4bKkdjuw")), Some(5), 150),
+                req(
+                    "INVITE",
+                    "sip:user@example.com",
+                    "sdp01.ndaksdj9342dasdd",
+                    (8, "INVITE"),
+                    Some("234"),
+                    None,
+                    ("UDP", "192.0.2.15", None, Some("z9hG4bKkdjuw")),
+                    Some(5),
+                    150,
+                ),
                 |m| assert_eq!(m.header("Accept"), Some("text/nobodyKnowsThis")),
             ),
         },
@@ -546,11 +868,25 @@ fn cases() -> Vec<Case> {
             name: "inv2543",
             section: "3.4.1 INVITE with RFC 2543 syntax (no Content-Length on UDP: body is the rest)",
             verdict: Accept(
-                req("INVITE", "sip:UserB@example.com", "inv2543.1717@ift.client.example.com", (56, "INVITE"), None, None, ("UDP", "iftgw.example.com", None, None), None, 105),
+                req(
+                    "INVITE",
+                    "sip:UserB@example.com",
+                    "inv2543.1717@ift.client.example.com",
+                    (56, "INVITE"),
+                    None,
+                    None,
+                    ("UDP", "iftgw.example.com", None, None),
+                    None,
+                    105,
+                ),
                 |m| {
                     let out = m.to_bytes();
                     let again = Message::parse(out.clone()).unwrap();
-                    assert_eq!(again.header("Content-Length"), Some("105"), "serialization adds Content-Length");
+                    assert_eq!(
+                        again.header("Content-Length"),
+                        Some("105"),
+                        "serialization adds Content-Length"
+                    );
                     assert_eq!(again.body(), m.body());
                 },
             ),
@@ -576,13 +912,20 @@ fn table_covers_the_whole_corpus() {
         .collect();
     let table: BTreeSet<String> = cases().iter().map(|c| c.name.to_owned()).collect();
     assert_eq!(files, table);
-    assert_eq!(table.len(), 49, "13 valid + 19 invalid + 1 transaction + 15 application + 1 compatibility");
+    assert_eq!(
+        table.len(),
+        49,
+        "13 valid + 19 invalid + 1 transaction + 15 application + 1 compatibility"
+    );
 }
 
 /// The Call-ID line of a raw message, found without the codec.
 fn load_call_id(raw: &[u8]) -> String {
     let text = String::from_utf8_lossy(raw);
-    let line = text.lines().find(|l| l.starts_with("Call-ID:") || l.starts_with("i:")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Call-ID:") || l.starts_with("i:"))
+        .unwrap();
     line.split_once(':').unwrap().1.trim().to_owned()
 }
 
@@ -590,7 +933,11 @@ fn check_expect(name: &str, m: &Message, e: &Expect) {
     match e.start {
         Start::Req(method, uri) => {
             assert!(m.is_request(), "{name}");
-            assert_eq!(m.method().map(Method::as_str), Some(method), "{name} method");
+            assert_eq!(
+                m.method().map(Method::as_str),
+                Some(method),
+                "{name} method"
+            );
             assert_eq!(m.request_uri(), Some(uri), "{name} uri");
             assert_eq!(m.status(), None);
         }
@@ -609,7 +956,11 @@ fn check_expect(name: &str, m: &Message, e: &Expect) {
     }
     assert_eq!(m.to_tag(), e.to_tag, "{name} to tag");
     let via = m.top_via().unwrap();
-    assert_eq!((via.transport, via.host, via.port, via.branch()), e.via, "{name} via");
+    assert_eq!(
+        (via.transport, via.host, via.port, via.branch()),
+        e.via,
+        "{name} via"
+    );
     assert_eq!(m.max_forwards(), e.max_forwards, "{name} max-forwards");
     assert_eq!(m.body().len(), e.body_len, "{name} body");
 }
@@ -621,17 +972,25 @@ fn every_message_gets_the_rfc_verdict() {
         let parsed = Message::parse(raw.clone());
         match &case.verdict {
             Verdict::Accept(expect, extra) => {
-                let m = parsed.unwrap_or_else(|e| panic!("{} ({}) must parse: {e}", case.name, case.section));
+                let m = parsed
+                    .unwrap_or_else(|e| panic!("{} ({}) must parse: {e}", case.name, case.section));
                 check_expect(case.name, &m, expect);
                 extra(&m);
                 // Unedited serialization re-parses to the same fields.
-                let again = Message::parse(m.to_bytes()).unwrap_or_else(|e| panic!("{} re-parse: {e}", case.name));
+                let again = Message::parse(m.to_bytes())
+                    .unwrap_or_else(|e| panic!("{} re-parse: {e}", case.name));
                 check_expect(case.name, &again, expect);
-                assert_eq!(again.all_headers().count(), m.all_headers().count() + usize::from(m.header("l").is_none()));
+                assert_eq!(
+                    again.all_headers().count(),
+                    m.all_headers().count() + usize::from(m.header("l").is_none())
+                );
             }
             Verdict::Reject { kind, reply } => {
                 let err = match parsed {
-                    Ok(m) => panic!("{} ({}) must be rejected, parsed as {m:?}", case.name, case.section),
+                    Ok(m) => panic!(
+                        "{} ({}) must be rejected, parsed as {m:?}",
+                        case.name, case.section
+                    ),
                     Err(e) => e,
                 };
                 assert_eq!(err.kind(), *kind, "{}: {err}", case.name);
@@ -645,20 +1004,36 @@ fn every_message_gets_the_rfc_verdict() {
                         match Message::parse(bytes.clone()) {
                             Ok(resp) => {
                                 assert_eq!(resp.status(), Some(*status), "{}", case.name);
-                                assert!(resp.to_tag().is_some(), "{}: reply has a To tag", case.name);
-                                assert_eq!(resp.call_id(), Some(load_call_id(&raw).as_str()), "{}", case.name);
+                                assert!(
+                                    resp.to_tag().is_some(),
+                                    "{}: reply has a To tag",
+                                    case.name
+                                );
+                                assert_eq!(
+                                    resp.call_id(),
+                                    Some(load_call_id(&raw).as_str()),
+                                    "{}",
+                                    case.name
+                                );
                             }
                             // The reply copies From, To and CSeq verbatim (RFC 3261 §8.2.6.2) so
                             // the client can match it; it can only fail on the same defect.
                             Err(e) => assert!(
                                 e.kind() == err.kind()
-                                    && matches!(e.kind(), ErrorKind::HeaderValue | ErrorKind::NameAddr),
+                                    && matches!(
+                                        e.kind(),
+                                        ErrorKind::HeaderValue | ErrorKind::NameAddr
+                                    ),
                                 "{}: reply must parse: {e}\n{}",
                                 case.name,
                                 String::from_utf8_lossy(&bytes)
                             ),
                         }
-                        assert_eq!(reply_to_malformed(&raw, &err), Some(bytes), "deterministic for retransmissions");
+                        assert_eq!(
+                            reply_to_malformed(&raw, &err),
+                            Some(bytes),
+                            "deterministic for retransmissions"
+                        );
                     }
                     (want, got) => panic!("{}: reply {want:?}, got {got:?}", case.name),
                 }

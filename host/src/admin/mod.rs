@@ -79,7 +79,7 @@ impl Router {
     }
 
     /// Adds the filter runtime's methods: `filter.reload`, `filter.list`,
-    /// `filter.rpc`.
+    /// `filter.restart`, `filter.rpc`.
     pub fn with_runtime(mut self, runtime: Arc<Runtime>) -> Self {
         let rt = runtime.clone();
         self.register("filter.reload", move |params| {
@@ -91,6 +91,13 @@ impl Router {
         });
         let rt = runtime.clone();
         self.register("filter.list", move |_| Ok(rt.status()));
+        let rt = runtime.clone();
+        self.register("filter.restart", move |params| {
+            let tenant = param_str(params, 0, "tenant")?
+                .ok_or_else(|| RpcError::invalid_params("filter.restart needs [tenant]"))?;
+            let elapsed = rt.restart(&tenant)?;
+            Ok(json!({"tenant": tenant, "elapsed_ms": elapsed.as_secs_f64() * 1000.0}))
+        });
         self.register("filter.rpc", move |params| {
             let usage = "filter.rpc needs [tenant, method, params?, index?]";
             let tenant = param_str(params, 0, "tenant")?.ok_or_else(|| RpcError::invalid_params(usage))?;

@@ -507,7 +507,7 @@ impl Core {
                 TimerKey::Server(id) => {
                     if let Some(entry) = self.servers.get_mut(&id) {
                         entry.machine.handle_timeout(now);
-                        self.drive_server(id, now);
+                        self.drive_server(id);
                     }
                 }
                 TimerKey::Client(id) => {
@@ -595,7 +595,7 @@ impl Core {
                         if let Some(entry) = self.servers.get_mut(&id) {
                             let _ = entry.machine.on_ack(now);
                         }
-                        if self.drive_server(id, now) {
+                        if self.drive_server(id) {
                             self.forward_ack(msg, source, now);
                         }
                     }
@@ -609,7 +609,7 @@ impl Core {
                     if let Some(entry) = self.servers.get_mut(&id) {
                         let _ = entry.machine.on_request_retransmit(now);
                     }
-                    self.drive_server(id, now);
+                    self.drive_server(id);
                     return;
                 }
                 self.new_request(msg, key, method, source, reply_to, now);
@@ -671,7 +671,7 @@ impl Core {
                 context: None,
             },
         );
-        self.drive_server(server_id, now);
+        self.drive_server(server_id);
 
         // §16.4: route information preprocessing.
         let mut request = msg;
@@ -824,11 +824,11 @@ impl Core {
                 }
             }
         }
-        self.drive_server(server_id, now);
+        self.drive_server(server_id);
     }
 
     /// Performs a server machine's actions. Returns true when an ACK was passed up.
-    fn drive_server(&mut self, id: u64, now: Instant) -> bool {
+    fn drive_server(&mut self, id: u64) -> bool {
         let mut ack_passed_up = false;
         loop {
             let Some(entry) = self.servers.get_mut(&id) else {
@@ -886,7 +886,7 @@ impl Core {
             if let Some(entry) = self.servers.get_mut(&id) {
                 let _ = entry.machine.on_request_retransmit(now);
             }
-            self.drive_server(id, now);
+            self.drive_server(id);
             return;
         }
         let Some(invite_id) = self.server_index.get(&invite_key).copied() else {
@@ -1390,13 +1390,13 @@ impl Core {
     /// A branch ended without a response from downstream: a local final (408, 503, 487)
     /// built from the original request takes its place.
     fn branch_failed(&mut self, ctx_id: u64, client: Option<u64>, status: u16, now: Instant) {
-        let Some(ctx) = self.contexts.get(&ctx_id) else {
+        let Some(server) = self.contexts.get(&ctx_id).map(|c| c.server) else {
             return;
         };
         let tag = self.new_tag();
         let response = self
             .servers
-            .get(&ctx.server)
+            .get(&server)
             .and_then(|s| s.request.as_ref())
             .map(|r| r.response(status, reason_for(status), Some(&tag)));
         let request = client

@@ -8,3 +8,6 @@ pub mod routing;
 
 pub use self::core::Proxy;
 pub use handle::{CommandReceiver, ProxyHandle, ProxyStats, SendError};
+
+#[cfg(test)]
+mod tests;

@@ -159,10 +159,11 @@ pub fn preprocess_route(msg: &mut Message, us: &Identities) -> Option<String> {
         msg.set_request_uri(strip_angle(&last));
     }
     let mut own = None;
-    while let Some(top) = msg.header_values("Route").next() {
-        if !us.uri_is_us(top) {
-            break;
-        }
+    while msg
+        .header_values("Route")
+        .next()
+        .is_some_and(|top| us.uri_is_us(top))
+    {
         let removed = msg.remove_first_value("Route");
         if own.is_none() {
             own = removed;
@@ -255,4 +256,197 @@ pub fn wants_record_route(msg: &Message) -> bool {
 /// The transport of a Via value (`SIP/2.0/TCP ...`).
 pub fn via_transport(transport: &str) -> Option<TransportKind> {
     TransportKind::parse(transport)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn listener(kind: TransportKind, addr: &str) -> Listener {
+        let local: std::net::SocketAddr = addr.parse().expect("addr");
+        Listener {
+            kind,
+            local,
+            host: local.ip().to_string(),
+        }
+    }
+
+    fn us() -> Identities {
+        Identities::new(&[
+            listener(TransportKind::Udp, "127.0.0.1:5060"),
+            listener(TransportKind::Tcp, "127.0.0.1:5061"),
+        ])
+    }
+
+    fn request(lines: &[&str]) -> Message {
+        let mut text = lines.join("\r\n");
+        text.push_str("\r\nContent-Length: 0\r\n\r\n");
+        Message::parse(Bytes::from(text)).expect("test request parses")
+    }
+
+    fn invite(ruri: &str, extra: &[&str]) -> Message {
+        let start = format!("INVITE {ruri} SIP/2.0");
+        let mut lines = vec![
+            start.as_str(),
+            "Via: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKabc",
+            "Max-Forwards: 70",
+            "From: <sip:a@127.0.0.1>;tag=1",
+            "To: <sip:b@127.0.0.1>",
+            "Call-ID: c1",
+            "CSeq: 1 INVITE",
+        ];
+        lines.extend_from_slice(extra);
+        request(&lines)
+    }
+
+    #[test]
+    fn identities_match_host_and_default_port() {
+        let us = us();
+        assert!(us.is_us("127.0.0.1", Some(5060)));
+        assert!(us.is_us("127.0.0.1", None));
+        assert!(us.is_us("127.0.0.1", Some(5061)));
+        assert!(!us.is_us("127.0.0.1", Some(5090)));
+        assert!(!us.is_us("127.0.0.2", Some(5060)));
+        assert!(us.uri_is_us("<sip:127.0.0.1:5060;transport=udp;lr>"));
+        assert!(!us.uri_is_us("<sip:127.0.0.1:5090;lr>"));
+    }
+
+    #[test]
+    fn loose_route_pops_our_routes_only() {
+        let mut msg = invite(
+            "sip:b@127.0.0.1:5090",
+            &[
+                "Route: <sip:127.0.0.1:5060;transport=udp;lr;vsf=x>, <sip:127.0.0.1:5061;transport=tcp;lr>",
+                "Route: <sip:10.0.0.9;lr>",
+            ],
+        );
+        let own = preprocess_route(&mut msg, &us());
+        assert_eq!(
+            own.as_deref(),
+            Some("<sip:127.0.0.1:5060;transport=udp;lr;vsf=x>")
+        );
+        let routes: Vec<&str> = msg.header_values("Route").collect();
+        assert_eq!(routes, ["<sip:10.0.0.9;lr>"]);
+        assert_eq!(msg.request_uri(), Some("sip:b@127.0.0.1:5090"));
+    }
+
+    #[test]
+    fn strict_router_request_is_fixed_up() {
+        let mut msg = invite(
+            "sip:127.0.0.1:5060;transport=udp;lr",
+            &["Route: <sip:10.0.0.9;lr>, <sip:b@10.0.0.7:5070>"],
+        );
+        preprocess_route(&mut msg, &us());
+        assert_eq!(msg.request_uri(), Some("sip:b@10.0.0.7:5070"));
+        let routes: Vec<&str> = msg.header_values("Route").collect();
+        assert_eq!(routes, ["<sip:10.0.0.9;lr>"]);
+    }
+
+    #[test]
+    fn request_uri_naming_a_user_here_is_not_a_strict_route() {
+        let mut msg = invite("sip:bob@127.0.0.1:5060", &["Route: <sip:10.0.0.9;lr>"]);
+        preprocess_route(&mut msg, &us());
+        assert_eq!(msg.request_uri(), Some("sip:bob@127.0.0.1:5060"));
+        assert_eq!(msg.header_values("Route").count(), 1);
+    }
+
+    fn router(rules: &str) -> Router {
+        let config: ProxyConfig = toml::from_str(rules).expect("proxy config");
+        Router::new(&config)
+    }
+
+    #[test]
+    fn next_hop_prefers_route_then_rules_then_ruri_then_default() {
+        let router = router(
+            r#"
+            default_route = "sip:127.0.0.1:5090"
+            [[route]]
+            method = "INVITE"
+            ruri_user_prefix = "+1"
+            next_hop = "sip:127.0.0.1:5091"
+            [[route]]
+            ruri_domain = "Example.com"
+            next_hop = "sip:127.0.0.1:5092;transport=tcp"
+            "#,
+        );
+        let us = us();
+        let routed = invite("sip:b@127.0.0.1:5060", &["Route: <sip:10.0.0.9;lr>"]);
+        assert_eq!(router.next_hop(&routed, &us).as_deref(), Ok("sip:10.0.0.9;lr"));
+        let plus = invite("sip:+15551234@127.0.0.1:5060", &[]);
+        assert_eq!(router.next_hop(&plus, &us).as_deref(), Ok("sip:127.0.0.1:5091"));
+        let domain = invite("sip:bob@example.com", &[]);
+        assert_eq!(
+            router.next_hop(&domain, &us).as_deref(),
+            Ok("sip:127.0.0.1:5092;transport=tcp")
+        );
+        let elsewhere = invite("sip:bob@10.1.1.1:5070", &[]);
+        assert_eq!(
+            router.next_hop(&elsewhere, &us).as_deref(),
+            Ok("sip:bob@10.1.1.1:5070")
+        );
+        let here = invite("sip:bob@127.0.0.1:5060", &[]);
+        assert_eq!(router.next_hop(&here, &us).as_deref(), Ok("sip:127.0.0.1:5090"));
+        let no_default = Router::default();
+        assert!(no_default.next_hop(&here, &us).is_err());
+    }
+
+    #[test]
+    fn loop_is_detected_by_our_via_with_the_same_hash() {
+        let us = us();
+        let msg = invite("sip:b@127.0.0.1:5090", &[]);
+        let hash = loop_hash(&msg);
+        assert!(!is_loop(&msg, &us, hash));
+        let branch = make_branch(hash, 7, 1);
+        assert!(branch.starts_with(MAGIC_COOKIE));
+        let our_via = format!("Via: SIP/2.0/UDP 127.0.0.1:5060;branch={branch}");
+        let looped = invite("sip:b@127.0.0.1:5090", &[our_via.as_str()]);
+        assert!(is_loop(&looped, &us, loop_hash(&looped)));
+        // A spiral (the R-URI changed on the way) is not a loop.
+        let spiral = invite("sip:c@127.0.0.1:5090", &[our_via.as_str()]);
+        assert!(!is_loop(&spiral, &us, loop_hash(&spiral)));
+    }
+
+    #[test]
+    fn via_and_record_route_values() {
+        let udp = listener(TransportKind::Udp, "127.0.0.1:5060");
+        assert_eq!(
+            via_value(&udp, "z9hG4bKx"),
+            "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx"
+        );
+        assert_eq!(
+            record_route_value(&udp, ""),
+            "<sip:127.0.0.1:5060;transport=udp;lr>"
+        );
+        let tcp6 = listener(TransportKind::Tcp, "[::1]:5061");
+        assert_eq!(
+            record_route_value(&tcp6, ";vsf=abc"),
+            "<sip:[::1]:5061;transport=tcp;lr;vsf=abc>"
+        );
+        assert_eq!(stateless_branch("z9hG4bKa"), stateless_branch("z9hG4bKa"));
+        assert_ne!(stateless_branch("z9hG4bKa"), stateless_branch("z9hG4bKb"));
+    }
+
+    #[test]
+    fn record_route_only_for_dialog_creating_requests() {
+        assert!(wants_record_route(&invite("sip:b@h", &[])));
+        let in_dialog = request(&[
+            "BYE sip:b@h SIP/2.0",
+            "Via: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKabc",
+            "From: <sip:a@h>;tag=1",
+            "To: <sip:b@h>;tag=2",
+            "Call-ID: c1",
+            "CSeq: 2 BYE",
+        ]);
+        assert!(!wants_record_route(&in_dialog));
+        let register = request(&[
+            "REGISTER sip:h SIP/2.0",
+            "Via: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKabc",
+            "From: <sip:a@h>;tag=1",
+            "To: <sip:a@h>",
+            "Call-ID: c1",
+            "CSeq: 1 REGISTER",
+        ]);
+        assert!(!wants_record_route(&register));
+    }
 }

@@ -1,11 +1,12 @@
 //! The shared wasmtime engine (pooling allocator, epoch ticker) and the
 //! on-disk cache of compiled filters, so a restart does not recompile.
 
+use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -15,6 +16,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use super::FilterError;
 use super::bindings::v0_1;
 use super::host::HostState;
+use super::state::lock;
 
 /// One epoch tick; CPU limits are whole ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -57,6 +59,9 @@ pub struct FilterEngine {
     /// Hex of `Engine::precompile_compatibility_hash()`: artifacts from another
     /// wasmtime version or configuration never match.
     compat: String,
+    /// Components already in memory by wasm SHA-256: tenants running the
+    /// same filter share its compiled code.
+    loaded: Mutex<HashMap<String, Component>>,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -99,7 +104,14 @@ impl FilterEngine {
         let compat = format!("{:016x}", hasher.finish());
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_ticker(engine.clone(), ticker_stop.clone())?;
-        Ok(Self { engine, linker, cache_dir: options.cache_dir.clone(), compat, ticker_stop })
+        Ok(Self {
+            engine,
+            linker,
+            cache_dir: options.cache_dir.clone(),
+            compat,
+            loaded: Mutex::new(HashMap::new()),
+            ticker_stop,
+        })
     }
 
     /// Loads a component: from the artifact cache when this exact wasm was
@@ -108,6 +120,20 @@ impl FilterEngine {
         let wasm = std::fs::read(path)
             .map_err(|e| FilterError::Load(format!("{}: {e}", path.display())))?;
         let digest = hex(&Sha256::digest(&wasm));
+        if let Some(component) = lock(&self.loaded).get(&digest) {
+            return Ok((component.clone(), digest, LoadSource::Cache));
+        }
+        let (component, source) = self.compile_or_read_cache(path, &wasm, &digest)?;
+        lock(&self.loaded).insert(digest.clone(), component.clone());
+        Ok((component, digest, source))
+    }
+
+    fn compile_or_read_cache(
+        &self,
+        path: &Path,
+        wasm: &[u8],
+        digest: &str,
+    ) -> Result<(Component, LoadSource), FilterError> {
         let cached = self
             .cache_dir
             .as_ref()
@@ -120,13 +146,13 @@ impl FilterEngine {
             // the wasm with this SHA-256; the directory is as trusted as the
             // binary itself.
             match unsafe { Component::deserialize_file(&self.engine, file) } {
-                Ok(component) => return Ok((component, digest, LoadSource::Cache)),
+                Ok(component) => return Ok((component, LoadSource::Cache)),
                 Err(e) => tracing::warn!(file = %file.display(), "stale filter artifact, recompiling: {e}"),
             }
         }
         let artifact = self
             .engine
-            .precompile_component(&wasm)
+            .precompile_component(wasm)
             .map_err(|e| FilterError::Compile(format!("{}: {e:#}", path.display())))?;
         if let Some(file) = cached.as_deref() {
             if let Err(e) = store_artifact(file, &artifact) {
@@ -137,7 +163,7 @@ impl FilterEngine {
         // very engine a moment ago.
         let component = unsafe { Component::deserialize(&self.engine, &artifact) }
             .map_err(|e| FilterError::Compile(format!("{}: {e:#}", path.display())))?;
-        Ok((component, digest, LoadSource::Compiled))
+        Ok((component, LoadSource::Compiled))
     }
 }
 
@@ -170,7 +196,9 @@ fn store_artifact(file: &Path, artifact: &[u8]) -> std::io::Result<()> {
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
         builder.create(dir)?;
     }
-    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let unique = WRITES.fetch_add(1, Ordering::Relaxed);
+    let tmp = file.with_extension(format!("tmp{}-{unique}", std::process::id()));
     std::fs::write(&tmp, artifact)?;
     std::fs::rename(&tmp, file)
 }

@@ -87,6 +87,7 @@ pub struct CallState {
     /// Copy taken before the first edit of a call, restored when the call fails.
     backup: [Option<Message>; 2],
     pub next_hop: Option<String>,
+    pub record_route_params: Option<String>,
     pub transport: &'static str,
     pub source: Option<SocketAddr>,
     pub local: Option<SocketAddr>,
@@ -101,6 +102,7 @@ impl CallState {
             active: [false; 2],
             backup: [None, None],
             next_hop: None,
+            record_route_params: None,
             transport: "",
             source: None,
             local: None,
@@ -282,6 +284,19 @@ impl types::HostMessage for HostState {
     fn set_next_hop(&mut self, m: Resource<MessageRef>, uri: Option<String>) -> wasmtime::Result<()> {
         self.call.message(&m)?;
         self.call.next_hop = uri;
+        Ok(())
+    }
+    fn record_route_params(&mut self, m: Resource<MessageRef>) -> wasmtime::Result<Option<String>> {
+        self.call.message(&m)?;
+        Ok(self.call.record_route_params.clone())
+    }
+    fn set_record_route_params(
+        &mut self,
+        m: Resource<MessageRef>,
+        params: Option<String>,
+    ) -> wasmtime::Result<()> {
+        self.call.message(&m)?;
+        self.call.record_route_params = params;
         Ok(())
     }
     fn source(&mut self, m: Resource<MessageRef>) -> wasmtime::Result<types::Endpoint> {

@@ -95,6 +95,19 @@ pub trait RequestSender: Send + Sync {
     fn send_request(&self, request: Message, next_hop: Option<String>) -> BoxFuture<Result<Message, SendFailure>>;
 }
 
+/// The proxy sends filters' requests in client transactions of its own.
+impl RequestSender for crate::proxy::ProxyHandle {
+    fn send_request(&self, request: Message, next_hop: Option<String>) -> BoxFuture<Result<Message, SendFailure>> {
+        let handle = self.clone();
+        Box::pin(async move {
+            handle.send_request(request, next_hop).await.map_err(|e| match e {
+                crate::proxy::SendError::Timeout => SendFailure::Timeout,
+                other => SendFailure::Transport(other.to_string()),
+            })
+        })
+    }
+}
+
 /// The tenants of a host and their filters.
 pub struct Runtime {
     services: Arc<Services>,
@@ -175,6 +188,11 @@ impl Runtime {
             })
             .unwrap_or(0);
         tenant.swap(index, path)
+    }
+
+    /// `filter.restart [tenant]`: fresh instances for a tenant's filters.
+    pub fn restart(&self, tenant: &str) -> Result<Duration, FilterError> {
+        self.named(tenant)?.restart()
     }
 
     /// `filter.rpc [tenant, method, params?, index?]`.

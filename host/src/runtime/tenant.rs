@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use serde_json::{Value, json};
-use siphost_sip::Message;
+use siphost_sip::{Message, Method};
 use wasmtime::Store;
 use wasmtime::component::Resource;
 
@@ -288,41 +288,36 @@ fn lock_read<T: Clone>(lock: &std::sync::RwLock<Option<T>>) -> Option<T> {
     lock.read().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
-/// Builds the request a filter asked for; names and values must not break
-/// the framing.
+/// Builds the request a filter asked for. The proxy fills in Via,
+/// Max-Forwards and Content-Length; names and values must not break framing.
 fn build_request(request: &OutgoingRequest) -> Result<Message, String> {
-    let clean = |what: &str, s: &str| {
-        if s.is_empty() || s.contains(['\r', '\n']) {
-            Err(format!("{what} {s:?} is empty or contains a line break"))
+    let token = |what: &str, s: &str| {
+        if s.is_empty() || s.contains(|c: char| c.is_whitespace() || c.is_control() || c == ':') {
+            Err(format!("{what} {s:?} is empty or malformed"))
         } else {
             Ok(())
         }
     };
-    clean("method", &request.method)?;
-    clean("request-uri", &request.request_uri)?;
-    if request.method.contains(' ') || request.request_uri.contains(' ') {
-        return Err("method and request-uri must not contain spaces".into());
+    token("method", &request.method)?;
+    if request.request_uri.is_empty() || request.request_uri.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err(format!("request-uri {:?} is empty or malformed", request.request_uri));
     }
-    let mut text = format!("{} {} SIP/2.0\r\n", request.method, request.request_uri);
-    let mut has_max_forwards = false;
+    let mut message = Message::request(Method::from(request.method.as_str()), &request.request_uri);
     for (name, value) in &request.headers {
-        clean("header name", name)?;
-        if value.contains(['\r', '\n']) || name.contains(':') {
-            return Err(format!("header {name:?} is malformed"));
+        token("header name", name)?;
+        if value.contains(['\r', '\n']) {
+            return Err(format!("header {name:?} has a line break in its value"));
         }
         if name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("l") {
             continue;
         }
-        has_max_forwards |= name.eq_ignore_ascii_case("max-forwards");
-        text.push_str(&format!("{name}: {value}\r\n"));
+        message.append_header(name, value);
     }
-    if !has_max_forwards {
-        text.push_str("Max-Forwards: 70\r\n");
+    if !request.body.is_empty() {
+        let content_type = message.header("Content-Type").map(str::to_string);
+        message.set_body(Bytes::from(request.body.clone()), content_type.as_deref());
     }
-    text.push_str(&format!("Content-Length: {}\r\n\r\n", request.body.len()));
-    let mut raw = text.into_bytes();
-    raw.extend_from_slice(&request.body);
-    Message::parse(Bytes::from(raw)).map_err(|e| format!("request does not parse: {e}"))
+    Ok(message)
 }
 
 impl Tenant {
@@ -433,6 +428,19 @@ impl Tenant {
         Ok(report)
     }
 
+    /// Drops every filter's live instance and makes a fresh one from its
+    /// pre-instance (configured again): forgets the filters' in-memory state.
+    pub fn restart(&self) -> Result<Duration, FilterError> {
+        let started = Instant::now();
+        for slot in &self.filters {
+            let version = slot.current.load();
+            let mut instance = lock(&version.instance);
+            *instance = None;
+            *instance = Some(version.instantiate(self, slot)?);
+        }
+        Ok(started.elapsed())
+    }
+
     fn report_failure(&self, slot: &FilterSlot, hook: &str, error: &FilterError) {
         let counters = &self.shared.counters;
         match error {
@@ -465,6 +473,7 @@ impl Tenant {
             in_dialog: msg.is_request() && msg.to_tag().is_some(),
             dialog_key: ctx.dialog_key.clone(),
             transaction_key: ctx.transaction_key.clone(),
+            own_route: ctx.own_route.clone(),
         };
         let original_next_hop = ctx.next_hop.clone();
         let mut reply_copy = failure_reply.cloned();
@@ -480,6 +489,7 @@ impl Tenant {
                 let call = &mut live.store.data_mut().call;
                 call.lend(PRIMARY, msg);
                 call.next_hop = ctx.next_hop.clone();
+                call.record_route_params = ctx.record_route_params.clone();
                 call.transport = ctx.transport;
                 call.source = Some(ctx.source);
                 call.local = Some(ctx.local);
@@ -504,11 +514,13 @@ impl Tenant {
                     call.give_back(SECONDARY, reply, true);
                 }
                 let next_hop = call.next_hop.take();
-                result.map(|action| (action, next_hop))
+                let record_route_params = call.record_route_params.take();
+                result.map(|action| (action, next_hop, record_route_params))
             });
             let action = match outcome {
-                Ok((action, next_hop)) => {
+                Ok((action, next_hop, record_route_params)) => {
                     ctx.next_hop = next_hop;
+                    ctx.record_route_params = record_route_params;
                     action
                 }
                 Err(error) => {
@@ -566,6 +578,7 @@ impl Tenant {
             let call = &mut live.store.data_mut().call;
             call.lend(PRIMARY, reply);
             call.next_hop = None;
+            call.record_route_params = None;
             call.transport = "";
             call.source = None;
             call.local = None;

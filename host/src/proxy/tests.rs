@@ -1,0 +1,659 @@
+//! In-process loopback tests: the proxy runs on 127.0.0.1 ephemeral ports and test sockets
+//! play UAC and UAS with hand-written SIP.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use siphost_sip::Message;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+use super::hooks::{Decision, FilterHooks, HookContext, NoFilters};
+use super::{Proxy, ProxyHandle};
+use crate::config::Config;
+use crate::transport::Transport;
+
+const WAIT: Duration = Duration::from_secs(3);
+
+struct Harness {
+    udp: SocketAddr,
+    tcp: SocketAddr,
+    handle: ProxyHandle,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn start(config_tail: &str, hooks: Arc<dyn FilterHooks>) -> Harness {
+    let text = format!(
+        "[[listen]]\ntransport = \"udp\"\naddress = \"127.0.0.1:0\"\n\
+         [[listen]]\ntransport = \"tcp\"\naddress = \"127.0.0.1:0\"\n{config_tail}"
+    );
+    let config = Config::parse(&text).expect("test config");
+    let bound = Transport::bind(&config).await.expect("bind");
+    let listeners = bound.transport.listeners();
+    let (udp, tcp) = (listeners[0].local, listeners[1].local);
+    let (handle, commands) = ProxyHandle::channel();
+    let proxy = Proxy::new(&config, bound, hooks, commands).expect("proxy");
+    let task = tokio::spawn(proxy.run());
+    Harness {
+        udp,
+        tcp,
+        handle,
+        task,
+    }
+}
+
+/// SIP text from lines, with CRLF line ends and a Content-Length.
+fn sip(lines: &[&str], body: &str) -> String {
+    let mut text = lines.join("\r\n");
+    text.push_str(&format!(
+        "\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ));
+    text
+}
+
+struct Peer {
+    socket: UdpSocket,
+    addr: SocketAddr,
+}
+
+impl Peer {
+    async fn new() -> Peer {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind peer");
+        let addr = socket.local_addr().expect("peer addr");
+        Peer { socket, addr }
+    }
+
+    async fn send(&self, to: SocketAddr, text: &str) {
+        self.socket
+            .send_to(text.as_bytes(), to)
+            .await
+            .expect("peer send");
+    }
+
+    async fn recv(&self) -> Message {
+        let mut buf = vec![0; 65_535];
+        let (n, _) = tokio::time::timeout(WAIT, self.socket.recv_from(&mut buf))
+            .await
+            .expect("a message within the wait")
+            .expect("peer recv");
+        Message::parse(Bytes::copy_from_slice(&buf[..n])).expect("proxy output parses")
+    }
+
+    /// Receives until a message other than a 100 Trying arrives.
+    async fn recv_skip_trying(&self) -> Message {
+        loop {
+            let msg = self.recv().await;
+            if msg.status() != Some(100) {
+                return msg;
+            }
+        }
+    }
+
+    async fn recv_nothing(&self, wait: Duration) {
+        let mut buf = vec![0; 65_535];
+        if let Ok(Ok((n, _))) = tokio::time::timeout(wait, self.socket.recv_from(&mut buf)).await
+        {
+            panic!(
+                "unexpected message: {}",
+                String::from_utf8_lossy(&buf[..n])
+            );
+        }
+    }
+}
+
+fn invite(uac: &Peer, ruri: &str, branch: &str, call_id: &str) -> String {
+    let via = format!("Via: SIP/2.0/UDP {};branch={branch};rport", uac.addr);
+    let contact = format!("Contact: <sip:alice@{}>", uac.addr);
+    let start = format!("INVITE {ruri} SIP/2.0");
+    let cid = format!("Call-ID: {call_id}");
+    sip(
+        &[
+            &start,
+            &via,
+            "Max-Forwards: 70",
+            "From: <sip:alice@example.com>;tag=a1",
+            "To: <sip:bob@example.com>",
+            &cid,
+            "CSeq: 1 INVITE",
+            &contact,
+            "Content-Type: application/sdp",
+        ],
+        "v=0\r\n",
+    )
+}
+
+/// A response to `request` with the given status, echoing Via, Record-Route, From, To,
+/// Call-ID and CSeq (plus a To tag and Contact for dialog-forming answers).
+fn answer(request: &Message, status: u16, reason: &str, uas: &Peer) -> String {
+    let mut lines = vec![format!("SIP/2.0 {status} {reason}")];
+    for via in request.headers("Via") {
+        lines.push(format!("Via: {via}"));
+    }
+    for rr in request.headers("Record-Route") {
+        lines.push(format!("Record-Route: {rr}"));
+    }
+    lines.push(format!("From: {}", request.header("From").expect("From")));
+    let to = request.header("To").expect("To");
+    if request.to_tag().is_none() && status > 100 {
+        lines.push(format!("To: {to};tag=b1"));
+    } else {
+        lines.push(format!("To: {to}"));
+    }
+    lines.push(format!("Call-ID: {}", request.call_id().expect("Call-ID")));
+    lines.push(format!("CSeq: {}", request.header("CSeq").expect("CSeq")));
+    lines.push(format!("Contact: <sip:bob@{}>", uas.addr));
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    sip(&refs, "")
+}
+
+fn default_route(uas: &Peer) -> String {
+    format!("[proxy]\nrecord_route = true\ndefault_route = \"sip:{}\"\n", uas.addr)
+}
+
+#[tokio::test]
+async fn udp_call_flows_through_with_record_route_and_rport() {
+    let (uac, uas) = (Peer::new().await, Peer::new().await);
+    let proxy = start(&default_route(&uas), Arc::new(NoFilters)).await;
+    let ruri = format!("sip:bob@{}", proxy.udp);
+    uac.send(proxy.udp, &invite(&uac, &ruri, "z9hG4bKuac1", "call-1"))
+        .await;
+
+    let trying = uac.recv().await;
+    assert_eq!(trying.status(), Some(100));
+
+    let forwarded = uas.recv().await;
+    assert_eq!(forwarded.request_uri(), Some(ruri.as_str()));
+    assert_eq!(forwarded.max_forwards(), Some(69));
+    let vias: Vec<&str> = forwarded.headers("Via").collect();
+    assert_eq!(vias.len(), 2, "{vias:?}");
+    let ours = forwarded.top_via().expect("top via");
+    assert_eq!(ours.port, Some(proxy.udp.port()));
+    assert!(ours.has_rfc3261_branch());
+    let uac_via = siphost_sip::Via::parse(vias[1]).expect("uac via");
+    assert_eq!(uac_via.rport(), Some(Some(uac.addr.port())), "rport filled");
+    assert_eq!(uac_via.received(), Some("127.0.0.1"), "received with rport");
+    let rr = format!("<sip:127.0.0.1:{};transport=udp;lr>", proxy.udp.port());
+    assert_eq!(forwarded.header("Record-Route"), Some(rr.as_str()));
+    assert_eq!(forwarded.body(), b"v=0\r\n");
+
+    uas.send(proxy.udp, &answer(&forwarded, 180, "Ringing", &uas))
+        .await;
+    let ringing = uac.recv_skip_trying().await;
+    assert_eq!(ringing.status(), Some(180));
+    assert_eq!(ringing.headers("Via").count(), 1);
+
+    uas.send(proxy.udp, &answer(&forwarded, 200, "OK", &uas)).await;
+    let ok = uac.recv_skip_trying().await;
+    assert_eq!(ok.status(), Some(200));
+    assert_eq!(ok.header("Record-Route"), Some(rr.as_str()));
+
+    // End-to-end ACK along the route set.
+    let ack = sip(
+        &[
+            &format!("ACK sip:bob@{} SIP/2.0", uas.addr),
+            &format!("Via: SIP/2.0/UDP {};branch=z9hG4bKuac2", uac.addr),
+            &format!("Route: {rr}"),
+            "Max-Forwards: 70",
+            "From: <sip:alice@example.com>;tag=a1",
+            "To: <sip:bob@example.com>;tag=b1",
+            "Call-ID: call-1",
+            "CSeq: 1 ACK",
+        ],
+        "",
+    );
+    uac.send(proxy.udp, &ack).await;
+    let acked = uas.recv().await;
+    assert_eq!(acked.method().map(|m| m.as_str()), Some("ACK"));
+    assert_eq!(acked.header("Route"), None, "our Route removed");
+    assert_eq!(acked.headers("Via").count(), 2);
+
+    // BYE from the callee back through the proxy.
+    let bye = sip(
+        &[
+            &format!("BYE sip:alice@{} SIP/2.0", uac.addr),
+            &format!("Via: SIP/2.0/UDP {};branch=z9hG4bKuas9", uas.addr),
+            &format!("Route: {rr}"),
+            "Max-Forwards: 70",
+            "From: <sip:bob@example.com>;tag=b1",
+            "To: <sip:alice@example.com>;tag=a1",
+            "Call-ID: call-1",
+            "CSeq: 1 BYE",
+        ],
+        "",
+    );
+    uas.send(proxy.udp, &bye).await;
+    let bye_in = uac.recv().await;
+    assert_eq!(bye_in.method().map(|m| m.as_str()), Some("BYE"));
+    assert_eq!(bye_in.header("Record-Route"), None, "no RR in dialog");
+    uac.send(proxy.udp, &answer(&bye_in, 200, "OK", &uac)).await;
+    let bye_ok = uas.recv().await;
+    assert_eq!(bye_ok.status(), Some(200));
+    assert_eq!(bye_ok.headers("Via").count(), 1);
+    proxy.task.abort();
+}
+
+#[tokio::test]
+async fn max_forwards_zero_gets_483_and_malformed_gets_400() {
+    let (uac, uas) = (Peer::new().await, Peer::new().await);
+    let proxy = start(&default_route(&uas), Arc::new(NoFilters)).await;
+    let text = invite(&uac, "sip:bob@example.com", "z9hG4bKmf", "call-mf")
+        .replace("Max-Forwards: 70", "Max-Forwards: 0");
+    uac.send(proxy.udp, &text).await;
+    assert_eq!(uac.recv().await.status(), Some(483));
+
+    let broken = invite(&uac, "sip:bob@example.com", "z9hG4bKbad", "call-bad")
+        .replace("CSeq: 1 INVITE", "CSeq: one INVITE");
+    uac.send(proxy.udp, &broken).await;
+    assert_eq!(uac.recv().await.status(), Some(400));
+    uas.recv_nothing(Duration::from_millis(200)).await;
+    assert_eq!(
+        proxy
+            .handle
+            .stats()
+            .malformed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    proxy.task.abort();
+}
+
+#[tokio::test]
+async fn request_routed_back_to_us_is_a_loop() {
+    let uac = Peer::new().await;
+    let looping = start_self_routed().await;
+    let ruri = format!("sip:bob@{}", looping.udp);
+    uac.send(looping.udp, &invite(&uac, &ruri, "z9hG4bKloop", "call-loop"))
+        .await;
+    let reply = uac.recv_skip_trying().await;
+    assert_eq!(reply.status(), Some(482));
+    looping.task.abort();
+}
+
+/// A proxy whose default route is its own UDP socket.
+async fn start_self_routed() -> Harness {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("probe");
+    let port = socket.local_addr().expect("addr").port();
+    drop(socket);
+    let text = format!(
+        "[[listen]]\ntransport = \"udp\"\naddress = \"127.0.0.1:{port}\"\n\
+         [[listen]]\ntransport = \"tcp\"\naddress = \"127.0.0.1:0\"\n\
+         [proxy]\ndefault_route = \"sip:127.0.0.1:{port}\"\n"
+    );
+    let config = Config::parse(&text).expect("test config");
+    let bound = Transport::bind(&config).await.expect("bind");
+    let listeners = bound.transport.listeners();
+    let (udp, tcp) = (listeners[0].local, listeners[1].local);
+    let (handle, commands) = ProxyHandle::channel();
+    let proxy = Proxy::new(&config, bound, Arc::new(NoFilters), commands).expect("proxy");
+    Harness {
+        udp,
+        tcp,
+        handle,
+        task: tokio::spawn(proxy.run()),
+    }
+}
+
+#[tokio::test]
+async fn cancel_is_answered_and_propagated_yielding_487() {
+    let (uac, uas) = (Peer::new().await, Peer::new().await);
+    let proxy = start(&default_route(&uas), Arc::new(NoFilters)).await;
+    let ruri = format!("sip:bob@{}", proxy.udp);
+    uac.send(proxy.udp, &invite(&uac, &ruri, "z9hG4bKc1", "call-c"))
+        .await;
+    assert_eq!(uac.recv().await.status(), Some(100));
+    let forwarded = uas.recv().await;
+    uas.send(proxy.udp, &answer(&forwarded, 180, "Ringing", &uas))
+        .await;
+    assert_eq!(uac.recv().await.status(), Some(180));
+
+    let cancel = sip(
+        &[
+            &format!("CANCEL {ruri} SIP/2.0"),
+            &format!("Via: SIP/2.0/UDP {};branch=z9hG4bKc1;rport", uac.addr),
+            "Max-Forwards: 70",
+            "From: <sip:alice@example.com>;tag=a1",
+            "To: <sip:bob@example.com>",
+            "Call-ID: call-c",
+            "CSeq: 1 CANCEL",
+        ],
+        "",
+    );
+    uac.send(proxy.udp, &cancel).await;
+    let cancel_ok = uac.recv().await;
+    assert_eq!(cancel_ok.status(), Some(200));
+    assert_eq!(
+        cancel_ok.cseq().map(|(_, m)| m.as_str().to_owned()),
+        Some("CANCEL".into())
+    );
+
+    let cancel_down = uas.recv().await;
+    assert_eq!(cancel_down.method().map(|m| m.as_str()), Some("CANCEL"));
+    assert_eq!(
+        cancel_down.top_via().and_then(|v| v.branch().map(str::to_owned)),
+        forwarded.top_via().and_then(|v| v.branch().map(str::to_owned)),
+        "CANCEL shares the INVITE's branch"
+    );
+    uas.send(proxy.udp, &answer(&cancel_down, 200, "OK", &uas))
+        .await;
+    uas.send(
+        proxy.udp,
+        &answer(&forwarded, 487, "Request Terminated", &uas),
+    )
+    .await;
+    let terminated = uac.recv().await;
+    assert_eq!(terminated.status(), Some(487));
+    let ack = uas.recv().await;
+    assert_eq!(ack.method().map(|m| m.as_str()), Some("ACK"));
+    assert_eq!(ack.cseq().map(|(n, _)| n), Some(1));
+    proxy.task.abort();
+}
+
+#[tokio::test]
+async fn unanswered_branch_times_out_with_408() {
+    let (uac, uas) = (Peer::new().await, Peer::new().await);
+    let tail = format!("{}[transaction]\nt1_ms = 10\nt2_ms = 40\n", default_route(&uas));
+    let proxy = start(&tail, Arc::new(NoFilters)).await;
+    let options = sip(
+        &[
+            "OPTIONS sip:bob@example.com SIP/2.0",
+            &format!("Via: SIP/2.0/UDP {};branch=z9hG4bKo1", uac.addr),
+            "Max-Forwards: 70",
+            "From: <sip:alice@example.com>;tag=a1",
+            "To: <sip:bob@example.com>",
+            "Call-ID: call-o",
+            "CSeq: 1 OPTIONS",
+        ],
+        "",
+    );
+    let text = options.replace("sip:bob@example.com SIP", &format!("sip:bob@{} SIP", proxy.udp));
+    uac.send(proxy.udp, &text).await;
+    let first = uas.recv().await;
+    let retransmit = uas.recv().await;
+    assert_eq!(
+        first.top_via().and_then(|v| v.branch().map(str::to_owned)),
+        retransmit.top_via().and_then(|v| v.branch().map(str::to_owned)),
+        "Timer E retransmits the same request"
+    );
+    let timeout = uac.recv().await;
+    assert_eq!(timeout.status(), Some(408));
+    proxy.task.abort();
+}
+
+#[tokio::test]
+async fn response_with_only_our_via_is_dropped() {
+    let (uac, uas) = (Peer::new().await, Peer::new().await);
+    let proxy = start(&default_route(&uas), Arc::new(NoFilters)).await;
+    let stray = sip(
+        &[
+            "SIP/2.0 200 OK",
+            &format!("Via: SIP/2.0/UDP {};branch=z9hG4bKnotours", proxy.udp),
+            "From: <sip:a@h>;tag=1",
+            "To: <sip:b@h>;tag=2",
+            "Call-ID: stray",
+            "CSeq: 1 OPTIONS",
+        ],
+        "",
+    );
+    uas.send(proxy.udp, &stray).await;
+    uac.recv_nothing(Duration::from_millis(200)).await;
+    uas.recv_nothing(Duration::from_millis(50)).await;
+    proxy.task.abort();
+}
+
+/// Reads SIP messages from a TCP stream (framed by Content-Length).
+async fn read_tcp_message(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Message {
+    loop {
+        if let siphost_sip::Framing::Complete(n) = siphost_sip::frame_stream(buffer) {
+            let frame: Vec<u8> = buffer.drain(..n).collect();
+            return Message::parse(Bytes::from(frame)).expect("tcp message parses");
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(WAIT, stream.read(&mut chunk))
+            .await
+            .expect("tcp data within the wait")
+            .expect("tcp read");
+        assert!(n > 0, "connection closed early");
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test]
+async fn tcp_next_hop_connection_is_reused_and_closed_when_idle() {
+    let uac = Peer::new().await;
+    let uas = TcpListener::bind("127.0.0.1:0").await.expect("uas listen");
+    let uas_addr = uas.local_addr().expect("uas addr");
+    let tail = format!(
+        "[proxy]\ndefault_route = \"sip:{uas_addr};transport=tcp\"\n[tcp]\nidle_timeout_ms = 300\n"
+    );
+    let proxy = start(&tail, Arc::new(NoFilters)).await;
+    let message = |n: u32| {
+        sip(
+            &[
+                &format!("MESSAGE sip:bob@{} SIP/2.0", proxy.udp),
+                &format!("Via: SIP/2.0/UDP {};branch=z9hG4bKm{n}", uac.addr),
+                "Max-Forwards: 70",
+                "From: <sip:alice@example.com>;tag=a1",
+                "To: <sip:bob@example.com>",
+                &format!("Call-ID: msg-{n}"),
+                &format!("CSeq: {n} MESSAGE"),
+            ],
+            "hi",
+        )
+    };
+    uac.send(proxy.udp, &message(1)).await;
+    let (mut stream, _) = tokio::time::timeout(WAIT, uas.accept())
+        .await
+        .expect("proxy connects")
+        .expect("accept");
+    let mut buffer = Vec::new();
+    let first = read_tcp_message(&mut stream, &mut buffer).await;
+    assert_eq!(first.call_id(), Some("msg-1"));
+    let via = first.top_via().expect("via");
+    assert_eq!(via.transport, "TCP");
+    assert_eq!(via.port, Some(proxy.tcp.port()), "Via names our TCP listener");
+    stream
+        .write_all(answer(&first, 200, "OK", &uac).as_bytes())
+        .await
+        .expect("reply");
+    assert_eq!(uac.recv().await.status(), Some(200));
+
+    uac.send(proxy.udp, &message(2)).await;
+    let second = read_tcp_message(&mut stream, &mut buffer).await;
+    assert_eq!(second.call_id(), Some("msg-2"), "same connection reused");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), uas.accept())
+            .await
+            .is_err(),
+        "no second connection"
+    );
+    stream
+        .write_all(answer(&second, 200, "OK", &uac).as_bytes())
+        .await
+        .expect("reply");
+    assert_eq!(uac.recv().await.status(), Some(200));
+
+    // Idle: the proxy closes the connection.
+    let mut rest = [0u8; 64];
+    let n = tokio::time::timeout(WAIT, stream.read(&mut rest))
+        .await
+        .expect("closed within the wait")
+        .expect("read");
+    assert_eq!(n, 0, "idle connection closed by the proxy");
+    proxy.task.abort();
+}
+
+#[tokio::test]
+async fn tcp_request_is_answered_on_its_connection() {
+    let uas = Peer::new().await;
+    let proxy = start(&default_route(&uas), Arc::new(NoFilters)).await;
+    let mut stream = TcpStream::connect(proxy.tcp).await.expect("connect");
+    let local = stream.local_addr().expect("local");
+    let text = sip(
+        &[
+            &format!("OPTIONS sip:bob@{} SIP/2.0", proxy.udp),
+            // A sent-by port nobody listens on: the reply must use the connection.
+            "Via: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKt1",
+            "Max-Forwards: 70",
+            "From: <sip:alice@example.com>;tag=a1",
+            "To: <sip:bob@example.com>",
+            "Call-ID: tcp-1",
+            "CSeq: 1 OPTIONS",
+        ],
+        "",
+    );
+    stream.write_all(text.as_bytes()).await.expect("send");
+    let forwarded = uas.recv().await;
+    let uac_via = siphost_sip::Via::parse(forwarded.headers("Via").nth(1).expect("2 vias"))
+        .expect("via");
+    assert_eq!(uac_via.transport, "TCP");
+    assert_ne!(local.port(), 9);
+    uas.send(proxy.udp, &answer(&forwarded, 200, "OK", &uas)).await;
+    let mut buffer = Vec::new();
+    let reply = read_tcp_message(&mut stream, &mut buffer).await;
+    assert_eq!(reply.status(), Some(200));
+    proxy.task.abort();
+}
+
+#[tokio::test]
+async fn local_request_through_handle_returns_final_reply() {
+    let uas = Peer::new().await;
+    let proxy = start("", Arc::new(NoFilters)).await;
+    let mut request = Message::request(
+        siphost_sip::Method::Options,
+        &format!("sip:bob@{}", uas.addr),
+    );
+    request.append_header("From", "<sip:host@example.com>;tag=h1");
+    request.append_header("To", "<sip:bob@example.com>");
+    request.append_header("Call-ID", "local-1");
+    request.append_header("CSeq", "1 OPTIONS");
+    let handle = proxy.handle.clone();
+    let pending = tokio::spawn(async move { handle.send_request(request, None).await });
+    let received = uas.recv().await;
+    assert_eq!(received.max_forwards(), Some(70));
+    assert!(received.top_via().is_some_and(|v| v.has_rfc3261_branch()));
+    uas.send(proxy.udp, &answer(&received, 200, "OK", &uas)).await;
+    let reply = tokio::time::timeout(WAIT, pending)
+        .await
+        .expect("reply in time")
+        .expect("task")
+        .expect("final reply");
+    assert_eq!(reply.status(), Some(200));
+    proxy.task.abort();
+}
+
+/// Hooks that record where each call came from and resend the first failure elsewhere.
+struct Recorder {
+    calls: Mutex<Vec<(&'static str, SocketAddr, String)>>,
+    resend_to: String,
+}
+
+impl FilterHooks for Recorder {
+    fn on_request(&self, ctx: &mut HookContext, msg: &mut Message) -> Decision {
+        msg.append_header("X-Filtered", "yes");
+        if let Some(params) = ctx.record_route_params.as_mut() {
+            params.push_str(";vsf=abc");
+        }
+        self.push("request", ctx);
+        Decision::Continue
+    }
+    fn on_reply(&self, ctx: &mut HookContext, _: &mut Message) -> Decision {
+        self.push("reply", ctx);
+        Decision::Continue
+    }
+    fn on_failure(&self, ctx: &mut HookContext, request: &mut Message, _: &Message) -> Decision {
+        self.push("failure", ctx);
+        let first = self
+            .calls
+            .lock()
+            .map(|c| c.iter().filter(|(k, ..)| *k == "failure").count() == 1)
+            .unwrap_or(false);
+        if first {
+            request.set_header("X-Retry", "1");
+            Decision::Resend {
+                next_hop: Some(self.resend_to.clone()),
+            }
+        } else {
+            Decision::Continue
+        }
+    }
+}
+
+impl Recorder {
+    fn push(&self, kind: &'static str, ctx: &HookContext) {
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.push((kind, ctx.local, ctx.transaction_key.clone()));
+        }
+    }
+}
+
+#[tokio::test]
+async fn hooks_edit_requests_and_failure_resends_a_new_branch() {
+    let (uac, uas1, uas2) = (Peer::new().await, Peer::new().await, Peer::new().await);
+    let recorder = Arc::new(Recorder {
+        calls: Mutex::new(Vec::new()),
+        resend_to: format!("sip:{}", uas2.addr),
+    });
+    let proxy = start(&default_route(&uas1), recorder.clone()).await;
+    let ruri = format!("sip:bob@{}", proxy.udp);
+    uac.send(proxy.udp, &invite(&uac, &ruri, "z9hG4bKh1", "call-h"))
+        .await;
+    let first = uas1.recv().await;
+    assert_eq!(first.header("X-Filtered"), Some("yes"));
+    let rr = format!("<sip:127.0.0.1:{};transport=udp;lr;vsf=abc>", proxy.udp.port());
+    assert_eq!(first.header("Record-Route"), Some(rr.as_str()));
+    uas1.send(proxy.udp, &answer(&first, 486, "Busy Here", &uas1))
+        .await;
+    assert_eq!(uas1.recv().await.method().map(|m| m.as_str()), Some("ACK"));
+
+    let second = uas2.recv().await;
+    assert_eq!(second.header("X-Retry"), Some("1"));
+    assert_eq!(second.max_forwards(), Some(69), "not decremented twice");
+    assert_eq!(second.headers("Via").count(), 2, "old branch Via replaced");
+    assert_eq!(second.headers("Record-Route").count(), 1);
+    assert_ne!(
+        second.top_via().and_then(|v| v.branch().map(str::to_owned)),
+        first.top_via().and_then(|v| v.branch().map(str::to_owned))
+    );
+    uas2.send(proxy.udp, &answer(&second, 603, "Decline", &uas2))
+        .await;
+    let final_reply = uac.recv_skip_trying().await;
+    assert_eq!(final_reply.status(), Some(603));
+
+    let calls = recorder.calls.lock().expect("calls").clone();
+    let kinds: Vec<&str> = calls.iter().map(|(k, ..)| *k).collect();
+    assert_eq!(kinds, ["request", "reply", "failure", "reply", "failure"]);
+    assert!(calls.iter().all(|(_, local, _)| *local == proxy.udp));
+    assert!(calls.iter().all(|(.., key)| *key == calls[0].2));
+    proxy.task.abort();
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_in_flight_transactions() {
+    let (uac, uas) = (Peer::new().await, Peer::new().await);
+    let proxy = start(&default_route(&uas), Arc::new(NoFilters)).await;
+    let ruri = format!("sip:bob@{}", proxy.udp);
+    uac.send(proxy.udp, &invite(&uac, &ruri, "z9hG4bKs1", "call-s"))
+        .await;
+    assert_eq!(uac.recv().await.status(), Some(100));
+    let forwarded = uas.recv().await;
+    proxy.handle.shutdown(Duration::from_secs(5)).await;
+    // New transactions are refused while draining.
+    uac.send(proxy.udp, &invite(&uac, &ruri, "z9hG4bKs2", "call-s2"))
+        .await;
+    let mut statuses = Vec::new();
+    statuses.push(uac.recv().await.status());
+    uas.send(proxy.udp, &answer(&forwarded, 200, "OK", &uas)).await;
+    statuses.push(uac.recv().await.status());
+    statuses.sort();
+    assert!(
+        statuses.contains(&Some(503)) && statuses.contains(&Some(200)),
+        "{statuses:?}"
+    );
+    tokio::time::timeout(WAIT, proxy.task)
+        .await
+        .expect("proxy stops once the call is answered")
+        .expect("proxy task");
+}
