@@ -26,12 +26,20 @@ fn wasm_dir() -> PathBuf {
         return PathBuf::from(dir);
     }
     let exe = std::env::current_exe().expect("bench binary path");
-    exe.ancestors().nth(3).expect("target dir").join("wasm32-wasip2").join("wasm")
+    exe.ancestors()
+        .nth(3)
+        .expect("target dir")
+        .join("wasm32-wasip2")
+        .join("wasm")
 }
 
 fn noop_path() -> PathBuf {
     let path = wasm_dir().join("filter_noop.wasm");
-    assert!(path.exists(), "{} missing: cargo build --profile wasm --target wasm32-wasip2 -p filter-noop", path.display());
+    assert!(
+        path.exists(),
+        "{} missing: cargo build --profile wasm --target wasm32-wasip2 -p filter-noop",
+        path.display()
+    );
     path
 }
 
@@ -46,12 +54,20 @@ fn tenant(name: &str, port: u16) -> TenantConfig {
         failure_policy: FailurePolicy::FailOpen,
         memory_limit_mib: 16,
         cpu_limit_ms: 20,
-        filter: vec![FilterConfig { path: noop_path(), config: toml::Table::new(), watch_ms: None }],
+        filter: vec![FilterConfig {
+            path: noop_path(),
+            config: toml::Table::new(),
+            watch_ms: None,
+        }],
     }
 }
 
 fn runtime(tenants: &[TenantConfig]) -> Arc<Runtime> {
-    let options = EngineOptions { max_instances: 2500, max_memory_bytes: 64 << 20, cache_dir: Some(cache_dir()) };
+    let options = EngineOptions {
+        max_instances: 2500,
+        max_memory_bytes: 64 << 20,
+        cache_dir: Some(cache_dir()),
+    };
     Runtime::new(tenants, options).expect("runtime")
 }
 
@@ -82,8 +98,12 @@ fn bench_messages(c: &mut Criterion, rt: &Arc<Runtime>) {
         b.iter(|| black_box(rt.on_request(&mut ctx(5070), &mut msg)))
     });
     group.finish();
-    c.bench_function("instantiate_and_configure", |b| b.iter(|| rt.restart("t").expect("restart")));
-    c.bench_function("hot_swap_precompiled", |b| b.iter(|| rt.reload("t", None, None).expect("swap")));
+    c.bench_function("instantiate_and_configure", |b| {
+        b.iter(|| rt.restart("t").expect("restart"))
+    });
+    c.bench_function("hot_swap_precompiled", |b| {
+        b.iter(|| rt.reload("t", None, None).expect("swap"))
+    });
 }
 
 fn percentiles(label: &str, mut samples: Vec<Duration>) {
@@ -123,22 +143,36 @@ fn main() {
     c.final_summary();
 
     let mut msg = message();
-    percentiles("per message, no filter  ", sample(200_000, || {
-        black_box(NoFilters.on_request(&mut ctx(5070), &mut msg));
-    }));
-    percentiles("per message, noop filter", sample(200_000, || {
-        black_box(rt.on_request(&mut ctx(5070), &mut msg));
-    }));
-    percentiles("instantiate + configure ", sample(500, || {
-        rt.restart("t").expect("restart");
-    }));
-    percentiles("hot swap (precompiled)  ", sample(200, || {
-        rt.reload("t", None, None).expect("swap");
-    }));
+    percentiles(
+        "per message, no filter  ",
+        sample(200_000, || {
+            black_box(NoFilters.on_request(&mut ctx(5070), &mut msg));
+        }),
+    );
+    percentiles(
+        "per message, noop filter",
+        sample(200_000, || {
+            black_box(rt.on_request(&mut ctx(5070), &mut msg));
+        }),
+    );
+    percentiles(
+        "instantiate + configure ",
+        sample(500, || {
+            rt.restart("t").expect("restart");
+        }),
+    );
+    percentiles(
+        "hot swap (precompiled)  ",
+        sample(200, || {
+            rt.reload("t", None, None).expect("swap");
+        }),
+    );
     drop(rt);
 
     const TENANTS: u16 = 1000;
-    let configs: Vec<TenantConfig> = (0..TENANTS).map(|i| tenant(&format!("t{i}"), 20000 + i)).collect();
+    let configs: Vec<TenantConfig> = (0..TENANTS)
+        .map(|i| tenant(&format!("t{i}"), 20000 + i))
+        .collect();
     // The engine and one tenant first, so the figure is the per-tenant cost.
     let base = runtime(&configs[..1]);
     let before = rss_kib();

@@ -9,8 +9,11 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 
-# The package name of every crate that builds to a wasm32-wasip2 component.
+# Every crate that builds to a wasm32-wasip2 component: the uac filter and the
+# test filters (fixtures the host's tests load; some use wasm-only intrinsics,
+# so they are left out of the native test run).
 wasm_packages=(uac-filter)
+exclude_args=()
 for manifest in tests/filters/*/Cargo.toml; do
     [[ -f $manifest ]] || continue
     name=$(sed -n 's/^name *= *"\([^"]*\)".*/\1/p' "$manifest" | head -n 1)
@@ -19,6 +22,7 @@ for manifest in tests/filters/*/Cargo.toml; do
         exit 1
     fi
     wasm_packages+=("$name")
+    exclude_args+=(--exclude "$name")
 done
 package_args=()
 for package in "${wasm_packages[@]}"; do
@@ -28,8 +32,8 @@ done
 echo "test: building wasm filters: ${wasm_packages[*]}"
 cargo build --profile wasm --target wasm32-wasip2 "${package_args[@]}"
 
-echo "test: cargo test --workspace"
-cargo test --workspace
+echo "test: cargo test --workspace ${exclude_args[*]}"
+cargo test --workspace "${exclude_args[@]}"
 
 if [[ -f scripts/fuzz-smoke.sh ]]; then
     echo "test: fuzz smoke"

@@ -42,10 +42,19 @@ fn filter(name: &str) -> PathBuf {
 
 fn filter_config(path: &Path, config: serde_json::Value) -> FilterConfig {
     let table: toml::Table = serde_json::from_value(config).expect("config table");
-    FilterConfig { path: path.to_path_buf(), config: table, watch_ms: None }
+    FilterConfig {
+        path: path.to_path_buf(),
+        config: table,
+        watch_ms: None,
+    }
 }
 
-fn tenant(name: &str, port: u16, policy: FailurePolicy, filters: Vec<FilterConfig>) -> TenantConfig {
+fn tenant(
+    name: &str,
+    port: u16,
+    policy: FailurePolicy,
+    filters: Vec<FilterConfig>,
+) -> TenantConfig {
     TenantConfig {
         name: name.to_string(),
         listen: vec![format!("udp:127.0.0.1:{port}")],
@@ -63,7 +72,11 @@ fn shared_cache() -> PathBuf {
 }
 
 fn options(cache: &Path) -> EngineOptions {
-    EngineOptions { max_instances: 64, max_memory_bytes: 64 << 20, cache_dir: Some(cache.to_path_buf()) }
+    EngineOptions {
+        max_instances: 64,
+        max_memory_bytes: 64 << 20,
+        cache_dir: Some(cache.to_path_buf()),
+    }
 }
 
 fn ctx(port: u16, dialog: Option<&str>) -> HookContext {
@@ -96,7 +109,10 @@ fn reply(status: u16, extra: &str) -> Message {
 fn counter(runtime: &Runtime, tenant: &str, name: &str) -> u64 {
     let status = runtime.status();
     let tenants = status["tenants"].as_array().expect("tenants");
-    let t = tenants.iter().find(|t| t["name"] == json!(tenant)).expect("tenant");
+    let t = tenants
+        .iter()
+        .find(|t| t["name"] == json!(tenant))
+        .expect("tenant");
     t["counters"][name].as_u64().expect("counter")
 }
 
@@ -111,16 +127,28 @@ fn misbehaving(mode: &str, policy: FailurePolicy, cpu_limit_ms: u32) -> Arc<Runt
 fn noop_filter_passes_messages_untouched() {
     let cache = shared_cache();
     let f = filter_config(&filter("filter_noop"), json!({}));
-    let rt = Runtime::new(&[tenant("t", 5070, FailurePolicy::FailOpen, vec![f])], options(&cache))
-        .expect("runtime");
+    let rt = Runtime::new(
+        &[tenant("t", 5070, FailurePolicy::FailOpen, vec![f])],
+        options(&cache),
+    )
+    .expect("runtime");
     let mut msg = invite("");
     let before = msg.to_bytes();
-    assert_eq!(rt.on_request(&mut ctx(5070, None), &mut msg), Decision::Continue);
+    assert_eq!(
+        rt.on_request(&mut ctx(5070, None), &mut msg),
+        Decision::Continue
+    );
     assert_eq!(msg.to_bytes(), before);
     let mut r = reply(200, "");
-    assert_eq!(rt.on_reply(&mut ctx(5070, None), &mut r), Decision::Continue);
+    assert_eq!(
+        rt.on_reply(&mut ctx(5070, None), &mut r),
+        Decision::Continue
+    );
     // Traffic on a socket no tenant owns never reaches a filter.
-    assert_eq!(rt.on_request(&mut ctx(5999, None), &mut msg), Decision::Continue);
+    assert_eq!(
+        rt.on_request(&mut ctx(5999, None), &mut msg),
+        Decision::Continue
+    );
     assert_eq!(counter(&rt, "t", "calls"), 2);
 }
 
@@ -128,18 +156,31 @@ fn noop_filter_passes_messages_untouched() {
 fn trap_fail_open_restores_the_message_and_reinstantiates() {
     let rt = misbehaving("trap", FailurePolicy::FailOpen, 20);
     let mut good = invite("");
-    assert_eq!(rt.on_request(&mut ctx(5070, None), &mut good), Decision::Continue);
+    assert_eq!(
+        rt.on_request(&mut ctx(5070, None), &mut good),
+        Decision::Continue
+    );
     assert_eq!(good.header("X-Misbehave-Calls"), Some("1"));
 
     let mut bad = invite("X-Misbehave: yes\r\n");
     let before = bad.to_bytes();
-    assert_eq!(rt.on_request(&mut ctx(5070, None), &mut bad), Decision::Continue);
-    assert_eq!(bad.to_bytes(), before, "fail-open must undo the failed filter's edits");
+    assert_eq!(
+        rt.on_request(&mut ctx(5070, None), &mut bad),
+        Decision::Continue
+    );
+    assert_eq!(
+        bad.to_bytes(),
+        before,
+        "fail-open must undo the failed filter's edits"
+    );
     assert_eq!(counter(&rt, "bad", "traps"), 1);
 
     // The trapped store was dropped: a fresh instance counts from 1 again.
     let mut again = invite("");
-    assert_eq!(rt.on_request(&mut ctx(5070, None), &mut again), Decision::Continue);
+    assert_eq!(
+        rt.on_request(&mut ctx(5070, None), &mut again),
+        Decision::Continue
+    );
     assert_eq!(again.header("X-Misbehave-Calls"), Some("1"));
     assert_eq!(counter(&rt, "bad", "instantiations"), 2);
 }
@@ -153,9 +194,15 @@ fn trap_fail_closed_answers_500_and_drops_replies() {
         other => panic!("expected a 500 reply, got {other:?}"),
     }
     let mut bad_reply = reply(180, "X-Misbehave: yes\r\n");
-    assert_eq!(rt.on_reply(&mut ctx(5070, None), &mut bad_reply), Decision::Drop);
+    assert_eq!(
+        rt.on_reply(&mut ctx(5070, None), &mut bad_reply),
+        Decision::Drop
+    );
     let mut good_reply = reply(180, "");
-    assert_eq!(rt.on_reply(&mut ctx(5070, None), &mut good_reply), Decision::Continue);
+    assert_eq!(
+        rt.on_reply(&mut ctx(5070, None), &mut good_reply),
+        Decision::Continue
+    );
     assert_eq!(counter(&rt, "bad", "traps"), 2);
 }
 
@@ -165,12 +212,21 @@ fn endless_loop_is_interrupted_by_the_cpu_limit() {
     let started = Instant::now();
     let decision = rt.on_request(&mut ctx(5070, None), &mut invite("X-Misbehave: yes\r\n"));
     let elapsed = started.elapsed();
-    assert!(matches!(decision, Decision::Reply { code: 500, .. }), "{decision:?}");
+    assert!(
+        matches!(decision, Decision::Reply { code: 500, .. }),
+        "{decision:?}"
+    );
     // 20 ms of CPU; the bound leaves room for a loaded test machine.
-    assert!(elapsed < Duration::from_secs(2), "cpu limit 20 ms, took {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(2),
+        "cpu limit 20 ms, took {elapsed:?}"
+    );
     assert_eq!(counter(&rt, "bad", "timeouts"), 1);
     let mut good = invite("");
-    assert_eq!(rt.on_request(&mut ctx(5070, None), &mut good), Decision::Continue);
+    assert_eq!(
+        rt.on_request(&mut ctx(5070, None), &mut good),
+        Decision::Continue
+    );
     assert_eq!(good.header("X-Misbehave-Calls"), Some("1"));
 }
 
@@ -178,11 +234,17 @@ fn endless_loop_is_interrupted_by_the_cpu_limit() {
 fn unbounded_allocation_hits_the_memory_limit() {
     let rt = misbehaving("oom", FailurePolicy::FailOpen, 5000);
     let mut bad = invite("X-Misbehave: yes\r\n");
-    assert_eq!(rt.on_request(&mut ctx(5070, None), &mut bad), Decision::Continue);
+    assert_eq!(
+        rt.on_request(&mut ctx(5070, None), &mut bad),
+        Decision::Continue
+    );
     assert_eq!(counter(&rt, "bad", "out_of_memory"), 1, "{}", rt.status());
     assert_eq!(counter(&rt, "bad", "traps"), 0);
     let mut good = invite("");
-    assert_eq!(rt.on_request(&mut ctx(5070, None), &mut good), Decision::Continue);
+    assert_eq!(
+        rt.on_request(&mut ctx(5070, None), &mut good),
+        Decision::Continue
+    );
     assert_eq!(good.header("X-Misbehave-Calls"), Some("1"));
 }
 
@@ -190,12 +252,18 @@ fn unbounded_allocation_hits_the_memory_limit() {
 fn panic_is_a_trap() {
     let rt = misbehaving("panic", FailurePolicy::FailClosed, 20);
     let decision = rt.on_request(&mut ctx(5070, None), &mut invite("X-Misbehave: yes\r\n"));
-    assert!(matches!(decision, Decision::Reply { code: 500, .. }), "{decision:?}");
+    assert!(
+        matches!(decision, Decision::Reply { code: 500, .. }),
+        "{decision:?}"
+    );
     assert_eq!(counter(&rt, "bad", "traps"), 1);
     // An ACK cannot be answered: fail-closed drops it.
     let ack = "ACK sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKack\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>;tag=b1\r\nCall-ID: c1@test\r\nCSeq: 1 ACK\r\nX-Misbehave: yes\r\nContent-Length: 0\r\n\r\n";
     let mut ack = Message::parse(Bytes::from(ack)).expect("ACK parses");
-    assert_eq!(rt.on_request(&mut ctx(5070, None), &mut ack), Decision::Drop);
+    assert_eq!(
+        rt.on_request(&mut ctx(5070, None), &mut ack),
+        Decision::Drop
+    );
 }
 
 #[test]
@@ -205,10 +273,16 @@ fn failing_filter_in_a_chain_is_skipped_when_fail_open() {
         filter_config(&filter("filter_misbehave"), json!({"mode": "trap"})),
         filter_config(&filter("filter_mark_b"), json!({})),
     ];
-    let rt = Runtime::new(&[tenant("t", 5070, FailurePolicy::FailOpen, chain)], options(&cache))
-        .expect("runtime");
+    let rt = Runtime::new(
+        &[tenant("t", 5070, FailurePolicy::FailOpen, chain)],
+        options(&cache),
+    )
+    .expect("runtime");
     let mut bad = invite("X-Misbehave: yes\r\n");
-    assert_eq!(rt.on_request(&mut ctx(5070, None), &mut bad), Decision::Continue);
+    assert_eq!(
+        rt.on_request(&mut ctx(5070, None), &mut bad),
+        Decision::Continue
+    );
     assert_eq!(bad.header("X-Filter-Version"), Some("b"));
     assert_eq!(bad.header("X-Misbehave-Touched"), None);
 }
@@ -217,14 +291,23 @@ fn failing_filter_in_a_chain_is_skipped_when_fail_open() {
 fn bad_configuration_is_rejected_at_load() {
     let cache = shared_cache();
     let f = filter_config(&filter("uac_filter"), json!({"no_such_option": true}));
-    let err = Runtime::new(&[tenant("t", 5070, FailurePolicy::FailOpen, vec![f])], options(&cache))
-        .err()
-        .expect("configure must fail");
-    assert!(matches!(&err, FilterError::Configure(m) if m.contains("no_such_option")), "{err}");
+    let err = Runtime::new(
+        &[tenant("t", 5070, FailurePolicy::FailOpen, vec![f])],
+        options(&cache),
+    )
+    .err()
+    .expect("configure must fail");
+    assert!(
+        matches!(&err, FilterError::Configure(m) if m.contains("no_such_option")),
+        "{err}"
+    );
     let missing = filter_config(Path::new("/nonexistent/filter.wasm"), json!({}));
-    let err = Runtime::new(&[tenant("t", 5070, FailurePolicy::FailOpen, vec![missing])], options(&cache))
-        .err()
-        .expect("missing file must fail");
+    let err = Runtime::new(
+        &[tenant("t", 5070, FailurePolicy::FailOpen, vec![missing])],
+        options(&cache),
+    )
+    .err()
+    .expect("missing file must fail");
     assert!(matches!(err, FilterError::Load(_)), "{err}");
 }
 
@@ -232,46 +315,78 @@ fn bad_configuration_is_rejected_at_load() {
 fn hot_swap_changes_behaviour_keeps_dialog_state_and_refuses_bad_versions() {
     let cache = shared_cache();
     let f = filter_config(&filter("filter_mark_a"), json!({"x": 1}));
-    let rt = Runtime::new(&[tenant("t", 5070, FailurePolicy::FailOpen, vec![f])], options(&cache))
-        .expect("runtime");
+    let rt = Runtime::new(
+        &[tenant("t", 5070, FailurePolicy::FailOpen, vec![f])],
+        options(&cache),
+    )
+    .expect("runtime");
     let mut m = invite("");
     rt.on_request(&mut ctx(5070, Some("dlg-1")), &mut m);
     assert_eq!(m.header("X-Filter-Version"), Some("a"));
 
-    let report = rt.reload("t", Some(&filter("filter_mark_b")), None).expect("swap to b");
+    let report = rt
+        .reload("t", Some(&filter("filter_mark_b")), None)
+        .expect("swap to b");
     assert!(report.elapsed < Duration::from_secs(5));
     assert_ne!(report.sha256, report.previous_sha256);
     let mut m = invite("");
     rt.on_request(&mut ctx(5070, Some("dlg-1")), &mut m);
     assert_eq!(m.header("X-Filter-Version"), Some("b"));
     // Dialog variables are host-side: version b sees what version a wrote.
-    assert_eq!(rt.filter_rpc("t", "dialog-versions", "dlg-1", 0), Ok("\"ab\"".to_string()));
+    assert_eq!(
+        rt.filter_rpc("t", "dialog-versions", "dlg-1", 0),
+        Ok("\"ab\"".to_string())
+    );
 
     // A version whose configure fails (uac rejects the unknown key "x") and a
     // missing file both leave b in place.
-    let err = rt.reload("t", Some(&filter("uac_filter")), None).expect_err("configure fails");
+    let err = rt
+        .reload("t", Some(&filter("uac_filter")), None)
+        .expect_err("configure fails");
     assert!(matches!(err, FilterError::Configure(_)), "{err}");
-    assert!(rt.reload("t", Some(Path::new("/nonexistent.wasm")), None).is_err());
+    assert!(
+        rt.reload("t", Some(Path::new("/nonexistent.wasm")), None)
+            .is_err()
+    );
     let mut m = invite("");
     rt.on_request(&mut ctx(5070, None), &mut m);
     assert_eq!(m.header("X-Filter-Version"), Some("b"));
     assert_eq!(counter(&rt, "t", "swaps"), 1);
     assert_eq!(counter(&rt, "t", "failed_swaps"), 2);
-    assert!(matches!(rt.reload("nobody", None, None), Err(FilterError::BadRequest(_))));
+    assert!(matches!(
+        rt.reload("nobody", None, None),
+        Err(FilterError::BadRequest(_))
+    ));
 }
 
 #[test]
 fn tenants_do_not_see_each_others_state() {
     let cache = shared_cache();
-    let a = tenant("a", 5070, FailurePolicy::FailOpen, vec![filter_config(&filter("filter_mark_a"), json!({}))]);
-    let b = tenant("b", 5071, FailurePolicy::FailOpen, vec![filter_config(&filter("filter_mark_b"), json!({}))]);
+    let a = tenant(
+        "a",
+        5070,
+        FailurePolicy::FailOpen,
+        vec![filter_config(&filter("filter_mark_a"), json!({}))],
+    );
+    let b = tenant(
+        "b",
+        5071,
+        FailurePolicy::FailOpen,
+        vec![filter_config(&filter("filter_mark_b"), json!({}))],
+    );
     let rt = Runtime::new(&[a, b], options(&cache)).expect("runtime");
     rt.on_request(&mut ctx(5070, Some("shared-dialog")), &mut invite(""));
     let mut m = invite("");
     rt.on_request(&mut ctx(5071, None), &mut m);
     assert_eq!(m.header("X-Filter-Version"), Some("b"));
-    assert_eq!(rt.filter_rpc("a", "dialog-versions", "shared-dialog", 0), Ok("\"a\"".to_string()));
-    assert_eq!(rt.filter_rpc("b", "dialog-versions", "shared-dialog", 0), Ok("\"\"".to_string()));
+    assert_eq!(
+        rt.filter_rpc("a", "dialog-versions", "shared-dialog", 0),
+        Ok("\"a\"".to_string())
+    );
+    assert_eq!(
+        rt.filter_rpc("b", "dialog-versions", "shared-dialog", 0),
+        Ok("\"\"".to_string())
+    );
     let status = rt.status();
     assert_eq!(status["tenants"][0]["metrics"]["requests_marked"], json!(1));
     assert_eq!(status["tenants"][1]["metrics"]["requests_marked"], json!(1));
@@ -281,16 +396,25 @@ fn tenants_do_not_see_each_others_state() {
 fn artifact_cache_is_used_on_the_next_load() {
     let cache = tempfile::tempdir().expect("tmp");
     let f = filter_config(&filter("filter_noop"), json!({}));
-    let first = Runtime::new(&[tenant("t", 5070, FailurePolicy::FailOpen, vec![f.clone()])], options(cache.path()))
-        .expect("runtime");
+    let first = Runtime::new(
+        &[tenant("t", 5070, FailurePolicy::FailOpen, vec![f.clone()])],
+        options(cache.path()),
+    )
+    .expect("runtime");
     let report = first.reload("t", None, None).expect("reload");
-    assert!(report.from_cache, "second load of the same wasm must come from the cache");
+    assert!(
+        report.from_cache,
+        "second load of the same wasm must come from the cache"
+    );
     let artifacts = std::fs::read_dir(cache.path()).expect("cache dir").count();
     assert_eq!(artifacts, 1);
     // A restart (new engine, same configuration) finds the artifact too.
     drop(first);
-    let second = Runtime::new(&[tenant("t", 5070, FailurePolicy::FailOpen, vec![f])], options(cache.path()))
-        .expect("runtime");
+    let second = Runtime::new(
+        &[tenant("t", 5070, FailurePolicy::FailOpen, vec![f])],
+        options(cache.path()),
+    )
+    .expect("runtime");
     assert!(second.reload("t", None, None).expect("reload").from_cache);
 }
 
@@ -302,8 +426,11 @@ fn file_watch_swaps_a_changed_filter() {
     std::fs::copy(filter("filter_mark_a"), &live).expect("copy");
     let mut f = filter_config(&live, json!({}));
     f.watch_ms = Some(20);
-    let rt = Runtime::new(&[tenant("t", 5070, FailurePolicy::FailOpen, vec![f])], options(&cache))
-        .expect("runtime");
+    let rt = Runtime::new(
+        &[tenant("t", 5070, FailurePolicy::FailOpen, vec![f])],
+        options(&cache),
+    )
+    .expect("runtime");
     // Make sure the new file's mtime differs even on coarse clocks.
     std::thread::sleep(Duration::from_millis(20));
     let staging = dir.path().join("staging.wasm");
@@ -324,7 +451,11 @@ fn file_watch_swaps_a_changed_filter() {
 struct TimingOutSender;
 
 impl RequestSender for TimingOutSender {
-    fn send_request(&self, _request: Message, _next_hop: Option<String>) -> BoxFuture<Result<Message, SendFailure>> {
+    fn send_request(
+        &self,
+        _request: Message,
+        _next_hop: Option<String>,
+    ) -> BoxFuture<Result<Message, SendFailure>> {
         Box::pin(async { Err(SendFailure::Timeout) })
     }
 }
@@ -333,8 +464,11 @@ impl RequestSender for TimingOutSender {
 async fn timers_and_originated_requests_call_back_into_the_filter() {
     let cache = shared_cache();
     let f = filter_config(&filter("filter_mark_a"), json!({}));
-    let rt = Runtime::new(&[tenant("t", 5070, FailurePolicy::FailOpen, vec![f])], options(&cache))
-        .expect("runtime");
+    let rt = Runtime::new(
+        &[tenant("t", 5070, FailurePolicy::FailOpen, vec![f])],
+        options(&cache),
+    )
+    .expect("runtime");
     rt.set_request_sender(Arc::new(TimingOutSender));
     rt.filter_rpc("t", "timer", "10", 0).expect("timer armed");
     rt.filter_rpc("t", "send", "null", 0).expect("request sent");
@@ -346,5 +480,26 @@ async fn timers_and_originated_requests_call_back_into_the_filter() {
         }
         assert!(Instant::now() < deadline, "callbacks missing: {metrics}");
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The proxy calls hooks on tokio worker threads. A guest's panic message or
+/// allocation failure goes to a blocking WASI stderr write, which must trap
+/// (wasmtime-wasi's sync version would enter tokio and panic the host).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_wasi_calls_on_a_tokio_worker_trap_instead_of_crashing() {
+    for (mode, counter_name) in [("panic", "traps"), ("oom", "out_of_memory")] {
+        let rt = misbehaving(mode, FailurePolicy::FailOpen, 5000);
+        let mut bad = invite("X-Misbehave: yes\r\n");
+        assert_eq!(
+            rt.on_request(&mut ctx(5070, None), &mut bad),
+            Decision::Continue
+        );
+        assert_eq!(
+            counter(&rt, "bad", counter_name),
+            1,
+            "{mode}: {}",
+            rt.status()
+        );
     }
 }

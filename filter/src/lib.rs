@@ -28,7 +28,11 @@ struct UacFilter;
 
 impl Guest for UacFilter {
     fn configure(config: String) -> Result<(), String> {
-        let text = if config.trim().is_empty() { "{}" } else { config.as_str() };
+        let text = if config.trim().is_empty() {
+            "{}"
+        } else {
+            config.as_str()
+        };
         let options: Options =
             serde_json::from_str(text).map_err(|e| format!("uac filter config: {e}"))?;
         OPTIONS.with(|o| *o.borrow_mut() = options);
@@ -41,7 +45,10 @@ impl Guest for UacFilter {
             let uri = request.request_uri().unwrap_or_default();
             log::write(
                 Level::Debug,
-                &format!("{} request {method} {uri} (in-dialog: {})", ctx.tenant, ctx.in_dialog),
+                &format!(
+                    "{} request {method} {uri} (in-dialog: {})",
+                    ctx.tenant, ctx.in_dialog
+                ),
             );
         }
         Action::Continue

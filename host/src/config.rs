@@ -442,8 +442,7 @@ fn toml_error(text: &str, err: &toml::de::Error) -> ConfigError {
         .and_then(|span| {
             let doc = toml::de::DeTable::parse(text).ok()?;
             let mut path = String::new();
-            table_path(doc.get_ref(), span.start, &mut path);
-            (!path.is_empty()).then_some(path)
+            table_path(doc.get_ref(), span.start, &mut path).then_some(path)
         })
         .unwrap_or_else(|| match err.span() {
             Some(span) => {
@@ -458,37 +457,42 @@ fn toml_error(text: &str, err: &toml::de::Error) -> ConfigError {
     ConfigError::new(key, reason)
 }
 
-fn table_path(table: &toml::de::DeTable<'_>, at: usize, path: &mut String) {
+/// Depth-first search for the key whose name or value covers byte `at`; array-of-tables
+/// spans do not cover their contents, so every branch is searched.
+fn table_path(table: &toml::de::DeTable<'_>, at: usize, path: &mut String) -> bool {
     for (key, value) in table.iter() {
-        let key_span = key.span();
-        let value_span = value.span();
-        let in_key = key_span.contains(&at);
-        if in_key || value_span.contains(&at) {
-            if !path.is_empty() {
-                path.push('.');
-            }
-            path.push_str(key.get_ref());
-            if !in_key {
-                value_path(value.get_ref(), at, path);
-            }
-            return;
+        let len = path.len();
+        if !path.is_empty() {
+            path.push('.');
         }
+        path.push_str(key.get_ref());
+        if key.span().contains(&at) || value_path(value, at, path) {
+            return true;
+        }
+        path.truncate(len);
     }
+    false
 }
 
-fn value_path(value: &toml::de::DeValue<'_>, at: usize, path: &mut String) {
-    match value {
+fn value_path(
+    value: &toml::Spanned<toml::de::DeValue<'_>>,
+    at: usize,
+    path: &mut String,
+) -> bool {
+    match value.get_ref() {
         toml::de::DeValue::Table(table) => table_path(table, at, path),
         toml::de::DeValue::Array(array) => {
             for (i, item) in array.iter().enumerate() {
-                if item.span().contains(&at) {
-                    path.push_str(&format!("[{i}]"));
-                    value_path(item.get_ref(), at, path);
-                    return;
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                if value_path(item, at, path) {
+                    return true;
                 }
+                path.truncate(len);
             }
+            false
         }
-        _ => {}
+        _ => value.span().contains(&at),
     }
 }
 

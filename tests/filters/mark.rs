@@ -7,8 +7,8 @@ wit_bindgen::generate!({ world: "filter", path: "../../../wit" });
 use exports::siphost::filter::handler::Guest;
 use siphost::filter::dialog_state;
 use siphost::filter::metrics;
-use siphost::filter::{timers, transport};
 use siphost::filter::types::{Action, Context, Message};
+use siphost::filter::{timers, transport};
 
 struct Mark;
 
@@ -26,7 +26,8 @@ impl Guest for Mark {
             // Dialog state is host-side: it survives a swap to the other version.
             let seen = dialog_state::dialog_get(&dialog, "versions").unwrap_or_default();
             if !seen.contains(MARK) {
-                let _ = dialog_state::dialog_set(&dialog, "versions", Some(&format!("{seen}{MARK}")));
+                let _ =
+                    dialog_state::dialog_set(&dialog, "versions", Some(&format!("{seen}{MARK}")));
             }
         }
         Action::Continue

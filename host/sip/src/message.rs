@@ -8,8 +8,8 @@ use bytes::Bytes;
 
 use crate::error::{ErrorKind, ParseError};
 use crate::header::{
-    CommaValues, HeaderKind, first_comma, first_semicolon, is_token, is_token_byte, is_ws,
-    quoted_len, trim_lws,
+    CommaValues, HeaderKind, eq_ignore_case, first_comma, first_semicolon, is_token, is_token_byte,
+    is_ws, quoted_len, trim_lws,
 };
 use crate::method::Method;
 use crate::name_addr::NameAddr;
@@ -276,7 +276,8 @@ fn matcher(name: &str) -> impl Fn(&Entry, &Bytes) -> bool + '_ {
     let kind = HeaderKind::of(name.as_bytes());
     move |e: &Entry, buf: &Bytes| {
         e.kind == kind
-            && (kind != HeaderKind::Other || text(buf, &e.name).eq_ignore_ascii_case(name))
+            && (kind != HeaderKind::Other
+                || eq_ignore_case(text(buf, &e.name).as_bytes(), name.as_bytes()))
     }
 }
 
@@ -345,7 +346,7 @@ fn set_param(s: &str, name: &str, value: Option<&str>) -> String {
         let piece = &after[..end];
         let pname = trim_lws(piece.split('=').next().unwrap_or(""));
         out.push(';');
-        if !done && pname.eq_ignore_ascii_case(name) {
+        if !done && eq_ignore_case(pname.as_bytes(), name.as_bytes()) {
             out.push_str(&rendered);
             done = true;
         } else {
@@ -664,7 +665,7 @@ impl Message {
                 e.kind == kind
                     && name
                         .as_deref()
-                        .is_none_or(|n| self.text(&e.name).eq_ignore_ascii_case(n))
+                        .is_none_or(|n| eq_ignore_case(self.text(&e.name).as_bytes(), n.as_bytes()))
             })
             .map(|e| self.text(&e.value))
     }

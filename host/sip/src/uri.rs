@@ -2,7 +2,7 @@
 //! parsed from: user, password, host (IPv6 in brackets), port, parameters and headers.
 
 use crate::error::{ErrorKind, ParseError};
-use crate::header::{Params, find_byte, is_uri_forbidden};
+use crate::header::{Params, eq_ignore_case, find_byte, is_uri_forbidden};
 
 /// A parsed `sip:`, `sips:` or `tel:` URI borrowing from its text.
 ///
@@ -61,8 +61,8 @@ pub(crate) fn validate_any_uri(s: &str, kind: ErrorKind) -> Result<(), ParseErro
 
 pub(crate) fn is_known_scheme(scheme: &str) -> bool {
     match scheme.len() {
-        3 => scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("tel"),
-        4 => scheme.eq_ignore_ascii_case("sips"),
+        3 => eq_ignore_case(scheme.as_bytes(), b"sip") || eq_ignore_case(scheme.as_bytes(), b"tel"),
+        4 => eq_ignore_case(scheme.as_bytes(), b"sips"),
         _ => false,
     }
 }
@@ -94,7 +94,7 @@ impl<'a> Uri<'a> {
             )));
         }
         let at = memchr::memchr(b'@', rb);
-        if scheme.eq_ignore_ascii_case("tel") {
+        if eq_ignore_case(scheme.as_bytes(), b"tel") {
             let end = find_byte(rest, b';').unwrap_or(rest.len());
             let number = &rest[..end];
             if number.is_empty() {

@@ -40,12 +40,21 @@ async fn call_inner(addr: SocketAddr, method: &str, params: Value) -> anyhow::Re
     let status = head.split(' ').nth(1).unwrap_or_default();
     let payload = &raw[split + 4..];
     if status != "200" {
-        bail!("admin endpoint answered HTTP {status}: {}", String::from_utf8_lossy(payload));
+        bail!(
+            "admin endpoint answered HTTP {status}: {}",
+            String::from_utf8_lossy(payload)
+        );
     }
     let answer: Value = serde_json::from_slice(payload).context("admin answer is not JSON")?;
     if let Some(error) = answer.get("error") {
-        let code = error.get("code").and_then(Value::as_i64).unwrap_or_default();
-        let message = error.get("message").and_then(Value::as_str).unwrap_or("unknown error");
+        let code = error
+            .get("code")
+            .and_then(Value::as_i64)
+            .unwrap_or_default();
+        let message = error
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown error");
         bail!("{method}: {message} (code {code})");
     }
     answer

@@ -36,7 +36,10 @@ impl RpcError {
     pub const SERVER: i64 = -32000;
 
     pub fn new(code: i64, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn invalid_params(message: impl Into<String>) -> Self {
@@ -83,8 +86,9 @@ impl Router {
     pub fn with_runtime(mut self, runtime: Arc<Runtime>) -> Self {
         let rt = runtime.clone();
         self.register("filter.reload", move |params| {
-            let tenant = param_str(params, 0, "tenant")?
-                .ok_or_else(|| RpcError::invalid_params("filter.reload needs [tenant, path?, index?]"))?;
+            let tenant = param_str(params, 0, "tenant")?.ok_or_else(|| {
+                RpcError::invalid_params("filter.reload needs [tenant, path?, index?]")
+            })?;
             let path = param_str(params, 1, "path")?.map(PathBuf::from);
             let index = param_index(params, 2, "index")?;
             Ok(rt.reload(&tenant, path.as_deref(), index)?.to_json())
@@ -100,8 +104,10 @@ impl Router {
         });
         self.register("filter.rpc", move |params| {
             let usage = "filter.rpc needs [tenant, method, params?, index?]";
-            let tenant = param_str(params, 0, "tenant")?.ok_or_else(|| RpcError::invalid_params(usage))?;
-            let method = param_str(params, 1, "method")?.ok_or_else(|| RpcError::invalid_params(usage))?;
+            let tenant =
+                param_str(params, 0, "tenant")?.ok_or_else(|| RpcError::invalid_params(usage))?;
+            let method =
+                param_str(params, 1, "method")?.ok_or_else(|| RpcError::invalid_params(usage))?;
             let call_params = match param(params, 2, "params") {
                 None | Some(Value::Null) => "null".to_string(),
                 Some(Value::String(s)) => s.clone(),
@@ -122,13 +128,18 @@ impl Router {
         let id = id?;
         Some(match outcome {
             Ok(result) => json!({"jsonrpc": "2.0", "result": result, "id": id}),
-            Err(e) => json!({"jsonrpc": "2.0", "error": {"code": e.code, "message": e.message}, "id": id}),
+            Err(e) => {
+                json!({"jsonrpc": "2.0", "error": {"code": e.code, "message": e.message}, "id": id})
+            }
         })
     }
 
     fn call(&self, request: &Value) -> Result<Value, RpcError> {
         if request.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-            return Err(RpcError::new(RpcError::INVALID_REQUEST, "not a JSON-RPC 2.0 request"));
+            return Err(RpcError::new(
+                RpcError::INVALID_REQUEST,
+                "not a JSON-RPC 2.0 request",
+            ));
         }
         let name = request
             .get("method")
@@ -136,12 +147,16 @@ impl Router {
             .ok_or_else(|| RpcError::new(RpcError::INVALID_REQUEST, "method missing"))?;
         let params = request.get("params").cloned().unwrap_or(Value::Null);
         if name == "system.listMethods" {
-            return Ok(json!(self.methods.keys().chain(["system.listMethods".to_string()].iter()).collect::<Vec<_>>()));
+            return Ok(json!(
+                self.methods
+                    .keys()
+                    .chain(["system.listMethods".to_string()].iter())
+                    .collect::<Vec<_>>()
+            ));
         }
-        let method = self
-            .methods
-            .get(name)
-            .ok_or_else(|| RpcError::new(RpcError::METHOD_NOT_FOUND, format!("no method {name:?}")))?;
+        let method = self.methods.get(name).ok_or_else(|| {
+            RpcError::new(RpcError::METHOD_NOT_FOUND, format!("no method {name:?}"))
+        })?;
         method(&params)
     }
 
@@ -150,7 +165,9 @@ impl Router {
         let parsed: Value = match serde_json::from_slice(body) {
             Ok(v) => v,
             Err(e) => {
-                return Some(json!({"jsonrpc": "2.0", "error": {"code": RpcError::PARSE, "message": e.to_string()}, "id": null}));
+                return Some(
+                    json!({"jsonrpc": "2.0", "error": {"code": RpcError::PARSE, "message": e.to_string()}, "id": null}),
+                );
             }
         };
         match parsed {
@@ -187,12 +204,15 @@ fn param_index(params: &Value, position: usize, name: &str) -> Result<Option<usi
             .as_u64()
             .and_then(|n| usize::try_from(n).ok())
             .map(Some)
-            .ok_or_else(|| RpcError::invalid_params(format!("{name} must be a non-negative integer"))),
-        Some(Value::String(s)) => s
-            .parse()
-            .map(Some)
-            .map_err(|_| RpcError::invalid_params(format!("{name} must be a non-negative integer"))),
-        Some(_) => Err(RpcError::invalid_params(format!("{name} must be a non-negative integer"))),
+            .ok_or_else(|| {
+                RpcError::invalid_params(format!("{name} must be a non-negative integer"))
+            }),
+        Some(Value::String(s)) => s.parse().map(Some).map_err(|_| {
+            RpcError::invalid_params(format!("{name} must be a non-negative integer"))
+        }),
+        Some(_) => Err(RpcError::invalid_params(format!(
+            "{name} must be a non-negative integer"
+        ))),
     }
 }
 
@@ -243,13 +263,17 @@ async fn read_request(stream: &mut TcpStream) -> Result<HttpRequest, (u16, Strin
             return Err((431, "request head too large".into()));
         }
         let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await.map_err(|e| (400, e.to_string()))?;
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| (400, e.to_string()))?;
         if n == 0 {
             return Err((400, "connection closed mid-request".into()));
         }
         buf.extend_from_slice(&chunk[..n]);
     };
-    let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| (400, "head is not UTF-8".to_string()))?;
+    let head = std::str::from_utf8(&buf[..head_end])
+        .map_err(|_| (400, "head is not UTF-8".to_string()))?;
     let mut lines = head.split("\r\n");
     let mut start = lines.next().unwrap_or_default().split(' ');
     let method = start.next().unwrap_or_default().to_string();
@@ -259,7 +283,10 @@ async fn read_request(stream: &mut TcpStream) -> Result<HttpRequest, (u16, Strin
         if let Some((name, value)) = line.split_once(':')
             && name.trim().eq_ignore_ascii_case("content-length")
         {
-            length = value.trim().parse().map_err(|_| (400, "bad Content-Length".to_string()))?;
+            length = value
+                .trim()
+                .parse()
+                .map_err(|_| (400, "bad Content-Length".to_string()))?;
         }
     }
     if length > MAX_BODY {
@@ -268,7 +295,10 @@ async fn read_request(stream: &mut TcpStream) -> Result<HttpRequest, (u16, Strin
     let mut body = buf.split_off(head_end + 4);
     while body.len() < length {
         let mut chunk = vec![0u8; (length - body.len()).min(64 * 1024)];
-        let n = stream.read(&mut chunk).await.map_err(|e| (400, e.to_string()))?;
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| (400, e.to_string()))?;
         if n == 0 {
             return Err((400, "connection closed mid-body".into()));
         }
@@ -307,7 +337,11 @@ async fn serve_connection(mut stream: TcpStream, router: Arc<Router>) -> std::io
         500 => "Internal Server Error",
         _ => "Bad Request",
     };
-    let content_type = if status == 200 { "application/json" } else { "text/plain" };
+    let content_type = if status == 200 {
+        "application/json"
+    } else {
+        "text/plain"
+    };
     let head = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -335,9 +369,13 @@ mod tests {
             r.handle_body(br#"{"jsonrpc":"2.0","method":"echo","params":[1],"id":7}"#),
             Some(json!({"jsonrpc":"2.0","result":[1],"id":7}))
         );
-        let missing = r.handle_body(br#"{"jsonrpc":"2.0","method":"nope","id":1}"#).expect("answer");
+        let missing = r
+            .handle_body(br#"{"jsonrpc":"2.0","method":"nope","id":1}"#)
+            .expect("answer");
         assert_eq!(missing["error"]["code"], json!(RpcError::METHOD_NOT_FOUND));
-        let failed = r.handle_body(br#"{"jsonrpc":"2.0","method":"fail","id":"x"}"#).expect("answer");
+        let failed = r
+            .handle_body(br#"{"jsonrpc":"2.0","method":"fail","id":"x"}"#)
+            .expect("answer");
         assert_eq!(failed["error"]["message"], json!("no"));
         assert_eq!(r.handle_body(br#"{"jsonrpc":"2.0","method":"echo"}"#), None);
         let parse = r.handle_body(b"{").expect("answer");
@@ -347,8 +385,13 @@ mod tests {
             .expect("answer");
         assert_eq!(batch[0]["result"], json!(1));
         assert_eq!(batch[1]["error"]["code"], json!(RpcError::INVALID_REQUEST));
-        let list = r.handle_body(br#"{"jsonrpc":"2.0","method":"system.listMethods","id":1}"#).expect("answer");
-        assert_eq!(list["result"], json!(["echo", "fail", "system.listMethods"]));
+        let list = r
+            .handle_body(br#"{"jsonrpc":"2.0","method":"system.listMethods","id":1}"#)
+            .expect("answer");
+        assert_eq!(
+            list["result"],
+            json!(["echo", "fail", "system.listMethods"])
+        );
     }
 
     #[test]
@@ -366,12 +409,18 @@ mod tests {
 
     #[tokio::test]
     async fn http_round_trip_through_the_client() {
-        let listener = bind("127.0.0.1:0".parse().expect("addr")).await.expect("bind");
+        let listener = bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let server = tokio::spawn(serve(listener, Arc::new(router())));
-        let answer = client::call(addr, "echo", json!({"a": 1})).await.expect("call");
+        let answer = client::call(addr, "echo", json!({"a": 1}))
+            .await
+            .expect("call");
         assert_eq!(answer, json!({"a": 1}));
-        let err = client::call(addr, "fail", Value::Null).await.expect_err("error");
+        let err = client::call(addr, "fail", Value::Null)
+            .await
+            .expect_err("error");
         assert!(err.to_string().contains("no"), "{err}");
         assert!(bind("0.0.0.0:0".parse().expect("addr")).await.is_err());
         server.abort();

@@ -54,7 +54,9 @@ pub enum FailurePolicy {
     /// The message goes on as if the failed filter were not there.
     #[default]
     FailOpen,
-    /// Requests are answered 500, replies dropped.
+    /// Requests are answered 500 (an ACK is dropped), replies dropped; in
+    /// `on_failure` the failed filter is skipped and the failure reply goes
+    /// upstream as it is.
     FailClosed,
 }
 
@@ -114,7 +116,9 @@ pub fn validate_tenants(tenants: &[TenantConfig]) -> Result<(), String> {
         for (j, entry) in tenant.listen.iter().enumerate() {
             let socket = parse_listen(entry).map_err(|e| format!("{at}.listen[{j}]: {e}"))?;
             if !sockets.insert(socket) {
-                return Err(format!("{at}.listen[{j}]: {entry:?} already belongs to another tenant"));
+                return Err(format!(
+                    "{at}.listen[{j}]: {entry:?} already belongs to another tenant"
+                ));
             }
         }
         if tenant.memory_limit_mib == 0 {
@@ -173,7 +177,8 @@ mod tests {
         assert_eq!(tenants[0].memory_limit_mib, 16);
         assert_eq!(tenants[0].cpu_limit_ms, 20);
         let json: serde_json::Value =
-            serde_json::from_str(&tenants[0].filter[0].config_json().expect("json")).expect("parse");
+            serde_json::from_str(&tenants[0].filter[0].config_json().expect("json"))
+                .expect("parse");
         assert_eq!(json, serde_json::json!({"realm": "x", "n": 3}));
     }
 

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -35,7 +35,11 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { max_instances: 2000, max_memory_bytes: 64 << 20, cache_dir: default_cache_dir() }
+        Self {
+            max_instances: 2000,
+            max_memory_bytes: 64 << 20,
+            cache_dir: default_cache_dir(),
+        }
     }
 }
 
@@ -48,7 +52,12 @@ pub fn default_cache_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
         return Some(PathBuf::from(dir).join("siphost").join("filters"));
     }
-    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache").join("siphost").join("filters"))
+    std::env::var_os("HOME").map(|home| {
+        PathBuf::from(home)
+            .join(".cache")
+            .join("siphost")
+            .join("filters")
+    })
 }
 
 /// The engine, the linker with every import, and the artifact cache.
@@ -92,8 +101,7 @@ impl FilterEngine {
             .wasm_component_model(true);
         let engine = Engine::new(&config).map_err(|e| FilterError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| FilterError::Engine(e.to_string()))?;
+        add_sandbox_wasi(&mut linker).map_err(|e| FilterError::Engine(format!("{e:#}")))?;
         v0_1::Filter::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
             &mut linker,
             |state| state,
@@ -112,6 +120,17 @@ impl FilterEngine {
             loaded: Mutex::new(HashMap::new()),
             ticker_stop,
         })
+    }
+
+    /// Links a component: imports this host does not offer (filesystem,
+    /// sockets, unknown interfaces) become stubs that trap when called.
+    pub fn link(
+        &self,
+        component: &Component,
+    ) -> wasmtime::Result<wasmtime::component::InstancePre<HostState>> {
+        let mut linker = self.linker.clone();
+        linker.define_unknown_imports_as_traps(component)?;
+        linker.instantiate_pre(component)
     }
 
     /// Loads a component: from the artifact cache when this exact wasm was
@@ -147,17 +166,19 @@ impl FilterEngine {
             // binary itself.
             match unsafe { Component::deserialize_file(&self.engine, file) } {
                 Ok(component) => return Ok((component, LoadSource::Cache)),
-                Err(e) => tracing::warn!(file = %file.display(), "stale filter artifact, recompiling: {e}"),
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), "stale filter artifact, recompiling: {e}")
+                }
             }
         }
         let artifact = self
             .engine
             .precompile_component(wasm)
             .map_err(|e| FilterError::Compile(format!("{}: {e:#}", path.display())))?;
-        if let Some(file) = cached.as_deref() {
-            if let Err(e) = store_artifact(file, &artifact) {
-                tracing::warn!(file = %file.display(), "cannot cache filter artifact: {e}");
-            }
+        if let Some(file) = cached.as_deref()
+            && let Err(e) = store_artifact(file, &artifact)
+        {
+            tracing::warn!(file = %file.display(), "cannot cache filter artifact: {e}");
         }
         // SAFETY: `artifact` was produced by `precompile_component` on this
         // very engine a moment ago.
@@ -165,6 +186,99 @@ impl FilterEngine {
             .map_err(|e| FilterError::Compile(format!("{}: {e:#}", path.display())))?;
         Ok((component, LoadSource::Compiled))
     }
+}
+
+/// The WASI 0.2 subset a Rust std guest needs: clocks, random, cli (args and
+/// environment empty, stdio sinks), io. No filesystem, no sockets: a filter
+/// importing them gets trapping stubs (see `FilterEngine::link`).
+///
+/// Blocking WASI calls (blocking stream writes/reads/flushes, poll, pollable
+/// block/ready) trap instead: wasmtime-wasi's sync versions enter a tokio
+/// runtime, which panics on the proxy's worker threads, and a filter must not
+/// block the proxy anyway. Stream handles are dropped synchronously for the
+/// same reason.
+fn add_sandbox_wasi(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime::component::{HasData, Resource, ResourceTable, ResourceType};
+    use wasmtime_wasi::cli::{WasiCli, WasiCliView};
+    use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
+    use wasmtime_wasi::p2::bindings::{cli, clocks, random, sync};
+    use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
+    use wasmtime_wasi::random::WasiRandom;
+
+    struct Table;
+    impl HasData for Table {
+        type Data<'a> = &'a mut ResourceTable;
+    }
+
+    clocks::wall_clock::add_to_linker::<HostState, WasiClocks>(l, HostState::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<HostState, WasiClocks>(l, HostState::clocks)?;
+    random::random::add_to_linker::<HostState, WasiRandom>(l, |s| s.wasi.random())?;
+    random::insecure::add_to_linker::<HostState, WasiRandom>(l, |s| s.wasi.random())?;
+    random::insecure_seed::add_to_linker::<HostState, WasiRandom>(l, |s| s.wasi.random())?;
+    cli::exit::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::environment::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::stdin::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::stdout::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::stderr::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::terminal_input::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::terminal_output::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::terminal_stdin::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::terminal_stdout::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::terminal_stderr::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    sync::io::error::add_to_linker::<HostState, Table>(l, |s| &mut s.table)?;
+    sync::io::poll::add_to_linker::<HostState, Table>(l, |s| &mut s.table)?;
+    sync::io::streams::add_to_linker::<HostState, Table>(l, |s| &mut s.table)?;
+
+    l.allow_shadowing(true);
+    let trap = |name: &'static str| {
+        move |_: wasmtime::StoreContextMut<'_, HostState>,
+              _: wasmtime::component::types::ComponentFunc,
+              _: &[wasmtime::component::Val],
+              _: &mut [wasmtime::component::Val]| {
+            Err(wasmtime::format_err!(
+                "{name}: blocking WASI calls are not available to filters"
+            ))
+        }
+    };
+    let mut streams = l.instance("wasi:io/streams@0.2.12")?;
+    for name in [
+        "[method]output-stream.blocking-write-and-flush",
+        "[method]output-stream.blocking-write-zeroes-and-flush",
+        "[method]output-stream.blocking-flush",
+        "[method]output-stream.blocking-splice",
+        "[method]input-stream.blocking-read",
+        "[method]input-stream.blocking-skip",
+    ] {
+        streams.func_new(name, trap(name))?;
+    }
+    streams.resource(
+        "output-stream",
+        ResourceType::host::<DynOutputStream>(),
+        |mut store, rep| {
+            store
+                .data_mut()
+                .table
+                .delete(Resource::<DynOutputStream>::new_own(rep))?;
+            Ok(())
+        },
+    )?;
+    streams.resource(
+        "input-stream",
+        ResourceType::host::<DynInputStream>(),
+        |mut store, rep| {
+            store
+                .data_mut()
+                .table
+                .delete(Resource::<DynInputStream>::new_own(rep))?;
+            Ok(())
+        },
+    )?;
+    let mut poll = l.instance("wasi:io/poll@0.2.12")?;
+    for name in ["poll", "[method]pollable.block", "[method]pollable.ready"] {
+        poll.func_new(name, trap(name))?;
+    }
+    l.allow_shadowing(false);
+    Ok(())
 }
 
 impl Drop for FilterEngine {

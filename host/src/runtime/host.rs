@@ -40,7 +40,10 @@ impl MemoryLimiter {
             .tables(64)
             .memories(4)
             .build();
-        Self { limits, refused: false }
+        Self {
+            limits,
+            refused: false,
+        }
     }
 }
 
@@ -133,7 +136,9 @@ impl CallState {
         let i = handle.rep() as usize;
         match self.active.get(i) {
             Some(true) => Ok(&self.slots[i]),
-            _ => Err(wasmtime::format_err!("message handle used outside its hook call")),
+            _ => Err(wasmtime::format_err!(
+                "message handle used outside its hook call"
+            )),
         }
     }
 
@@ -146,7 +151,9 @@ impl CallState {
                 }
                 Ok(&mut self.slots[i])
             }
-            _ => Err(wasmtime::format_err!("message handle used outside its hook call")),
+            _ => Err(wasmtime::format_err!(
+                "message handle used outside its hook call"
+            )),
         }
     }
 }
@@ -162,8 +169,8 @@ pub struct HostState {
     pub(crate) config_json: Arc<str>,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) call: CallState,
-    wasi: WasiCtx,
-    table: ResourceTable,
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
 }
 
 impl HostState {
@@ -190,7 +197,10 @@ impl HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -208,7 +218,11 @@ impl types::HostMessage for HostState {
         Ok(self.call.message(&m)?.is_request())
     }
     fn method(&mut self, m: Resource<MessageRef>) -> wasmtime::Result<Option<String>> {
-        Ok(self.call.message(&m)?.method().map(|m| m.as_str().to_string()))
+        Ok(self
+            .call
+            .message(&m)?
+            .method()
+            .map(|m| m.as_str().to_string()))
     }
     fn request_uri(&mut self, m: Resource<MessageRef>) -> wasmtime::Result<Option<String>> {
         Ok(self.call.message(&m)?.request_uri().map(str::to_string))
@@ -225,11 +239,20 @@ impl types::HostMessage for HostState {
     fn reason(&mut self, m: Resource<MessageRef>) -> wasmtime::Result<Option<String>> {
         Ok(self.call.message(&m)?.reason().map(str::to_string))
     }
-    fn header(&mut self, m: Resource<MessageRef>, name: String) -> wasmtime::Result<Option<String>> {
+    fn header(
+        &mut self,
+        m: Resource<MessageRef>,
+        name: String,
+    ) -> wasmtime::Result<Option<String>> {
         Ok(self.call.message(&m)?.header(&name).map(str::to_string))
     }
     fn headers(&mut self, m: Resource<MessageRef>, name: String) -> wasmtime::Result<Vec<String>> {
-        Ok(self.call.message(&m)?.headers(&name).map(str::to_string).collect())
+        Ok(self
+            .call
+            .message(&m)?
+            .headers(&name)
+            .map(str::to_string)
+            .collect())
     }
     fn all_headers(&mut self, m: Resource<MessageRef>) -> wasmtime::Result<Vec<(String, String)>> {
         Ok(self
@@ -239,11 +262,21 @@ impl types::HostMessage for HostState {
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect())
     }
-    fn set_header(&mut self, m: Resource<MessageRef>, name: String, value: String) -> wasmtime::Result<()> {
+    fn set_header(
+        &mut self,
+        m: Resource<MessageRef>,
+        name: String,
+        value: String,
+    ) -> wasmtime::Result<()> {
         self.call.message_mut(&m)?.set_header(&name, &value);
         Ok(())
     }
-    fn add_header(&mut self, m: Resource<MessageRef>, name: String, value: String) -> wasmtime::Result<()> {
+    fn add_header(
+        &mut self,
+        m: Resource<MessageRef>,
+        name: String,
+        value: String,
+    ) -> wasmtime::Result<()> {
         self.call.message_mut(&m)?.append_header(&name, &value);
         Ok(())
     }
@@ -281,7 +314,11 @@ impl types::HostMessage for HostState {
         self.call.message(&m)?;
         Ok(self.call.next_hop.clone())
     }
-    fn set_next_hop(&mut self, m: Resource<MessageRef>, uri: Option<String>) -> wasmtime::Result<()> {
+    fn set_next_hop(
+        &mut self,
+        m: Resource<MessageRef>,
+        uri: Option<String>,
+    ) -> wasmtime::Result<()> {
         self.call.message(&m)?;
         self.call.next_hop = uri;
         Ok(())
@@ -389,7 +426,11 @@ impl dialog_state::Host for HostState {
         self.shared.dialog_vars.clear(&dialog);
         Ok(())
     }
-    fn transaction_get(&mut self, transaction: String, name: String) -> wasmtime::Result<Option<String>> {
+    fn transaction_get(
+        &mut self,
+        transaction: String,
+        name: String,
+    ) -> wasmtime::Result<Option<String>> {
         Ok(self.shared.transaction_vars.get(&transaction, &name))
     }
     fn transaction_set(

@@ -92,18 +92,29 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// Sends requests filters originate (`transport.send-request`); the proxy's
 /// handle implements it. Returns the final reply.
 pub trait RequestSender: Send + Sync {
-    fn send_request(&self, request: Message, next_hop: Option<String>) -> BoxFuture<Result<Message, SendFailure>>;
+    fn send_request(
+        &self,
+        request: Message,
+        next_hop: Option<String>,
+    ) -> BoxFuture<Result<Message, SendFailure>>;
 }
 
 /// The proxy sends filters' requests in client transactions of its own.
 impl RequestSender for crate::proxy::ProxyHandle {
-    fn send_request(&self, request: Message, next_hop: Option<String>) -> BoxFuture<Result<Message, SendFailure>> {
+    fn send_request(
+        &self,
+        request: Message,
+        next_hop: Option<String>,
+    ) -> BoxFuture<Result<Message, SendFailure>> {
         let handle = self.clone();
         Box::pin(async move {
-            handle.send_request(request, next_hop).await.map_err(|e| match e {
-                crate::proxy::SendError::Timeout => SendFailure::Timeout,
-                other => SendFailure::Transport(other.to_string()),
-            })
+            handle
+                .send_request(request, next_hop)
+                .await
+                .map_err(|e| match e {
+                    crate::proxy::SendError::Timeout => SendFailure::Timeout,
+                    other => SendFailure::Transport(other.to_string()),
+                })
         })
     }
 }
@@ -119,7 +130,10 @@ impl Runtime {
     /// Loads every tenant's filters (compiled or from the artifact cache),
     /// instantiates and configures them. Any failure is returned. Timers and
     /// originated requests need a tokio runtime: create it inside one.
-    pub fn new(tenants: &[TenantConfig], mut options: EngineOptions) -> Result<Arc<Self>, FilterError> {
+    pub fn new(
+        tenants: &[TenantConfig],
+        mut options: EngineOptions,
+    ) -> Result<Arc<Self>, FilterError> {
         validate_tenants(tenants).map_err(FilterError::BadRequest)?;
         let largest = tenants
             .iter()
@@ -141,7 +155,11 @@ impl Runtime {
                 by_socket.insert(socket, i);
             }
         }
-        let runtime = Arc::new(Self { services, tenants: built, by_socket });
+        let runtime = Arc::new(Self {
+            services,
+            tenants: built,
+            by_socket,
+        });
         for tenant in &runtime.tenants {
             for slot in &tenant.filters {
                 if let Some(ms) = slot.watch_ms {
@@ -155,7 +173,11 @@ impl Runtime {
 
     /// Lets filters originate requests through the proxy.
     pub fn set_request_sender(&self, sender: Arc<dyn RequestSender>) {
-        *self.services.sender.write().unwrap_or_else(|p| p.into_inner()) = Some(sender);
+        *self
+            .services
+            .sender
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(sender);
     }
 
     pub fn tenant(&self, name: &str) -> Option<&Arc<Tenant>> {
@@ -173,18 +195,27 @@ impl Runtime {
     }
 
     fn named(&self, name: &str) -> Result<&Arc<Tenant>, FilterError> {
-        self.tenant(name).ok_or_else(|| FilterError::BadRequest(format!("no tenant {name:?}")))
+        self.tenant(name)
+            .ok_or_else(|| FilterError::BadRequest(format!("no tenant {name:?}")))
     }
 
     /// `filter.reload [tenant, path?, index?]`: swaps one filter. Without a
     /// path it reloads from the current path. The index defaults to 0; with a
     /// path and no index, a filter already at that path is chosen.
-    pub fn reload(&self, tenant: &str, path: Option<&Path>, index: Option<usize>) -> Result<SwapReport, FilterError> {
+    pub fn reload(
+        &self,
+        tenant: &str,
+        path: Option<&Path>,
+        index: Option<usize>,
+    ) -> Result<SwapReport, FilterError> {
         let tenant = self.named(tenant)?;
         let index = index
             .or_else(|| {
                 let path = path?;
-                tenant.filters.iter().position(|s| s.current.load().path == path)
+                tenant
+                    .filters
+                    .iter()
+                    .position(|s| s.current.load().path == path)
             })
             .unwrap_or(0);
         tenant.swap(index, path)
@@ -196,7 +227,13 @@ impl Runtime {
     }
 
     /// `filter.rpc [tenant, method, params?, index?]`.
-    pub fn filter_rpc(&self, tenant: &str, method: &str, params: &str, index: usize) -> Result<String, FilterError> {
+    pub fn filter_rpc(
+        &self,
+        tenant: &str,
+        method: &str,
+        params: &str,
+        index: usize,
+    ) -> Result<String, FilterError> {
         self.named(tenant)?.filter_rpc(index, method, params)
     }
 
@@ -221,7 +258,12 @@ impl FilterHooks for Runtime {
         }
     }
 
-    fn on_failure(&self, ctx: &mut HookContext, request: &mut Message, reply: &Message) -> Decision {
+    fn on_failure(
+        &self,
+        ctx: &mut HookContext,
+        request: &mut Message,
+        reply: &Message,
+    ) -> Decision {
         match self.tenant_for(ctx) {
             Some(tenant) => tenant.run_chain(Hook::Failure, ctx, request, Some(reply)),
             None => Decision::Continue,

@@ -54,7 +54,10 @@ impl VariableMap {
 
 impl VariableStore {
     pub fn new(ttl: Duration) -> Self {
-        Self { ttl, entries: Mutex::new(VariableMap::default()) }
+        Self {
+            ttl,
+            entries: Mutex::new(VariableMap::default()),
+        }
     }
 
     pub fn get(&self, scope: &str, name: &str) -> Option<String> {
@@ -87,7 +90,10 @@ impl VariableStore {
         if map.writes_since_sweep >= 4096 || map.count >= MAX_VARIABLES {
             map.sweep(now, self.ttl);
         }
-        let exists = map.values.get(scope).is_some_and(|vars| vars.contains_key(name));
+        let exists = map
+            .values
+            .get(scope)
+            .is_some_and(|vars| vars.contains_key(name));
         if !exists && map.count >= MAX_VARIABLES {
             return Err(format!("tenant holds {MAX_VARIABLES} variables already"));
         }
@@ -110,6 +116,10 @@ impl VariableStore {
 
     pub fn len(&self) -> usize {
         lock(&self.entries).count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -171,7 +181,9 @@ impl Metrics {
     }
 
     pub fn gauge_set(&self, name: &str, value: i64) -> Result<(), String> {
-        self.update(name, MetricValue::Gauge(value), |m| *m = MetricValue::Gauge(value))
+        self.update(name, MetricValue::Gauge(value), |m| {
+            *m = MetricValue::Gauge(value)
+        })
     }
 
     fn update(
@@ -186,7 +198,9 @@ impl Metrics {
             return Ok(());
         }
         if values.len() >= MAX_METRICS || name.is_empty() || name.len() > 128 {
-            return Err(format!("metric {name:?} refused (empty, too long or more than {MAX_METRICS})"));
+            return Err(format!(
+                "metric {name:?} refused (empty, too long or more than {MAX_METRICS})"
+            ));
         }
         let mut metric = initial;
         apply(&mut metric);
@@ -228,7 +242,11 @@ mod tests {
         let expired = VariableStore::new(Duration::ZERO);
         expired.set("d", "a", Some("x".into())).expect("set");
         assert_eq!(expired.get("d", "a"), None);
-        assert!(store.set("d", "big", Some("x".repeat(MAX_VALUE_LEN + 1))).is_err());
+        assert!(
+            store
+                .set("d", "big", Some("x".repeat(MAX_VALUE_LEN + 1)))
+                .is_err()
+        );
     }
 
     #[test]
@@ -239,7 +257,9 @@ mod tests {
         metrics.gauge_set("depth", -4).expect("gauge");
         assert_eq!(metrics.to_json(), json!({"hits": 5, "depth": -4}));
         for i in 0..MAX_METRICS - 2 {
-            metrics.counter_add(&format!("m{i}"), 1).expect("within bound");
+            metrics
+                .counter_add(&format!("m{i}"), 1)
+                .expect("within bound");
         }
         assert!(metrics.counter_add("one-too-many", 1).is_err());
     }

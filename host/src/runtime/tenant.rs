@@ -145,12 +145,16 @@ impl FilterVersion {
     fn load(engine: &FilterEngine, path: &Path) -> Result<(Self, LoadSource), FilterError> {
         let (component, sha256, source) = engine.load(path)?;
         let instance_pre = engine
-            .linker
-            .instantiate_pre(&component)
+            .link(&component)
             .map_err(|e| FilterError::Instantiate(format!("{}: {e:#}", path.display())))?;
         let pre = FilterPre::new(instance_pre)
             .map_err(|e| FilterError::Instantiate(format!("{}: {e:#}", path.display())))?;
-        let version = Self { path: path.to_path_buf(), sha256, pre, instance: Mutex::new(None) };
+        let version = Self {
+            path: path.to_path_buf(),
+            sha256,
+            pre,
+            instance: Mutex::new(None),
+        };
         Ok((version, source))
     }
 
@@ -268,17 +272,25 @@ impl TenantShared {
         handle.spawn(async move {
             let outcome = sender.send_request(message, next_hop).await;
             let Some(tenant) = weak.upgrade() else { return };
-            tenant.shared.pending_requests.fetch_sub(1, Ordering::AcqRel);
+            tenant
+                .shared
+                .pending_requests
+                .fetch_sub(1, Ordering::AcqRel);
             let mut reply = match outcome {
                 Ok(reply) => reply,
                 Err(SendFailure::Timeout) => original.response(408, "Request Timeout", None),
                 Err(SendFailure::Transport(why)) => {
-                    tracing::debug!(tenant = &*tenant.shared.name, "filter request failed: {why}");
+                    tracing::debug!(
+                        tenant = &*tenant.shared.name,
+                        "filter request failed: {why}"
+                    );
                     original.response(503, "Service Unavailable", None)
                 }
             };
-            let _ = tokio::task::spawn_blocking(move || tenant.deliver_local_reply(filter, id, &mut reply))
-                .await;
+            let _ = tokio::task::spawn_blocking(move || {
+                tenant.deliver_local_reply(filter, id, &mut reply)
+            })
+            .await;
         });
         Ok(id)
     }
@@ -299,8 +311,15 @@ fn build_request(request: &OutgoingRequest) -> Result<Message, String> {
         }
     };
     token("method", &request.method)?;
-    if request.request_uri.is_empty() || request.request_uri.contains(|c: char| c.is_whitespace() || c.is_control()) {
-        return Err(format!("request-uri {:?} is empty or malformed", request.request_uri));
+    if request.request_uri.is_empty()
+        || request
+            .request_uri
+            .contains(|c: char| c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "request-uri {:?} is empty or malformed",
+            request.request_uri
+        ));
     }
     let mut message = Message::request(Method::from(request.method.as_str()), &request.request_uri);
     for (name, value) in &request.headers {
@@ -337,7 +356,12 @@ impl Tenant {
         });
         let mut filters = Vec::with_capacity(config.filter.len());
         for (index, filter) in config.filter.iter().enumerate() {
-            filters.push(Self::prepare_slot(&services.engine, &config.name, index, filter)?);
+            filters.push(Self::prepare_slot(
+                &services.engine,
+                &config.name,
+                index,
+                filter,
+            )?);
         }
         let tenant = Arc::new(Self {
             shared,
@@ -390,21 +414,28 @@ impl Tenant {
     /// path). The new version is compiled, instantiated and configured first;
     /// on any error the old version stays and the error is returned.
     pub fn swap(&self, index: usize, path: Option<&Path>) -> Result<SwapReport, FilterError> {
-        let slot = self
-            .filters
-            .get(index)
-            .ok_or_else(|| FilterError::BadRequest(format!("tenant {} has no filter {index}", self.name())))?;
+        let slot = self.filters.get(index).ok_or_else(|| {
+            FilterError::BadRequest(format!("tenant {} has no filter {index}", self.name()))
+        })?;
         let _serial = lock(&slot.reload_lock);
         let started = Instant::now();
-        let path = path.map(Path::to_path_buf).unwrap_or_else(|| slot.current.load().path.clone());
-        let prepared = FilterVersion::load(&self.shared.services.engine, &path).and_then(|(version, source)| {
-            let live = version.instantiate(self, slot)?;
-            *lock(&version.instance) = Some(live);
-            Ok((version, source))
-        });
+        let path = path
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| slot.current.load().path.clone());
+        let prepared = FilterVersion::load(&self.shared.services.engine, &path).and_then(
+            |(version, source)| {
+                let live = version.instantiate(self, slot)?;
+                *lock(&version.instance) = Some(live);
+                Ok((version, source))
+            },
+        );
         let (version, source) = prepared.inspect_err(|e| {
             TenantCounters::bump(&self.shared.counters.failed_swaps);
-            tracing::warn!(tenant = self.name(), filter = &*slot.label, "filter swap refused, old version stays: {e}");
+            tracing::warn!(
+                tenant = self.name(),
+                filter = &*slot.label,
+                "filter swap refused, old version stays: {e}"
+            );
         })?;
         let sha256 = version.sha256.clone();
         let previous = slot.current.swap(Arc::new(version));
@@ -526,7 +557,8 @@ impl Tenant {
                 Err(error) => {
                     self.report_failure(slot, hook_name, &error);
                     match (self.policy, hook) {
-                        (FailurePolicy::FailOpen, _) | (FailurePolicy::FailClosed, Hook::Failure) => continue,
+                        (FailurePolicy::FailOpen, _)
+                        | (FailurePolicy::FailClosed, Hook::Failure) => continue,
                         (FailurePolicy::FailClosed, Hook::Request) if !is_ack => {
                             return Decision::Reply {
                                 code: 500,
@@ -540,31 +572,45 @@ impl Tenant {
             };
             match (action, hook) {
                 (types::Action::Continue, _) => {}
-                (types::Action::Forward(uri), Hook::Request | Hook::Failure) => ctx.next_hop = Some(uri),
+                (types::Action::Forward(uri), Hook::Request | Hook::Failure) => {
+                    ctx.next_hop = Some(uri)
+                }
                 (types::Action::Reply(reply), Hook::Request) => {
                     if is_ack {
                         return Decision::Drop;
                     }
-                    return Decision::Reply { code: reply.code, reason: reply.reason, headers: reply.headers };
+                    return Decision::Reply {
+                        code: reply.code,
+                        reason: reply.reason,
+                        headers: reply.headers,
+                    };
                 }
                 (types::Action::Drop, Hook::Request | Hook::Reply) => return Decision::Drop,
-                (types::Action::Resend(next_hop), Hook::Failure) => return Decision::Resend { next_hop },
+                (types::Action::Resend(next_hop), Hook::Failure) => {
+                    return Decision::Resend { next_hop };
+                }
                 (other, _) => {
                     tracing::warn!(tenant = self.name(), filter = &*slot.label, hook = hook_name, action = ?other, "action not valid here, ignored");
                 }
             }
         }
         match &ctx.next_hop {
-            Some(hop) if ctx.next_hop != original_next_hop => Decision::Forward { next_hop: hop.clone() },
+            Some(hop) if ctx.next_hop != original_next_hop => Decision::Forward {
+                next_hop: hop.clone(),
+            },
             _ => Decision::Continue,
         }
     }
 
     fn fire_timer(&self, filter: usize, token: u64) {
-        let Some(slot) = self.filters.get(filter) else { return };
+        let Some(slot) = self.filters.get(filter) else {
+            return;
+        };
         let version = slot.current.load();
         let result = version.with_instance(self, slot, |live| {
-            live.bindings.siphost_filter_handler().call_on_timer(&mut live.store, token)
+            live.bindings
+                .siphost_filter_handler()
+                .call_on_timer(&mut live.store, token)
         });
         if let Err(e) = result {
             self.report_failure(slot, "on-timer", &e);
@@ -572,7 +618,9 @@ impl Tenant {
     }
 
     fn deliver_local_reply(&self, filter: usize, request_id: u64, reply: &mut Message) {
-        let Some(slot) = self.filters.get(filter) else { return };
+        let Some(slot) = self.filters.get(filter) else {
+            return;
+        };
         let version = slot.current.load();
         let result = version.with_instance(self, slot, |live| {
             let call = &mut live.store.data_mut().call;
@@ -596,15 +644,21 @@ impl Tenant {
     }
 
     /// Calls a filter's `rpc` export.
-    pub fn filter_rpc(&self, index: usize, method: &str, params: &str) -> Result<String, FilterError> {
-        let slot = self
-            .filters
-            .get(index)
-            .ok_or_else(|| FilterError::BadRequest(format!("tenant {} has no filter {index}", self.name())))?;
+    pub fn filter_rpc(
+        &self,
+        index: usize,
+        method: &str,
+        params: &str,
+    ) -> Result<String, FilterError> {
+        let slot = self.filters.get(index).ok_or_else(|| {
+            FilterError::BadRequest(format!("tenant {} has no filter {index}", self.name()))
+        })?;
         let version = slot.current.load();
         version
             .with_instance(self, slot, |live| {
-                live.bindings.siphost_filter_handler().call_rpc(&mut live.store, method, params)
+                live.bindings
+                    .siphost_filter_handler()
+                    .call_rpc(&mut live.store, method, params)
             })
             .inspect_err(|e| self.report_failure(slot, "rpc", e))?
             .map_err(FilterError::Rpc)
@@ -642,12 +696,19 @@ impl Tenant {
 
 /// Polls a filter file's modification time and swaps the filter when it
 /// changed and then stayed the same for one more interval (written fully).
-pub fn spawn_watcher(tenant: &Arc<Tenant>, index: usize, interval: Duration) -> std::io::Result<()> {
+pub fn spawn_watcher(
+    tenant: &Arc<Tenant>,
+    index: usize,
+    interval: Duration,
+) -> std::io::Result<()> {
     let weak = Arc::downgrade(tenant);
     let label = format!("siphost-watch-{}-{index}", tenant.name());
     std::thread::Builder::new().name(label).spawn(move || {
         let modified = |tenant: &Tenant| {
-            let path = tenant.filters.get(index).map(|s| s.current.load().path.clone())?;
+            let path = tenant
+                .filters
+                .get(index)
+                .map(|s| s.current.load().path.clone())?;
             std::fs::metadata(path).and_then(|m| m.modified()).ok()
         };
         let mut seen = weak.upgrade().and_then(|t| modified(&t));
