@@ -474,11 +474,7 @@ fn table_path(table: &toml::de::DeTable<'_>, at: usize, path: &mut String) -> bo
     false
 }
 
-fn value_path(
-    value: &toml::Spanned<toml::de::DeValue<'_>>,
-    at: usize,
-    path: &mut String,
-) -> bool {
+fn value_path(value: &toml::Spanned<toml::de::DeValue<'_>>, at: usize, path: &mut String) -> bool {
     match value.get_ref() {
         toml::de::DeValue::Table(table) => table_path(table, at, path),
         toml::de::DeValue::Array(array) => {
@@ -542,7 +538,10 @@ mod tests {
         let e = error(&text);
         assert_eq!(e.key, "proxy.route[1].next_hop");
         assert!(e.reason.starts_with("not a SIP URI"), "{e}");
-        assert!(e.to_string().starts_with("proxy.route[1].next_hop: not a SIP URI"));
+        assert!(
+            e.to_string()
+                .starts_with("proxy.route[1].next_hop: not a SIP URI")
+        );
     }
 
     #[test]
@@ -550,7 +549,8 @@ mod tests {
         let e = error(&format!("{MINIMAL}[tcp]\nidle_timeout = 5\n"));
         assert!(e.key.starts_with("tcp"), "{e}");
         assert!(e.reason.contains("unknown field"), "{e}");
-        let e = error("[[listen]]\ntransport = \"udp\"\naddress = \"127.0.0.1:5060\"\ncolour = 1\n");
+        let e =
+            error("[[listen]]\ntransport = \"udp\"\naddress = \"127.0.0.1:5060\"\ncolour = 1\n");
         assert!(e.key.starts_with("listen[0]"), "{e}");
     }
 
@@ -571,9 +571,13 @@ mod tests {
         assert_eq!(e.key, "listen[1].address");
         let e = error(&format!("{MINIMAL}[transaction]\nt1_ms = 0\n"));
         assert_eq!(e.key, "transaction.t1_ms");
-        let e = error(&format!("{MINIMAL}[transaction]\nt1_ms = 5000\nt2_ms = 4000\n"));
+        let e = error(&format!(
+            "{MINIMAL}[transaction]\nt1_ms = 5000\nt2_ms = 4000\n"
+        ));
         assert_eq!(e.key, "transaction.t2_ms");
-        let e = error(&format!("{MINIMAL}[proxy]\ndefault_route = \"sip:h;transport=sctp\"\n"));
+        let e = error(&format!(
+            "{MINIMAL}[proxy]\ndefault_route = \"sip:h;transport=sctp\"\n"
+        ));
         assert_eq!(e.key, "proxy.default_route");
         let e = error(&format!("{MINIMAL}[tcp]\nmax_connections = 0\n"));
         assert_eq!(e.key, "tcp.max_connections");
@@ -581,7 +585,8 @@ mod tests {
 
     #[test]
     fn tenant_listen_must_be_a_listen_socket() {
-        let ok = format!("{MINIMAL}[[tenant]]\nname = \"acme\"\nlisten = [\"udp:127.0.0.1:5060\"]\n");
+        let ok =
+            format!("{MINIMAL}[[tenant]]\nname = \"acme\"\nlisten = [\"udp:127.0.0.1:5060\"]\n");
         Config::parse(&ok).expect("tenant on a listen socket");
         let e = error(&format!(
             "{MINIMAL}[[tenant]]\nname = \"acme\"\nlisten = [\"tcp:127.0.0.1:5060\"]\n"

@@ -15,7 +15,11 @@ use siphost::proxy::{Proxy, ProxyHandle};
 use siphost::transport::Transport;
 
 #[derive(Parser)]
-#[command(name = "siphost", version, about = "A SIP proxy host running WebAssembly filters")]
+#[command(
+    name = "siphost",
+    version,
+    about = "A SIP proxy host running WebAssembly filters"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -148,6 +152,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         router = router.with_runtime(runtime.clone());
         runtime
     };
+    let stats_handle = handle.clone();
+    router.register("core.stats", move |_| Ok(stats_json(&stats_handle)));
     if let Some(address) = config.admin.listen {
         let listener = siphost::admin::bind(address)
             .await
@@ -167,6 +173,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!("siphost ready");
     proxy.run().await;
     Ok(())
+}
+
+/// The proxy counters as JSON for the `core.stats` admin method.
+fn stats_json(handle: &ProxyHandle) -> serde_json::Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let stats = handle.stats();
+    serde_json::json!({
+        "requests": stats.requests.load(Relaxed),
+        "responses": stats.responses.load(Relaxed),
+        "malformed": stats.malformed.load(Relaxed),
+        "forwarded": stats.forwarded.load(Relaxed),
+        "local_replies": stats.local_replies.load(Relaxed),
+    })
 }
 
 /// SIGTERM or SIGINT: stop taking new transactions and let in-flight ones finish.

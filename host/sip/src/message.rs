@@ -483,7 +483,7 @@ impl Message {
             let v = msg.text(&entry.value);
             let n = parse_content_length(v).ok_or_else(|| {
                 ParseError::new(ErrorKind::ContentLength, format!("{v:?} is not a length"))
-                    .with_offset(pos)
+                    .with_offset(entry.raw.map_or(pos, |(s, _)| s))
             })?;
             if content_length.is_some_and(|c| c != n) {
                 return Err(ParseError::new(
@@ -512,67 +512,20 @@ impl Message {
         Ok(msg)
     }
 
+    /// Checks the values a proxy relies on; errors carry the offset of the offending line.
     fn validate(&self) -> Result<(), ParseError> {
         let (mut vias, mut froms, mut tos, mut call_ids, mut cseqs, mut max_fwds) =
             (0, 0, 0, 0, 0, 0);
         for entry in &self.headers {
-            let value = self.text(&entry.value);
-            let bad = |kind: ErrorKind, what: &str| {
-                ParseError::new(
-                    kind,
-                    format!("{}: {value:?} {what}", self.text(&entry.name)),
-                )
-            };
+            let at = entry.raw.map_or(0, |(s, _)| s);
+            let values = self.validate_entry(entry).map_err(|e| e.with_offset(at))?;
             match entry.kind {
-                HeaderKind::Via => {
-                    for v in CommaValues::new(value) {
-                        Via::parse(v)?;
-                        vias += 1;
-                    }
-                }
-                HeaderKind::From | HeaderKind::To => {
-                    NameAddr::parse(value)?;
-                    if entry.kind == HeaderKind::From {
-                        froms += 1
-                    } else {
-                        tos += 1
-                    }
-                }
-                HeaderKind::CallId => {
-                    if value.is_empty() || value.bytes().any(|c| c <= b' ' || c == 0x7f) {
-                        return Err(bad(ErrorKind::HeaderValue, "is not a Call-ID"));
-                    }
-                    call_ids += 1;
-                }
-                HeaderKind::CSeq => {
-                    let (_, method) = parse_cseq(value)
-                        .ok_or_else(|| bad(ErrorKind::HeaderValue, "is not `number method`"))?;
-                    if let StartLine::Request { method: m, .. } = &self.start
-                        && m.as_str() != method
-                    {
-                        return Err(ParseError::new(
-                            ErrorKind::CSeqMismatch,
-                            format!("request method {m} but CSeq method {method}"),
-                        ));
-                    }
-                    cseqs += 1;
-                }
-                HeaderKind::MaxForwards => {
-                    if parse_max_forwards(value).is_none_or(|n| n > 255) {
-                        return Err(bad(ErrorKind::HeaderValue, "is not in 0..=255"));
-                    }
-                    max_fwds += 1;
-                }
-                HeaderKind::Contact if value != "*" => {
-                    for v in CommaValues::new(value) {
-                        NameAddr::parse(v)?;
-                    }
-                }
-                HeaderKind::Route | HeaderKind::RecordRoute => {
-                    for v in CommaValues::new(value) {
-                        NameAddr::parse(v)?;
-                    }
-                }
+                HeaderKind::Via => vias += values,
+                HeaderKind::From => froms += 1,
+                HeaderKind::To => tos += 1,
+                HeaderKind::CallId => call_ids += 1,
+                HeaderKind::CSeq => cseqs += 1,
+                HeaderKind::MaxForwards => max_fwds += 1,
                 _ => {}
             }
         }
@@ -595,6 +548,62 @@ impl Message {
             return Err(ParseError::new(ErrorKind::DuplicateHeader, "Max-Forwards"));
         }
         Ok(())
+    }
+
+    /// Checks one header line; returns how many Via values it holds (for counting).
+    fn validate_entry(&self, entry: &Entry) -> Result<usize, ParseError> {
+        let value = self.text(&entry.value);
+        let bad = |kind: ErrorKind, what: &str| {
+            ParseError::new(
+                kind,
+                format!("{}: {value:?} {what}", self.text(&entry.name)),
+            )
+        };
+        match entry.kind {
+            HeaderKind::Via => {
+                let mut n = 0;
+                for v in CommaValues::new(value) {
+                    Via::parse(v)?;
+                    n += 1;
+                }
+                return Ok(n);
+            }
+            HeaderKind::From | HeaderKind::To => {
+                NameAddr::parse(value)?;
+            }
+            HeaderKind::CallId
+                if value.is_empty() || value.bytes().any(|c| c <= b' ' || c == 0x7f) =>
+            {
+                return Err(bad(ErrorKind::HeaderValue, "is not a Call-ID"));
+            }
+            HeaderKind::CSeq => {
+                let (_, method) = parse_cseq(value)
+                    .ok_or_else(|| bad(ErrorKind::HeaderValue, "is not `number method`"))?;
+                if let StartLine::Request { method: m, .. } = &self.start
+                    && m.as_str() != method
+                {
+                    return Err(ParseError::new(
+                        ErrorKind::CSeqMismatch,
+                        format!("request method {m} but CSeq method {method}"),
+                    ));
+                }
+            }
+            HeaderKind::MaxForwards if parse_max_forwards(value).is_none_or(|n| n > 255) => {
+                return Err(bad(ErrorKind::HeaderValue, "is not in 0..=255"));
+            }
+            HeaderKind::Contact if value != "*" => {
+                for v in CommaValues::new(value) {
+                    NameAddr::parse(v)?;
+                }
+            }
+            HeaderKind::Route | HeaderKind::RecordRoute => {
+                for v in CommaValues::new(value) {
+                    NameAddr::parse(v)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(0)
     }
 
     fn text<'a>(&'a self, t: &'a Text) -> &'a str {

@@ -48,6 +48,9 @@ struct Case {
 
 fn none(_: &Message) {}
 
+/// The From tag of longreq (155 digits).
+const LONGREQ_FROM_TAG: &str = "12982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982424";
+
 #[allow(clippy::too_many_arguments)]
 const fn req(
     method: &'static str,
@@ -286,17 +289,13 @@ fn cases() -> Vec<Case> {
                     "sip:user@example.com",
                     "longreq.onereallyreallyreallyreallyreallyreallyreallyreallyreallyreallyreallyreallyreallyreallyreallyreallyreallyreallyreallyreallylongcallid",
                     (3882340, "INVITE"),
-                    None,
+                    Some(LONGREQ_FROM_TAG),
                     None,
                     ("TCP", "sip33.example.com", None, None),
                     Some(70),
                     150,
                 ),
                 |m| {
-                    assert!(
-                        m.from_tag().unwrap().starts_with("129829829")
-                            && m.from_tag().unwrap().ends_with("2424")
-                    );
                     let via = Via::parse(m.header_values("Via").last().unwrap()).unwrap();
                     assert_eq!(
                         (via.host, via.received()),
@@ -951,9 +950,7 @@ fn check_expect(name: &str, m: &Message, e: &Expect) {
     assert_eq!(m.call_id(), Some(e.call_id), "{name} call-id");
     let (n, method) = m.cseq().unwrap();
     assert_eq!((n, method.as_str()), e.cseq, "{name} cseq");
-    if e.from_tag.is_some() || name != "longreq" {
-        assert_eq!(m.from_tag(), e.from_tag, "{name} from tag");
-    }
+    assert_eq!(m.from_tag(), e.from_tag, "{name} from tag");
     assert_eq!(m.to_tag(), e.to_tag, "{name} to tag");
     let via = m.top_via().unwrap();
     assert_eq!(

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use siphost_sip::{Message, Method, Via, reply_to_malformed};
 use siphost_transaction::{
-    ClientAction, ClientTransaction, Kind, ServerAction, ServerTransaction, TimerConfig,
-    TimerQueue,
+    ClientAction, ClientTransaction, Kind, ServerAction, ServerTransaction, TimerConfig, TimerQueue,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -24,8 +23,7 @@ use super::routing::{
 };
 use crate::config::Config;
 use crate::transport::{
-    Bound, ConnId, NextHop, Resolver, Source, Transport, TransportEvent, TransportKind,
-    UdpReceiver,
+    Bound, ConnId, NextHop, Resolver, Source, Transport, TransportEvent, TransportKind, UdpReceiver,
 };
 
 /// Branches a failure hook may add to one request (guards against resend loops).
@@ -36,7 +34,12 @@ const MAX_RESENDS: u32 = 8;
 enum TimerKey {
     Server(u64),
     Client(u64),
+    /// RFC 3261 §16.8 Timer C of an INVITE branch that got a provisional response.
+    ProxyC(u64),
 }
+
+/// Timer C: how long an INVITE branch may stay in "Proceeding" (RFC 3261: > 3 minutes).
+const TIMER_C: Duration = Duration::from_secs(181);
 
 /// RFC 3261 §17.2.3 server transaction key: branch, sent-by and method (ACK → INVITE).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -275,7 +278,7 @@ impl Proxy {
             turn = turn.wrapping_add(1);
             let event = poll_fn(|cx| {
                 // Alternate which source goes first so a UDP flood cannot starve TCP or timers.
-                if turn % 2 == 0
+                if turn.is_multiple_of(2)
                     && let Poll::Ready((data, source)) = self.udp.poll_recv(cx)
                 {
                     return Poll::Ready(Event::Datagram(data, source));
@@ -516,6 +519,13 @@ impl Core {
                         self.drive_client(id, None, now);
                     }
                 }
+                TimerKey::ProxyC(id) => {
+                    // §16.8: CANCEL the branch and answer upstream as if it timed out; the
+                    // machine has no timer left in "Proceeding", so drop it here.
+                    self.cancel_branch(id, now);
+                    self.client_failed(id, 408, now);
+                    self.remove_client(id);
+                }
             }
         }
     }
@@ -657,7 +667,8 @@ impl Core {
         }
         let kind = kind_of(&method);
         let server_id = self.next_id();
-        let machine = ServerTransaction::new(kind, source.kind.is_reliable(), self.timer_config, now);
+        let machine =
+            ServerTransaction::new(kind, source.kind.is_reliable(), self.timer_config, now);
         self.server_index.insert(key.clone(), server_id);
         self.servers.insert(
             server_id,
@@ -807,7 +818,9 @@ impl Core {
         }
         let bytes = response.to_bytes();
         let (source, reply_to) = (entry.source, entry.reply_to);
-        entry.last_response = Some(bytes.clone());
+        // An INVITE server never resends a 2xx itself (RFC 6026 "Accepted").
+        let resendable = !(entry.machine.kind() == Kind::Invite && (200..300).contains(&status));
+        entry.last_response = resendable.then(|| bytes.clone());
         let sent = self
             .transport
             .send(source.kind, source.listener, reply_to, source.conn, bytes);
@@ -895,8 +908,12 @@ impl Core {
             return;
         };
         let server_id = self.next_id();
-        let machine =
-            ServerTransaction::new(Kind::NonInvite, source.kind.is_reliable(), self.timer_config, now);
+        let machine = ServerTransaction::new(
+            Kind::NonInvite,
+            source.kind.is_reliable(),
+            self.timer_config,
+            now,
+        );
         self.server_index.insert(cancel_key.clone(), server_id);
         self.servers.insert(
             server_id,
@@ -1143,14 +1160,10 @@ impl Core {
             }
             Job::Local { mut request, reply } => {
                 let Some(listener) = self.transport.pick_listener(kind, None, &addr) else {
-                    let _ = reply.send(Err(SendError::Transport(format!(
-                        "no {kind} listener"
-                    ))));
+                    let _ = reply.send(Err(SendError::Transport(format!("no {kind} listener"))));
                     return;
                 };
-                let has_branch = request
-                    .top_via()
-                    .is_some_and(|v| v.branch().is_some());
+                let has_branch = request.top_via().is_some_and(|v| v.branch().is_some());
                 if !has_branch {
                     let hash = loop_hash(&request);
                     let branch = self.new_branch(hash);
@@ -1227,7 +1240,11 @@ impl Core {
         let hash = ctx.loop_hash;
         let is_invite = ctx.is_invite;
         let branch = self.new_branch(hash);
-        let Some(via) = self.transport.listener(listener).map(|l| via_value(l, &branch)) else {
+        let Some(via) = self
+            .transport
+            .listener(listener)
+            .map(|l| via_value(l, &branch))
+        else {
             return;
         };
         request.prepend_header("Via", &via);
@@ -1293,6 +1310,7 @@ impl Core {
                 self.client_index.remove(&entry.key);
             }
             self.timers.cancel(&TimerKey::Client(id));
+            self.timers.cancel(&TimerKey::ProxyC(id));
         }
     }
 
@@ -1311,10 +1329,13 @@ impl Core {
                 ClientAction::Transmit => {
                     let dest = entry.dest;
                     let bytes = entry.bytes.clone();
-                    match self
-                        .transport
-                        .send(dest.kind, dest.listener, dest.remote, dest.conn, bytes)
-                    {
+                    match self.transport.send(
+                        dest.kind,
+                        dest.listener,
+                        dest.remote,
+                        dest.conn,
+                        bytes,
+                    ) {
                         Ok(conn) => {
                             if let (Some(conn), Some(entry)) = (conn, self.clients.get_mut(&id)) {
                                 entry.dest.conn = Some(conn);
@@ -1335,10 +1356,13 @@ impl Core {
                     };
                     if let Some(ack) = ack {
                         let dest = entry.dest;
-                        if let Err(e) =
-                            self.transport
-                                .send(dest.kind, dest.listener, dest.remote, dest.conn, ack)
-                        {
+                        if let Err(e) = self.transport.send(
+                            dest.kind,
+                            dest.listener,
+                            dest.remote,
+                            dest.conn,
+                            ack,
+                        ) {
                             tracing::debug!(error = %e, "ACK send failed");
                         }
                     }
@@ -1422,6 +1446,16 @@ impl Core {
             Owner::Branch(ctx) => {
                 let ctx = *ctx;
                 self.branch_response(ctx, id, status, response, now);
+                // After a final only a 3xx-6xx INVITE still needs its request (for ACKs);
+                // the machine lingers for up to 32 s, so free what it no longer needs.
+                if status >= 200
+                    && let Some(entry) = self.clients.get_mut(&id)
+                {
+                    entry.bytes = Bytes::new();
+                    if status < 300 || entry.machine.kind() == Kind::NonInvite {
+                        entry.request = None;
+                    }
+                }
             }
         }
     }
@@ -1445,6 +1479,10 @@ impl Core {
             let cancel_now = match self.clients.get_mut(&client_id) {
                 Some(entry) => {
                     entry.provisional = true;
+                    if entry.machine.kind() == Kind::Invite {
+                        self.timers
+                            .schedule(TimerKey::ProxyC(client_id), now + TIMER_C);
+                    }
                     entry.cancel_on_provisional
                 }
                 None => false,
@@ -1472,6 +1510,7 @@ impl Core {
             }
             return;
         }
+        self.timers.cancel(&TimerKey::ProxyC(client_id));
         if let Some(entry) = self.clients.get_mut(&client_id) {
             if entry.finished && status >= 300 {
                 return;
@@ -1610,10 +1649,11 @@ impl Core {
             .contexts
             .get(&ctx_id)
             .is_some_and(|c| c.final_sent && c.outstanding == 0);
-        if done && let Some(ctx) = self.contexts.remove(&ctx_id) {
-            if let Some(server) = self.servers.get_mut(&ctx.server) {
-                server.context = None;
-            }
+        if done
+            && let Some(ctx) = self.contexts.remove(&ctx_id)
+            && let Some(server) = self.servers.get_mut(&ctx.server)
+        {
+            server.context = None;
         }
     }
 
@@ -1649,9 +1689,11 @@ impl Core {
             let is_cancel = msg.cseq().is_some_and(|(_, m)| m == Method::Cancel);
             let key: ClientKey = (branch.into(), is_cancel);
             if !self.client_index.contains_key(&key) {
-                // No transaction: forward statelessly if the top Via is ours (§16.7 step 1).
-                if !self.us.is_us(via.host, via.port) {
-                    tracing::debug!("response not for us dropped");
+                // No transaction (§16.7 step 1): only 2xx retransmissions, after our INVITE
+                // client ended, still need to reach the UAC; we only forward requests
+                // statefully, so anything else is stale.
+                if !self.us.is_us(via.host, via.port) || !(200..300).contains(&status) {
+                    tracing::debug!(status, "response matching no transaction dropped");
                     return;
                 }
                 None

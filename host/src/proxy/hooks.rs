@@ -63,12 +63,8 @@ pub trait FilterHooks: Send + Sync {
     /// local 408/503): Kamailio's failure_route. `request` is the request as it
     /// was sent on that branch; the filter may edit it and return
     /// [`Decision::Resend`].
-    fn on_failure(
-        &self,
-        ctx: &mut HookContext,
-        request: &mut Message,
-        reply: &Message,
-    ) -> Decision;
+    fn on_failure(&self, ctx: &mut HookContext, request: &mut Message, reply: &Message)
+    -> Decision;
 }
 
 /// Hooks that let every message pass untouched.

@@ -372,9 +372,15 @@ mod tests {
         );
         let us = us();
         let routed = invite("sip:b@127.0.0.1:5060", &["Route: <sip:10.0.0.9;lr>"]);
-        assert_eq!(router.next_hop(&routed, &us).as_deref(), Ok("sip:10.0.0.9;lr"));
+        assert_eq!(
+            router.next_hop(&routed, &us).as_deref(),
+            Ok("sip:10.0.0.9;lr")
+        );
         let plus = invite("sip:+15551234@127.0.0.1:5060", &[]);
-        assert_eq!(router.next_hop(&plus, &us).as_deref(), Ok("sip:127.0.0.1:5091"));
+        assert_eq!(
+            router.next_hop(&plus, &us).as_deref(),
+            Ok("sip:127.0.0.1:5091")
+        );
         let domain = invite("sip:bob@example.com", &[]);
         assert_eq!(
             router.next_hop(&domain, &us).as_deref(),
@@ -386,7 +392,10 @@ mod tests {
             Ok("sip:bob@10.1.1.1:5070")
         );
         let here = invite("sip:bob@127.0.0.1:5060", &[]);
-        assert_eq!(router.next_hop(&here, &us).as_deref(), Ok("sip:127.0.0.1:5090"));
+        assert_eq!(
+            router.next_hop(&here, &us).as_deref(),
+            Ok("sip:127.0.0.1:5090")
+        );
         let no_default = Router::default();
         assert!(no_default.next_hop(&here, &us).is_err());
     }

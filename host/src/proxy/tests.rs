@@ -47,10 +47,7 @@ async fn start(config_tail: &str, hooks: Arc<dyn FilterHooks>) -> Harness {
 /// SIP text from lines, with CRLF line ends and a Content-Length.
 fn sip(lines: &[&str], body: &str) -> String {
     let mut text = lines.join("\r\n");
-    text.push_str(&format!(
-        "\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    ));
+    text.push_str(&format!("\r\nContent-Length: {}\r\n\r\n{body}", body.len()));
     text
 }
 
@@ -103,12 +100,8 @@ impl Peer {
 
     async fn recv_nothing(&self, wait: Duration) {
         let mut buf = vec![0; 65_535];
-        if let Ok(Ok((n, _))) = tokio::time::timeout(wait, self.socket.recv_from(&mut buf)).await
-        {
-            panic!(
-                "unexpected message: {}",
-                String::from_utf8_lossy(&buf[..n])
-            );
+        if let Ok(Ok((n, _))) = tokio::time::timeout(wait, self.socket.recv_from(&mut buf)).await {
+            panic!("unexpected message: {}", String::from_utf8_lossy(&buf[..n]));
         }
     }
 }
@@ -159,7 +152,10 @@ fn answer(request: &Message, status: u16, reason: &str, uas: &Peer) -> String {
 }
 
 fn default_route(uas: &Peer) -> String {
-    format!("[proxy]\nrecord_route = true\ndefault_route = \"sip:{}\"\n", uas.addr)
+    format!(
+        "[proxy]\nrecord_route = true\ndefault_route = \"sip:{}\"\n",
+        uas.addr
+    )
 }
 
 #[tokio::test]
@@ -194,7 +190,8 @@ async fn udp_call_flows_through_with_record_route_and_rport() {
     assert_eq!(ringing.status(), Some(180));
     assert_eq!(ringing.headers("Via").count(), 1);
 
-    uas.send(proxy.udp, &answer(&forwarded, 200, "OK", &uas)).await;
+    uas.send(proxy.udp, &answer(&forwarded, 200, "OK", &uas))
+        .await;
     let ok = uac.recv_skip_trying().await;
     assert_eq!(ok.status(), Some(200));
     assert_eq!(ok.header("Record-Route"), Some(rr.as_str()));
@@ -276,8 +273,11 @@ async fn request_routed_back_to_us_is_a_loop() {
     let uac = Peer::new().await;
     let looping = start_self_routed().await;
     let ruri = format!("sip:bob@{}", looping.udp);
-    uac.send(looping.udp, &invite(&uac, &ruri, "z9hG4bKloop", "call-loop"))
-        .await;
+    uac.send(
+        looping.udp,
+        &invite(&uac, &ruri, "z9hG4bKloop", "call-loop"),
+    )
+    .await;
     let reply = uac.recv_skip_trying().await;
     assert_eq!(reply.status(), Some(482));
     looping.task.abort();
@@ -343,8 +343,12 @@ async fn cancel_is_answered_and_propagated_yielding_487() {
     let cancel_down = uas.recv().await;
     assert_eq!(cancel_down.method().map(|m| m.as_str()), Some("CANCEL"));
     assert_eq!(
-        cancel_down.top_via().and_then(|v| v.branch().map(str::to_owned)),
-        forwarded.top_via().and_then(|v| v.branch().map(str::to_owned)),
+        cancel_down
+            .top_via()
+            .and_then(|v| v.branch().map(str::to_owned)),
+        forwarded
+            .top_via()
+            .and_then(|v| v.branch().map(str::to_owned)),
         "CANCEL shares the INVITE's branch"
     );
     uas.send(proxy.udp, &answer(&cancel_down, 200, "OK", &uas))
@@ -365,7 +369,10 @@ async fn cancel_is_answered_and_propagated_yielding_487() {
 #[tokio::test]
 async fn unanswered_branch_times_out_with_408() {
     let (uac, uas) = (Peer::new().await, Peer::new().await);
-    let tail = format!("{}[transaction]\nt1_ms = 10\nt2_ms = 40\n", default_route(&uas));
+    let tail = format!(
+        "{}[transaction]\nt1_ms = 10\nt2_ms = 40\n",
+        default_route(&uas)
+    );
     let proxy = start(&tail, Arc::new(NoFilters)).await;
     let options = sip(
         &[
@@ -379,13 +386,18 @@ async fn unanswered_branch_times_out_with_408() {
         ],
         "",
     );
-    let text = options.replace("sip:bob@example.com SIP", &format!("sip:bob@{} SIP", proxy.udp));
+    let text = options.replace(
+        "sip:bob@example.com SIP",
+        &format!("sip:bob@{} SIP", proxy.udp),
+    );
     uac.send(proxy.udp, &text).await;
     let first = uas.recv().await;
     let retransmit = uas.recv().await;
     assert_eq!(
         first.top_via().and_then(|v| v.branch().map(str::to_owned)),
-        retransmit.top_via().and_then(|v| v.branch().map(str::to_owned)),
+        retransmit
+            .top_via()
+            .and_then(|v| v.branch().map(str::to_owned)),
         "Timer E retransmits the same request"
     );
     let timeout = uac.recv().await;
@@ -464,7 +476,11 @@ async fn tcp_next_hop_connection_is_reused_and_closed_when_idle() {
     assert_eq!(first.call_id(), Some("msg-1"));
     let via = first.top_via().expect("via");
     assert_eq!(via.transport, "TCP");
-    assert_eq!(via.port, Some(proxy.tcp.port()), "Via names our TCP listener");
+    assert_eq!(
+        via.port,
+        Some(proxy.tcp.port()),
+        "Via names our TCP listener"
+    );
     stream
         .write_all(answer(&first, 200, "OK", &uac).as_bytes())
         .await
@@ -517,11 +533,12 @@ async fn tcp_request_is_answered_on_its_connection() {
     );
     stream.write_all(text.as_bytes()).await.expect("send");
     let forwarded = uas.recv().await;
-    let uac_via = siphost_sip::Via::parse(forwarded.headers("Via").nth(1).expect("2 vias"))
-        .expect("via");
+    let uac_via =
+        siphost_sip::Via::parse(forwarded.headers("Via").nth(1).expect("2 vias")).expect("via");
     assert_eq!(uac_via.transport, "TCP");
     assert_ne!(local.port(), 9);
-    uas.send(proxy.udp, &answer(&forwarded, 200, "OK", &uas)).await;
+    uas.send(proxy.udp, &answer(&forwarded, 200, "OK", &uas))
+        .await;
     let mut buffer = Vec::new();
     let reply = read_tcp_message(&mut stream, &mut buffer).await;
     assert_eq!(reply.status(), Some(200));
@@ -545,7 +562,8 @@ async fn local_request_through_handle_returns_final_reply() {
     let received = uas.recv().await;
     assert_eq!(received.max_forwards(), Some(70));
     assert!(received.top_via().is_some_and(|v| v.has_rfc3261_branch()));
-    uas.send(proxy.udp, &answer(&received, 200, "OK", &uas)).await;
+    uas.send(proxy.udp, &answer(&received, 200, "OK", &uas))
+        .await;
     let reply = tokio::time::timeout(WAIT, pending)
         .await
         .expect("reply in time")
@@ -613,7 +631,10 @@ async fn hooks_edit_requests_and_failure_resends_a_new_branch() {
         .await;
     let first = uas1.recv().await;
     assert_eq!(first.header("X-Filtered"), Some("yes"));
-    let rr = format!("<sip:127.0.0.1:{};transport=udp;lr;vsf=abc>", proxy.udp.port());
+    let rr = format!(
+        "<sip:127.0.0.1:{};transport=udp;lr;vsf=abc>",
+        proxy.udp.port()
+    );
     assert_eq!(first.header("Record-Route"), Some(rr.as_str()));
     uas1.send(proxy.udp, &answer(&first, 486, "Busy Here", &uas1))
         .await;
@@ -656,7 +677,8 @@ async fn shutdown_waits_for_in_flight_transactions() {
         .await;
     let mut statuses = Vec::new();
     statuses.push(uac.recv().await.status());
-    uas.send(proxy.udp, &answer(&forwarded, 200, "OK", &uas)).await;
+    uas.send(proxy.udp, &answer(&forwarded, 200, "OK", &uas))
+        .await;
     statuses.push(uac.recv().await.status());
     statuses.sort();
     assert!(
@@ -667,4 +689,29 @@ async fn shutdown_waits_for_in_flight_transactions() {
         .await
         .expect("proxy stops once the call is answered")
         .expect("proxy task");
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_refused() {
+    let uas = Peer::new().await;
+    let tail = format!("{}[tcp]\nmax_connections = 1\n", default_route(&uas));
+    let proxy = start(&tail, Arc::new(NoFilters)).await;
+    let mut first = TcpStream::connect(proxy.tcp).await.expect("first connect");
+    // Let the proxy account the first connection before the second arrives.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut second = TcpStream::connect(proxy.tcp).await.expect("second connect");
+    let mut byte = [0u8; 1];
+    let n = tokio::time::timeout(WAIT, second.read(&mut byte))
+        .await
+        .expect("second connection closed in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "second connection refused");
+    // The first one still works: a keep-alive ping gets its pong.
+    first.write_all(b"\r\n\r\n").await.expect("ping");
+    let n = tokio::time::timeout(WAIT, first.read(&mut byte))
+        .await
+        .expect("pong in time")
+        .expect("read");
+    assert_eq!((n, byte[0]), (1, b'\r'));
+    proxy.task.abort();
 }

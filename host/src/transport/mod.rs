@@ -262,13 +262,7 @@ impl Transport {
         writer
             .send(data)
             .map_err(|e| SendFailure::Socket(e.to_string()))?;
-        self.connections.insert(
-            id,
-            Connection {
-                remote,
-                writer,
-            },
-        );
+        self.connections.insert(id, Connection { remote, writer });
         self.by_remote.insert(remote, id);
         self.tcp.open.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(tcp::connect(id, remote, listener, queue, self.tcp.clone()));

@@ -42,7 +42,10 @@ impl NextHop {
         if host.is_empty() {
             return Err(format!("no host in {inner:?}"));
         }
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         Ok(NextHop {
             kind,
             host,
@@ -87,8 +90,6 @@ impl Resolver {
         let mut addrs = tokio::net::lookup_host((host.as_str(), port))
             .await
             .map_err(|e| format!("cannot resolve {host}: {e}"))?;
-        addrs
-            .next()
-            .ok_or_else(|| format!("{host} has no address"))
+        addrs.next().ok_or_else(|| format!("{host} has no address"))
     }
 }

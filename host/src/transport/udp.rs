@@ -20,7 +20,11 @@ const SOCKET_BUFFER: usize = 4 << 20;
 const MAX_DATAGRAM: usize = 65_535;
 
 pub(super) fn bind(address: SocketAddr) -> io::Result<UdpSocket> {
-    let socket = Socket::new(Domain::for_address(address), Type::DGRAM, Some(Protocol::UDP))?;
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
     // Buffer sizes are best effort: the kernel caps them at its configured maximum.
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
