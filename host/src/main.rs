@@ -171,7 +171,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Duration::from_millis(config.shutdown.grace_ms),
     ));
     tracing::info!("siphost ready");
-    proxy.run().await;
+    // On a worker thread, not the main thread: the worker that polls the sockets then runs
+    // the core itself instead of waking another thread for every datagram.
+    tokio::spawn(proxy.run())
+        .await
+        .context("the proxy core stopped abnormally")?;
     Ok(())
 }
 
