@@ -447,7 +447,7 @@ impl Message {
             cur = nx;
         };
         let head = &b[pos..body_start];
-        std::str::from_utf8(head).map_err(|u| {
+        let head_text = std::str::from_utf8(head).map_err(|u| {
             ParseError::at(
                 ErrorKind::InvalidUtf8,
                 "in the header section",
@@ -508,17 +508,29 @@ impl Message {
         if content_length.is_some() {
             msg.verbatim = Some((pos, body_end));
         }
-        msg.validate()?;
+        msg.validate(head_text, pos)?;
         Ok(msg)
     }
 
     /// Checks the values a proxy relies on; errors carry the offset of the offending line.
-    fn validate(&self) -> Result<(), ParseError> {
+    /// `head` is the header section (starting at buffer offset `head_at`), already checked
+    /// as UTF-8, so span values are sliced from it without re-checking each one.
+    fn validate(&self, head: &str, head_at: usize) -> Result<(), ParseError> {
         let (mut vias, mut froms, mut tos, mut call_ids, mut cseqs, mut max_fwds) =
             (0, 0, 0, 0, 0, 0);
         for entry in &self.headers {
             let at = entry.raw.map_or(0, |(s, _)| s);
-            let values = self.validate_entry(entry).map_err(|e| e.with_offset(at))?;
+            let value = match &entry.value {
+                Text::Span(s, e) => s
+                    .checked_sub(head_at)
+                    .zip(e.checked_sub(head_at))
+                    .and_then(|(s, e)| head.get(s..e))
+                    .unwrap_or(""),
+                Text::Owned(v) => v,
+            };
+            let values = self
+                .validate_entry(entry, value)
+                .map_err(|e| e.with_offset(at))?;
             match entry.kind {
                 HeaderKind::Via => vias += values,
                 HeaderKind::From => froms += 1,
@@ -551,8 +563,7 @@ impl Message {
     }
 
     /// Checks one header line; returns how many Via values it holds (for counting).
-    fn validate_entry(&self, entry: &Entry) -> Result<usize, ParseError> {
-        let value = self.text(&entry.value);
+    fn validate_entry(&self, entry: &Entry, value: &str) -> Result<usize, ParseError> {
         let bad = |kind: ErrorKind, what: &str| {
             ParseError::new(
                 kind,

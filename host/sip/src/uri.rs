@@ -2,7 +2,7 @@
 //! parsed from: user, password, host (IPv6 in brackets), port, parameters and headers.
 
 use crate::error::{ErrorKind, ParseError};
-use crate::header::{Params, eq_ignore_case, find_byte, is_uri_forbidden};
+use crate::header::{Params, eq_ignore_case, find_byte, is_host_byte, is_uri_forbidden};
 
 /// A parsed `sip:`, `sips:` or `tel:` URI borrowing from its text.
 ///
@@ -93,7 +93,8 @@ impl<'a> Uri<'a> {
                 "whitespace, control or <>\" characters in {s:?}"
             )));
         }
-        let at = memchr::memchr(b'@', rb);
+        // URIs are short: a plain scan beats memchr's per-call setup.
+        let at = rb.iter().position(|&c| c == b'@');
         if eq_ignore_case(scheme.as_bytes(), b"tel") {
             let end = find_byte(rest, b';').unwrap_or(rest.len());
             let number = &rest[..end];
@@ -211,7 +212,7 @@ impl<'a> Uri<'a> {
 /// Every `;` must start a parameter with a non-empty name.
 fn check_params(params: &str) -> Result<(), ParseError> {
     let b = params.as_bytes();
-    for i in memchr::memchr_iter(b';', b) {
+    for (i, _) in b.iter().enumerate().filter(|(_, c)| **c == b';') {
         if matches!(b.get(i + 1), None | Some(b';') | Some(b'=')) {
             return Err(uri_err(format!("empty URI parameter in {params:?}")));
         }
@@ -251,11 +252,7 @@ pub(crate) fn split_hostport(hostport: &str) -> Result<(&str, Option<u16>), Pars
             Some(c) => (&hostport[..c], Some(&hostport[c + 1..])),
             None => (hostport, None),
         };
-        if host.is_empty()
-            || !host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-        {
+        if host.is_empty() || !host.bytes().all(is_host_byte) {
             return Err(uri_err(format!("bad host {host:?}")));
         }
         (host, port)

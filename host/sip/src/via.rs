@@ -2,7 +2,7 @@
 //! such as branch, received and rport (RFC 3581).
 
 use crate::error::{ErrorKind, ParseError};
-use crate::header::{Params, is_token_byte, trim_lws, validate_params};
+use crate::header::{Params, is_host_byte, is_token_byte, trim_lws, validate_params};
 use crate::uri::parse_port;
 
 /// One Via value, e.g. `SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776;rport`.
@@ -72,7 +72,7 @@ impl<'a> Via<'a> {
                 .ok_or_else(|| err(format!("unterminated IPv6 sent-by in {s:?}")))?
         } else {
             rest.bytes()
-                .position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')))
+                .position(|b| !is_host_byte(b))
                 .unwrap_or(rest.len())
         };
         let host = &rest[..host_len];

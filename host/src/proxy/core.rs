@@ -9,6 +9,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rustc_hash::FxHashMap;
 use siphost_sip::{Message, Method, Via, reply_to_malformed};
 use siphost_transaction::{
     ClientAction, ClientTransaction, Kind, ServerAction, ServerTransaction, TimerConfig, TimerQueue,
@@ -193,12 +194,13 @@ struct Core {
     max_forwards: u32,
     timer_config: TimerConfig,
     timers: TimerQueue<TimerKey>,
-    servers: HashMap<u64, ServerEntry>,
+    servers: FxHashMap<u64, ServerEntry>,
+    /// SipHash, not Fx: its keys (branch, sent-by) are chosen by peers.
     server_index: HashMap<ServerKey, u64>,
-    clients: HashMap<u64, ClientEntry>,
-    client_index: HashMap<ClientKey, u64>,
-    contexts: HashMap<u64, Context>,
-    pending_jobs: HashMap<u64, Job>,
+    clients: FxHashMap<u64, ClientEntry>,
+    client_index: FxHashMap<ClientKey, u64>,
+    contexts: FxHashMap<u64, Context>,
+    pending_jobs: FxHashMap<u64, Job>,
     resolver: Resolver,
     internal: mpsc::UnboundedSender<Internal>,
     instance: u32,
@@ -233,12 +235,12 @@ impl Proxy {
             max_forwards: config.proxy.max_forwards,
             timer_config,
             timers: TimerQueue::new(),
-            servers: HashMap::new(),
+            servers: FxHashMap::default(),
             server_index: HashMap::new(),
-            clients: HashMap::new(),
-            client_index: HashMap::new(),
-            contexts: HashMap::new(),
-            pending_jobs: HashMap::new(),
+            clients: FxHashMap::default(),
+            client_index: FxHashMap::default(),
+            contexts: FxHashMap::default(),
+            pending_jobs: FxHashMap::default(),
             resolver: Resolver::default(),
             internal,
             instance: rand::random(),
