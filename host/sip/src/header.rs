@@ -103,10 +103,14 @@ impl HeaderKind {
             (19, b'r') => &[RequestDisposition],
             _ => return Other,
         };
+        // Most names arrive in their canonical case: a plain comparison settles those.
         candidates
             .iter()
             .copied()
-            .find(|k| eq_ignore_case(k.long_name().as_bytes(), name))
+            .find(|k| {
+                let long = k.long_name().as_bytes();
+                long == name || eq_ignore_case(long, name)
+            })
             .unwrap_or(Other)
     }
 
@@ -267,6 +271,10 @@ impl<'a> CommaValues<'a> {
 /// Byte offset of the first top-level comma in `s`, or `s.len()`.
 pub(crate) fn first_comma(s: &str) -> usize {
     let b = s.as_bytes();
+    // Most values hold a single item: one vectorized search settles those.
+    if memchr::memchr(b',', b).is_none() {
+        return b.len();
+    }
     let mut i = 0;
     let mut in_angle = false;
     while i < b.len() {
@@ -336,15 +344,16 @@ impl<'a> Params<'a> {
 /// Byte offset of the first `;` outside quoted strings, or `s.len()`.
 pub(crate) fn first_semicolon(s: &str) -> usize {
     let b = s.as_bytes();
+    // Parameters are a few bytes long: a plain scan beats memchr's per-call setup.
     let mut i = 0;
-    while let Some(rel) = memchr::memchr2(b';', b'"', &b[i..]) {
-        let at = i + rel;
-        if b[at] == b';' {
-            return at;
-        }
-        match quoted_len(&b[at..]) {
-            Some(n) => i = at + n,
-            None => return b.len(),
+    while i < b.len() {
+        match b[i] {
+            b';' => return i,
+            b'"' => match quoted_len(&b[i..]) {
+                Some(n) => i += n,
+                None => return b.len(),
+            },
+            _ => i += 1,
         }
     }
     b.len()
