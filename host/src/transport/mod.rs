@@ -97,7 +97,6 @@ pub enum SendFailure {
 
 /// The TCP side kept by the core: open connections by id and by peer address.
 struct Connection {
-    remote: SocketAddr,
     writer: mpsc::UnboundedSender<Bytes>,
 }
 
@@ -209,16 +208,6 @@ impl Transport {
         same_family.or_else(|| self.listeners.iter().position(|l| l.kind == kind))
     }
 
-    /// Number of open (or opening) TCP connections known to the core.
-    pub fn connection_count(&self) -> usize {
-        self.connections.len()
-    }
-
-    /// Whether a TCP connection is still open.
-    pub fn is_open(&self, conn: ConnId) -> bool {
-        self.connections.contains_key(&conn)
-    }
-
     /// Sends over UDP from `listener`. A full socket buffer drops the datagram: UDP is lossy
     /// and the transaction layer retransmits.
     pub fn send_udp(&self, listener: usize, remote: SocketAddr, data: &[u8]) -> io::Result<()> {
@@ -262,7 +251,7 @@ impl Transport {
         writer
             .send(data)
             .map_err(|e| SendFailure::Socket(e.to_string()))?;
-        self.connections.insert(id, Connection { remote, writer });
+        self.connections.insert(id, Connection { writer });
         self.by_remote.insert(remote, id);
         self.tcp.open.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(tcp::connect(id, remote, listener, queue, self.tcp.clone()));
@@ -301,7 +290,6 @@ impl Transport {
                 self.connections.insert(
                     *conn,
                     Connection {
-                        remote: *remote,
                         writer: writer.clone(),
                     },
                 );
@@ -323,11 +311,6 @@ impl Transport {
     pub fn close_all(&mut self) {
         self.connections.clear();
         self.by_remote.clear();
-    }
-
-    /// The peer of an open connection.
-    pub fn connection_remote(&self, conn: ConnId) -> Option<SocketAddr> {
-        self.connections.get(&conn).map(|c| c.remote)
     }
 }
 
