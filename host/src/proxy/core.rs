@@ -329,37 +329,33 @@ impl Proxy {
     }
 }
 
-/// The hop-by-hop ACK for a 3xx–6xx final response to `request` (RFC 3261 §17.1.1.3).
+/// The hop-by-hop ACK for a 3xx–6xx final response to `request` (RFC 3261 §17.1.1.3): its To
+/// is the response's, which carries the callee's tag.
 fn build_ack(request: &Message, response: &Message) -> Option<Bytes> {
-    let (cseq, _) = request.cseq()?;
-    let mut ack = Message::request(Method::Ack, request.request_uri()?);
-    ack.append_header("Via", request.header_values("Via").next()?);
-    for route in request.headers("Route") {
-        ack.append_header("Route", route);
-    }
-    ack.append_header("Max-Forwards", "70");
-    ack.append_header("From", request.header("From")?);
-    ack.append_header("To", response.header("To")?);
-    ack.append_header("Call-ID", request.call_id()?);
-    ack.append_header("CSeq", &format!("{cseq} ACK"));
-    Some(ack.to_bytes())
+    build_same_branch(request, Method::Ack, response.header("To")?)
 }
 
-/// A CANCEL for a request sent on a branch (RFC 3261 §9.1): same R-URI, top Via, Route,
-/// From, To, Call-ID and CSeq number.
+/// A CANCEL for a request sent on a branch (RFC 3261 §9.1).
 fn build_cancel(request: &Message) -> Option<Bytes> {
+    build_same_branch(request, Method::Cancel, request.header("To")?)
+}
+
+/// A request on the same branch as `request` (ACK for a non-2xx, CANCEL): same R-URI, top
+/// Via, Route, From, Call-ID and CSeq number, with the method and To given.
+fn build_same_branch(request: &Message, method: Method, to: &str) -> Option<Bytes> {
     let (cseq, _) = request.cseq()?;
-    let mut cancel = Message::request(Method::Cancel, request.request_uri()?);
-    cancel.append_header("Via", request.header_values("Via").next()?);
+    let cseq = format!("{cseq} {}", method.as_str());
+    let mut out = Message::request(method, request.request_uri()?);
+    out.append_header("Via", request.header_values("Via").next()?);
     for route in request.headers("Route") {
-        cancel.append_header("Route", route);
+        out.append_header("Route", route);
     }
-    cancel.append_header("Max-Forwards", "70");
-    cancel.append_header("From", request.header("From")?);
-    cancel.append_header("To", request.header("To")?);
-    cancel.append_header("Call-ID", request.call_id()?);
-    cancel.append_header("CSeq", &format!("{cseq} CANCEL"));
-    Some(cancel.to_bytes())
+    out.append_header("Max-Forwards", "70");
+    out.append_header("From", request.header("From")?);
+    out.append_header("To", to);
+    out.append_header("Call-ID", request.call_id()?);
+    out.append_header("CSeq", &cseq);
+    Some(out.to_bytes())
 }
 
 /// Where a response goes by its (top) Via, RFC 3261 §18.2.2 with RFC 3581.

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use crate::timers::{Armed, Timer, TimerConfig, earliest_due};
+use crate::timers::{Armed, Timer, TimerConfig, armed_deadlines, earliest_due};
 use crate::{Kind, StatusClass, TransactionError};
 
 /// The states of Figures 5 and 6 (RFC 6026 adds "Accepted" to the INVITE client).
@@ -127,19 +127,14 @@ impl ClientTransaction {
     /// The next deadline at which [`handle_timeout`](Self::handle_timeout) must be called;
     /// `None` when no timer runs (terminated, or an INVITE in "Proceeding").
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.retransmit, self.expiry]
-            .into_iter()
-            .flatten()
-            .map(|armed| armed.at)
+        armed_deadlines(self.retransmit, self.expiry)
+            .map(|(_, at)| at)
             .min()
     }
 
     /// The timers currently armed with their deadlines, for tests and metrics.
     pub fn timers(&self) -> impl Iterator<Item = (Timer, Instant)> + '_ {
-        [self.retransmit, self.expiry]
-            .into_iter()
-            .flatten()
-            .map(|armed| (armed.timer, armed.at))
+        armed_deadlines(self.retransmit, self.expiry)
     }
 
     /// A response matching this transaction arrived with `status` (100–699).

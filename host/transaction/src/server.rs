@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::timers::{Armed, Timer, TimerConfig, earliest_due};
+use crate::timers::{Armed, Timer, TimerConfig, armed_deadlines, earliest_due};
 use crate::{Kind, StatusClass, TransactionError};
 
 /// The states of Figures 7 and 8 (RFC 6026 adds "Accepted" to the INVITE server).
@@ -127,19 +127,14 @@ impl ServerTransaction {
     /// The next deadline at which [`handle_timeout`](Self::handle_timeout) must be called;
     /// `None` while the machine waits for the TU ("Trying"/"Proceeding") or has terminated.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.retransmit, self.expiry]
-            .into_iter()
-            .flatten()
-            .map(|armed| armed.at)
+        armed_deadlines(self.retransmit, self.expiry)
+            .map(|(_, at)| at)
             .min()
     }
 
     /// The timers currently armed with their deadlines, for tests and metrics.
     pub fn timers(&self) -> impl Iterator<Item = (Timer, Instant)> + '_ {
-        [self.retransmit, self.expiry]
-            .into_iter()
-            .flatten()
-            .map(|armed| (armed.timer, armed.at))
+        armed_deadlines(self.retransmit, self.expiry)
     }
 
     /// The TU is about to send a response with `status` on this transaction. `Ok` means: send

@@ -253,3 +253,15 @@ pub(crate) fn earliest_due(
         .filter(|armed| armed.at <= now)
         .min_by_key(|armed| armed.at)
 }
+
+/// The armed timers of a machine (its retransmission and expiry slots), as
+/// (timer, deadline) pairs: the source of both machines' `poll_timeout` and `timers`.
+pub(crate) fn armed_deadlines(
+    retransmit: Option<Armed>,
+    expiry: Option<Armed>,
+) -> impl Iterator<Item = (Timer, Instant)> {
+    [retransmit, expiry]
+        .into_iter()
+        .flatten()
+        .map(|armed| (armed.timer, armed.at))
+}
