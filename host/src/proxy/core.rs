@@ -684,24 +684,16 @@ impl Core {
 
         // §16.4: route information preprocessing.
         let mut request = msg;
-        let own_route = preprocess_route(&mut request, &self.us);
-        let preliminary = self.router.next_hop(&request, &self.us).ok();
         let ctx_id = self.next_id();
-        let local = self
-            .transport
-            .listener(source.listener)
-            .map_or(source.remote, |l| l.local);
-        let mut hook = HookContext {
-            transport: source.kind.as_str(),
-            source: source.remote,
-            local,
-            next_hop: preliminary.clone(),
-            dialog_key: request.call_id().map(str::to_owned),
-            transaction_key: format!("{:08x}-{ctx_id:x}", self.instance),
-            record_route_params: (self.record_route && wants_record_route(&request))
-                .then(String::new),
-            own_route,
-        };
+        let record_route_params =
+            (self.record_route && wants_record_route(&request)).then(String::new);
+        let mut hook = self.routed_hook_context(
+            &mut request,
+            &source,
+            format!("{:08x}-{ctx_id:x}", self.instance),
+            record_route_params,
+        );
+        let preliminary = hook.next_hop.clone();
         let ruri_before = request.request_uri().map(str::to_owned);
         let decision = self.hooks.on_request(&mut hook, &mut request);
         let next_hop = match decision {
@@ -993,28 +985,41 @@ impl Core {
         self.drive_client(cancel_id, None, now);
     }
 
+    /// §16.4 route preprocessing of a request about to pass the filters, and the hook context
+    /// for it: the next hop the static routing would choose goes in as `next_hop`, so a change
+    /// by a filter can be told apart from the proxy's own choice.
+    fn routed_hook_context(
+        &self,
+        request: &mut Message,
+        source: &Source,
+        transaction_key: String,
+        record_route_params: Option<String>,
+    ) -> HookContext {
+        let own_route = preprocess_route(request, &self.us);
+        let local = self
+            .transport
+            .listener(source.listener)
+            .map_or(source.remote, |l| l.local);
+        HookContext {
+            transport: source.kind.as_str(),
+            source: source.remote,
+            local,
+            next_hop: self.router.next_hop(request, &self.us).ok(),
+            dialog_key: request.call_id().map(str::to_owned),
+            transaction_key,
+            record_route_params,
+            own_route,
+        }
+    }
+
     /// Forwards an ACK for a 2xx statelessly along the route set (§16.11 behaviour).
     fn forward_ack(&mut self, mut msg: Message, source: Source, now: Instant) {
         let upstream_branch = msg
             .top_via()
             .and_then(|v| v.branch().map(str::to_owned))
             .unwrap_or_default();
-        let own_route = preprocess_route(&mut msg, &self.us);
-        let preliminary = self.router.next_hop(&msg, &self.us).ok();
-        let local = self
-            .transport
-            .listener(source.listener)
-            .map_or(source.remote, |l| l.local);
-        let mut hook = HookContext {
-            transport: source.kind.as_str(),
-            source: source.remote,
-            local,
-            next_hop: preliminary.clone(),
-            dialog_key: msg.call_id().map(str::to_owned),
-            transaction_key: upstream_branch.clone(),
-            record_route_params: None,
-            own_route,
-        };
+        let mut hook = self.routed_hook_context(&mut msg, &source, upstream_branch.clone(), None);
+        let preliminary = hook.next_hop.clone();
         let next_hop = match self.hooks.on_request(&mut hook, &mut msg) {
             Decision::Drop | Decision::Reply { .. } => return,
             Decision::Forward { next_hop } => Some(next_hop),
