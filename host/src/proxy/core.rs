@@ -394,6 +394,7 @@ fn reason_for(status: u16) -> &'static str {
         400 => "Bad Request",
         404 => "Not Found",
         408 => "Request Timeout",
+        420 => "Bad Extension",
         481 => "Call/Transaction Does Not Exist",
         482 => "Loop Detected",
         483 => "Too Many Hops",
@@ -633,9 +634,23 @@ impl Core {
         reply_to: SocketAddr,
         status: u16,
     ) {
+        self.reply_stateless_with(request, source, reply_to, status, &[]);
+    }
+
+    fn reply_stateless_with(
+        &mut self,
+        request: &Message,
+        source: Source,
+        reply_to: SocketAddr,
+        status: u16,
+        headers: &[(&str, &str)],
+    ) {
         ProxyStats::bump(&self.stats.local_replies);
         let tag = (status > 100).then(|| self.new_tag());
-        let response = request.response(status, reason_for(status), tag.as_deref());
+        let mut response = request.response(status, reason_for(status), tag.as_deref());
+        for (name, value) in headers {
+            response.append_header(name, value);
+        }
         self.send_to_source(source, reply_to, response.to_bytes());
     }
 
@@ -656,6 +671,20 @@ impl Core {
         if msg.max_forwards() == Some(0) {
             self.reply_stateless(&msg, source, reply_to, 483);
             return;
+        }
+        // §16.3 step 5: this proxy supports no extension, so every option-tag in Proxy-Require
+        // is unsupported. ACK and CANCEL are exempt (§8.2.2.3).
+        if !matches!(method, Method::Ack | Method::Cancel) {
+            let unsupported: Vec<&str> = msg
+                .header_values("Proxy-Require")
+                .map(str::trim)
+                .filter(|tag| !tag.is_empty())
+                .collect();
+            if !unsupported.is_empty() {
+                let tags = unsupported.join(", ");
+                self.reply_stateless_with(&msg, source, reply_to, 420, &[("Unsupported", &tags)]);
+                return;
+            }
         }
         // §16.3 step 4: loop detection.
         let hash = loop_hash(&msg);

@@ -269,6 +269,22 @@ async fn max_forwards_zero_gets_483_and_malformed_gets_400() {
 }
 
 #[tokio::test]
+async fn proxy_require_gets_420_naming_the_unsupported_tags() {
+    let (uac, uas) = (Peer::new().await, Peer::new().await);
+    let proxy = start(&default_route(&uas), Arc::new(NoFilters)).await;
+    let text = invite(&uac, "sip:bob@example.com", "z9hG4bKpr", "call-pr").replace(
+        "Max-Forwards: 70",
+        "Max-Forwards: 70\r\nProxy-Require: foo\r\nProxy-Require: bar, baz",
+    );
+    uac.send(proxy.udp, &text).await;
+    let reply = uac.recv().await;
+    assert_eq!(reply.status(), Some(420));
+    assert_eq!(reply.header("Unsupported"), Some("foo, bar, baz"));
+    uas.recv_nothing(Duration::from_millis(200)).await;
+    proxy.task.abort();
+}
+
+#[tokio::test]
 async fn request_routed_back_to_us_is_a_loop() {
     let uac = Peer::new().await;
     let looping = start_self_routed().await;
