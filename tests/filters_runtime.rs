@@ -116,6 +116,17 @@ fn counter(runtime: &Runtime, tenant: &str, name: &str) -> u64 {
     t["counters"][name].as_u64().expect("counter")
 }
 
+/// A clean request after a failure is served by a new instance: the filter's call counter
+/// starts again at 1, which only a re-instantiated store does.
+fn assert_fresh_instance_serves(rt: &Runtime) {
+    let mut good = invite("");
+    assert_eq!(
+        rt.on_request(&mut ctx(5070, None), &mut good),
+        Decision::Continue
+    );
+    assert_eq!(good.header("X-Misbehave-Calls"), Some("1"));
+}
+
 fn misbehaving(mode: &str, policy: FailurePolicy, cpu_limit_ms: u32) -> Arc<Runtime> {
     let f = filter_config(&filter("filter_misbehave"), json!({"mode": mode}));
     let mut t = tenant("bad", 5070, policy, vec![f]);
@@ -155,12 +166,7 @@ fn noop_filter_passes_messages_untouched() {
 #[test]
 fn trap_fail_open_restores_the_message_and_reinstantiates() {
     let rt = misbehaving("trap", FailurePolicy::FailOpen, 20);
-    let mut good = invite("");
-    assert_eq!(
-        rt.on_request(&mut ctx(5070, None), &mut good),
-        Decision::Continue
-    );
-    assert_eq!(good.header("X-Misbehave-Calls"), Some("1"));
+    assert_fresh_instance_serves(&rt);
 
     let mut bad = invite("X-Misbehave: yes\r\n");
     let before = bad.to_bytes();
@@ -222,12 +228,7 @@ fn endless_loop_is_interrupted_by_the_cpu_limit() {
         "cpu limit 20 ms, took {elapsed:?}"
     );
     assert_eq!(counter(&rt, "bad", "timeouts"), 1);
-    let mut good = invite("");
-    assert_eq!(
-        rt.on_request(&mut ctx(5070, None), &mut good),
-        Decision::Continue
-    );
-    assert_eq!(good.header("X-Misbehave-Calls"), Some("1"));
+    assert_fresh_instance_serves(&rt);
 }
 
 #[test]
@@ -240,12 +241,7 @@ fn unbounded_allocation_hits_the_memory_limit() {
     );
     assert_eq!(counter(&rt, "bad", "out_of_memory"), 1, "{}", rt.status());
     assert_eq!(counter(&rt, "bad", "traps"), 0);
-    let mut good = invite("");
-    assert_eq!(
-        rt.on_request(&mut ctx(5070, None), &mut good),
-        Decision::Continue
-    );
-    assert_eq!(good.header("X-Misbehave-Calls"), Some("1"));
+    assert_fresh_instance_serves(&rt);
 }
 
 #[test]

@@ -14,6 +14,14 @@ enum Start {
     Resp(u16, &'static str),
 }
 
+/// The expected top Via: transport, host, port, branch.
+type ViaExpect = (
+    &'static str,
+    &'static str,
+    Option<u16>,
+    Option<&'static str>,
+);
+
 #[derive(Debug)]
 struct Expect {
     start: Start,
@@ -21,13 +29,7 @@ struct Expect {
     cseq: (u32, &'static str),
     from_tag: Option<&'static str>,
     to_tag: Option<&'static str>,
-    /// top Via: transport, host, port, branch
-    via: (
-        &'static str,
-        &'static str,
-        Option<u16>,
-        Option<&'static str>,
-    ),
+    via: ViaExpect,
     max_forwards: Option<u32>,
     body_len: usize,
 }
@@ -59,12 +61,7 @@ const fn req(
     cseq: (u32, &'static str),
     from_tag: Option<&'static str>,
     to_tag: Option<&'static str>,
-    via: (
-        &'static str,
-        &'static str,
-        Option<u16>,
-        Option<&'static str>,
-    ),
+    via: ViaExpect,
     max_forwards: Option<u32>,
     body_len: usize,
 ) -> Expect {
