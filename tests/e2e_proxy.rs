@@ -1,6 +1,6 @@
 //! End-to-end proxy tests against real peers: SIPp caller → siphost → SIPp
-//! callee over UDP and TCP (full call, CANCEL, 486, unreachable callee) and
-//! with Kamailio 5.6 as siphost's next hop.
+//! callee over UDP and TCP (full call, CANCEL, 486, unreachable callee, a
+//! CANCEL matching no transaction) and with Kamailio 5.6 as siphost's next hop.
 //!
 //! Every flow runs several calls and asserts both SIPp exit codes (0 = every
 //! call succeeded) and wire properties checked inside the scenarios on every
@@ -46,6 +46,8 @@ enum Flow {
     Busy,
     /// Nothing listens at the next hop; the proxy answers `status`.
     Unreachable { status: u16 },
+    /// A lone CANCEL (no INVITE): forwarded statelessly, the callee's 200 back.
+    StrayCancel,
 }
 
 impl Flow {
@@ -55,6 +57,16 @@ impl Flow {
             Flow::CancelBeforeAnswer => ("uac_cancel", Some("uas_cancel")),
             Flow::Busy => ("uac_busy", Some("uas_busy")),
             Flow::Unreachable { .. } => ("uac_unreachable", None),
+            Flow::StrayCancel => ("uac_stray_cancel", Some("uas_stray_cancel")),
+        }
+    }
+
+    /// The request the callee checks, as the label of its checks and the
+    /// placeholder they fill in the callee's scenario.
+    fn checked_request(self) -> (&'static str, &'static str) {
+        match self {
+            Flow::StrayCancel => ("cancel", "CANCEL_CHECKS"),
+            _ => ("invite", "INVITE_CHECKS"),
         }
     }
 }
@@ -76,19 +88,33 @@ fn run(test: &str, path: &[Proxy], transport: Transport, flow: Flow) {
     let caller_port = caller_ports.port(0);
 
     // At the callee: the last proxy's Via and Record-Route on top, the
-    // caller's Via at the bottom, nothing else.
-    let mut invite_checks = HeaderChecks::new("invite");
+    // caller's Via at the bottom, nothing else. A CANCEL is not
+    // record-routed, and its Max-Forwards shows each proxy forwarded it
+    // (a stateless proxy decrements it too).
+    let (checked_label, checks_key) = flow.checked_request();
+    let record_routed = flow != Flow::StrayCancel;
+    let mut request_checks = HeaderChecks::new(checked_label);
     for (depth, index) in (0..path.len()).rev().enumerate() {
         let nth = depth as u32 + 1;
-        invite_checks = invite_checks
-            .matches("Via", nth, &via_regex(transport, hop_port(index)))
-            .matches("Record-Route", nth, &record_route_regex(hop_port(index)));
+        request_checks = request_checks.matches("Via", nth, &via_regex(transport, hop_port(index)));
+        if record_routed {
+            request_checks =
+                request_checks.matches("Record-Route", nth, &record_route_regex(hop_port(index)));
+        }
     }
     let hops = path.len() as u32;
-    invite_checks = invite_checks
+    request_checks = request_checks
         .matches("Via", hops + 1, &via_regex(transport, caller_port))
-        .absent("Via", hops + 2)
-        .absent("Record-Route", hops + 1);
+        .absent("Via", hops + 2);
+    request_checks = if record_routed {
+        request_checks.absent("Record-Route", hops + 1)
+    } else {
+        request_checks.absent("Record-Route", 1).matches(
+            "Max-Forwards",
+            1,
+            &format!("^ *{}[^0-9]*$", 70 - hops),
+        )
+    };
 
     // At the caller: only its own Via; a 200 also carries every Record-Route.
     let mut final_checks = HeaderChecks::new("final")
@@ -104,19 +130,23 @@ fn run(test: &str, path: &[Proxy], transport: Transport, flow: Flow) {
         }
         final_checks = final_checks.absent("Record-Route", hops + 1);
     }
+    if flow == Flow::StrayCancel {
+        // The callee's To tag: the 200 is the callee's, not one made up on the way.
+        final_checks = final_checks.matches("To", 1, ";tag=[0-9]+SIPpTag01[0-9]+");
+    }
 
     let (caller_scenario, callee_scenario) = flow.scenarios();
     let mut callee = callee_scenario.map(|scenario| {
-        let mut vars = vec![("INVITE_CHECKS", invite_checks.xml())];
+        let mut vars = vec![(checks_key, request_checks.xml())];
         match flow {
             Flow::Call => vars.push((
                 "INVITE_RECORD_ROUTES",
-                invite_checks.resend_lines("Record-Route"),
+                request_checks.resend_lines("Record-Route"),
             )),
             Flow::CancelBeforeAnswer => {
-                vars.push(("INVITE_VIAS", invite_checks.resend_lines("Via")));
+                vars.push(("INVITE_VIAS", request_checks.resend_lines("Via")));
             }
-            Flow::Busy | Flow::Unreachable { .. } => {}
+            Flow::Busy | Flow::Unreachable { .. } | Flow::StrayCancel => {}
         }
         let xml = render(&format!("sipp/{scenario}.xml"), &vars);
         Sipp::start(
@@ -179,7 +209,7 @@ fn run(test: &str, path: &[Proxy], transport: Transport, flow: Flow) {
     caller.assert_checked_every_call(&final_checks);
     if let Some(callee) = callee.as_mut() {
         callee.assert_all_calls_succeeded();
-        callee.assert_checked_every_call(&invite_checks);
+        callee.assert_checked_every_call(&request_checks);
     }
     // Peers stop when dropped: caller, proxies, callee, then the scratch dir.
     drop(caller);
@@ -248,6 +278,16 @@ fn tcp_refused_callee_gives_503() {
         SIPHOST,
         Transport::Tcp,
         Flow::Unreachable { status: 503 },
+    );
+}
+
+#[test]
+fn udp_cancel_matching_no_transaction_is_forwarded_statelessly() {
+    run(
+        "udp_stray_cancel",
+        SIPHOST,
+        Transport::Udp,
+        Flow::StrayCancel,
     );
 }
 

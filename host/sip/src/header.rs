@@ -64,54 +64,111 @@ const KNOWN: &[(HeaderKind, &str, Option<u8>)] = &[
     ),
 ];
 
+/// Names up to this long are compared as three folded 64-bit words.
+const WORDS_LEN: usize = 24;
+
+/// A header name's bytes with bit 5 set on each (lowercasing letters; the token characters
+/// it maps onto letters or `-` are not token characters), packed little-endian and
+/// zero-padded, so comparing names is comparing three words.
+type Folded = [u64; 3];
+
+const fn fold_const(name: &str) -> Folded {
+    let b = name.as_bytes();
+    let mut w = [0u64; 3];
+    let mut i = 0;
+    while i < b.len() {
+        w[i / 8] |= ((b[i] | 0x20) as u64) << (8 * (i % 8));
+        i += 1;
+    }
+    w
+}
+
+/// Folds `len` bytes at `start` of `b`, reading whole words; `None` if fewer than
+/// [`WORDS_LEN`] bytes follow `start`.
+fn fold_at(b: &[u8], start: usize, len: usize) -> Option<Folded> {
+    let chunk: &[u8; WORDS_LEN] = b.get(start..start + WORDS_LEN)?.try_into().ok()?;
+    let mut w = [0u64; 3];
+    for (k, word) in w.iter_mut().enumerate() {
+        let bytes: [u8; 8] = chunk[8 * k..8 * k + 8].try_into().unwrap_or_default();
+        let keep = len.saturating_sub(8 * k).min(8);
+        let mask = if keep == 8 {
+            u64::MAX
+        } else {
+            (1u64 << (8 * keep)) - 1
+        };
+        *word = (u64::from_le_bytes(bytes) | 0x2020_2020_2020_2020) & mask;
+    }
+    Some(w)
+}
+
+/// A hash of a folded name's first word and its length that puts every known long name in
+/// its own one of 32 buckets (the multiplier was searched for that), so resolving a name
+/// is one lookup and one comparison.
+const fn bucket(first_word: u64, len: usize) -> usize {
+    ((first_word ^ len as u64).wrapping_mul(0x3842_38c6_dbe2_f27d) >> 59) as usize
+}
+
+/// The kind whose long name hashes to each bucket (`Other` where none does).
+static BUCKETS: [HeaderKind; 32] = {
+    let mut t = [HeaderKind::Other; 32];
+    let mut i = 0;
+    while i < KNOWN.len() {
+        let name = KNOWN[i].1;
+        let slot = bucket(fold_const(name)[0], name.len());
+        // A collision would make this table silently wrong: fail the build instead.
+        assert!(matches!(t[slot], HeaderKind::Other));
+        t[slot] = KNOWN[i].0;
+        i += 1;
+    }
+    t
+};
+
+/// The folded long name of each kind, indexed by `kind as usize`.
+static FOLDED: [Folded; HeaderKind::Other as usize + 1] = {
+    let mut t = [[0u64; 3]; HeaderKind::Other as usize + 1];
+    let mut i = 0;
+    while i < KNOWN.len() {
+        t[KNOWN[i].0 as usize] = fold_const(KNOWN[i].1);
+        i += 1;
+    }
+    t
+};
+
 impl HeaderKind {
     /// Resolves a header name (long or compact, any case).
     pub(crate) fn of(name: &[u8]) -> HeaderKind {
+        // Folding is exact only over token characters.
+        if name.len() > WORDS_LEN || !name.iter().all(|&c| is_token_byte(c)) {
+            return HeaderKind::Other;
+        }
+        let mut padded = [0u8; WORDS_LEN];
+        padded[..name.len()].copy_from_slice(name);
+        HeaderKind::of_at(&padded, 0, name.len())
+    }
+
+    /// Resolves the name of `len` token bytes at `start` of `b`; reads past the name
+    /// when `b` has the bytes, which saves copying it.
+    pub(crate) fn of_at(b: &[u8], start: usize, len: usize) -> HeaderKind {
         use HeaderKind::*;
-        let Some(first) = name.first().map(u8::to_ascii_lowercase) else {
+        if len > WORDS_LEN {
             return Other;
+        }
+        let Some(folded) = fold_at(b, start, len) else {
+            return HeaderKind::of(b.get(start..start + len).unwrap_or_default());
         };
-        // Dispatch on length and first letter so at most two names are compared.
-        let candidates: &[HeaderKind] = match (name.len(), first) {
-            (1, _) => {
-                return KNOWN
-                    .iter()
-                    .find(|(_, _, c)| *c == Some(first))
-                    .map_or(Other, |(k, _, _)| *k);
-            }
-            (2, b't') => &[To],
-            (3, b'v') => &[Via],
-            (4, b'f') => &[From],
-            (4, b'c') => &[CSeq],
-            (5, b'r') => &[Route],
-            (5, b'e') => &[Event],
-            (7, b'c') => &[CallId, Contact],
-            (7, b's') => &[Subject],
-            (8, b'r') => &[ReferTo],
-            (8, b'i') => &[Identity],
-            (9, b's') => &[Supported],
-            (11, b'r') => &[ReferredBy],
-            (12, b'm') => &[MaxForwards],
-            (12, b'r') => &[RecordRoute],
-            (12, b'c') => &[ContentType],
-            (12, b'a') => &[AllowEvents],
-            (14, b'c') => &[ContentLength],
-            (14, b'a') => &[AcceptContact],
-            (14, b'r') => &[RejectContact],
-            (15, b's') => &[SessionExpires],
-            (16, b'c') => &[ContentEncoding],
-            (19, b'r') => &[RequestDisposition],
-            _ => return Other,
-        };
-        // Most names arrive in their canonical case: a plain comparison settles those.
-        candidates
-            .iter()
-            .copied()
-            .find(|k| {
-                let long = k.long_name().as_bytes();
-                long == name || eq_ignore_case(long, name)
-            })
-            .unwrap_or(Other)
+        if len == 1 {
+            let letter = (folded[0] & 0xff) as u8;
+            return KNOWN
+                .iter()
+                .find(|(_, _, c)| c.map(|c| c | 0x20) == Some(letter))
+                .map_or(Other, |(k, _, _)| *k);
+        }
+        let k = BUCKETS[bucket(folded[0], len)];
+        if FOLDED[k as usize] == folded {
+            k
+        } else {
+            Other
+        }
     }
 
     /// The canonical long name (for headers this codec writes itself).
@@ -151,6 +208,10 @@ const TOKEN: u8 = 1;
 const HOST: u8 = 2;
 /// Bytes that matter when splitting a list on commas: `,` `"` `<` `>`.
 const COMMA_SPECIAL: u8 = 4;
+/// Linear whitespace as left in a header value: SP, HT, and CR/LF of a fold.
+const LWS: u8 = 8;
+/// Unquoted parameter value characters: token characters, and `[` `]` `:` of IPv6 hosts.
+const PARAM_VALUE: u8 = 16;
 
 /// Character classes by byte, so hot loops test one table entry per byte.
 static CLASS: [u8; 256] = {
@@ -172,13 +233,19 @@ static CLASS: [u8; 256] = {
         if matches!(b, b',' | b'"' | b'<' | b'>') {
             t[i] |= COMMA_SPECIAL;
         }
+        if matches!(b, b' ' | b'\t' | b'\r' | b'\n') {
+            t[i] |= LWS;
+        }
+        if t[i] & TOKEN != 0 || matches!(b, b'[' | b']' | b':') {
+            t[i] |= PARAM_VALUE;
+        }
         i += 1;
     }
     t
 };
 
 /// Bytes that never appear unescaped in a URI: whitespace, controls, `<`, `>`, `"`.
-pub(crate) fn is_uri_forbidden(b: u8) -> bool {
+pub(crate) const fn is_uri_forbidden(b: u8) -> bool {
     b <= b' ' || b == 0x7f || b == b'<' || b == b'>' || b == b'"'
 }
 
@@ -384,66 +451,67 @@ impl<'a> Iterator for Params<'a> {
 }
 
 /// Checks that `s` is empty or a sequence of `;name[=value]` with LWS allowed around the
-/// separators; names are tokens, values tokens, quoted strings or bracketed IPv6 hosts.
-pub(crate) fn validate_params(s: &str, kind: ErrorKind) -> Result<(), ParseError> {
+/// separators (names are tokens; values tokens, quoted strings or bracketed IPv6 hosts), and
+/// hands each name and value (quotes kept) to `each`, so callers pick out the parameters
+/// they keep (branch, tag) in the same pass.
+pub(crate) fn walk_params<'a>(
+    s: &'a str,
+    kind: ErrorKind,
+    mut each: impl FnMut(&'a str, Option<&'a str>),
+) -> Result<(), ParseError> {
     let b = s.as_bytes();
     let mut i = 0;
     let skip_ws = |i: &mut usize| {
-        while *i < b.len() && matches!(b[*i], b' ' | b'\t' | b'\r' | b'\n') {
+        while b.get(*i).is_some_and(|&c| CLASS[c as usize] & LWS != 0) {
             *i += 1;
         }
     };
+    let bad = |what: &str| ParseError::new(kind, format!("{what} in {s:?}"));
     loop {
         skip_ws(&mut i);
-        if i == b.len() {
-            return Ok(());
+        match b.get(i) {
+            None => return Ok(()),
+            Some(b';') => i += 1,
+            Some(_) => return Err(bad("expected ';' before parameter")),
         }
-        if b[i] != b';' {
-            return Err(ParseError::new(
-                kind,
-                format!("expected ';' before parameter in {s:?}"),
-            ));
-        }
-        i += 1;
         skip_ws(&mut i);
         let start = i;
-        while i < b.len() && is_token_byte(b[i]) {
+        while b.get(i).is_some_and(|&c| is_token_byte(c)) {
             i += 1;
         }
         if i == start {
-            return Err(ParseError::new(
-                kind,
-                format!("empty parameter name in {s:?}"),
-            ));
+            return Err(bad("empty parameter name"));
         }
+        let name = &s[start..i];
         skip_ws(&mut i);
-        if i < b.len() && b[i] == b'=' {
-            i += 1;
-            skip_ws(&mut i);
-            if i < b.len() && b[i] == b'"' {
-                match quoted_len(&b[i..]) {
-                    Some(n) => i += n,
-                    None => {
-                        return Err(ParseError::new(
-                            kind,
-                            format!("unterminated quoted parameter in {s:?}"),
-                        ));
-                    }
-                }
-            } else {
-                let vstart = i;
-                while i < b.len() && (is_token_byte(b[i]) || matches!(b[i], b'[' | b']' | b':')) {
-                    i += 1;
-                }
-                if i == vstart {
-                    return Err(ParseError::new(
-                        kind,
-                        format!("empty parameter value in {s:?}"),
-                    ));
-                }
+        if b.get(i) != Some(&b'=') {
+            each(name, None);
+            continue;
+        }
+        i += 1;
+        skip_ws(&mut i);
+        let vstart = i;
+        if b.get(i) == Some(&b'"') {
+            i += quoted_len(&b[i..]).ok_or_else(|| bad("unterminated quoted parameter"))?;
+        } else {
+            while b
+                .get(i)
+                .is_some_and(|&c| CLASS[c as usize] & PARAM_VALUE != 0)
+            {
+                i += 1;
+            }
+            if i == vstart {
+                return Err(bad("empty parameter value"));
             }
         }
+        each(name, Some(&s[vstart..i]));
     }
+}
+
+/// Checks parameters without keeping any.
+#[cfg(test)]
+fn validate_params(s: &str, kind: ErrorKind) -> Result<(), ParseError> {
+    walk_params(s, kind, |_, _| {})
 }
 
 /// Removes the quotes and `\` escapes of a quoted string; other strings are returned as is.

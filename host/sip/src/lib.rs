@@ -12,6 +12,7 @@ mod malformed;
 mod message;
 mod method;
 mod name_addr;
+mod scan;
 mod uri;
 mod via;
 

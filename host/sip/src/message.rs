@@ -13,8 +13,9 @@ use crate::header::{
 };
 use crate::method::Method;
 use crate::name_addr::NameAddr;
-use crate::uri::{Uri, is_known_scheme, split_scheme, validate_any_uri};
-use crate::via::Via;
+use crate::scan::{HeadDefect, HeadScan};
+use crate::uri::{Uri, validate_any_uri};
+use crate::via::{Via, ViaSpans};
 
 /// Largest message [`Message::parse`] accepts (also the stream framing limit).
 pub const MAX_MESSAGE_SIZE: usize = 1 << 20;
@@ -64,19 +65,45 @@ pub struct Message {
     /// The whole message as received, when it can be re-sent as is (no edits, a correct
     /// Content-Length present).
     verbatim: Option<(usize, usize)>,
+    /// Where validation found the fields read on every message; dropped by any edit.
+    located: Option<Located>,
 }
 
-/// Finds the line starting at `pos`: returns (end of content, start of next line). Accepts
-/// CRLF and bare LF.
-fn line_at(b: &[u8], pos: usize) -> Option<(usize, usize)> {
-    let rel = memchr::memchr(b'\n', b.get(pos..)?)?;
-    let nl = pos + rel;
-    let end = if nl > pos && b.get(nl - 1) == Some(&b'\r') {
+/// Byte offsets within a header value.
+pub(crate) type Span = (u32, u32);
+
+/// Where `part`, a slice of `value`, sits in it.
+pub(crate) fn span_in(value: &str, part: &str) -> Span {
+    let start = (part.as_ptr() as usize).saturating_sub(value.as_ptr() as usize);
+    (start as u32, (start + part.len()) as u32)
+}
+
+/// The text at `span` of `value` (empty if the value changed under it).
+pub(crate) fn at_span(value: &str, (s, e): Span) -> &str {
+    value.get(s as usize..e as usize).unwrap_or("")
+}
+
+/// What validation located: header line indexes and spans within their values.
+#[derive(Clone, Debug, Default)]
+struct Located {
+    via: Option<(usize, ViaSpans)>,
+    /// From and To lines, and their tags.
+    from: Option<(usize, Option<Span>)>,
+    to: Option<(usize, Option<Span>)>,
+    call_id: Option<usize>,
+    /// The CSeq number, line, and method.
+    cseq: Option<(u32, usize, Span)>,
+    max_forwards: Option<u32>,
+}
+
+/// Where the content of the line from `start` to the LF at `nl` ends: before a CR that
+/// precedes the LF.
+fn content_end(b: &[u8], start: usize, nl: usize) -> usize {
+    if nl > start && b.get(nl - 1) == Some(&b'\r') {
         nl - 1
     } else {
         nl
-    };
-    Some((end, nl + 1))
+    }
 }
 
 fn trim_span(b: &[u8], mut s: usize, mut e: usize) -> (usize, usize) {
@@ -202,20 +229,19 @@ fn parse_start_line(b: &[u8], s: usize, e: usize, next: usize) -> Result<StartLi
         ));
     }
     let uri_at = s + sp1 + 1;
-    match split_scheme(uri) {
-        Some((scheme, _)) if is_known_scheme(scheme) => {
-            let parsed = Uri::parse(uri).map_err(|e| {
-                ParseError::at(ErrorKind::RequestUri, e.detail().to_owned(), uri_at)
-            })?;
-            if parsed.has_headers() {
-                return Err(ParseError::at(
-                    ErrorKind::RequestUri,
-                    "headers are not allowed in a Request-URI",
-                    uri_at,
-                ));
-            }
+    match Uri::parse(uri) {
+        Ok(parsed) if parsed.has_headers() => {
+            return Err(ParseError::at(
+                ErrorKind::RequestUri,
+                "headers are not allowed in a Request-URI",
+                uri_at,
+            ));
         }
-        _ => validate_any_uri(uri, ErrorKind::RequestUri).map_err(|e| e.with_offset(uri_at))?,
+        Ok(_) => {}
+        // Other schemes are allowed with a looser check; this also words the error.
+        Err(_) => {
+            validate_any_uri(uri, ErrorKind::RequestUri).map_err(|e| e.with_offset(uri_at))?
+        }
     }
     Ok(StartLine::Request {
         method: Method::from_bytes(method.as_bytes()),
@@ -263,10 +289,14 @@ fn parse_cseq(v: &str) -> Option<(u32, &str)> {
 
 fn text<'a>(buf: &'a Bytes, t: &'a Text) -> &'a str {
     match t {
-        Text::Span(s, e) => buf
-            .get(*s..*e)
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .unwrap_or(""),
+        Text::Span(s, e) => {
+            let bytes = buf.get(*s..*e).unwrap_or_default();
+            debug_assert!(std::str::from_utf8(bytes).is_ok());
+            // SAFETY: spans are only made over text already known to be UTF-8 (a parsed
+            // start line or header section, or `&str` written by `Builder`), and start and
+            // end next to ASCII delimiters, so they are char boundaries.
+            unsafe { std::str::from_utf8_unchecked(bytes) }
+        }
         Text::Owned(s) => s,
     }
 }
@@ -384,21 +414,39 @@ impl Message {
             .iter()
             .position(|&c| c != b'\r' && c != b'\n')
             .ok_or_else(|| ParseError::new(ErrorKind::Empty, ""))?;
-        let (line_end, mut cur) = line_at(b, pos).ok_or_else(|| {
+        let mut scan = HeadScan::new(b, pos);
+        let mut lfs = [0usize; 32];
+        let (mut have, mut taken) = (0, 0);
+        let mut next_lf = || {
+            if taken == have {
+                have = scan.fill(&mut lfs);
+                taken = 0;
+                if have == 0 {
+                    return None;
+                }
+            }
+            taken += 1;
+            lfs.get(taken - 1).copied()
+        };
+        let nl = next_lf().ok_or_else(|| {
             ParseError::at(ErrorKind::Unterminated, "start line has no line end", pos)
         })?;
+        let line_end = content_end(b, pos, nl);
+        let mut cur = nl + 1;
         let start = parse_start_line(b, pos, line_end, cur)?;
         let mut headers: Vec<Entry> = Vec::with_capacity(16);
         // Indexes of entries continued on folded lines, unfolded once UTF-8 is checked.
         let mut folded: Vec<usize> = Vec::new();
         let body_start = loop {
-            let (le, nx) = line_at(b, cur).ok_or_else(|| {
+            let nl = next_lf().ok_or_else(|| {
                 ParseError::at(
                     ErrorKind::Unterminated,
                     "no empty line after the headers",
                     cur,
                 )
             })?;
+            let le = content_end(b, cur, nl);
+            let nx = nl + 1;
             if le == cur {
                 break nx;
             }
@@ -438,7 +486,7 @@ impl Message {
                 }
                 let (vs, ve) = trim_span(b, i + 1, le);
                 headers.push(Entry {
-                    kind: HeaderKind::of(&b[cur..name_end]),
+                    kind: HeaderKind::of_at(b, cur, name_end - cur),
                     name: Text::Span(cur, name_end),
                     value: Text::Span(vs, ve),
                     raw: Some((cur, nx)),
@@ -447,18 +495,23 @@ impl Message {
             cur = nx;
         };
         let head = &b[pos..body_start];
-        let head_text = std::str::from_utf8(head).map_err(|u| {
-            ParseError::at(
-                ErrorKind::InvalidUtf8,
-                "in the header section",
-                pos + u.valid_up_to(),
-            )
-        })?;
-        for cr in memchr::memchr_iter(b'\r', head) {
-            if head.get(cr + 1) != Some(&b'\n') {
-                return Err(ParseError::at(ErrorKind::HeaderLine, "bare CR", pos + cr));
+        let head_text = match scan.defect() {
+            // SAFETY: every byte is below 0x80, and ASCII is valid UTF-8.
+            None => unsafe { std::str::from_utf8_unchecked(head) },
+            Some(HeadDefect::NonAscii) => std::str::from_utf8(head).map_err(|u| {
+                ParseError::at(
+                    ErrorKind::InvalidUtf8,
+                    "in the header section",
+                    pos + u.valid_up_to(),
+                )
+            })?,
+            Some(HeadDefect::BareCr) => {
+                let bare = memchr::memchr_iter(b'\r', head)
+                    .find(|&cr| head.get(cr + 1) != Some(&b'\n'))
+                    .unwrap_or(0);
+                return Err(ParseError::at(ErrorKind::HeaderLine, "bare CR", pos + bare));
             }
-        }
+        };
         for &i in &folded {
             if let Some(entry) = headers.get_mut(i)
                 && let Text::Span(s, e) = entry.value
@@ -473,6 +526,7 @@ impl Message {
             headers,
             body: Bytes::new(),
             verbatim: None,
+            located: None,
         };
         let mut content_length: Option<usize> = None;
         for entry in msg
@@ -508,17 +562,19 @@ impl Message {
         if content_length.is_some() {
             msg.verbatim = Some((pos, body_end));
         }
-        msg.validate(head_text, pos)?;
+        msg.located = Some(msg.validate(head_text, pos)?);
         Ok(msg)
     }
 
     /// Checks the values a proxy relies on; errors carry the offset of the offending line.
     /// `head` is the header section (starting at buffer offset `head_at`), already checked
-    /// as UTF-8, so span values are sliced from it without re-checking each one.
-    fn validate(&self, head: &str, head_at: usize) -> Result<(), ParseError> {
+    /// as UTF-8, so span values are sliced from it without re-checking each one. Returns
+    /// where the fields read on every message sit.
+    fn validate(&self, head: &str, head_at: usize) -> Result<Located, ParseError> {
+        let mut found = Located::default();
         let (mut vias, mut froms, mut tos, mut call_ids, mut cseqs, mut max_fwds) =
             (0, 0, 0, 0, 0, 0);
-        for entry in &self.headers {
+        for (i, entry) in self.headers.iter().enumerate() {
             let at = entry.raw.map_or(0, |(s, _)| s);
             let value = match &entry.value {
                 Text::Span(s, e) => s
@@ -529,7 +585,7 @@ impl Message {
                 Text::Owned(v) => v,
             };
             let values = self
-                .validate_entry(entry, value)
+                .validate_entry(i, entry, value, &mut found)
                 .map_err(|e| e.with_offset(at))?;
             match entry.kind {
                 HeaderKind::Via => vias += values,
@@ -559,11 +615,18 @@ impl Message {
         if max_fwds > 1 {
             return Err(ParseError::new(ErrorKind::DuplicateHeader, "Max-Forwards"));
         }
-        Ok(())
+        Ok(found)
     }
 
-    /// Checks one header line; returns how many Via values it holds (for counting).
-    fn validate_entry(&self, entry: &Entry, value: &str) -> Result<usize, ParseError> {
+    /// Checks header line `i`, noting in `found` what it locates; returns how many Via
+    /// values it holds (for counting).
+    fn validate_entry(
+        &self,
+        i: usize,
+        entry: &Entry,
+        value: &str,
+        found: &mut Located,
+    ) -> Result<usize, ParseError> {
         let bad = |kind: ErrorKind, what: &str| {
             ParseError::new(
                 kind,
@@ -574,21 +637,31 @@ impl Message {
             HeaderKind::Via => {
                 let mut n = 0;
                 for v in CommaValues::new(value) {
-                    Via::parse(v)?;
+                    let via = Via::parse(v)?;
+                    if found.via.is_none() {
+                        found.via = Some((i, via.locate(value)));
+                    }
                     n += 1;
                 }
                 return Ok(n);
             }
             HeaderKind::From | HeaderKind::To => {
-                NameAddr::parse(value)?;
+                let tag = NameAddr::parse(value)?.tag().map(|t| span_in(value, t));
+                let slot = if entry.kind == HeaderKind::From {
+                    &mut found.from
+                } else {
+                    &mut found.to
+                };
+                slot.get_or_insert((i, tag));
             }
-            HeaderKind::CallId
-                if value.is_empty() || value.bytes().any(|c| c <= b' ' || c == 0x7f) =>
-            {
-                return Err(bad(ErrorKind::HeaderValue, "is not a Call-ID"));
+            HeaderKind::CallId => {
+                if value.is_empty() || value.bytes().any(|c| c <= b' ' || c == 0x7f) {
+                    return Err(bad(ErrorKind::HeaderValue, "is not a Call-ID"));
+                }
+                found.call_id.get_or_insert(i);
             }
             HeaderKind::CSeq => {
-                let (_, method) = parse_cseq(value)
+                let (n, method) = parse_cseq(value)
                     .ok_or_else(|| bad(ErrorKind::HeaderValue, "is not `number method`"))?;
                 if let StartLine::Request { method: m, .. } = &self.start
                     && m.as_str() != method
@@ -598,10 +671,14 @@ impl Message {
                         format!("request method {m} but CSeq method {method}"),
                     ));
                 }
+                found.cseq.get_or_insert((n, i, span_in(value, method)));
             }
-            HeaderKind::MaxForwards if parse_max_forwards(value).is_none_or(|n| n > 255) => {
-                return Err(bad(ErrorKind::HeaderValue, "is not in 0..=255"));
-            }
+            HeaderKind::MaxForwards => match parse_max_forwards(value) {
+                Some(n) if n <= 255 => {
+                    found.max_forwards.get_or_insert(n);
+                }
+                _ => return Err(bad(ErrorKind::HeaderValue, "is not in 0..=255")),
+            },
             HeaderKind::Contact if value != "*" => {
                 for v in CommaValues::new(value) {
                     NameAddr::parse(v)?;
@@ -615,6 +692,11 @@ impl Message {
             _ => {}
         }
         Ok(0)
+    }
+
+    /// The value of header line `i`.
+    fn value_of(&self, i: usize) -> &str {
+        self.headers.get(i).map_or("", |e| self.text(&e.value))
     }
 
     fn text<'a>(&'a self, t: &'a Text) -> &'a str {
@@ -717,27 +799,40 @@ impl Message {
 
     /// The Call-ID.
     pub fn call_id(&self) -> Option<&str> {
-        self.first_of_kind(HeaderKind::CallId)
+        match &self.located {
+            Some(l) => l.call_id.map(|i| self.value_of(i)),
+            None => self.first_of_kind(HeaderKind::CallId),
+        }
     }
 
     /// CSeq number and method.
     pub fn cseq(&self) -> Option<(u32, Method)> {
+        if let Some(l) = &self.located {
+            let (n, i, method) = l.cseq?;
+            return Some((n, Method::from(at_span(self.value_of(i), method))));
+        }
         let (n, m) = parse_cseq(self.first_of_kind(HeaderKind::CSeq)?)?;
         Some((n, Method::from(m)))
     }
 
     /// The From header's tag.
     pub fn from_tag(&self) -> Option<&str> {
-        NameAddr::parse_validated(self.first_of_kind(HeaderKind::From)?)
-            .ok()?
-            .tag()
+        match &self.located {
+            Some(l) => l
+                .from
+                .and_then(|(i, tag)| Some(at_span(self.value_of(i), tag?))),
+            None => self.from()?.tag(),
+        }
     }
 
     /// The To header's tag.
     pub fn to_tag(&self) -> Option<&str> {
-        NameAddr::parse_validated(self.first_of_kind(HeaderKind::To)?)
-            .ok()?
-            .tag()
+        match &self.located {
+            Some(l) => {
+                l.to.and_then(|(i, tag)| Some(at_span(self.value_of(i), tag?)))
+            }
+            None => self.to()?.tag(),
+        }
     }
 
     /// The From header parsed.
@@ -752,11 +847,18 @@ impl Message {
 
     /// Max-Forwards, if present and numeric.
     pub fn max_forwards(&self) -> Option<u32> {
-        parse_max_forwards(self.first_of_kind(HeaderKind::MaxForwards)?)
+        match &self.located {
+            Some(l) => l.max_forwards,
+            None => parse_max_forwards(self.first_of_kind(HeaderKind::MaxForwards)?),
+        }
     }
 
     /// The topmost Via value.
     pub fn top_via(&self) -> Option<Via<'_>> {
+        if let Some(l) = &self.located {
+            let (i, at) = l.via.as_ref()?;
+            return Some(Via::relocate(self.value_of(*i), at));
+        }
         let first = self.headers.iter().find(|e| e.kind == HeaderKind::Via)?;
         Via::parse_validated(CommaValues::new(self.text(&first.value)).next()?).ok()
     }
@@ -765,6 +867,7 @@ impl Message {
 
     fn edited(&mut self) {
         self.verbatim = None;
+        self.located = None;
     }
 
     fn new_entry(name: &str, value: &str) -> Option<Entry> {
@@ -1138,6 +1241,7 @@ impl Builder {
             headers: self.headers,
             body: Bytes::new(),
             verbatim: has_length.then_some((0, len)),
+            located: None,
         }
     }
 }

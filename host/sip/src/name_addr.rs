@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use crate::error::{ErrorKind, ParseError};
 use crate::header::{
-    Params, find_byte, is_token_byte, is_ws, quoted_len, trim_lws, unquote, validate_params,
+    Params, find_byte, is_token_byte, is_ws, quoted_len, trim_lws, unquote, walk_params,
 };
 use crate::uri::{Uri, validate_any_uri};
 
@@ -22,6 +22,7 @@ pub struct NameAddr<'a> {
     /// The URI, without the angle brackets.
     pub uri: &'a str,
     params: &'a str,
+    tag: Option<&'a str>,
 }
 
 fn err(detail: String) -> ParseError {
@@ -51,7 +52,10 @@ impl<'a> NameAddr<'a> {
             let n = quoted_len(b)
                 .ok_or_else(|| err(format!("unterminated quoted display name in {s:?}")))?;
             let after = &s[n..];
-            let lead = after.len() - after.trim_start_matches([' ', '\t', '\r', '\n']).len();
+            let lead = after
+                .bytes()
+                .position(|c| !matches!(c, b' ' | b'\t' | b'\r' | b'\n'))
+                .unwrap_or(after.len());
             if after.as_bytes().get(lead) != Some(&b'<') {
                 return Err(err(format!(
                     "quoted display name not followed by <URI> in {s:?}"
@@ -72,33 +76,41 @@ impl<'a> NameAddr<'a> {
             let end = find_byte(s, b';').unwrap_or(s.len());
             let uri = trim_lws(&s[..end]);
             let params = &s[end..];
-            if validate {
-                if uri.bytes().any(|c| c == b'?' || c == b',') {
-                    return Err(err(format!(
-                        "URI with '?' or ',' must be enclosed in <> in {s:?}"
-                    )));
-                }
-                validate_any_uri(uri, ErrorKind::NameAddr)?;
-                validate_params(params, ErrorKind::NameAddr)?;
+            if validate && uri.bytes().any(|c| c == b'?' || c == b',') {
+                return Err(err(format!(
+                    "URI with '?' or ',' must be enclosed in <> in {s:?}"
+                )));
             }
-            return Ok(NameAddr {
-                display: None,
-                uri,
-                params,
-            });
+            return Self::finish(None, uri, params, validate);
         };
         let rest = &s[open + 1..];
         let close = find_byte(rest, b'>').ok_or_else(|| err(format!("missing '>' in {s:?}")))?;
-        let uri = &rest[..close];
-        let params = &rest[close + 1..];
+        Self::finish(display, &rest[..close], &rest[close + 1..], validate)
+    }
+
+    /// Checks the URI and parameters (when asked) and picks out the tag.
+    fn finish(
+        display: Option<&'a str>,
+        uri: &'a str,
+        params: &'a str,
+        validate: bool,
+    ) -> Result<NameAddr<'a>, ParseError> {
+        let mut tag = None;
         if validate {
             validate_any_uri(uri, ErrorKind::NameAddr)?;
-            validate_params(params, ErrorKind::NameAddr)?;
+            walk_params(params, ErrorKind::NameAddr, |name, value| {
+                if tag.is_none() && name.eq_ignore_ascii_case("tag") {
+                    tag = Some(value);
+                }
+            })?;
+        } else {
+            tag = Params::new(params).get("tag");
         }
         Ok(NameAddr {
             display,
             uri,
             params,
+            tag: tag.flatten(),
         })
     }
 
@@ -124,7 +136,7 @@ impl<'a> NameAddr<'a> {
 
     /// The `tag` parameter.
     pub fn tag(&self) -> Option<&'a str> {
-        self.param("tag").flatten()
+        self.tag
     }
 
     /// The raw parameter text after the URI (starting at `;`, possibly empty).

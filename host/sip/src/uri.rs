@@ -2,7 +2,7 @@
 //! parsed from: user, password, host (IPv6 in brackets), port, parameters and headers.
 
 use crate::error::{ErrorKind, ParseError};
-use crate::header::{Params, eq_ignore_case, find_byte, is_host_byte, is_uri_forbidden};
+use crate::header::{Params, find_byte, is_uri_forbidden};
 
 /// A parsed `sip:`, `sips:` or `tel:` URI borrowing from its text.
 ///
@@ -32,7 +32,7 @@ pub(crate) fn split_scheme(s: &str) -> Option<(&str, &str)> {
     }
     let colon = b
         .iter()
-        .position(|&c| !(c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.')))?;
+        .position(|&c| URI_CLASS[c as usize] & SCHEME == 0)?;
     if b[colon] != b':' {
         return None;
     }
@@ -42,27 +42,34 @@ pub(crate) fn split_scheme(s: &str) -> Option<(&str, &str)> {
 /// Checks the shape any absolute URI must have: a scheme, something after it, and no
 /// whitespace, controls, quotes or angle brackets. sip/sips/tel URIs are parsed fully.
 pub(crate) fn validate_any_uri(s: &str, kind: ErrorKind) -> Result<(), ParseError> {
-    let Some((scheme, rest)) = split_scheme(s) else {
-        return Err(ParseError::new(kind, format!("no URI scheme in {s:?}")));
-    };
-    if is_known_scheme(scheme) {
-        return Uri::parse(s)
-            .map(|_| ())
-            .map_err(|e| ParseError::new(kind, e.detail().to_owned()));
+    match Uri::parse(s) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::UnsupportedScheme => {
+            let rest = split_scheme(s).map_or("", |(_, rest)| rest);
+            if rest.is_empty() || rest.bytes().any(is_uri_forbidden) {
+                return Err(ParseError::new(
+                    kind,
+                    format!("invalid characters in URI {s:?}"),
+                ));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == ErrorKind::Uri && split_scheme(s).is_none() => {
+            Err(ParseError::new(kind, format!("no URI scheme in {s:?}")))
+        }
+        Err(e) => Err(ParseError::new(kind, e.detail().to_owned())),
     }
-    if rest.is_empty() || rest.bytes().any(is_uri_forbidden) {
-        return Err(ParseError::new(
-            kind,
-            format!("invalid characters in URI {s:?}"),
-        ));
-    }
-    Ok(())
 }
 
+/// Whether the scheme is sip, sips or tel (any case).
 pub(crate) fn is_known_scheme(scheme: &str) -> bool {
-    match scheme.len() {
-        3 => eq_ignore_case(scheme.as_bytes(), b"sip") || eq_ignore_case(scheme.as_bytes(), b"tel"),
-        4 => eq_ignore_case(scheme.as_bytes(), b"sips"),
+    // Setting bit 5 lowercases letters; the schemes compared are all letters.
+    match *scheme.as_bytes() {
+        [a, b, c] => matches!(
+            [a | 0x20, b | 0x20, c | 0x20],
+            [b's', b'i', b'p'] | [b't', b'e', b'l']
+        ),
+        [a, b, c, d] => [a | 0x20, b | 0x20, c | 0x20, d | 0x20] == *b"sips",
         _ => false,
     }
 }
@@ -71,10 +78,76 @@ fn uri_err(detail: String) -> ParseError {
     ParseError::new(ErrorKind::Uri, detail)
 }
 
+fn forbidden(s: &str) -> ParseError {
+    uri_err(format!("whitespace, control or <>\" characters in {s:?}"))
+}
+
+const FORBIDDEN: u8 = 1;
+const DELIMITER: u8 = 2;
+/// Scheme characters after the first: alphanumerics, `+`, `-`, `.`.
+const SCHEME: u8 = 4;
+/// Host name characters: alphanumerics, `-`, `.`, `_`.
+const HOST: u8 = 8;
+
+/// Byte classes for URI scans: forbidden bytes and the delimiters `@ : ; ?` (where a scan
+/// stops), and scheme characters.
+static URI_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        if is_uri_forbidden(i as u8) {
+            t[i] = FORBIDDEN;
+        }
+        i += 1;
+    }
+    while i > 0 {
+        i -= 1;
+        let c = i as u8;
+        if c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.') {
+            t[i] |= SCHEME;
+        }
+        if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_') {
+            t[i] |= HOST;
+        }
+    }
+    t[b'@' as usize] = DELIMITER;
+    t[b':' as usize] = DELIMITER;
+    t[b';' as usize] = DELIMITER;
+    t[b'?' as usize] = DELIMITER;
+    t
+};
+
+/// `tel:number;params` (RFC 3966): the number goes in `user`.
+fn parse_tel<'a>(s: &'a str, scheme: &'a str, rest: &'a str) -> Result<Uri<'a>, ParseError> {
+    if rest.bytes().any(is_uri_forbidden) {
+        return Err(forbidden(s));
+    }
+    let end = find_byte(rest, b';').unwrap_or(rest.len());
+    let number = &rest[..end];
+    if number.is_empty() {
+        return Err(uri_err("tel URI without a number".into()));
+    }
+    let params = &rest[end..];
+    check_params(params)?;
+    Ok(Uri {
+        scheme,
+        user: Some(number),
+        password: None,
+        host: "",
+        port: None,
+        params,
+        headers: "",
+    })
+}
+
 impl<'a> Uri<'a> {
     /// Parses a `sip:`, `sips:` or `tel:` URI. Other schemes give
     /// [`ErrorKind::UnsupportedScheme`].
     pub fn parse(s: &'a str) -> Result<Uri<'a>, ParseError> {
+        // Index loops over one table: this runs for every URI of every message.
+        let b = s.as_bytes();
+        let n = b.len();
+        let class = |i: usize| URI_CLASS[b[i] as usize];
         let Some((scheme, rest)) = split_scheme(s) else {
             return Err(uri_err(format!("no scheme in {s:?}")));
         };
@@ -84,72 +157,113 @@ impl<'a> Uri<'a> {
                 format!("{scheme:?}"),
             ));
         }
-        // One pass: forbidden characters, and the first '@' (the user part may contain ';',
-        // '?', '/' and ':' but never an unescaped '@', so the first one ends it).
-        let rb = rest.as_bytes();
-        // Branch-free over the whole URI so the compiler can vectorize it.
-        if rb.iter().fold(false, |bad, &c| bad | is_uri_forbidden(c)) {
-            return Err(uri_err(format!(
-                "whitespace, control or <>\" characters in {s:?}"
-            )));
+        let rest_at = scheme.len() + 1;
+        if scheme.as_bytes()[0] | 0x20 == b't' {
+            return parse_tel(s, scheme, rest);
         }
-        // URIs are short: a plain scan beats memchr's per-call setup.
-        let at = rb.iter().position(|&c| c == b'@');
-        if eq_ignore_case(scheme.as_bytes(), b"tel") {
-            let end = find_byte(rest, b';').unwrap_or(rest.len());
-            let number = &rest[..end];
-            if number.is_empty() {
-                return Err(uri_err("tel URI without a number".into()));
+        // The first '@' ends the user part, which may hold ';', '?', '/' and ':' but never
+        // an unescaped '@'; before it, the first ':' splits off a password.
+        let (mut at, mut colon) = (None, None);
+        let mut i = rest_at;
+        while i < n {
+            if class(i) & (FORBIDDEN | DELIMITER) != 0 {
+                match b[i] {
+                    b'@' => {
+                        at = Some(i);
+                        break;
+                    }
+                    b':' if colon.is_none() => colon = Some(i),
+                    b':' | b';' | b'?' => {}
+                    _ => return Err(forbidden(s)),
+                }
             }
-            let params = &rest[end..];
-            check_params(params)?;
-            return Ok(Uri {
-                scheme,
-                user: Some(number),
-                password: None,
-                host: "",
-                port: None,
-                params,
-                headers: "",
-            });
+            i += 1;
         }
-        let (userinfo, hostpart) = match at {
-            Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
-            None => (None, rest),
-        };
-        let (user, password) = match userinfo {
-            Some(ui) => {
-                let (user, password) = match find_byte(ui, b':') {
-                    Some(c) => (&ui[..c], Some(&ui[c + 1..])),
-                    None => (ui, None),
+        let (user, password, host_at) = match at {
+            Some(at) => {
+                let (user, password) = match colon {
+                    Some(c) => (&s[rest_at..c], Some(&s[c + 1..at])),
+                    None => (&s[rest_at..at], None),
                 };
                 if user.is_empty() {
                     return Err(uri_err(format!("empty user part in {s:?}")));
                 }
-                (Some(user), password)
+                (Some(user), password, at + 1)
             }
-            None => (None, None),
+            None => (None, None, rest_at),
         };
-        let hostport_end = hostpart
-            .bytes()
-            .position(|c| c == b';' || c == b'?')
-            .unwrap_or(hostpart.len());
-        let (host, port) = split_hostport(&hostpart[..hostport_end])?;
-        let after = &hostpart[hostport_end..];
-        let (params, headers) = match find_byte(after, b'?') {
-            Some(q) => {
-                let headers = &after[q + 1..];
-                if headers.is_empty() {
-                    return Err(uri_err(format!("empty headers after '?' in {s:?}")));
-                }
-                if find_byte(headers, b'@').is_some() {
-                    return Err(uri_err(format!("unescaped '@' in URI headers of {s:?}")));
-                }
-                (&after[..q], headers)
+        let mut i = host_at;
+        if b.get(i) == Some(&b'[') {
+            let close = b[i..]
+                .iter()
+                .position(|&c| c == b']')
+                .map(|c| i + c)
+                .ok_or_else(|| uri_err(format!("unterminated IPv6 reference in {s:?}")))?;
+            let inner = &b[i + 1..close];
+            if inner.is_empty()
+                || !inner
+                    .iter()
+                    .all(|&c| c.is_ascii_hexdigit() || c == b':' || c == b'.')
+            {
+                return Err(uri_err(format!("bad IPv6 reference in {s:?}")));
             }
-            None => (after, ""),
+            i = close + 1;
+        } else {
+            while i < n && class(i) & HOST != 0 {
+                i += 1;
+            }
+        }
+        let host = &s[host_at..i];
+        if host.is_empty() {
+            return Err(uri_err(format!("bad host in {s:?}")));
+        }
+        let mut port = None;
+        if b.get(i) == Some(&b':') {
+            let (mut value, start) = (0u32, i + 1);
+            i = start;
+            while i < n && b[i].is_ascii_digit() && i - start < 5 {
+                value = value * 10 + u32::from(b[i] - b'0');
+                i += 1;
+            }
+            if i == start || value > u32::from(u16::MAX) {
+                return Err(uri_err(format!("bad port in {s:?}")));
+            }
+            port = Some(value as u16);
+        }
+        // Parameters up to '?': every ';' starts a named one; nothing forbidden (the scan
+        // above stopped at the '@', so these bytes are new).
+        let params_at = i;
+        while i < n && b[i] != b'?' {
+            match b[i] {
+                b';' if matches!(b.get(i + 1), None | Some(b';') | Some(b'=')) => {
+                    return Err(uri_err(format!("empty URI parameter in {s:?}")));
+                }
+                _ if class(i) & FORBIDDEN != 0 => return Err(forbidden(s)),
+                _ if i == params_at && b[i] != b';' => {
+                    return Err(uri_err(format!("bad host or port in {s:?}")));
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        let params = &s[params_at..i];
+        let headers = if i < n {
+            let headers = &s[i + 1..];
+            if headers.is_empty() {
+                return Err(uri_err(format!("empty headers after '?' in {s:?}")));
+            }
+            if headers
+                .bytes()
+                .any(|c| c == b'@' || URI_CLASS[c as usize] & FORBIDDEN != 0)
+            {
+                return Err(uri_err(format!(
+                    "unescaped '@' or forbidden character in URI headers of {s:?}"
+                )));
+            }
+            headers
+        } else {
+            ""
         };
-        check_params(params)?;
         Ok(Uri {
             scheme,
             user,
@@ -218,50 +332,6 @@ fn check_params(params: &str) -> Result<(), ParseError> {
         }
     }
     Ok(())
-}
-
-/// Splits `host[:port]`; validates the host and the port.
-pub(crate) fn split_hostport(hostport: &str) -> Result<(&str, Option<u16>), ParseError> {
-    let (host, port) = if hostport.starts_with('[') {
-        let Some(close) = find_byte(hostport, b']') else {
-            return Err(uri_err(format!(
-                "unterminated IPv6 reference in {hostport:?}"
-            )));
-        };
-        let inner = &hostport[1..close];
-        if inner.is_empty()
-            || !inner
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-        {
-            return Err(uri_err(format!("bad IPv6 reference {hostport:?}")));
-        }
-        let rest = &hostport[close + 1..];
-        let port = match rest.strip_prefix(':') {
-            Some(p) => Some(p),
-            None if rest.is_empty() => None,
-            None => {
-                return Err(uri_err(format!(
-                    "junk after IPv6 reference in {hostport:?}"
-                )));
-            }
-        };
-        (&hostport[..close + 1], port)
-    } else {
-        let (host, port) = match find_byte(hostport, b':') {
-            Some(c) => (&hostport[..c], Some(&hostport[c + 1..])),
-            None => (hostport, None),
-        };
-        if host.is_empty() || !host.bytes().all(is_host_byte) {
-            return Err(uri_err(format!("bad host {host:?}")));
-        }
-        (host, port)
-    };
-    let port = match port {
-        None => None,
-        Some(p) => Some(parse_port(p).ok_or_else(|| uri_err(format!("bad port {p:?}")))?),
-    };
-    Ok((host, port))
 }
 
 pub(crate) fn parse_port(p: &str) -> Option<u16> {

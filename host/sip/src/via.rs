@@ -2,7 +2,8 @@
 //! such as branch, received and rport (RFC 3581).
 
 use crate::error::{ErrorKind, ParseError};
-use crate::header::{Params, is_host_byte, is_token_byte, trim_lws, validate_params};
+use crate::header::{Params, is_host_byte, is_token_byte, trim_lws, walk_params};
+use crate::message::{Span, at_span, span_in};
 use crate::uri::parse_port;
 
 /// One Via value, e.g. `SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776;rport`.
@@ -19,6 +20,19 @@ pub struct Via<'a> {
     /// The sent-by port, if given.
     pub port: Option<u16>,
     params: &'a str,
+    branch: Option<&'a str>,
+}
+
+/// A validated Via value's parts as offsets into its header value.
+#[derive(Debug, Clone)]
+pub(crate) struct ViaSpans {
+    protocol: Span,
+    version: Span,
+    transport: Span,
+    host: Span,
+    port: Option<u16>,
+    params: Span,
+    branch: Option<Span>,
 }
 
 fn err(detail: String) -> ParseError {
@@ -28,7 +42,11 @@ fn err(detail: String) -> ParseError {
 /// Reads a token after optional LWS; returns it and the rest.
 fn token(s: &str) -> Option<(&str, &str)> {
     let s = trim_lws_start(s);
-    let end = s.bytes().position(|b| !is_token_byte(b)).unwrap_or(s.len());
+    let end = s
+        .as_bytes()
+        .iter()
+        .position(|&b| !is_token_byte(b))
+        .unwrap_or(s.len());
     if end == 0 {
         None
     } else {
@@ -36,8 +54,13 @@ fn token(s: &str) -> Option<(&str, &str)> {
     }
 }
 
+fn is_lws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
 fn trim_lws_start(s: &str) -> &str {
-    s.trim_start_matches([' ', '\t', '\r', '\n'])
+    let n = s.as_bytes().iter().take_while(|&&b| is_lws(b)).count();
+    &s[n..]
 }
 
 fn slash(s: &str) -> Option<&str> {
@@ -62,7 +85,7 @@ impl<'a> Via<'a> {
         let (protocol, rest) = token(s).ok_or_else(bad)?;
         let (version, rest) = slash(rest).and_then(token).ok_or_else(bad)?;
         let (transport, rest) = slash(rest).and_then(token).ok_or_else(bad)?;
-        if !rest.starts_with([' ', '\t', '\r', '\n']) {
+        if !rest.as_bytes().first().is_some_and(|&b| is_lws(b)) {
             return Err(err(format!("no whitespace before sent-by in {s:?}")));
         }
         let rest = trim_lws_start(rest);
@@ -93,29 +116,64 @@ impl<'a> Via<'a> {
             rest = &p[end..];
         }
         let params = trim_lws(rest);
-        let via = Via {
+        let mut branch = None;
+        if validate {
+            let mut rport = None;
+            walk_params(params, ErrorKind::Via, |name, value| {
+                if branch.is_none() && name.eq_ignore_ascii_case("branch") {
+                    branch = Some(value);
+                } else if rport.is_none() && name.eq_ignore_ascii_case("rport") {
+                    rport = Some(value);
+                }
+            })?;
+            if let Some(Some(rport)) = rport
+                && parse_port(rport).is_none()
+            {
+                return Err(err(format!("bad rport value {rport:?}")));
+            }
+        } else {
+            branch = Params::new(params).get("branch");
+        }
+        Ok(Via {
             protocol,
             version,
             transport,
             host,
             port,
             params,
-        };
-        if !validate {
-            return Ok(via);
+            branch: branch.flatten(),
+        })
+    }
+
+    /// Where this value's parts sit in `within`, the header value it was parsed from.
+    pub(crate) fn locate(&self, within: &str) -> ViaSpans {
+        ViaSpans {
+            protocol: span_in(within, self.protocol),
+            version: span_in(within, self.version),
+            transport: span_in(within, self.transport),
+            host: span_in(within, self.host),
+            port: self.port,
+            params: span_in(within, self.params),
+            branch: self.branch.map(|b| span_in(within, b)),
         }
-        validate_params(params, ErrorKind::Via)?;
-        if let Some(Some(rport)) = via.param("rport")
-            && parse_port(rport).is_none()
-        {
-            return Err(err(format!("bad rport value {rport:?}")));
+    }
+
+    /// The value [`Via::locate`] described, read back from the same text.
+    pub(crate) fn relocate(within: &'a str, at: &ViaSpans) -> Via<'a> {
+        Via {
+            protocol: at_span(within, at.protocol),
+            version: at_span(within, at.version),
+            transport: at_span(within, at.transport),
+            host: at_span(within, at.host),
+            port: at.port,
+            params: at_span(within, at.params),
+            branch: at.branch.map(|b| at_span(within, b)),
         }
-        Ok(via)
     }
 
     /// The `branch` parameter.
     pub fn branch(&self) -> Option<&'a str> {
-        self.param("branch").flatten()
+        self.branch
     }
 
     /// The `received` parameter.

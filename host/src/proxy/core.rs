@@ -147,9 +147,10 @@ enum Job {
         request: Message,
         fresh: bool,
     },
-    Ack {
+    /// A request forwarded without a transaction (§16.11), under our Via with `branch`.
+    Stateless {
         request: Message,
-        upstream_branch: String,
+        branch: String,
         inbound: usize,
     },
     Local {
@@ -605,10 +606,10 @@ impl Core {
                             let _ = entry.machine.on_ack(now);
                         }
                         if self.drive_server(id) {
-                            self.forward_ack(msg, source, now);
+                            self.forward_stateless(msg, source, reply_to, now);
                         }
                     }
-                    None => self.forward_ack(msg, source, now),
+                    None => self.forward_stateless(msg, source, reply_to, now),
                 }
             }
             Method::Cancel => self.on_cancel(msg, source, reply_to, now),
@@ -634,7 +635,7 @@ impl Core {
         reply_to: SocketAddr,
         status: u16,
     ) {
-        self.reply_stateless_with(request, source, reply_to, status, &[]);
+        self.reply_stateless_with(request, source, reply_to, status, reason_for(status), &[]);
     }
 
     fn reply_stateless_with(
@@ -643,11 +644,12 @@ impl Core {
         source: Source,
         reply_to: SocketAddr,
         status: u16,
+        reason: &str,
         headers: &[(&str, &str)],
     ) {
         ProxyStats::bump(&self.stats.local_replies);
         let tag = (status > 100).then(|| self.new_tag());
-        let mut response = request.response(status, reason_for(status), tag.as_deref());
+        let mut response = request.response(status, reason, tag.as_deref());
         for (name, value) in headers {
             response.append_header(name, value);
         }
@@ -682,7 +684,15 @@ impl Core {
                 .collect();
             if !unsupported.is_empty() {
                 let tags = unsupported.join(", ");
-                self.reply_stateless_with(&msg, source, reply_to, 420, &[("Unsupported", &tags)]);
+                let unsupported = [("Unsupported", tags.as_str())];
+                self.reply_stateless_with(
+                    &msg,
+                    source,
+                    reply_to,
+                    420,
+                    reason_for(420),
+                    &unsupported,
+                );
                 return;
             }
         }
@@ -922,8 +932,9 @@ impl Core {
             return;
         }
         let Some(invite_id) = self.server_index.get(&invite_key).copied() else {
-            // §16.10 allows stateless forwarding; with no transaction to cancel we answer.
-            self.reply_stateless(&msg, source, reply_to, 481);
+            // §16.10: without a response context we know nothing of the request; it may have
+            // gone by statelessly, so the CANCEL MUST follow it the same way.
+            self.forward_stateless(msg, source, reply_to, now);
             return;
         };
         let server_id = self.next_id();
@@ -1041,16 +1052,56 @@ impl Core {
         }
     }
 
-    /// Forwards an ACK for a 2xx statelessly along the route set (§16.11 behaviour).
-    fn forward_ack(&mut self, mut msg: Message, source: Source, now: Instant) {
-        let upstream_branch = msg
-            .top_via()
-            .and_then(|v| v.branch().map(str::to_owned))
-            .unwrap_or_default();
-        let mut hook = self.routed_hook_context(&mut msg, &source, upstream_branch.clone(), None);
+    /// §16.11 stateless forwarding along the route set, for requests no transaction takes:
+    /// ACKs for 2xx and CANCELs without a response context (§16.10). The branch is derived
+    /// from the upstream transaction's identity, so retransmissions leave with the same one.
+    fn forward_stateless(
+        &mut self,
+        mut msg: Message,
+        source: Source,
+        reply_to: SocketAddr,
+        now: Instant,
+    ) {
+        // An ACK has no response: whatever would be answered is dropped instead.
+        let is_ack = msg.method() == Some(&Method::Ack);
+        let Some((upstream_branch, branch)) = msg.top_via().map(|via| {
+            let key = ServerKey::new(&msg, &via, "INVITE");
+            let upstream = via.branch().unwrap_or_default().to_owned();
+            (
+                upstream,
+                stateless_branch(&format!("{}|{}", key.branch, key.sent_by)),
+            )
+        }) else {
+            return;
+        };
+        // §16.3 step 3.
+        if msg.max_forwards() == Some(0) {
+            if !is_ack {
+                self.reply_stateless(&msg, source, reply_to, 483);
+            }
+            return;
+        }
+        // Local answers are built from the request as received, not as routed and filtered;
+        // ACKs, the bulk of this path, never get one, so they skip the copy.
+        let original = (!is_ack).then(|| msg.clone());
+        let mut hook = self.routed_hook_context(&mut msg, &source, upstream_branch, None);
         let preliminary = hook.next_hop.clone();
         let next_hop = match self.hooks.on_request(&mut hook, &mut msg) {
-            Decision::Drop | Decision::Reply { .. } => return,
+            Decision::Drop => return,
+            Decision::Reply {
+                code,
+                reason,
+                headers,
+            } => {
+                if let Some(original) = &original {
+                    let headers: Vec<(&str, &str)> = headers
+                        .iter()
+                        .map(|(n, v)| (n.as_str(), v.as_str()))
+                        .collect();
+                    self.reply_stateless_with(original, source, reply_to, code, &reason, &headers);
+                }
+                return;
+            }
             Decision::Forward { next_hop } => Some(next_hop),
             Decision::Continue | Decision::Resend { .. } => {
                 if hook.next_hop != preliminary {
@@ -1061,19 +1112,22 @@ impl Core {
             }
         };
         let Some(next_hop) = next_hop else {
-            tracing::debug!("ACK without a route dropped");
+            tracing::debug!("stateless request without a route");
+            if let Some(original) = &original {
+                self.reply_stateless(original, source, reply_to, 404);
+            }
             return;
         };
-        match msg.max_forwards() {
-            Some(0) => return,
-            Some(n) => msg.set_header("Max-Forwards", &(n - 1).to_string()),
-            None => msg.set_header("Max-Forwards", &self.max_forwards.to_string()),
-        }
+        let forwards = match msg.max_forwards() {
+            Some(n) => n.saturating_sub(1),
+            None => self.max_forwards,
+        };
+        msg.set_header("Max-Forwards", &forwards.to_string());
         self.dispatch(
             &next_hop,
-            Job::Ack {
+            Job::Stateless {
                 request: msg,
-                upstream_branch,
+                branch,
                 inbound: source.listener,
             },
             now,
@@ -1150,7 +1204,7 @@ impl Core {
     fn job_failed(&mut self, job: Job, status: u16, why: &str, now: Instant) {
         match job {
             Job::Branch { ctx, .. } => self.branch_failed(ctx, None, status, now),
-            Job::Ack { .. } => tracing::debug!(why, "ACK not forwarded"),
+            Job::Stateless { .. } => tracing::debug!(why, "stateless request not forwarded"),
             Job::Local { reply, .. } => {
                 let _ = reply.send(Err(SendError::NoRoute(why.to_owned())));
             }
@@ -1164,20 +1218,20 @@ impl Core {
                 request,
                 fresh,
             } => self.send_branch(ctx, request, fresh, kind, addr, now),
-            Job::Ack {
+            Job::Stateless {
                 mut request,
-                upstream_branch,
+                branch,
                 inbound,
             } => {
                 let Some(listener) = self.transport.pick_listener(kind, Some(inbound), &addr)
                 else {
-                    tracing::debug!(%kind, "no listener for ACK");
+                    tracing::debug!(%kind, "no listener for a stateless request");
                     return;
                 };
                 let Some(via) = self
                     .transport
                     .listener(listener)
-                    .map(|l| via_value(l, &stateless_branch(&upstream_branch)))
+                    .map(|l| via_value(l, &branch))
                 else {
                     return;
                 };
@@ -1187,7 +1241,7 @@ impl Core {
                     .transport
                     .send(kind, listener, addr, None, request.to_bytes())
                 {
-                    tracing::debug!(%addr, error = %e, "ACK send failed");
+                    tracing::debug!(%addr, error = %e, "stateless request send failed");
                 }
             }
             Job::Local { mut request, reply } => {
@@ -1721,10 +1775,10 @@ impl Core {
             let is_cancel = msg.cseq().is_some_and(|(_, m)| m == Method::Cancel);
             let key: ClientKey = (branch.into(), is_cancel);
             if !self.client_index.contains_key(&key) {
-                // No transaction (§16.7 step 1): only 2xx retransmissions, after our INVITE
-                // client ended, still need to reach the UAC; we only forward requests
-                // statefully, so anything else is stale.
-                if !self.us.is_us(via.host, via.port) || !(200..300).contains(&status) {
+                // No transaction (§16.7 step 1): forwarded as a stateless proxy would (2xx
+                // retransmissions after our INVITE client ended, answers to a CANCEL we
+                // forwarded statelessly, late finals), if the top Via is ours at all.
+                if !self.us.is_us(via.host, via.port) {
                     tracing::debug!(status, "response matching no transaction dropped");
                     return;
                 }

@@ -206,8 +206,9 @@ pub fn make_branch(loop_hash: u64, instance: u32, counter: u64) -> String {
     format!("{MAGIC_COOKIE}{loop_hash:016x}{instance:08x}{counter:x}")
 }
 
-/// A deterministic branch for statelessly forwarded requests (ACK for 2xx): retransmissions
-/// get the same branch.
+/// A deterministic branch for statelessly forwarded requests (ACK for 2xx, CANCEL without a
+/// response context) from what identifies the upstream transaction: retransmissions get the
+/// same branch (§16.11).
 pub fn stateless_branch(upstream_branch: &str) -> String {
     let mut hasher = DefaultHasher::new();
     upstream_branch.hash(&mut hasher);

@@ -382,6 +382,123 @@ async fn cancel_is_answered_and_propagated_yielding_487() {
     proxy.task.abort();
 }
 
+fn top_branch(msg: &Message) -> Option<String> {
+    msg.top_via().and_then(|v| v.branch().map(str::to_owned))
+}
+
+/// A CANCEL on `branch` whose INVITE this proxy never saw.
+fn lone_cancel(uac: &Peer, ruri: &str, branch: &str, call_id: &str) -> String {
+    sip(
+        &[
+            &format!("CANCEL {ruri} SIP/2.0"),
+            &format!("Via: SIP/2.0/UDP {};branch={branch};rport", uac.addr),
+            "Max-Forwards: 70",
+            "From: <sip:alice@example.com>;tag=a1",
+            "To: <sip:bob@example.com>",
+            &format!("Call-ID: {call_id}"),
+            "CSeq: 1 CANCEL",
+        ],
+        "",
+    )
+}
+
+#[tokio::test]
+async fn cancel_without_transaction_is_forwarded_statelessly() {
+    let (uac, uas) = (Peer::new().await, Peer::new().await);
+    let proxy = start(&default_route(&uas), Arc::new(NoFilters)).await;
+    let ruri = format!("sip:bob@{}", proxy.udp);
+    let cancel = lone_cancel(&uac, &ruri, "z9hG4bKlone1", "call-lone");
+    uac.send(proxy.udp, &cancel).await;
+
+    let first = uas.recv().await;
+    assert_eq!(first.method().map(|m| m.as_str()), Some("CANCEL"));
+    assert_eq!(first.request_uri(), Some(ruri.as_str()));
+    assert_eq!(first.max_forwards(), Some(69));
+    assert_eq!(first.header("Record-Route"), None);
+    let vias: Vec<&str> = first.header_values("Via").collect();
+    assert_eq!(vias.len(), 2, "{vias:?}");
+    let ours = first.top_via().expect("top via");
+    assert_eq!(ours.port, Some(proxy.udp.port()), "our Via on top");
+    assert!(ours.has_rfc3261_branch());
+    let uac_via = siphost_sip::Via::parse(vias[1]).expect("uac via");
+    assert_eq!(uac_via.branch(), Some("z9hG4bKlone1"));
+    assert_eq!(uac_via.rport(), Some(Some(uac.addr.port())));
+    let branch = top_branch(&first).expect("our branch");
+    assert_ne!(branch, "z9hG4bKlone1");
+    // Stateless: nothing answers the CANCEL here (no 481, no 200 of our own).
+    uac.recv_nothing(Duration::from_millis(200)).await;
+
+    // §16.11: a retransmission leaves with the same branch; another CANCEL does not.
+    uac.send(proxy.udp, &cancel).await;
+    let again = uas.recv().await;
+    assert_eq!(top_branch(&again).as_deref(), Some(branch.as_str()));
+    uac.send(
+        proxy.udp,
+        &lone_cancel(&uac, &ruri, "z9hG4bKlone2", "call-lone-2"),
+    )
+    .await;
+    let other = uas.recv().await;
+    assert_eq!(other.call_id(), Some("call-lone-2"));
+    assert_ne!(top_branch(&other).as_deref(), Some(branch.as_str()));
+
+    // §16.7 step 1: the 200 matches no client transaction; our Via comes off and it goes
+    // to the caller by the next Via (its rport).
+    uas.send(proxy.udp, &answer(&first, 200, "OK", &uas)).await;
+    let ok = uac.recv().await;
+    assert_eq!(ok.status(), Some(200));
+    assert_eq!(
+        ok.cseq().map(|(_, m)| m.as_str().to_owned()),
+        Some("CANCEL".into())
+    );
+    assert_eq!(ok.header_values("Via").count(), 1, "our Via stripped");
+    assert_eq!(top_branch(&ok).as_deref(), Some("z9hG4bKlone1"));
+    uas.recv_nothing(Duration::from_millis(50)).await;
+    proxy.task.abort();
+}
+
+#[tokio::test]
+async fn cancel_without_transaction_and_max_forwards_zero_gets_483() {
+    let (uac, uas) = (Peer::new().await, Peer::new().await);
+    let proxy = start(&default_route(&uas), Arc::new(NoFilters)).await;
+    let ruri = format!("sip:bob@{}", proxy.udp);
+    let cancel = lone_cancel(&uac, &ruri, "z9hG4bKmf0", "call-mf0")
+        .replace("Max-Forwards: 70", "Max-Forwards: 0");
+    uac.send(proxy.udp, &cancel).await;
+    assert_eq!(uac.recv().await.status(), Some(483));
+    uas.recv_nothing(Duration::from_millis(200)).await;
+    proxy.task.abort();
+}
+
+#[tokio::test]
+async fn stray_response_goes_upstream_only_under_our_via() {
+    let (uac, uas) = (Peer::new().await, Peer::new().await);
+    let proxy = start(&default_route(&uas), Arc::new(NoFilters)).await;
+    let stale = |top: &str| {
+        sip(
+            &[
+                "SIP/2.0 487 Request Terminated",
+                &format!("Via: SIP/2.0/UDP {top};branch=z9hG4bKgone"),
+                &format!("Via: SIP/2.0/UDP {};branch=z9hG4bKuacgone", uac.addr),
+                "From: <sip:alice@example.com>;tag=a1",
+                "To: <sip:bob@example.com>;tag=b1",
+                "Call-ID: call-gone",
+                "CSeq: 1 INVITE",
+            ],
+            "",
+        )
+    };
+    // A final after our transaction ended (no client transaction matches) still goes on.
+    uas.send(proxy.udp, &stale(&proxy.udp.to_string())).await;
+    let relayed = uac.recv().await;
+    assert_eq!(relayed.status(), Some(487));
+    assert_eq!(relayed.header_values("Via").count(), 1);
+    assert_eq!(top_branch(&relayed).as_deref(), Some("z9hG4bKuacgone"));
+    // Not our Via on top: not ours to route.
+    uas.send(proxy.udp, &stale(&uas.addr.to_string())).await;
+    uac.recv_nothing(Duration::from_millis(200)).await;
+    proxy.task.abort();
+}
+
 #[tokio::test]
 async fn unanswered_branch_times_out_with_408() {
     let (uac, uas) = (Peer::new().await, Peer::new().await);

@@ -1,0 +1,282 @@
+//! One pass over a message's header section, 16 bytes at a time: line ends, plus the checks
+//! every header byte needs (ASCII, no bare CR), so no parser rescans for them.
+
+const BLOCK: usize = 16;
+const BLOCK_BITS: u32 = (1 << BLOCK) - 1;
+
+/// Bit `i` set where byte `i` of the block is LF, CR, or has its high bit set.
+#[derive(Clone, Copy, Default)]
+struct Masks {
+    lf: u32,
+    cr: u32,
+    high: u32,
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn masks(block: &[u8; BLOCK]) -> Masks {
+    use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8};
+    // SAFETY: SSE2 is part of the x86_64 baseline, `block` is 16 readable bytes, and loadu
+    // has no alignment requirement.
+    let (lf, cr, high) = unsafe {
+        let v = _mm_loadu_si128(block.as_ptr().cast());
+        (
+            _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'\n' as i8))),
+            _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'\r' as i8))),
+            _mm_movemask_epi8(v),
+        )
+    };
+    // movemask fills only the low 16 bits, so the casts keep every bit.
+    Masks {
+        lf: lf as u32,
+        cr: cr as u32,
+        high: high as u32,
+    }
+}
+
+#[cfg(any(test, not(target_arch = "x86_64")))]
+fn masks_scalar(block: &[u8; BLOCK]) -> Masks {
+    let mut m = Masks::default();
+    for (i, &c) in block.iter().enumerate() {
+        m.lf |= u32::from(c == b'\n') << i;
+        m.cr |= u32::from(c == b'\r') << i;
+        m.high |= u32::from(c >= 0x80) << i;
+    }
+    m
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+use masks_scalar as masks;
+
+/// The masks of the last, partial block at `base`, zero-padded (NUL is neither LF nor CR).
+#[cold]
+#[inline(never)]
+fn tail_masks(b: &[u8], base: usize) -> Masks {
+    let mut block = [0u8; BLOCK];
+    let tail = b.get(base..).unwrap_or_default();
+    let n = tail.len().min(BLOCK);
+    block[..n].copy_from_slice(&tail[..n]);
+    masks(&block)
+}
+
+/// A defect of the bytes of a header section.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum HeadDefect {
+    /// A byte has its high bit set: the section needs a full UTF-8 check.
+    NonAscii,
+    /// A CR is not followed by LF.
+    BareCr,
+}
+
+/// Finds the line ends of a header section (the start line, header lines, and the empty
+/// line that ends the section) and checks its bytes as it goes.
+pub(crate) struct HeadScan<'a> {
+    b: &'a [u8],
+    /// Offset of the next block to read.
+    next_block: usize,
+    /// Where the line being scanned starts.
+    line_start: usize,
+    /// One past the LF of the empty line, once found.
+    end: Option<usize>,
+    /// A byte with its high bit set, or a CR not followed by LF, was seen.
+    high: bool,
+    bare_cr: bool,
+    /// A CR ended the previous block, so the next one must start with LF.
+    cr_carry: u32,
+}
+
+impl<'a> HeadScan<'a> {
+    /// Scans from `from`, where the start line begins.
+    pub(crate) fn new(b: &'a [u8], from: usize) -> Self {
+        HeadScan {
+            b,
+            next_block: from,
+            line_start: from,
+            end: None,
+            high: false,
+            bare_cr: false,
+            cr_carry: 0,
+        }
+    }
+
+    /// Appends the LF positions of the next lines to `out` until it is full or the section
+    /// ends; returns how many were appended. Zero means the section is over or the buffer
+    /// ran out without an empty line.
+    pub(crate) fn fill(&mut self, out: &mut [usize]) -> usize {
+        if self.end.is_some() {
+            return 0;
+        }
+        // Locals rather than fields in the loop, so they stay in registers; the checks are
+        // accumulated as bit sets and tested once at the end.
+        let b = self.b;
+        let mut base = self.next_block;
+        let mut line_start = self.line_start;
+        let mut carry = self.cr_carry;
+        let (mut bare, mut high) = (0u32, 0u32);
+        let mut n = 0;
+        while n < out.len() && base < b.len() {
+            let m = match b
+                .get(base..base + BLOCK)
+                .and_then(|s| <&[u8; BLOCK]>::try_from(s).ok())
+            {
+                Some(block) => masks(block),
+                None => tail_masks(b, base),
+            };
+            // Most blocks are the middle of a line: nothing to record or check.
+            if m.lf | m.cr | m.high | carry == 0 {
+                base += BLOCK;
+                continue;
+            }
+            // Bytes of this block that belong to the section: all of them unless the empty
+            // line, or the last line `out` has room for, ends inside it.
+            let mut keep = BLOCK_BITS;
+            let mut stop = false;
+            let mut lfs = m.lf;
+            while lfs != 0 {
+                let bit = lfs.trailing_zeros();
+                lfs &= lfs - 1;
+                let nl = base + bit as usize;
+                let content = nl - line_start;
+                let empty = content == 0 || (content == 1 && b.get(line_start) == Some(&b'\r'));
+                line_start = nl + 1;
+                if let Some(slot) = out.get_mut(n) {
+                    *slot = nl;
+                }
+                n += 1;
+                if empty || n == out.len() {
+                    keep = (2u32 << bit) - 1;
+                    stop = true;
+                    if empty {
+                        self.end = Some(nl + 1);
+                    }
+                    break;
+                }
+            }
+            bare |= ((m.cr << 1) | carry) & !m.lf & keep;
+            high |= m.high & keep;
+            carry = (m.cr & keep) >> (BLOCK - 1);
+            if stop {
+                base += keep.count_ones() as usize;
+                break;
+            }
+            base += BLOCK;
+        }
+        self.next_block = base;
+        self.line_start = line_start;
+        self.cr_carry = carry;
+        self.bare_cr |= bare & BLOCK_BITS != 0;
+        self.high |= high != 0;
+        n
+    }
+
+    /// One past the LF of the empty line that ends the section, once found.
+    #[cfg(test)]
+    fn end(&self) -> Option<usize> {
+        self.end
+    }
+
+    /// What is wrong with the bytes scanned, bare CRs first.
+    pub(crate) fn defect(&self) -> Option<HeadDefect> {
+        if self.bare_cr {
+            Some(HeadDefect::BareCr)
+        } else if self.high {
+            Some(HeadDefect::NonAscii)
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(odd: u8) -> Vec<u8> {
+        let mut text = Vec::new();
+        for len in 0..40 {
+            text.extend(std::iter::repeat_n(b'a' + (len % 26) as u8, len));
+            text.push(match len % 4 {
+                0 => b'\r',
+                1 => odd,
+                _ => b' ',
+            });
+            text.push(b'\n');
+        }
+        text
+    }
+
+    /// Scans `text` from `from` with a small output buffer, so refills happen mid-block.
+    fn scan_all(text: &[u8], from: usize) -> (Vec<usize>, Option<usize>, Option<HeadDefect>) {
+        let mut scan = HeadScan::new(text, from);
+        let mut got = Vec::new();
+        let mut buf = [0usize; 3];
+        loop {
+            let n = scan.fill(&mut buf);
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        (got, scan.end(), scan.defect())
+    }
+
+    /// The same found by looking at one byte at a time.
+    fn plain(text: &[u8], from: usize) -> (Vec<usize>, Option<usize>, Option<HeadDefect>) {
+        let mut got = Vec::new();
+        let mut line_start = from;
+        let mut end = None;
+        for i in from..text.len() {
+            if text[i] == b'\n' {
+                got.push(i);
+                let line = &text[line_start..i];
+                line_start = i + 1;
+                if line.is_empty() || line == b"\r" {
+                    end = Some(i + 1);
+                    break;
+                }
+            }
+        }
+        let part = &text[from..end.unwrap_or(text.len())];
+        let bare = (0..part.len()).any(|i| part[i] == b'\r' && part.get(i + 1) != Some(&b'\n'));
+        let defect = if bare {
+            Some(HeadDefect::BareCr)
+        } else if !part.is_ascii() {
+            Some(HeadDefect::NonAscii)
+        } else {
+            None
+        };
+        (got, end, defect)
+    }
+
+    #[test]
+    fn scan_agrees_with_a_byte_by_byte_search() {
+        let mut texts = vec![sample(b'x'), sample(0xc3), b"ab\r\n".repeat(40)];
+        let mut bare = sample(b'x');
+        bare[700] = b'\r';
+        texts.push(bare);
+        // An empty line in the middle ends the section; what follows is body.
+        let mut with_body = sample(b'x');
+        with_body.splice(500..500, b"\r\n\r\n\xff\rbody".iter().copied());
+        texts.push(with_body);
+        // The empty line ends on a block's last byte, and a bare CR follows in the body.
+        texts.push(b"INVITE sip:ab\r\n\n\rxx\rbody".to_vec());
+        let mut lf_only = sample(b'x');
+        lf_only.splice(333..333, b"\n\n\r".iter().copied());
+        texts.push(lf_only);
+        for text in &texts {
+            for from in 0..text.len().min(40) {
+                assert_eq!(scan_all(text, from), plain(text, from), "from {from}");
+            }
+        }
+    }
+
+    #[test]
+    fn vector_and_scalar_masks_agree() {
+        let text = sample(0xc3);
+        for block in text.chunks_exact(BLOCK) {
+            let block: &[u8; BLOCK] = block.try_into().unwrap();
+            let (v, s) = (masks(block), masks_scalar(block));
+            assert_eq!((v.lf, v.cr, v.high), (s.lf, s.cr, s.high));
+        }
+    }
+}
