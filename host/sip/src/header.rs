@@ -83,22 +83,16 @@ const fn fold_const(name: &str) -> Folded {
     w
 }
 
-/// Folds `len` bytes at `start` of `b`, reading whole words; `None` if fewer than
-/// [`WORDS_LEN`] bytes follow `start`.
-fn fold_at(b: &[u8], start: usize, len: usize) -> Option<Folded> {
-    let chunk: &[u8; WORDS_LEN] = b.get(start..start + WORDS_LEN)?.try_into().ok()?;
-    let mut w = [0u64; 3];
-    for (k, word) in w.iter_mut().enumerate() {
-        let bytes: [u8; 8] = chunk[8 * k..8 * k + 8].try_into().unwrap_or_default();
-        let keep = len.saturating_sub(8 * k).min(8);
-        let mask = if keep == 8 {
-            u64::MAX
-        } else {
-            (1u64 << (8 * keep)) - 1
-        };
-        *word = (u64::from_le_bytes(bytes) | 0x2020_2020_2020_2020) & mask;
-    }
-    Some(w)
+/// Word `k` of the folded name of `len` bytes in `chunk`.
+fn fold_word(chunk: &[u8; WORDS_LEN], len: usize, k: usize) -> u64 {
+    let bytes: [u8; 8] = chunk[8 * k..8 * k + 8].try_into().unwrap_or_default();
+    let keep = len.saturating_sub(8 * k).min(8);
+    let mask = if keep == 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * keep)) - 1
+    };
+    (u64::from_le_bytes(bytes) | 0x2020_2020_2020_2020) & mask
 }
 
 /// A hash of a folded name's first word and its length that puts every known long name in
@@ -153,22 +147,27 @@ impl HeaderKind {
         if len > WORDS_LEN {
             return Other;
         }
-        let Some(folded) = fold_at(b, start, len) else {
+        let Some(chunk) = b
+            .get(start..start + WORDS_LEN)
+            .and_then(|c| <&[u8; WORDS_LEN]>::try_from(c).ok())
+        else {
             return HeaderKind::of(b.get(start..start + len).unwrap_or_default());
         };
+        let first = fold_word(chunk, len, 0);
         if len == 1 {
-            let letter = (folded[0] & 0xff) as u8;
+            let letter = (first & 0xff) as u8;
             return KNOWN
                 .iter()
                 .find(|(_, _, c)| c.map(|c| c | 0x20) == Some(letter))
                 .map_or(Other, |(k, _, _)| *k);
         }
-        let k = BUCKETS[bucket(folded[0], len)];
-        if FOLDED[k as usize] == folded {
-            k
-        } else {
-            Other
-        }
+        // Words after the first are folded only for a name still in the running.
+        let k = BUCKETS[bucket(first, len)];
+        let known = &FOLDED[k as usize];
+        let same = known[0] == first
+            && (len <= 8 || known[1] == fold_word(chunk, len, 1))
+            && (len <= 16 || known[2] == fold_word(chunk, len, 2));
+        if same { k } else { Other }
     }
 
     /// The canonical long name (for headers this codec writes itself).
@@ -460,52 +459,63 @@ pub(crate) fn walk_params<'a>(
     mut each: impl FnMut(&'a str, Option<&'a str>),
 ) -> Result<(), ParseError> {
     let b = s.as_bytes();
+    let n = b.len();
     let mut i = 0;
-    let skip_ws = |i: &mut usize| {
-        while b.get(*i).is_some_and(|&c| CLASS[c as usize] & LWS != 0) {
-            *i += 1;
-        }
-    };
-    let bad = |what: &str| ParseError::new(kind, format!("{what} in {s:?}"));
+    let lws = |c: u8| CLASS[c as usize] & LWS != 0;
     loop {
-        skip_ws(&mut i);
-        match b.get(i) {
-            None => return Ok(()),
-            Some(b';') => i += 1,
-            Some(_) => return Err(bad("expected ';' before parameter")),
+        while i < n && lws(b[i]) {
+            i += 1;
         }
-        skip_ws(&mut i);
+        if i == n {
+            return Ok(());
+        }
+        if b[i] != b';' {
+            return Err(params_err(kind, "expected ';' before parameter", s));
+        }
+        i += 1;
+        while i < n && lws(b[i]) {
+            i += 1;
+        }
         let start = i;
-        while b.get(i).is_some_and(|&c| is_token_byte(c)) {
+        while i < n && is_token_byte(b[i]) {
             i += 1;
         }
         if i == start {
-            return Err(bad("empty parameter name"));
+            return Err(params_err(kind, "empty parameter name", s));
         }
-        let name = &s[start..i];
-        skip_ws(&mut i);
-        if b.get(i) != Some(&b'=') {
-            each(name, None);
+        let name_end = i;
+        while i < n && lws(b[i]) {
+            i += 1;
+        }
+        if i == n || b[i] != b'=' {
+            each(&s[start..name_end], None);
             continue;
         }
         i += 1;
-        skip_ws(&mut i);
+        while i < n && lws(b[i]) {
+            i += 1;
+        }
         let vstart = i;
-        if b.get(i) == Some(&b'"') {
-            i += quoted_len(&b[i..]).ok_or_else(|| bad("unterminated quoted parameter"))?;
+        if i < n && b[i] == b'"' {
+            match quoted_len(&b[i..]) {
+                Some(q) => i += q,
+                None => return Err(params_err(kind, "unterminated quoted parameter", s)),
+            }
         } else {
-            while b
-                .get(i)
-                .is_some_and(|&c| CLASS[c as usize] & PARAM_VALUE != 0)
-            {
+            while i < n && CLASS[b[i] as usize] & PARAM_VALUE != 0 {
                 i += 1;
             }
             if i == vstart {
-                return Err(bad("empty parameter value"));
+                return Err(params_err(kind, "empty parameter value", s));
             }
         }
-        each(name, Some(&s[vstart..i]));
+        each(&s[start..name_end], Some(&s[vstart..i]));
     }
+}
+
+#[cold]
+fn params_err(kind: ErrorKind, what: &str, s: &str) -> ParseError {
+    ParseError::new(kind, format!("{what} in {s:?}"))
 }
 
 /// Checks parameters without keeping any.

@@ -257,34 +257,45 @@ fn parse_content_length(v: &str) -> Option<usize> {
     v.parse().ok()
 }
 
+/// The value of a run of up to nine digits at the start of `v`, and the run's length.
+fn leading_number(v: &[u8]) -> (u32, usize) {
+    let mut n = 0u32;
+    let mut len = 0;
+    for &c in v.iter().take(9) {
+        if !c.is_ascii_digit() {
+            break;
+        }
+        n = n * 10 + u32::from(c - b'0');
+        len += 1;
+    }
+    (n, len)
+}
+
 /// `Max-Forwards: 1*DIGIT` (leading zeros allowed).
 fn parse_max_forwards(v: &str) -> Option<u32> {
-    if v.is_empty() || !v.bytes().all(|c| c.is_ascii_digit()) {
-        return None;
-    }
     let significant = v.trim_start_matches('0');
-    if significant.len() > 9 {
-        return None;
-    }
-    Some(significant.parse().unwrap_or(0))
+    let zeros = v.len() - significant.len();
+    let (n, len) = leading_number(significant.as_bytes());
+    (len == significant.len() && zeros + len > 0).then_some(n)
 }
 
 /// `CSeq: 1*DIGIT LWS Method`; the number must be below 2^31 (RFC 3261 §8.1.1.5).
 fn parse_cseq(v: &str) -> Option<(u32, &str)> {
-    let digits_end = v
-        .bytes()
-        .position(|c| !c.is_ascii_digit())
-        .unwrap_or(v.len());
-    if digits_end == 0 || digits_end > 10 {
+    let b = v.as_bytes();
+    let (mut n, mut digits) = leading_number(b);
+    // A tenth digit still fits below 2^31 only for numbers up to 2,147,483,647.
+    if let Some(&c) = b.get(digits).filter(|c| c.is_ascii_digit() && digits == 9) {
+        n = n
+            .checked_mul(10)?
+            .checked_add(u32::from(c - b'0'))
+            .filter(|&n| n < (1 << 31))?;
+        digits += 1;
+    }
+    if digits == 0 || !matches!(b.get(digits), Some(b' ' | b'\t' | b'\r' | b'\n')) {
         return None;
     }
-    let num: u32 = v[..digits_end].parse().ok().filter(|&n| n < (1 << 31))?;
-    let rest = &v[digits_end..];
-    if !rest.starts_with([' ', '\t', '\r', '\n']) {
-        return None;
-    }
-    let method = trim_lws(rest);
-    is_token(method).then_some((num, method))
+    let method = trim_lws(&v[digits..]);
+    is_token(method).then_some((n, method))
 }
 
 fn text<'a>(buf: &'a Bytes, t: &'a Text) -> &'a str {

@@ -1,46 +1,48 @@
-//! One pass over a message's header section, 16 bytes at a time: line ends, plus the checks
+//! One pass over a message's header section, 64 bytes at a time: line ends, plus the checks
 //! every header byte needs (ASCII, no bare CR), so no parser rescans for them.
 
-const BLOCK: usize = 16;
-const BLOCK_BITS: u32 = (1 << BLOCK) - 1;
+const BLOCK: usize = 64;
 
 /// Bit `i` set where byte `i` of the block is LF, CR, or has its high bit set.
 #[derive(Clone, Copy, Default)]
 struct Masks {
-    lf: u32,
-    cr: u32,
-    high: u32,
+    lf: u64,
+    cr: u64,
+    high: u64,
 }
 
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn masks(block: &[u8; BLOCK]) -> Masks {
     use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8};
-    // SAFETY: SSE2 is part of the x86_64 baseline, `block` is 16 readable bytes, and loadu
-    // has no alignment requirement.
-    let (lf, cr, high) = unsafe {
-        let v = _mm_loadu_si128(block.as_ptr().cast());
-        (
-            _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'\n' as i8))),
-            _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'\r' as i8))),
-            _mm_movemask_epi8(v),
-        )
-    };
-    // movemask fills only the low 16 bits, so the casts keep every bit.
-    Masks {
-        lf: lf as u32,
-        cr: cr as u32,
-        high: high as u32,
+    let mut m = Masks::default();
+    for (k, part) in block.chunks_exact(16).enumerate() {
+        // SAFETY: SSE2 is part of the x86_64 baseline, `part` is 16 readable bytes, and
+        // loadu has no alignment requirement.
+        let (lf, cr, high) = unsafe {
+            let v = _mm_loadu_si128(part.as_ptr().cast());
+            (
+                _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'\n' as i8))),
+                _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'\r' as i8))),
+                _mm_movemask_epi8(v),
+            )
+        };
+        // movemask fills only the low 16 bits.
+        let shift = 16 * k;
+        m.lf |= u64::from(lf as u16) << shift;
+        m.cr |= u64::from(cr as u16) << shift;
+        m.high |= u64::from(high as u16) << shift;
     }
+    m
 }
 
 #[cfg(any(test, not(target_arch = "x86_64")))]
 fn masks_scalar(block: &[u8; BLOCK]) -> Masks {
     let mut m = Masks::default();
     for (i, &c) in block.iter().enumerate() {
-        m.lf |= u32::from(c == b'\n') << i;
-        m.cr |= u32::from(c == b'\r') << i;
-        m.high |= u32::from(c >= 0x80) << i;
+        m.lf |= u64::from(c == b'\n') << i;
+        m.cr |= u64::from(c == b'\r') << i;
+        m.high |= u64::from(c >= 0x80) << i;
     }
     m
 }
@@ -82,7 +84,7 @@ pub(crate) struct HeadScan<'a> {
     high: bool,
     bare_cr: bool,
     /// A CR ended the previous block, so the next one must start with LF.
-    cr_carry: u32,
+    cr_carry: u64,
 }
 
 impl<'a> HeadScan<'a> {
@@ -112,7 +114,7 @@ impl<'a> HeadScan<'a> {
         let mut base = self.next_block;
         let mut line_start = self.line_start;
         let mut carry = self.cr_carry;
-        let (mut bare, mut high) = (0u32, 0u32);
+        let (mut bare, mut high) = (0u64, 0u64);
         let mut n = 0;
         while n < out.len() && base < b.len() {
             let m = match b
@@ -129,7 +131,7 @@ impl<'a> HeadScan<'a> {
             }
             // Bytes of this block that belong to the section: all of them unless the empty
             // line, or the last line `out` has room for, ends inside it.
-            let mut keep = BLOCK_BITS;
+            let mut keep = u64::MAX;
             let mut stop = false;
             let mut lfs = m.lf;
             while lfs != 0 {
@@ -144,7 +146,7 @@ impl<'a> HeadScan<'a> {
                 }
                 n += 1;
                 if empty || n == out.len() {
-                    keep = (2u32 << bit) - 1;
+                    keep = u64::MAX >> (BLOCK as u32 - 1 - bit);
                     stop = true;
                     if empty {
                         self.end = Some(nl + 1);
@@ -164,7 +166,7 @@ impl<'a> HeadScan<'a> {
         self.next_block = base;
         self.line_start = line_start;
         self.cr_carry = carry;
-        self.bare_cr |= bare & BLOCK_BITS != 0;
+        self.bare_cr |= bare != 0;
         self.high |= high != 0;
         n
     }
@@ -259,7 +261,10 @@ mod tests {
         with_body.splice(500..500, b"\r\n\r\n\xff\rbody".iter().copied());
         texts.push(with_body);
         // The empty line ends on a block's last byte, and a bare CR follows in the body.
-        texts.push(b"INVITE sip:ab\r\n\n\rxx\rbody".to_vec());
+        let mut at_edge = vec![b'a'; BLOCK - 3];
+        at_edge.extend_from_slice(b"\r\n\n\rxx\rbody");
+        assert_eq!(at_edge[BLOCK - 1], b'\n');
+        texts.push(at_edge);
         let mut lf_only = sample(b'x');
         lf_only.splice(333..333, b"\n\n\r".iter().copied());
         texts.push(lf_only);

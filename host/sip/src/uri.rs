@@ -335,10 +335,17 @@ fn check_params(params: &str) -> Result<(), ParseError> {
 }
 
 pub(crate) fn parse_port(p: &str) -> Option<u16> {
-    if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+    if p.is_empty() || p.len() > 5 {
         return None;
     }
-    p.parse().ok()
+    let mut value = 0u32;
+    for c in p.bytes() {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        value = value * 10 + u32::from(c - b'0');
+    }
+    u16::try_from(value).ok()
 }
 
 #[cfg(test)]
