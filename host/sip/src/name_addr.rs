@@ -81,23 +81,33 @@ impl<'a> NameAddr<'a> {
                     "URI with '?' or ',' must be enclosed in <> in {s:?}"
                 )));
             }
-            return Self::finish(None, uri, params, validate);
+            return Self::finish(None, uri, params, validate, validate);
         };
         let rest = &s[open + 1..];
+        // A sip, sips or tel URI is read up to the '>' in the same pass that checks it.
+        if validate && let Ok((_, end)) = Uri::parse_prefix(rest) {
+            if rest.as_bytes().get(end) != Some(&b'>') {
+                return Err(err(format!("missing '>' after the URI in {s:?}")));
+            }
+            return Self::finish(display, &rest[..end], &rest[end + 1..], false, true);
+        }
         let close = find_byte(rest, b'>').ok_or_else(|| err(format!("missing '>' in {s:?}")))?;
-        Self::finish(display, &rest[..close], &rest[close + 1..], validate)
+        Self::finish(display, &rest[..close], &rest[close + 1..], validate, validate)
     }
 
-    /// Checks the URI and parameters (when asked) and picks out the tag.
+    /// Checks the URI and the parameters (each when asked) and picks out the tag.
     fn finish(
         display: Option<&'a str>,
         uri: &'a str,
         params: &'a str,
-        validate: bool,
+        check_uri: bool,
+        check_params: bool,
     ) -> Result<NameAddr<'a>, ParseError> {
-        let mut tag = None;
-        if validate {
+        if check_uri {
             validate_any_uri(uri, ErrorKind::NameAddr)?;
+        }
+        let mut tag = None;
+        if check_params {
             walk_params(params, ErrorKind::NameAddr, |name, value| {
                 if tag.is_none() && name.eq_ignore_ascii_case("tag") {
                     tag = Some(value);

@@ -118,10 +118,9 @@ static URI_CLASS: [u8; 256] = {
 };
 
 /// `tel:number;params` (RFC 3966): the number goes in `user`.
-fn parse_tel<'a>(s: &'a str, scheme: &'a str, rest: &'a str) -> Result<Uri<'a>, ParseError> {
-    if rest.bytes().any(is_uri_forbidden) {
-        return Err(forbidden(s));
-    }
+fn parse_tel<'a>(scheme: &'a str, rest: &'a str) -> Result<(Uri<'a>, usize), ParseError> {
+    let stop = rest.bytes().position(is_uri_forbidden).unwrap_or(rest.len());
+    let rest = &rest[..stop];
     let end = find_byte(rest, b';').unwrap_or(rest.len());
     let number = &rest[..end];
     if number.is_empty() {
@@ -129,7 +128,7 @@ fn parse_tel<'a>(s: &'a str, scheme: &'a str, rest: &'a str) -> Result<Uri<'a>, 
     }
     let params = &rest[end..];
     check_params(params)?;
-    Ok(Uri {
+    let uri = Uri {
         scheme,
         user: Some(number),
         password: None,
@@ -137,13 +136,24 @@ fn parse_tel<'a>(s: &'a str, scheme: &'a str, rest: &'a str) -> Result<Uri<'a>, 
         port: None,
         params,
         headers: "",
-    })
+    };
+    Ok((uri, scheme.len() + 1 + stop))
 }
 
 impl<'a> Uri<'a> {
     /// Parses a `sip:`, `sips:` or `tel:` URI. Other schemes give
     /// [`ErrorKind::UnsupportedScheme`].
     pub fn parse(s: &'a str) -> Result<Uri<'a>, ParseError> {
+        match Self::parse_prefix(s)? {
+            (uri, end) if end == s.len() => Ok(uri),
+            _ => Err(forbidden(s)),
+        }
+    }
+
+    /// Parses the URI at the start of `s`, up to the first byte no URI holds (whitespace,
+    /// controls, `<`, `>`, `"`); returns it and where it ended. A name-addr's URI is read
+    /// this way up to its `>`, in the same pass.
+    pub(crate) fn parse_prefix(s: &'a str) -> Result<(Uri<'a>, usize), ParseError> {
         // Index loops over one table: this runs for every URI of every message.
         let b = s.as_bytes();
         let n = b.len();
@@ -159,7 +169,7 @@ impl<'a> Uri<'a> {
         }
         let rest_at = scheme.len() + 1;
         if scheme.as_bytes()[0] | 0x20 == b't' {
-            return parse_tel(s, scheme, rest);
+            return parse_tel(scheme, rest);
         }
         // The first '@' ends the user part, which may hold ';', '?', '/' and ':' but never
         // an unescaped '@'; before it, the first ':' splits off a password.
@@ -174,7 +184,7 @@ impl<'a> Uri<'a> {
                     }
                     b':' if colon.is_none() => colon = Some(i),
                     b':' | b';' | b'?' => {}
-                    _ => return Err(forbidden(s)),
+                    _ => break,
                 }
             }
             i += 1;
@@ -230,41 +240,34 @@ impl<'a> Uri<'a> {
             }
             port = Some(value as u16);
         }
-        // Parameters up to '?': every ';' starts a named one; nothing forbidden (the scan
-        // above stopped at the '@', so these bytes are new).
+        if i < n && !matches!(b[i], b';' | b'?') && class(i) & FORBIDDEN == 0 {
+            return Err(uri_err(format!("bad host or port in {s:?}")));
+        }
+        // Parameters up to '?' or the end: every ';' starts a named one.
         let params_at = i;
-        while i < n && b[i] != b'?' {
-            match b[i] {
-                b';' if matches!(b.get(i + 1), None | Some(b';') | Some(b'=')) => {
-                    return Err(uri_err(format!("empty URI parameter in {s:?}")));
-                }
-                _ if class(i) & FORBIDDEN != 0 => return Err(forbidden(s)),
-                _ if i == params_at && b[i] != b';' => {
-                    return Err(uri_err(format!("bad host or port in {s:?}")));
-                }
-                _ => {}
+        while i < n && b[i] != b'?' && class(i) & FORBIDDEN == 0 {
+            if b[i] == b';' && matches!(b.get(i + 1), None | Some(b';') | Some(b'=')) {
+                return Err(uri_err(format!("empty URI parameter in {s:?}")));
             }
             i += 1;
         }
         let params = &s[params_at..i];
-        let headers = if i < n {
-            let headers = &s[i + 1..];
-            if headers.is_empty() {
+        let mut headers = "";
+        if i < n && b[i] == b'?' {
+            let start = i + 1;
+            i = start;
+            while i < n && class(i) & FORBIDDEN == 0 {
+                if b[i] == b'@' {
+                    return Err(uri_err(format!("unescaped '@' in URI headers of {s:?}")));
+                }
+                i += 1;
+            }
+            if i == start {
                 return Err(uri_err(format!("empty headers after '?' in {s:?}")));
             }
-            if headers
-                .bytes()
-                .any(|c| c == b'@' || URI_CLASS[c as usize] & FORBIDDEN != 0)
-            {
-                return Err(uri_err(format!(
-                    "unescaped '@' or forbidden character in URI headers of {s:?}"
-                )));
-            }
-            headers
-        } else {
-            ""
-        };
-        Ok(Uri {
+            headers = &s[start..i];
+        }
+        let uri = Uri {
             scheme,
             user,
             password,
@@ -272,7 +275,8 @@ impl<'a> Uri<'a> {
             port,
             params,
             headers,
-        })
+        };
+        Ok((uri, i))
     }
 
     /// Parameters in order: `(name, value)`, value `None` for flags like `lr`.

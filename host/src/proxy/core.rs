@@ -447,7 +447,7 @@ impl Core {
                 request,
                 next_hop,
                 reply,
-            } => self.local_request(request, next_hop, reply, now),
+            } => self.local_request(*request, next_hop, reply, now),
             Command::Shutdown { grace } => {
                 tracing::info!(
                     in_flight = self.contexts.len(),

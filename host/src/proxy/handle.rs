@@ -29,7 +29,8 @@ pub enum SendError {
 /// What the core is asked to do from outside.
 pub(crate) enum Command {
     SendRequest {
-        request: Message,
+        // Boxed: a parsed message is large, and commands are rare beside datagrams.
+        request: Box<Message>,
         next_hop: Option<String>,
         reply: oneshot::Sender<Result<Message, SendError>>,
     },
@@ -98,7 +99,7 @@ impl ProxyHandle {
         let (reply, wait) = oneshot::channel();
         self.commands
             .send(Command::SendRequest {
-                request,
+                request: Box::new(request),
                 next_hop,
                 reply,
             })
