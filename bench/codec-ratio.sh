@@ -14,7 +14,7 @@ median_ns() {
 }
 results=()
 for round in $(seq "$rounds"); do
-    cargo bench -q -p siphost-sip --bench codec -- --warm-up-time 1 --measurement-time 2 \
+    ${PIN:-} cargo bench -q -p siphost-sip --bench codec -- --warm-up-time 1 --measurement-time 2 \
         'parse\+read|rsip parse' >/dev/null 2>&1
     ours=$(median_ns 'parse+read')
     rsip=$(median_ns 'rsip parse')

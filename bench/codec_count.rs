@@ -1,7 +1,8 @@
 //! Instructions per parse, for callgrind: parses the typical INVITE `N` times (first
-//! argument) and reads the fields a proxy needs, as the criterion `parse+read` bench does.
-//! `bench/codec-instructions.sh` runs it twice under callgrind and prints the difference
-//! per parse, a count that does not depend on how busy the machine is.
+//! argument) and reads the fields a proxy needs, as the criterion `parse+read` bench does;
+//! with `rsip` as second argument, rsip parses it instead. `bench/codec-instructions.sh`
+//! runs it under callgrind and prints the difference per parse, a count that does not
+//! depend on how busy the machine is.
 
 use std::hint::black_box;
 
@@ -15,6 +16,13 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(1);
     let buf = Bytes::from_static(INVITE);
+    if std::env::args().nth(2).as_deref() == Some("rsip") {
+        for _ in 0..n {
+            let m = rsip::SipMessage::try_from(black_box(buf.clone())).expect("rsip parses it");
+            black_box(m);
+        }
+        return;
+    }
     for _ in 0..n {
         let m = Message::parse(black_box(buf.clone())).expect("valid INVITE");
         let via = m.top_via().expect("Via");

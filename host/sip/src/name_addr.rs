@@ -92,7 +92,13 @@ impl<'a> NameAddr<'a> {
             return Self::finish(display, &rest[..end], &rest[end + 1..], false, true);
         }
         let close = find_byte(rest, b'>').ok_or_else(|| err(format!("missing '>' in {s:?}")))?;
-        Self::finish(display, &rest[..close], &rest[close + 1..], validate, validate)
+        Self::finish(
+            display,
+            &rest[..close],
+            &rest[close + 1..],
+            validate,
+            validate,
+        )
     }
 
     /// Checks the URI and the parameters (each when asked) and picks out the tag.
@@ -109,7 +115,7 @@ impl<'a> NameAddr<'a> {
         let mut tag = None;
         if check_params {
             walk_params(params, ErrorKind::NameAddr, |name, value| {
-                if tag.is_none() && name.eq_ignore_ascii_case("tag") {
+                if tag.is_none() && name.len() == 3 && name.eq_ignore_ascii_case("tag") {
                     tag = Some(value);
                 }
             })?;

@@ -119,7 +119,10 @@ static URI_CLASS: [u8; 256] = {
 
 /// `tel:number;params` (RFC 3966): the number goes in `user`.
 fn parse_tel<'a>(scheme: &'a str, rest: &'a str) -> Result<(Uri<'a>, usize), ParseError> {
-    let stop = rest.bytes().position(is_uri_forbidden).unwrap_or(rest.len());
+    let stop = rest
+        .bytes()
+        .position(is_uri_forbidden)
+        .unwrap_or(rest.len());
     let rest = &rest[..stop];
     let end = find_byte(rest, b';').unwrap_or(rest.len());
     let number = &rest[..end];

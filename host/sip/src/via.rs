@@ -119,12 +119,14 @@ impl<'a> Via<'a> {
         let mut branch = None;
         if validate {
             let mut rport = None;
-            walk_params(params, ErrorKind::Via, |name, value| {
-                if branch.is_none() && name.eq_ignore_ascii_case("branch") {
+            walk_params(params, ErrorKind::Via, |name, value| match name.len() {
+                6 if branch.is_none() && name.eq_ignore_ascii_case("branch") => {
                     branch = Some(value);
-                } else if rport.is_none() && name.eq_ignore_ascii_case("rport") {
+                }
+                5 if rport.is_none() && name.eq_ignore_ascii_case("rport") => {
                     rport = Some(value);
                 }
+                _ => {}
             })?;
             if let Some(Some(rport)) = rport
                 && parse_port(rport).is_none()
