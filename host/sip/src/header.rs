@@ -204,16 +204,22 @@ impl HeaderKind {
 
 const TOKEN: u8 = 1;
 /// Host name characters (alphanumerics, `-`, `.`, `_`).
-const HOST: u8 = 2;
+pub(crate) const HOST: u8 = 2;
 /// Bytes that matter when splitting a list on commas: `,` `"` `<` `>`.
 const COMMA_SPECIAL: u8 = 4;
 /// Linear whitespace as left in a header value: SP, HT, and CR/LF of a fold.
 const LWS: u8 = 8;
 /// Unquoted parameter value characters: token characters, and `[` `]` `:` of IPv6 hosts.
 const PARAM_VALUE: u8 = 16;
+/// Bytes that never appear unescaped in a URI: whitespace, controls, `<`, `>`, `"`.
+pub(crate) const URI_FORBIDDEN: u8 = 32;
+/// The delimiters a URI's layout hangs on: `@ : ; ?`.
+pub(crate) const URI_DELIMITER: u8 = 64;
+/// URI scheme characters after the first: alphanumerics, `+`, `-`, `.`.
+pub(crate) const SCHEME: u8 = 128;
 
 /// Character classes by byte, so hot loops test one table entry per byte.
-static CLASS: [u8; 256] = {
+pub(crate) static CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut i = 0;
     while i < 256 {
@@ -237,6 +243,15 @@ static CLASS: [u8; 256] = {
         }
         if t[i] & TOKEN != 0 || matches!(b, b'[' | b']' | b':') {
             t[i] |= PARAM_VALUE;
+        }
+        if is_uri_forbidden(b) {
+            t[i] |= URI_FORBIDDEN;
+        }
+        if matches!(b, b'@' | b':' | b';' | b'?') {
+            t[i] |= URI_DELIMITER;
+        }
+        if b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.') {
+            t[i] |= SCHEME;
         }
         i += 1;
     }

@@ -2,7 +2,9 @@
 //! parsed from: user, password, host (IPv6 in brackets), port, parameters and headers.
 
 use crate::error::{ErrorKind, ParseError};
-use crate::header::{Params, find_byte, is_uri_forbidden};
+use crate::header::{
+    CLASS, HOST, Params, SCHEME, URI_DELIMITER, URI_FORBIDDEN, find_byte, is_uri_forbidden,
+};
 
 /// A parsed `sip:`, `sips:` or `tel:` URI borrowing from its text.
 ///
@@ -30,9 +32,7 @@ pub(crate) fn split_scheme(s: &str) -> Option<(&str, &str)> {
     if !b.first()?.is_ascii_alphabetic() {
         return None;
     }
-    let colon = b
-        .iter()
-        .position(|&c| URI_CLASS[c as usize] & SCHEME == 0)?;
+    let colon = b.iter().position(|&c| CLASS[c as usize] & SCHEME == 0)?;
     if b[colon] != b':' {
         return None;
     }
@@ -82,41 +82,6 @@ fn forbidden(s: &str) -> ParseError {
     uri_err(format!("whitespace, control or <>\" characters in {s:?}"))
 }
 
-const FORBIDDEN: u8 = 1;
-const DELIMITER: u8 = 2;
-/// Scheme characters after the first: alphanumerics, `+`, `-`, `.`.
-const SCHEME: u8 = 4;
-/// Host name characters: alphanumerics, `-`, `.`, `_`.
-const HOST: u8 = 8;
-
-/// Byte classes for URI scans: forbidden bytes and the delimiters `@ : ; ?` (where a scan
-/// stops), and scheme characters.
-static URI_CLASS: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut i = 0;
-    while i < 256 {
-        if is_uri_forbidden(i as u8) {
-            t[i] = FORBIDDEN;
-        }
-        i += 1;
-    }
-    while i > 0 {
-        i -= 1;
-        let c = i as u8;
-        if c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.') {
-            t[i] |= SCHEME;
-        }
-        if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_') {
-            t[i] |= HOST;
-        }
-    }
-    t[b'@' as usize] = DELIMITER;
-    t[b':' as usize] = DELIMITER;
-    t[b';' as usize] = DELIMITER;
-    t[b'?' as usize] = DELIMITER;
-    t
-};
-
 /// `tel:number;params` (RFC 3966): the number goes in `user`.
 fn parse_tel<'a>(scheme: &'a str, rest: &'a str) -> Result<(Uri<'a>, usize), ParseError> {
     let stop = rest
@@ -160,7 +125,7 @@ impl<'a> Uri<'a> {
         // Index loops over one table: this runs for every URI of every message.
         let b = s.as_bytes();
         let n = b.len();
-        let class = |i: usize| URI_CLASS[b[i] as usize];
+        let class = |i: usize| CLASS[b[i] as usize];
         let Some((scheme, rest)) = split_scheme(s) else {
             return Err(uri_err(format!("no scheme in {s:?}")));
         };
@@ -179,7 +144,7 @@ impl<'a> Uri<'a> {
         let (mut at, mut colon) = (None, None);
         let mut i = rest_at;
         while i < n {
-            if class(i) & (FORBIDDEN | DELIMITER) != 0 {
+            if class(i) & (URI_FORBIDDEN | URI_DELIMITER) != 0 {
                 match b[i] {
                     b'@' => {
                         at = Some(i);
@@ -243,12 +208,12 @@ impl<'a> Uri<'a> {
             }
             port = Some(value as u16);
         }
-        if i < n && !matches!(b[i], b';' | b'?') && class(i) & FORBIDDEN == 0 {
+        if i < n && !matches!(b[i], b';' | b'?') && class(i) & URI_FORBIDDEN == 0 {
             return Err(uri_err(format!("bad host or port in {s:?}")));
         }
         // Parameters up to '?' or the end: every ';' starts a named one.
         let params_at = i;
-        while i < n && b[i] != b'?' && class(i) & FORBIDDEN == 0 {
+        while i < n && b[i] != b'?' && class(i) & URI_FORBIDDEN == 0 {
             if b[i] == b';' && matches!(b.get(i + 1), None | Some(b';') | Some(b'=')) {
                 return Err(uri_err(format!("empty URI parameter in {s:?}")));
             }
@@ -259,7 +224,7 @@ impl<'a> Uri<'a> {
         if i < n && b[i] == b'?' {
             let start = i + 1;
             i = start;
-            while i < n && class(i) & FORBIDDEN == 0 {
+            while i < n && class(i) & URI_FORBIDDEN == 0 {
                 if b[i] == b'@' {
                     return Err(uri_err(format!("unescaped '@' in URI headers of {s:?}")));
                 }
