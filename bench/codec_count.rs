@@ -1,8 +1,14 @@
-//! Instructions per parse, for callgrind: parses the typical INVITE `N` times (first
-//! argument) and reads the fields a proxy needs, as the criterion `parse+read` bench does;
-//! with `rsip` as second argument, rsip parses it instead. `bench/codec-instructions.sh`
-//! runs it under callgrind and prints the difference per parse, a count that does not
-//! depend on how busy the machine is.
+//! Codec cost in two forms criterion cannot give on a noisy machine:
+//!
+//! - `codec_count N [rsip]`: parses the typical INVITE `N` times (as the criterion
+//!   `parse+read` bench does), or has rsip parse it. `bench/codec-instructions.sh` runs this
+//!   under callgrind and prints instructions per parse, a count that does not depend on how
+//!   busy the machine is.
+//! - `codec_count ab ROUNDS`: times batches of ours and rsip's parse alternately (A B B A ...)
+//!   so both see the same machine, and prints the fastest batch of each (what the code costs
+//!   when nothing else runs; on a shared machine the steadiest figure) and the medians.
+
+use std::time::Instant;
 
 use siphost_sip::Bytes;
 
@@ -10,17 +16,66 @@ use siphost_sip::Bytes;
 mod codec_work;
 use codec_work::{INVITE, parse_and_read, rsip_parse};
 
+const BATCH: u32 = 2000;
+
 fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1);
+    let mut args = std::env::args().skip(1);
+    let first = args.next().unwrap_or_default();
     let buf = Bytes::from_static(INVITE);
-    let work = match std::env::args().nth(2).as_deref() {
+    if first == "ab" {
+        let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
+        return alternate(&buf, rounds);
+    }
+    let n: usize = first.parse().unwrap_or(1);
+    let work = match args.next().as_deref() {
         Some("rsip") => rsip_parse,
         _ => parse_and_read,
     };
     for _ in 0..n {
         work(&buf);
     }
+}
+
+fn batch_ns(buf: &Bytes, work: fn(&Bytes)) -> f64 {
+    let start = Instant::now();
+    for _ in 0..BATCH {
+        work(buf);
+    }
+    start.elapsed().as_nanos() as f64 / f64::from(BATCH)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn alternate(buf: &Bytes, rounds: usize) {
+    let (mut ours, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        // Swap the order every round so neither side always runs first.
+        let (a, b) = if round % 2 == 0 {
+            let a = batch_ns(buf, parse_and_read);
+            (a, batch_ns(buf, rsip_parse))
+        } else {
+            let b = batch_ns(buf, rsip_parse);
+            (batch_ns(buf, parse_and_read), b)
+        };
+        ours.push(a);
+        theirs.push(b);
+        ratios.push(b / a);
+    }
+    let fastest = |v: &[f64]| v.iter().copied().fold(f64::MAX, f64::min);
+    let (fo, ft) = (fastest(&ours), fastest(&theirs));
+    println!(
+        "fastest batch: siphost-sip {fo:.0} ns/parse ({:.0} parses/s), rsip {ft:.0} ns/parse \
+         ({:.0} parses/s), ratio {:.2}",
+        1e9 / fo,
+        1e9 / ft,
+        ft / fo
+    );
+    let (o, t, r) = (median(&mut ours), median(&mut theirs), median(&mut ratios));
+    println!(
+        "median batch:  siphost-sip {o:.0} ns/parse, rsip {t:.0} ns/parse, ratio {r:.2} \
+         ({rounds} rounds of {BATCH})"
+    );
 }
