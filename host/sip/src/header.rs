@@ -83,16 +83,33 @@ const fn fold_const(name: &str) -> Folded {
     w
 }
 
-/// Word `k` of the folded name of `len` bytes in `chunk`.
-fn fold_word(chunk: &[u8; WORDS_LEN], len: usize, k: usize) -> u64 {
-    let bytes: [u8; 8] = chunk[8 * k..8 * k + 8].try_into().unwrap_or_default();
+/// The three little-endian words of `chunk`.
+fn words(chunk: &[u8; WORDS_LEN]) -> [u64; 3] {
+    let word = |k: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&chunk[8 * k..8 * k + 8]);
+        u64::from_le_bytes(w)
+    };
+    [word(0), word(1), word(2)]
+}
+
+/// Word `k` of the folded name of `len` bytes whose words are `w`.
+fn fold_word(w: &[u64; 3], len: usize, k: usize) -> u64 {
     let keep = len.saturating_sub(8 * k).min(8);
     let mask = if keep == 8 {
         u64::MAX
     } else {
         (1u64 << (8 * keep)) - 1
     };
-    (u64::from_le_bytes(bytes) | 0x2020_2020_2020_2020) & mask
+    (w[k] | 0x2020_2020_2020_2020) & mask
+}
+
+/// Bit 7 set in the bytes of `w` equal to `byte`: exact up to the first such byte, and
+/// non-zero exactly when there is one (later bytes may be flagged spuriously).
+fn bytes_equal(w: u64, byte: u8) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let x = w ^ (ONES * u64::from(byte));
+    x.wrapping_sub(ONES) & !x & (ONES << 7)
 }
 
 /// A hash of a folded name's first word and its length that puts every known long name in
@@ -100,6 +117,19 @@ fn fold_word(chunk: &[u8; WORDS_LEN], len: usize, k: usize) -> u64 {
 /// is one lookup and one comparison.
 const fn bucket(first_word: u64, len: usize) -> usize {
     ((first_word ^ len as u64).wrapping_mul(0x3842_38c6_dbe2_f27d) >> 59) as usize
+}
+
+/// The known kind whose long name is the name of `len` (2..=24) bytes whose words are `w`,
+/// else `Other`.
+fn resolve(w: &[u64; 3], len: usize) -> HeaderKind {
+    let first = fold_word(w, len, 0);
+    // Words after the first are folded only for a name still in the running.
+    let k = BUCKETS[bucket(first, len)];
+    let known = &FOLDED[k as usize];
+    let same = known[0] == first
+        && (len <= 8 || known[1] == fold_word(w, len, 1))
+        && (len <= 16 || known[2] == fold_word(w, len, 2));
+    if same { k } else { HeaderKind::Other }
 }
 
 /// The kind whose long name hashes to each bucket (`Other` where none does).
@@ -153,7 +183,8 @@ impl HeaderKind {
         else {
             return HeaderKind::of(b.get(start..start + len).unwrap_or_default());
         };
-        let first = fold_word(chunk, len, 0);
+        let w = words(chunk);
+        let first = fold_word(&w, len, 0);
         if len == 1 {
             let letter = (first & 0xff) as u8;
             return KNOWN
@@ -161,13 +192,36 @@ impl HeaderKind {
                 .find(|(_, _, c)| c.map(|c| c | 0x20) == Some(letter))
                 .map_or(Other, |(k, _, _)| *k);
         }
-        // Words after the first are folded only for a name still in the running.
-        let k = BUCKETS[bucket(first, len)];
-        let known = &FOLDED[k as usize];
-        let same = known[0] == first
-            && (len <= 8 || known[1] == fold_word(chunk, len, 1))
-            && (len <= 16 || known[2] == fold_word(chunk, len, 2));
-        if same { k } else { Other }
+        resolve(&w, len)
+    }
+
+    /// Resolves a header line at `start` whose name is a known long name followed directly
+    /// by `:`; returns the kind and the name's length. `None` sends the line to the general
+    /// path (compact, unknown or unusual names, `name :`, or near the buffer's end), so the
+    /// common line costs a few word operations instead of a loop over its name.
+    #[inline(always)]
+    pub(crate) fn known_at(b: &[u8], start: usize) -> Option<(HeaderKind, usize)> {
+        let chunk = b
+            .get(start..start + WORDS_LEN)
+            .and_then(|c| <&[u8; WORDS_LEN]>::try_from(c).ok())?;
+        let w = words(chunk);
+        // The first `:` or CR: each mask is exact up to its first hit, so their union is
+        // exact up to the first of either.
+        let stops = |x: u64| bytes_equal(x, b':') | bytes_equal(x, b'\r');
+        let (k, hits) = match (stops(w[0]), stops(w[1]), stops(w[2])) {
+            (0, 0, 0) => return None,
+            (0, 0, h) => (2, h),
+            (0, h, _) => (1, h),
+            (h, _, _) => (0, h),
+        };
+        let len = 8 * k + hits.trailing_zeros() as usize / 8;
+        if len < 2 || chunk.get(len) != Some(&b':') {
+            return None;
+        }
+        // Folding maps only letters onto letters, and `-` and CR onto `-`: a known name
+        // without a CR is all token bytes.
+        let kind = resolve(&w, len);
+        (kind != HeaderKind::Other).then_some((kind, len))
     }
 
     /// The canonical long name (for headers this codec writes itself).

@@ -14,7 +14,7 @@ use crate::header::{
 use crate::method::Method;
 use crate::name_addr::NameAddr;
 use crate::scan::{HeadDefect, HeadScan};
-use crate::uri::{Uri, validate_any_uri};
+use crate::uri::{validate_any_uri, whole_layout};
 use crate::via::{Via, ViaSpans};
 
 /// Largest message [`Message::parse`] accepts (also the stream framing limit).
@@ -229,7 +229,7 @@ fn parse_start_line(b: &[u8], s: usize, e: usize, next: usize) -> Result<StartLi
         ));
     }
     let uri_at = s + sp1 + 1;
-    match Uri::parse(uri) {
+    match whole_layout(uri) {
         Ok(parsed) if parsed.has_headers() => {
             return Err(ParseError::at(
                 ErrorKind::RequestUri,
@@ -480,24 +480,31 @@ impl Message {
                     folded.push(headers.len() - 1);
                 }
             } else {
-                let mut i = cur;
-                while i < le && b.get(i).is_some_and(|&c| is_token_byte(c)) {
-                    i += 1;
-                }
-                let name_end = i;
-                while i < le && b.get(i).is_some_and(|&c| is_ws(c)) {
-                    i += 1;
-                }
-                if name_end == cur || b.get(i) != Some(&b':') || i >= le {
-                    return Err(ParseError::at(
-                        ErrorKind::HeaderLine,
-                        "expected `name: value`",
-                        cur,
-                    ));
-                }
-                let (vs, ve) = trim_span(b, i + 1, le);
+                let (kind, name_end, colon) = match HeaderKind::known_at(b, cur) {
+                    Some((kind, len)) => (kind, cur + len, cur + len),
+                    None => {
+                        let mut i = cur;
+                        while i < le && b.get(i).is_some_and(|&c| is_token_byte(c)) {
+                            i += 1;
+                        }
+                        let name_end = i;
+                        while i < le && b.get(i).is_some_and(|&c| is_ws(c)) {
+                            i += 1;
+                        }
+                        if name_end == cur || b.get(i) != Some(&b':') || i >= le {
+                            return Err(ParseError::at(
+                                ErrorKind::HeaderLine,
+                                "expected `name: value`",
+                                cur,
+                            ));
+                        }
+                        let kind = HeaderKind::of_at(b, cur, name_end - cur);
+                        (kind, name_end, i)
+                    }
+                };
+                let (vs, ve) = trim_span(b, colon + 1, le);
                 headers.push(Entry {
-                    kind: HeaderKind::of_at(b, cur, name_end - cur),
+                    kind,
                     name: Text::Span(cur, name_end),
                     value: Text::Span(vs, ve),
                     raw: Some((cur, nx)),

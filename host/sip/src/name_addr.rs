@@ -7,7 +7,7 @@ use crate::error::{ErrorKind, ParseError};
 use crate::header::{
     Params, find_byte, is_token_byte, is_ws, quoted_len, trim_lws, unquote, walk_params,
 };
-use crate::uri::{Uri, validate_any_uri};
+use crate::uri::{Layout, Uri, layout, validate_any_uri};
 
 /// One name-addr (`"Alice" <sip:a@example.com>;tag=1`) or addr-spec
 /// (`sip:a@example.com;tag=1`) value, borrowing from the header text.
@@ -85,7 +85,7 @@ impl<'a> NameAddr<'a> {
         };
         let rest = &s[open + 1..];
         // A sip, sips or tel URI is read up to the '>' in the same pass that checks it.
-        if validate && let Ok((_, end)) = Uri::parse_prefix(rest) {
+        if validate && let Ok(Layout { end, .. }) = layout(rest) {
             if rest.as_bytes().get(end) != Some(&b'>') {
                 return Err(err(format!("missing '>' after the URI in {s:?}")));
             }

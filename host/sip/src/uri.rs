@@ -2,9 +2,7 @@
 //! parsed from: user, password, host (IPv6 in brackets), port, parameters and headers.
 
 use crate::error::{ErrorKind, ParseError};
-use crate::header::{
-    CLASS, HOST, Params, SCHEME, URI_DELIMITER, URI_FORBIDDEN, find_byte, is_uri_forbidden,
-};
+use crate::header::{CLASS, HOST, Params, SCHEME, URI_DELIMITER, URI_FORBIDDEN, is_uri_forbidden};
 
 /// A parsed `sip:`, `sips:` or `tel:` URI borrowing from its text.
 ///
@@ -25,17 +23,19 @@ pub struct Uri<'a> {
     headers: &'a str,
 }
 
-/// `scheme ":"` with scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ); returns the scheme
-/// and the rest.
-pub(crate) fn split_scheme(s: &str) -> Option<(&str, &str)> {
-    let b = s.as_bytes();
+/// The length of `scheme` in `scheme ":"`, with scheme = ALPHA *( ALPHA / DIGIT / "+" /
+/// "-" / "." ).
+fn scheme_len(b: &[u8]) -> Option<usize> {
     if !b.first()?.is_ascii_alphabetic() {
         return None;
     }
     let colon = b.iter().position(|&c| CLASS[c as usize] & SCHEME == 0)?;
-    if b[colon] != b':' {
-        return None;
-    }
+    (b[colon] == b':').then_some(colon)
+}
+
+/// `scheme ":"` (see [`scheme_len`]); returns the scheme and the rest.
+pub(crate) fn split_scheme(s: &str) -> Option<(&str, &str)> {
+    let colon = scheme_len(s.as_bytes())?;
     Some((&s[..colon], &s[colon + 1..]))
 }
 
@@ -62,9 +62,9 @@ pub(crate) fn validate_any_uri(s: &str, kind: ErrorKind) -> Result<(), ParseErro
 }
 
 /// Whether the scheme is sip, sips or tel (any case).
-pub(crate) fn is_known_scheme(scheme: &str) -> bool {
+fn is_known_scheme(scheme: &[u8]) -> bool {
     // Setting bit 5 lowercases letters; the schemes compared are all letters.
-    match *scheme.as_bytes() {
+    match *scheme {
         [a, b, c] => matches!(
             [a | 0x20, b | 0x20, c | 0x20],
             [b's', b'i', b'p'] | [b't', b'e', b'l']
@@ -82,169 +82,214 @@ fn forbidden(s: &str) -> ParseError {
     uri_err(format!("whitespace, control or <>\" characters in {s:?}"))
 }
 
-/// `tel:number;params` (RFC 3966): the number goes in `user`.
-fn parse_tel<'a>(scheme: &'a str, rest: &'a str) -> Result<(Uri<'a>, usize), ParseError> {
-    let stop = rest
-        .bytes()
-        .position(is_uri_forbidden)
-        .unwrap_or(rest.len());
-    let rest = &rest[..stop];
-    let end = find_byte(rest, b';').unwrap_or(rest.len());
-    let number = &rest[..end];
-    if number.is_empty() {
+/// Where a URI's parts sit in its text, as byte offsets. Found without slicing, so callers
+/// that only check a URI (a name-addr's, the Request-URI) pay for no `&str` parts.
+#[derive(Clone, Copy)]
+pub(crate) struct Layout {
+    scheme_end: usize,
+    user: Option<(usize, usize)>,
+    password: Option<(usize, usize)>,
+    host: (usize, usize),
+    port: Option<u16>,
+    params: (usize, usize),
+    headers: (usize, usize),
+    /// Where the URI ends: at the first byte no URI holds, or the end of the text.
+    pub(crate) end: usize,
+}
+
+impl Layout {
+    /// Whether the URI has headers (`?name=value`), which a Request-URI must not carry.
+    pub(crate) fn has_headers(&self) -> bool {
+        self.headers.0 < self.headers.1
+    }
+
+    /// The parts, sliced from `s`, the text this layout was found in.
+    fn uri<'a>(&self, s: &'a str) -> Uri<'a> {
+        let part = |(start, end): (usize, usize)| s.get(start..end).unwrap_or("");
+        Uri {
+            scheme: part((0, self.scheme_end)),
+            user: self.user.map(part),
+            password: self.password.map(part),
+            host: part(self.host),
+            port: self.port,
+            params: part(self.params),
+            headers: part(self.headers),
+        }
+    }
+}
+
+/// `tel:number;params` (RFC 3966), the scheme ending at `scheme_end`: the number goes in
+/// `user`.
+fn tel_layout(s: &str, scheme_end: usize) -> Result<Layout, ParseError> {
+    let b = s.as_bytes();
+    let at = scheme_end + 1;
+    let rest = b.get(at..).unwrap_or_default();
+    let stop = at
+        + rest
+            .iter()
+            .position(|&c| is_uri_forbidden(c))
+            .unwrap_or(rest.len());
+    let rest = b.get(at..stop).unwrap_or_default();
+    let end = at + rest.iter().position(|&c| c == b';').unwrap_or(rest.len());
+    if end == at {
         return Err(uri_err("tel URI without a number".into()));
     }
-    let params = &rest[end..];
-    check_params(params)?;
-    let uri = Uri {
-        scheme,
-        user: Some(number),
+    check_params(s.get(end..stop).unwrap_or(""))?;
+    Ok(Layout {
+        scheme_end,
+        user: Some((at, end)),
         password: None,
-        host: "",
+        host: (stop, stop),
         port: None,
-        params,
-        headers: "",
+        params: (end, stop),
+        headers: (stop, stop),
+        end: stop,
+    })
+}
+
+/// Parses a whole `sip:`, `sips:` or `tel:` URI into its layout.
+pub(crate) fn whole_layout(s: &str) -> Result<Layout, ParseError> {
+    match layout(s)? {
+        l if l.end == s.len() => Ok(l),
+        _ => Err(forbidden(s)),
+    }
+}
+
+/// Parses the URI at the start of `s`, up to the first byte no URI holds (whitespace,
+/// controls, `<`, `>`, `"`); its layout says where it ended. A name-addr's URI is read this
+/// way up to its `>`, in the same pass.
+pub(crate) fn layout(s: &str) -> Result<Layout, ParseError> {
+    // Index loops over one table: this runs for every URI of every message.
+    let b = s.as_bytes();
+    let n = b.len();
+    let class = |i: usize| CLASS[b[i] as usize];
+    let Some(scheme_end) = scheme_len(b) else {
+        return Err(uri_err(format!("no scheme in {s:?}")));
     };
-    Ok((uri, scheme.len() + 1 + stop))
+    let scheme = &b[..scheme_end];
+    if !is_known_scheme(scheme) {
+        return Err(ParseError::new(
+            ErrorKind::UnsupportedScheme,
+            format!("{:?}", s.get(..scheme_end).unwrap_or("")),
+        ));
+    }
+    if scheme[0] | 0x20 == b't' {
+        return tel_layout(s, scheme_end);
+    }
+    let rest_at = scheme_end + 1;
+    // The first '@' ends the user part, which may hold ';', '?', '/' and ':' but never
+    // an unescaped '@'; before it, the first ':' splits off a password.
+    let (mut at, mut colon) = (None, None);
+    let mut i = rest_at;
+    while i < n {
+        if class(i) & (URI_FORBIDDEN | URI_DELIMITER) != 0 {
+            match b[i] {
+                b'@' => {
+                    at = Some(i);
+                    break;
+                }
+                b':' if colon.is_none() => colon = Some(i),
+                b':' | b';' | b'?' => {}
+                _ => break,
+            }
+        }
+        i += 1;
+    }
+    let (user, password, host_at) = match at {
+        Some(at) => {
+            let (user, password) = match colon {
+                Some(c) => ((rest_at, c), Some((c + 1, at))),
+                None => ((rest_at, at), None),
+            };
+            if user.0 == user.1 {
+                return Err(uri_err(format!("empty user part in {s:?}")));
+            }
+            (Some(user), password, at + 1)
+        }
+        None => (None, None, rest_at),
+    };
+    let mut i = host_at;
+    if b.get(i) == Some(&b'[') {
+        let close = b[i..]
+            .iter()
+            .position(|&c| c == b']')
+            .map(|c| i + c)
+            .ok_or_else(|| uri_err(format!("unterminated IPv6 reference in {s:?}")))?;
+        let inner = &b[i + 1..close];
+        if inner.is_empty()
+            || !inner
+                .iter()
+                .all(|&c| c.is_ascii_hexdigit() || c == b':' || c == b'.')
+        {
+            return Err(uri_err(format!("bad IPv6 reference in {s:?}")));
+        }
+        i = close + 1;
+    } else {
+        while i < n && class(i) & HOST != 0 {
+            i += 1;
+        }
+    }
+    let host = (host_at, i);
+    if host_at == i {
+        return Err(uri_err(format!("bad host in {s:?}")));
+    }
+    let mut port = None;
+    if b.get(i) == Some(&b':') {
+        let (mut value, start) = (0u32, i + 1);
+        i = start;
+        while i < n && b[i].is_ascii_digit() && i - start < 5 {
+            value = value * 10 + u32::from(b[i] - b'0');
+            i += 1;
+        }
+        if i == start || value > u32::from(u16::MAX) {
+            return Err(uri_err(format!("bad port in {s:?}")));
+        }
+        port = Some(value as u16);
+    }
+    if i < n && !matches!(b[i], b';' | b'?') && class(i) & URI_FORBIDDEN == 0 {
+        return Err(uri_err(format!("bad host or port in {s:?}")));
+    }
+    // Parameters up to '?' or the end: every ';' starts a named one.
+    let params_at = i;
+    while i < n && b[i] != b'?' && class(i) & URI_FORBIDDEN == 0 {
+        if b[i] == b';' && matches!(b.get(i + 1), None | Some(b';') | Some(b'=')) {
+            return Err(uri_err(format!("empty URI parameter in {s:?}")));
+        }
+        i += 1;
+    }
+    let params = (params_at, i);
+    let mut headers = (i, i);
+    if i < n && b[i] == b'?' {
+        let start = i + 1;
+        i = start;
+        while i < n && class(i) & URI_FORBIDDEN == 0 {
+            if b[i] == b'@' {
+                return Err(uri_err(format!("unescaped '@' in URI headers of {s:?}")));
+            }
+            i += 1;
+        }
+        if i == start {
+            return Err(uri_err(format!("empty headers after '?' in {s:?}")));
+        }
+        headers = (start, i);
+    }
+    Ok(Layout {
+        scheme_end,
+        user,
+        password,
+        host,
+        port,
+        params,
+        headers,
+        end: i,
+    })
 }
 
 impl<'a> Uri<'a> {
     /// Parses a `sip:`, `sips:` or `tel:` URI. Other schemes give
     /// [`ErrorKind::UnsupportedScheme`].
     pub fn parse(s: &'a str) -> Result<Uri<'a>, ParseError> {
-        match Self::parse_prefix(s)? {
-            (uri, end) if end == s.len() => Ok(uri),
-            _ => Err(forbidden(s)),
-        }
-    }
-
-    /// Parses the URI at the start of `s`, up to the first byte no URI holds (whitespace,
-    /// controls, `<`, `>`, `"`); returns it and where it ended. A name-addr's URI is read
-    /// this way up to its `>`, in the same pass.
-    pub(crate) fn parse_prefix(s: &'a str) -> Result<(Uri<'a>, usize), ParseError> {
-        // Index loops over one table: this runs for every URI of every message.
-        let b = s.as_bytes();
-        let n = b.len();
-        let class = |i: usize| CLASS[b[i] as usize];
-        let Some((scheme, rest)) = split_scheme(s) else {
-            return Err(uri_err(format!("no scheme in {s:?}")));
-        };
-        if !is_known_scheme(scheme) {
-            return Err(ParseError::new(
-                ErrorKind::UnsupportedScheme,
-                format!("{scheme:?}"),
-            ));
-        }
-        let rest_at = scheme.len() + 1;
-        if scheme.as_bytes()[0] | 0x20 == b't' {
-            return parse_tel(scheme, rest);
-        }
-        // The first '@' ends the user part, which may hold ';', '?', '/' and ':' but never
-        // an unescaped '@'; before it, the first ':' splits off a password.
-        let (mut at, mut colon) = (None, None);
-        let mut i = rest_at;
-        while i < n {
-            if class(i) & (URI_FORBIDDEN | URI_DELIMITER) != 0 {
-                match b[i] {
-                    b'@' => {
-                        at = Some(i);
-                        break;
-                    }
-                    b':' if colon.is_none() => colon = Some(i),
-                    b':' | b';' | b'?' => {}
-                    _ => break,
-                }
-            }
-            i += 1;
-        }
-        let (user, password, host_at) = match at {
-            Some(at) => {
-                let (user, password) = match colon {
-                    Some(c) => (&s[rest_at..c], Some(&s[c + 1..at])),
-                    None => (&s[rest_at..at], None),
-                };
-                if user.is_empty() {
-                    return Err(uri_err(format!("empty user part in {s:?}")));
-                }
-                (Some(user), password, at + 1)
-            }
-            None => (None, None, rest_at),
-        };
-        let mut i = host_at;
-        if b.get(i) == Some(&b'[') {
-            let close = b[i..]
-                .iter()
-                .position(|&c| c == b']')
-                .map(|c| i + c)
-                .ok_or_else(|| uri_err(format!("unterminated IPv6 reference in {s:?}")))?;
-            let inner = &b[i + 1..close];
-            if inner.is_empty()
-                || !inner
-                    .iter()
-                    .all(|&c| c.is_ascii_hexdigit() || c == b':' || c == b'.')
-            {
-                return Err(uri_err(format!("bad IPv6 reference in {s:?}")));
-            }
-            i = close + 1;
-        } else {
-            while i < n && class(i) & HOST != 0 {
-                i += 1;
-            }
-        }
-        let host = &s[host_at..i];
-        if host.is_empty() {
-            return Err(uri_err(format!("bad host in {s:?}")));
-        }
-        let mut port = None;
-        if b.get(i) == Some(&b':') {
-            let (mut value, start) = (0u32, i + 1);
-            i = start;
-            while i < n && b[i].is_ascii_digit() && i - start < 5 {
-                value = value * 10 + u32::from(b[i] - b'0');
-                i += 1;
-            }
-            if i == start || value > u32::from(u16::MAX) {
-                return Err(uri_err(format!("bad port in {s:?}")));
-            }
-            port = Some(value as u16);
-        }
-        if i < n && !matches!(b[i], b';' | b'?') && class(i) & URI_FORBIDDEN == 0 {
-            return Err(uri_err(format!("bad host or port in {s:?}")));
-        }
-        // Parameters up to '?' or the end: every ';' starts a named one.
-        let params_at = i;
-        while i < n && b[i] != b'?' && class(i) & URI_FORBIDDEN == 0 {
-            if b[i] == b';' && matches!(b.get(i + 1), None | Some(b';') | Some(b'=')) {
-                return Err(uri_err(format!("empty URI parameter in {s:?}")));
-            }
-            i += 1;
-        }
-        let params = &s[params_at..i];
-        let mut headers = "";
-        if i < n && b[i] == b'?' {
-            let start = i + 1;
-            i = start;
-            while i < n && class(i) & URI_FORBIDDEN == 0 {
-                if b[i] == b'@' {
-                    return Err(uri_err(format!("unescaped '@' in URI headers of {s:?}")));
-                }
-                i += 1;
-            }
-            if i == start {
-                return Err(uri_err(format!("empty headers after '?' in {s:?}")));
-            }
-            headers = &s[start..i];
-        }
-        let uri = Uri {
-            scheme,
-            user,
-            password,
-            host,
-            port,
-            params,
-            headers,
-        };
-        Ok((uri, i))
+        Ok(whole_layout(s)?.uri(s))
     }
 
     /// Parameters in order: `(name, value)`, value `None` for flags like `lr`.
