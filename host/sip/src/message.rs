@@ -20,20 +20,36 @@ use crate::via::{Via, ViaSpans};
 /// Largest message [`Message::parse`] accepts (also the stream framing limit).
 pub const MAX_MESSAGE_SIZE: usize = 1 << 20;
 
-/// Text that is either a span of the message buffer or owned (edited or unfolded).
-#[derive(Clone, Debug)]
+/// Text that is either a span of the message buffer or owned (edited or unfolded): then an
+/// index into the message's `owned` strings, so entries are small and `Copy`, and dropping a
+/// message walks none of them. Offsets fit in `u32` as messages are at most
+/// [`MAX_MESSAGE_SIZE`] bytes.
+#[derive(Clone, Copy, Debug)]
 enum Text {
-    Span(usize, usize),
-    Owned(Box<str>),
+    Span(u32, u32),
+    Owned(u32),
 }
 
-#[derive(Clone, Debug)]
+impl Text {
+    fn span(start: usize, end: usize) -> Text {
+        Text::Span(start as u32, end as u32)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
 struct Entry {
     kind: HeaderKind,
     name: Text,
     value: Text,
     /// The original line, terminator included, while the entry is unedited.
-    raw: Option<(usize, usize)>,
+    raw: Option<(u32, u32)>,
+}
+
+impl Entry {
+    /// The original line as buffer offsets, while the entry is unedited.
+    fn line(&self) -> Option<(usize, usize)> {
+        self.raw.map(|(s, e)| (s as usize, e as usize))
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -61,6 +77,9 @@ pub struct Message {
     buf: Bytes,
     start: StartLine,
     headers: Vec<Entry>,
+    /// The strings of `Text::Owned`: unfolded values and what edits wrote. Kept until the
+    /// message goes (edits are few), so an index stays valid.
+    owned: Vec<Box<str>>,
     body: Bytes,
     /// The whole message as received, when it can be re-sent as is (no edits, a correct
     /// Content-Length present).
@@ -200,7 +219,7 @@ fn parse_start_line(b: &[u8], s: usize, e: usize, next: usize) -> Result<StartLi
         let reason_start = (s + sp + 1 + code_end + 1).min(e);
         return Ok(StartLine::Response {
             status,
-            reason: Text::Span(reason_start, e),
+            reason: Text::span(reason_start, e),
             raw: Some((s, next)),
         });
     }
@@ -245,7 +264,7 @@ fn parse_start_line(b: &[u8], s: usize, e: usize, next: usize) -> Result<StartLi
     }
     Ok(StartLine::Request {
         method: Method::from_bytes(method.as_bytes()),
-        uri: Text::Span(s + sp1 + 1, s + sp2),
+        uri: Text::span(s + sp1 + 1, s + sp2),
         raw: Some((s, next)),
     })
 }
@@ -298,27 +317,27 @@ fn parse_cseq(v: &str) -> Option<(u32, &str)> {
     is_token(method).then_some((n, method))
 }
 
-fn text<'a>(buf: &'a Bytes, t: &'a Text) -> &'a str {
-    match t {
+fn text<'a>(buf: &'a Bytes, owned: &'a [Box<str>], t: &Text) -> &'a str {
+    match *t {
         Text::Span(s, e) => {
-            let bytes = buf.get(*s..*e).unwrap_or_default();
+            let bytes = buf.get(s as usize..e as usize).unwrap_or_default();
             debug_assert!(std::str::from_utf8(bytes).is_ok());
             // SAFETY: spans are only made over text already known to be UTF-8 (a parsed
             // start line or header section, or `&str` written by `Builder`), and start and
             // end next to ASCII delimiters, so they are char boundaries.
             unsafe { std::str::from_utf8_unchecked(bytes) }
         }
-        Text::Owned(s) => s,
+        Text::Owned(i) => owned.get(i as usize).map_or("", |s| s),
     }
 }
 
 /// A predicate selecting the entries of header `name` (case-insensitive, compact forms).
-fn matcher(name: &str) -> impl Fn(&Entry, &Bytes) -> bool + '_ {
+fn matcher(name: &str) -> impl Fn(&Entry, &Bytes, &[Box<str>]) -> bool + '_ {
     let kind = HeaderKind::of(name.as_bytes());
-    move |e: &Entry, buf: &Bytes| {
+    move |e: &Entry, buf: &Bytes, owned: &[Box<str>]| {
         e.kind == kind
             && (kind != HeaderKind::Other
-                || eq_ignore_case(text(buf, &e.name).as_bytes(), name.as_bytes()))
+                || eq_ignore_case(text(buf, owned, &e.name).as_bytes(), name.as_bytes()))
     }
 }
 
@@ -471,10 +490,10 @@ impl Message {
                     ));
                 };
                 if let Text::Span(_, e) = &mut last.value {
-                    *e = le;
+                    *e = le as u32;
                 }
                 if let Some((_, e)) = &mut last.raw {
-                    *e = nx;
+                    *e = nx as u32;
                 }
                 if folded.last() != Some(&(headers.len() - 1)) {
                     folded.push(headers.len() - 1);
@@ -505,9 +524,9 @@ impl Message {
                 let (vs, ve) = trim_span(b, colon + 1, le);
                 headers.push(Entry {
                     kind,
-                    name: Text::Span(cur, name_end),
-                    value: Text::Span(vs, ve),
-                    raw: Some((cur, nx)),
+                    name: Text::span(cur, name_end),
+                    value: Text::span(vs, ve),
+                    raw: Some((cur as u32, nx as u32)),
                 });
             }
             cur = nx;
@@ -530,18 +549,21 @@ impl Message {
                 return Err(ParseError::at(ErrorKind::HeaderLine, "bare CR", pos + bare));
             }
         };
+        let mut owned: Vec<Box<str>> = Vec::new();
         for &i in &folded {
             if let Some(entry) = headers.get_mut(i)
                 && let Text::Span(s, e) = entry.value
             {
-                let text = std::str::from_utf8(&b[s..e]).unwrap_or_default();
-                entry.value = Text::Owned(unfold(text).into());
+                let text = std::str::from_utf8(&b[s as usize..e as usize]).unwrap_or_default();
+                entry.value = Text::Owned(owned.len() as u32);
+                owned.push(unfold(text).into());
             }
         }
         let mut msg = Message {
             buf: buf.clone(),
             start,
             headers,
+            owned,
             body: Bytes::new(),
             verbatim: None,
             located: None,
@@ -555,7 +577,7 @@ impl Message {
             let v = msg.text(&entry.value);
             let n = parse_content_length(v).ok_or_else(|| {
                 ParseError::new(ErrorKind::ContentLength, format!("{v:?} is not a length"))
-                    .with_offset(entry.raw.map_or(pos, |(s, _)| s))
+                    .with_offset(entry.line().map_or(pos, |(s, _)| s))
             })?;
             if content_length.is_some_and(|c| c != n) {
                 return Err(ParseError::new(
@@ -593,14 +615,14 @@ impl Message {
         let (mut vias, mut froms, mut tos, mut call_ids, mut cseqs, mut max_fwds) =
             (0, 0, 0, 0, 0, 0);
         for (i, entry) in self.headers.iter().enumerate() {
-            let at = entry.raw.map_or(0, |(s, _)| s);
-            let value = match &entry.value {
-                Text::Span(s, e) => s
+            let at = entry.line().map_or(0, |(s, _)| s);
+            let value = match entry.value {
+                Text::Span(s, e) => (s as usize)
                     .checked_sub(head_at)
-                    .zip(e.checked_sub(head_at))
+                    .zip((e as usize).checked_sub(head_at))
                     .and_then(|(s, e)| head.get(s..e))
                     .unwrap_or(""),
-                Text::Owned(v) => v,
+                Text::Owned(_) => self.text(&entry.value),
             };
             let values = self
                 .validate_entry(i, entry, value, &mut found)
@@ -717,8 +739,8 @@ impl Message {
         self.headers.get(i).map_or("", |e| self.text(&e.value))
     }
 
-    fn text<'a>(&'a self, t: &'a Text) -> &'a str {
-        text(&self.buf, t)
+    fn text(&self, t: &Text) -> &str {
+        text(&self.buf, &self.owned, t)
     }
 
     fn first_of_kind(&self, kind: HeaderKind) -> Option<&str> {
@@ -771,7 +793,7 @@ impl Message {
         let is = matcher(name);
         self.headers
             .iter()
-            .find(|e| is(e, &self.buf))
+            .find(|e| is(e, &self.buf, &self.owned))
             .map(|e| self.text(&e.value))
     }
 
@@ -888,12 +910,18 @@ impl Message {
         self.located = None;
     }
 
-    fn new_entry(name: &str, value: &str) -> Option<Entry> {
+    /// Keeps `s` with the message as the text of an edit.
+    fn own(&mut self, s: Box<str>) -> Text {
+        self.owned.push(s);
+        Text::Owned((self.owned.len() - 1) as u32)
+    }
+
+    fn new_entry(&mut self, name: &str, value: &str) -> Option<Entry> {
         let name = clean_name(name)?;
         Some(Entry {
             kind: HeaderKind::of(name.as_bytes()),
-            name: Text::Owned(name.into()),
-            value: Text::Owned(clean_value(value)),
+            name: self.own(name.into()),
+            value: self.own(clean_value(value)),
             raw: None,
         })
     }
@@ -901,13 +929,16 @@ impl Message {
     /// Replaces the Request-URI (requests only; ignored on responses). Whitespace and control
     /// characters are dropped so the Request-Line stays well formed.
     pub fn set_request_uri(&mut self, new_uri: &str) {
+        if !self.is_request() {
+            return;
+        }
+        let new_uri: String = new_uri
+            .chars()
+            .filter(|c| !c.is_whitespace() && !c.is_control())
+            .collect();
+        let new_uri = self.own(new_uri.into());
         if let StartLine::Request { uri, raw, .. } = &mut self.start {
-            *uri = Text::Owned(
-                new_uri
-                    .chars()
-                    .filter(|c| !c.is_whitespace() && !c.is_control())
-                    .collect(),
-            );
+            *uri = new_uri;
             *raw = None;
             self.verbatim = None;
         }
@@ -917,7 +948,7 @@ impl Message {
     /// Non-token characters are dropped from `name` (nothing happens if none remain); CR and
     /// LF in `value` become SP.
     pub fn prepend_header(&mut self, name: &str, value: &str) {
-        if let Some(e) = Self::new_entry(name, value) {
+        if let Some(e) = self.new_entry(name, value) {
             self.headers.insert(0, e);
             self.edited();
         }
@@ -926,7 +957,7 @@ impl Message {
     /// Appends a header line after the last one. Names and values are cleaned as in
     /// [`Message::prepend_header`].
     pub fn append_header(&mut self, name: &str, value: &str) {
-        if let Some(e) = Self::new_entry(name, value) {
+        if let Some(e) = self.new_entry(name, value) {
             self.headers.push(e);
             self.edited();
         }
@@ -935,15 +966,15 @@ impl Message {
     /// Replaces every line named `name` by one line at the position of the first (appends if
     /// there is none).
     pub fn set_header(&mut self, name: &str, value: &str) {
-        let Some(entry) = Self::new_entry(name, value) else {
+        let Some(entry) = self.new_entry(name, value) else {
             return;
         };
         let is = matcher(name);
-        let buf = &self.buf;
+        let (buf, owned) = (&self.buf, &self.owned);
         let mut replacement = Some(entry);
         let mut kept = Vec::with_capacity(self.headers.len() + 1);
         for e in self.headers.drain(..) {
-            if !is(&e, buf) {
+            if !is(&e, buf, owned) {
                 kept.push(e);
             } else if let Some(r) = replacement.take() {
                 kept.push(r);
@@ -957,9 +988,9 @@ impl Message {
     /// Removes every line named `name`; returns how many were removed.
     pub fn remove_header(&mut self, name: &str) -> usize {
         let is = matcher(name);
-        let buf = &self.buf;
+        let (buf, owned) = (&self.buf, &self.owned);
         let before = self.headers.len();
-        self.headers.retain(|e| !is(e, buf));
+        self.headers.retain(|e| !is(e, buf, owned));
         let removed = before - self.headers.len();
         if removed > 0 {
             self.edited();
@@ -971,7 +1002,10 @@ impl Message {
     /// becomes `Via: b`; a line left empty is removed. Returns the popped value.
     pub fn remove_first_value(&mut self, name: &str) -> Option<String> {
         let is = matcher(name);
-        let i = self.headers.iter().position(|e| is(e, &self.buf))?;
+        let i = self
+            .headers
+            .iter()
+            .position(|e| is(e, &self.buf, &self.owned))?;
         let value = self.text(&self.headers[i].value);
         let mut rest = value;
         let popped = loop {
@@ -989,9 +1023,9 @@ impl Message {
         if CommaValues::new(rest).next().is_none() {
             self.headers.remove(i);
         } else {
-            let rest: Box<str> = rest.into();
+            let rest = self.own(rest.into());
             let e = &mut self.headers[i];
-            e.value = Text::Owned(rest);
+            e.value = rest;
             e.raw = None;
         }
         self.edited();
@@ -1020,7 +1054,11 @@ impl Message {
             }
         });
         let is = matcher(header);
-        let Some(i) = self.headers.iter().position(|e| is(e, &self.buf)) else {
+        let Some(i) = self
+            .headers
+            .iter()
+            .position(|e| is(e, &self.buf, &self.owned))
+        else {
             return false;
         };
         let whole = self.text(&self.headers[i].value);
@@ -1033,8 +1071,9 @@ impl Message {
             set_param(&first[split..], &param, value.as_deref()),
             &whole[comma..]
         );
+        let new_value = self.own(new_value.into());
         let e = &mut self.headers[i];
-        e.value = Text::Owned(new_value.into());
+        e.value = new_value;
         e.raw = None;
         self.edited();
         true
@@ -1119,7 +1158,7 @@ impl Message {
                     continue;
                 }
                 wrote_length = true;
-                match e.raw {
+                match e.line() {
                     Some(r) if parse_content_length(self.text(&e.value)) == Some(body_len) => {
                         raw(out, r)
                     }
@@ -1130,7 +1169,7 @@ impl Message {
                 }
                 continue;
             }
-            match e.raw {
+            match e.line() {
                 Some(r) => raw(out, r),
                 None => {
                     out.extend_from_slice(self.text(&e.name).as_bytes());
@@ -1168,7 +1207,7 @@ impl Message {
         b.buf.extend_from_slice(b"\r\n");
         let start = StartLine::Response {
             status,
-            reason: Text::Span(rs, re),
+            reason: Text::span(rs, re),
             raw: Some((0, b.buf.len())),
         };
         for e in self.headers.iter().filter(|e| e.kind == HeaderKind::Via) {
@@ -1214,7 +1253,7 @@ impl Message {
         b.buf.extend_from_slice(b" SIP/2.0\r\n");
         let start = StartLine::Request {
             method,
-            uri: Text::Span(us, ue),
+            uri: Text::span(us, ue),
             raw: Some((0, b.buf.len())),
         };
         b.finish(start)
@@ -1240,9 +1279,9 @@ impl Builder {
         self.buf.extend_from_slice(b"\r\n");
         self.headers.push(Entry {
             kind,
-            name: Text::Span(s, ne),
-            value: Text::Span(vs, ve),
-            raw: Some((s, self.buf.len())),
+            name: Text::span(s, ne),
+            value: Text::span(vs, ve),
+            raw: Some((s as u32, self.buf.len() as u32)),
         });
     }
 
@@ -1257,6 +1296,7 @@ impl Builder {
             buf: Bytes::from(self.buf),
             start,
             headers: self.headers,
+            owned: Vec::new(),
             body: Bytes::new(),
             verbatim: has_length.then_some((0, len)),
             located: None,

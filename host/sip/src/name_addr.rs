@@ -102,6 +102,7 @@ impl<'a> NameAddr<'a> {
     }
 
     /// Checks the URI and the parameters (each when asked) and picks out the tag.
+    #[inline(always)]
     fn finish(
         display: Option<&'a str>,
         uri: &'a str,
