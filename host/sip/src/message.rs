@@ -615,6 +615,22 @@ impl Message {
         let (mut vias, mut froms, mut tos, mut call_ids, mut cseqs, mut max_fwds) =
             (0, 0, 0, 0, 0, 0);
         for (i, entry) in self.headers.iter().enumerate() {
+            // Only these are checked here (Content-Length was, by the parse): the rest need no
+            // value sliced.
+            if !matches!(
+                entry.kind,
+                HeaderKind::Via
+                    | HeaderKind::From
+                    | HeaderKind::To
+                    | HeaderKind::CallId
+                    | HeaderKind::CSeq
+                    | HeaderKind::MaxForwards
+                    | HeaderKind::Contact
+                    | HeaderKind::Route
+                    | HeaderKind::RecordRoute
+            ) {
+                continue;
+            }
             let at = entry.line().map_or(0, |(s, _)| s);
             let value = match entry.value {
                 Text::Span(s, e) => (s as usize)
