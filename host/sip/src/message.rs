@@ -559,22 +559,12 @@ impl Message {
                 owned.push(unfold(text).into());
             }
         }
-        let mut msg = Message {
-            buf: buf.clone(),
-            start,
-            headers,
-            owned,
-            body: Bytes::new(),
-            verbatim: None,
-            located: None,
-        };
         let mut content_length: Option<usize> = None;
-        for entry in msg
-            .headers
+        for entry in headers
             .iter()
             .filter(|e| e.kind == HeaderKind::ContentLength)
         {
-            let v = msg.text(&entry.value);
+            let v = text(&buf, &owned, &entry.value);
             let n = parse_content_length(v).ok_or_else(|| {
                 ParseError::new(ErrorKind::ContentLength, format!("{v:?} is not a length"))
                     .with_offset(entry.line().map_or(pos, |(s, _)| s))
@@ -598,156 +588,23 @@ impl Message {
             Some(n) => body_start + n,
             None => b.len(),
         };
-        msg.body = buf.slice(body_start..body_end);
-        if content_length.is_some() {
-            msg.verbatim = Some((pos, body_end));
-        }
-        msg.located = Some(msg.validate(head_text, pos)?);
-        Ok(msg)
-    }
-
-    /// Checks the values a proxy relies on; errors carry the offset of the offending line.
-    /// `head` is the header section (starting at buffer offset `head_at`), already checked
-    /// as UTF-8, so span values are sliced from it without re-checking each one. Returns
-    /// where the fields read on every message sit.
-    fn validate(&self, head: &str, head_at: usize) -> Result<Located, ParseError> {
-        let mut found = Located::default();
-        let (mut vias, mut froms, mut tos, mut call_ids, mut cseqs, mut max_fwds) =
-            (0, 0, 0, 0, 0, 0);
-        for (i, entry) in self.headers.iter().enumerate() {
-            // Only these are checked here (Content-Length was, by the parse): the rest need no
-            // value sliced.
-            if !matches!(
-                entry.kind,
-                HeaderKind::Via
-                    | HeaderKind::From
-                    | HeaderKind::To
-                    | HeaderKind::CallId
-                    | HeaderKind::CSeq
-                    | HeaderKind::MaxForwards
-                    | HeaderKind::Contact
-                    | HeaderKind::Route
-                    | HeaderKind::RecordRoute
-            ) {
-                continue;
-            }
-            let at = entry.line().map_or(0, |(s, _)| s);
-            let value = match entry.value {
-                Text::Span(s, e) => (s as usize)
-                    .checked_sub(head_at)
-                    .zip((e as usize).checked_sub(head_at))
-                    .and_then(|(s, e)| head.get(s..e))
-                    .unwrap_or(""),
-                Text::Owned(_) => self.text(&entry.value),
-            };
-            let values = self
-                .validate_entry(i, entry, value, &mut found)
-                .map_err(|e| e.with_offset(at))?;
-            match entry.kind {
-                HeaderKind::Via => vias += values,
-                HeaderKind::From => froms += 1,
-                HeaderKind::To => tos += 1,
-                HeaderKind::CallId => call_ids += 1,
-                HeaderKind::CSeq => cseqs += 1,
-                HeaderKind::MaxForwards => max_fwds += 1,
-                _ => {}
-            }
-        }
-        for (count, name) in [
-            (froms, "From"),
-            (tos, "To"),
-            (call_ids, "Call-ID"),
-            (cseqs, "CSeq"),
-        ] {
-            match count {
-                0 => return Err(ParseError::new(ErrorKind::MissingHeader, name)),
-                1 => {}
-                _ => return Err(ParseError::new(ErrorKind::DuplicateHeader, name)),
-            }
-        }
-        if vias == 0 {
-            return Err(ParseError::new(ErrorKind::MissingHeader, "Via"));
-        }
-        if max_fwds > 1 {
-            return Err(ParseError::new(ErrorKind::DuplicateHeader, "Max-Forwards"));
-        }
-        Ok(found)
-    }
-
-    /// Checks header line `i`, noting in `found` what it locates; returns how many Via
-    /// values it holds (for counting).
-    fn validate_entry(
-        &self,
-        i: usize,
-        entry: &Entry,
-        value: &str,
-        found: &mut Located,
-    ) -> Result<usize, ParseError> {
-        let bad = |kind: ErrorKind, what: &str| {
-            ParseError::new(
-                kind,
-                format!("{}: {value:?} {what}", self.text(&entry.name)),
-            )
+        let parts = Parts {
+            buf: &buf,
+            owned: &owned,
+            start: &start,
+            headers: &headers,
         };
-        match entry.kind {
-            HeaderKind::Via => {
-                let mut n = 0;
-                for v in CommaValues::new(value) {
-                    let via = Via::parse(v)?;
-                    if found.via.is_none() {
-                        found.via = Some((i, via.locate(value)));
-                    }
-                    n += 1;
-                }
-                return Ok(n);
-            }
-            HeaderKind::From | HeaderKind::To => {
-                let tag = NameAddr::parse(value)?.tag().map(|t| span_in(value, t));
-                let slot = if entry.kind == HeaderKind::From {
-                    &mut found.from
-                } else {
-                    &mut found.to
-                };
-                slot.get_or_insert((i, tag));
-            }
-            HeaderKind::CallId => {
-                if value.is_empty() || value.bytes().any(|c| c <= b' ' || c == 0x7f) {
-                    return Err(bad(ErrorKind::HeaderValue, "is not a Call-ID"));
-                }
-                found.call_id.get_or_insert(i);
-            }
-            HeaderKind::CSeq => {
-                let (n, method) = parse_cseq(value)
-                    .ok_or_else(|| bad(ErrorKind::HeaderValue, "is not `number method`"))?;
-                if let StartLine::Request { method: m, .. } = &self.start
-                    && m.as_str() != method
-                {
-                    return Err(ParseError::new(
-                        ErrorKind::CSeqMismatch,
-                        format!("request method {m} but CSeq method {method}"),
-                    ));
-                }
-                found.cseq.get_or_insert((n, i, span_in(value, method)));
-            }
-            HeaderKind::MaxForwards => match parse_max_forwards(value) {
-                Some(n) if n <= 255 => {
-                    found.max_forwards.get_or_insert(n);
-                }
-                _ => return Err(bad(ErrorKind::HeaderValue, "is not in 0..=255")),
-            },
-            HeaderKind::Contact if value != "*" => {
-                for v in CommaValues::new(value) {
-                    NameAddr::parse(v)?;
-                }
-            }
-            HeaderKind::Route | HeaderKind::RecordRoute => {
-                for v in CommaValues::new(value) {
-                    NameAddr::parse(v)?;
-                }
-            }
-            _ => {}
-        }
-        Ok(0)
+        let located = parts.validate(head_text, pos)?;
+        // Assembled last, so the message is written once, where the caller keeps it.
+        Ok(Message {
+            body: buf.slice(body_start..body_end),
+            buf,
+            start,
+            headers,
+            owned,
+            verbatim: content_length.map(|_| (pos, body_end)),
+            located: Some(located),
+        })
     }
 
     /// The value of header line `i`.
@@ -1273,6 +1130,164 @@ impl Message {
             raw: Some((0, b.buf.len())),
         };
         b.finish(start)
+    }
+}
+
+/// What validation reads of a message being parsed, before it is assembled.
+struct Parts<'a> {
+    buf: &'a Bytes,
+    owned: &'a [Box<str>],
+    start: &'a StartLine,
+    headers: &'a [Entry],
+}
+
+impl Parts<'_> {
+    /// Checks the values a proxy relies on; errors carry the offset of the offending line.
+    /// `head` is the header section (starting at buffer offset `head_at`), already checked
+    /// as UTF-8, so span values are sliced from it without re-checking each one. Returns
+    /// where the fields read on every message sit.
+    fn validate(&self, head: &str, head_at: usize) -> Result<Located, ParseError> {
+        let mut found = Located::default();
+        let (mut vias, mut froms, mut tos, mut call_ids, mut cseqs, mut max_fwds) =
+            (0, 0, 0, 0, 0, 0);
+        for (i, entry) in self.headers.iter().enumerate() {
+            // Only these are checked here (Content-Length was, by the parse): the rest need no
+            // value sliced.
+            if !matches!(
+                entry.kind,
+                HeaderKind::Via
+                    | HeaderKind::From
+                    | HeaderKind::To
+                    | HeaderKind::CallId
+                    | HeaderKind::CSeq
+                    | HeaderKind::MaxForwards
+                    | HeaderKind::Contact
+                    | HeaderKind::Route
+                    | HeaderKind::RecordRoute
+            ) {
+                continue;
+            }
+            let at = entry.line().map_or(0, |(s, _)| s);
+            let value = match entry.value {
+                Text::Span(s, e) => (s as usize)
+                    .checked_sub(head_at)
+                    .zip((e as usize).checked_sub(head_at))
+                    .and_then(|(s, e)| head.get(s..e))
+                    .unwrap_or(""),
+                Text::Owned(_) => self.text(&entry.value),
+            };
+            let values = self
+                .validate_entry(i, entry, value, &mut found)
+                .map_err(|e| e.with_offset(at))?;
+            match entry.kind {
+                HeaderKind::Via => vias += values,
+                HeaderKind::From => froms += 1,
+                HeaderKind::To => tos += 1,
+                HeaderKind::CallId => call_ids += 1,
+                HeaderKind::CSeq => cseqs += 1,
+                HeaderKind::MaxForwards => max_fwds += 1,
+                _ => {}
+            }
+        }
+        for (count, name) in [
+            (froms, "From"),
+            (tos, "To"),
+            (call_ids, "Call-ID"),
+            (cseqs, "CSeq"),
+        ] {
+            match count {
+                0 => return Err(ParseError::new(ErrorKind::MissingHeader, name)),
+                1 => {}
+                _ => return Err(ParseError::new(ErrorKind::DuplicateHeader, name)),
+            }
+        }
+        if vias == 0 {
+            return Err(ParseError::new(ErrorKind::MissingHeader, "Via"));
+        }
+        if max_fwds > 1 {
+            return Err(ParseError::new(ErrorKind::DuplicateHeader, "Max-Forwards"));
+        }
+        Ok(found)
+    }
+
+    /// Checks header line `i`, noting in `found` what it locates; returns how many Via
+    /// values it holds (for counting).
+    fn validate_entry(
+        &self,
+        i: usize,
+        entry: &Entry,
+        value: &str,
+        found: &mut Located,
+    ) -> Result<usize, ParseError> {
+        let bad = |kind: ErrorKind, what: &str| {
+            ParseError::new(
+                kind,
+                format!("{}: {value:?} {what}", self.text(&entry.name)),
+            )
+        };
+        match entry.kind {
+            HeaderKind::Via => {
+                let mut n = 0;
+                for v in CommaValues::new(value) {
+                    let via = Via::parse(v)?;
+                    if found.via.is_none() {
+                        found.via = Some((i, via.locate(value)));
+                    }
+                    n += 1;
+                }
+                return Ok(n);
+            }
+            HeaderKind::From | HeaderKind::To => {
+                let tag = NameAddr::parse(value)?.tag().map(|t| span_in(value, t));
+                let slot = if entry.kind == HeaderKind::From {
+                    &mut found.from
+                } else {
+                    &mut found.to
+                };
+                slot.get_or_insert((i, tag));
+            }
+            HeaderKind::CallId => {
+                if value.is_empty() || value.bytes().any(|c| c <= b' ' || c == 0x7f) {
+                    return Err(bad(ErrorKind::HeaderValue, "is not a Call-ID"));
+                }
+                found.call_id.get_or_insert(i);
+            }
+            HeaderKind::CSeq => {
+                let (n, method) = parse_cseq(value)
+                    .ok_or_else(|| bad(ErrorKind::HeaderValue, "is not `number method`"))?;
+                if let StartLine::Request { method: m, .. } = &self.start
+                    && m.as_str() != method
+                {
+                    return Err(ParseError::new(
+                        ErrorKind::CSeqMismatch,
+                        format!("request method {m} but CSeq method {method}"),
+                    ));
+                }
+                found.cseq.get_or_insert((n, i, span_in(value, method)));
+            }
+            HeaderKind::MaxForwards => match parse_max_forwards(value) {
+                Some(n) if n <= 255 => {
+                    found.max_forwards.get_or_insert(n);
+                }
+                _ => return Err(bad(ErrorKind::HeaderValue, "is not in 0..=255")),
+            },
+            HeaderKind::Contact if value != "*" => {
+                for v in CommaValues::new(value) {
+                    NameAddr::parse(v)?;
+                }
+            }
+            HeaderKind::Route | HeaderKind::RecordRoute => {
+                for v in CommaValues::new(value) {
+                    NameAddr::parse(v)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(0)
+    }
+
+    fn text(&self, t: &Text) -> &str {
+        text(self.buf, self.owned, t)
     }
 }
 
