@@ -348,11 +348,6 @@ pub(crate) fn is_token_byte(b: u8) -> bool {
     CLASS[b as usize] & TOKEN != 0
 }
 
-/// Host name characters: alphanumerics, `-`, `.` and `_`.
-pub(crate) fn is_host_byte(b: u8) -> bool {
-    CLASS[b as usize] & HOST != 0
-}
-
 pub(crate) fn is_token(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(is_token_byte)
 }

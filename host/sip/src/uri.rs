@@ -339,7 +339,7 @@ impl<'a> Uri<'a> {
 }
 
 /// How many host name bytes (see [`HOST`]) `b` starts with.
-fn host_len(b: &[u8]) -> usize {
+pub(crate) fn host_len(b: &[u8]) -> usize {
     // Host names run 10 to 30 bytes: sixteen at a time where they can be read.
     #[cfg(target_arch = "x86_64")]
     {

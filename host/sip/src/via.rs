@@ -2,9 +2,9 @@
 //! such as branch, received and rport (RFC 3581).
 
 use crate::error::{ErrorKind, ParseError};
-use crate::header::{Params, is_host_byte, is_token_byte, trim_lws, walk_params};
+use crate::header::{Params, is_token_byte, trim_lws, walk_params};
 use crate::message::{Span, at_span, span_in};
-use crate::uri::parse_port;
+use crate::uri::{host_len, parse_port};
 
 /// One Via value, e.g. `SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776;rport`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,9 +94,7 @@ impl<'a> Via<'a> {
                 .map(|i| i + 1)
                 .ok_or_else(|| err(format!("unterminated IPv6 sent-by in {s:?}")))?
         } else {
-            rest.bytes()
-                .position(|b| !is_host_byte(b))
-                .unwrap_or(rest.len())
+            host_len(rest.as_bytes())
         };
         let host = &rest[..host_len];
         if host.is_empty() || (host.starts_with('[') && host.len() < 3) {
