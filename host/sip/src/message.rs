@@ -1247,7 +1247,11 @@ impl Parts<'_> {
                 slot.get_or_insert((i, tag));
             }
             HeaderKind::CallId => {
-                if value.is_empty() || value.bytes().any(|c| c <= b' ' || c == 0x7f) {
+                // Folded without an early exit, so it compiles to vector compares.
+                let spaced = value
+                    .bytes()
+                    .fold(false, |bad, c| bad | (c <= b' ') | (c == 0x7f));
+                if value.is_empty() || spaced {
                     return Err(bad(ErrorKind::HeaderValue, "is not a Call-ID"));
                 }
                 found.call_id.get_or_insert(i);
