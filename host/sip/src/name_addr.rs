@@ -5,7 +5,8 @@ use std::borrow::Cow;
 
 use crate::error::{ErrorKind, ParseError};
 use crate::header::{
-    Params, find_byte, is_token_byte, is_ws, quoted_len, trim_lws, unquote, walk_params,
+    Params, eq_ignore_case, find_byte, is_token_byte, is_ws, quoted_len, trim_lws, unquote,
+    walk_params,
 };
 use crate::uri::{Layout, Uri, layout, validate_any_uri};
 
@@ -116,7 +117,7 @@ impl<'a> NameAddr<'a> {
         let mut tag = None;
         if check_params {
             walk_params(params, ErrorKind::NameAddr, |name, value| {
-                if tag.is_none() && name.len() == 3 && name.eq_ignore_ascii_case("tag") {
+                if tag.is_none() && eq_ignore_case(name.as_bytes(), b"tag") {
                     tag = Some(value);
                 }
             })?;

@@ -2,7 +2,7 @@
 //! such as branch, received and rport (RFC 3581).
 
 use crate::error::{ErrorKind, ParseError};
-use crate::header::{Params, is_token_byte, trim_lws, walk_params};
+use crate::header::{Params, eq_ignore_case, is_token_byte, trim_lws, walk_params};
 use crate::message::{Span, at_span, span_in};
 use crate::uri::{host_len, parse_port};
 
@@ -118,10 +118,10 @@ impl<'a> Via<'a> {
         if validate {
             let mut rport = None;
             walk_params(params, ErrorKind::Via, |name, value| match name.len() {
-                6 if branch.is_none() && name.eq_ignore_ascii_case("branch") => {
+                6 if branch.is_none() && eq_ignore_case(name.as_bytes(), b"branch") => {
                     branch = Some(value);
                 }
-                5 if rport.is_none() && name.eq_ignore_ascii_case("rport") => {
+                5 if rport.is_none() && eq_ignore_case(name.as_bytes(), b"rport") => {
                     rport = Some(value);
                 }
                 _ => {}
