@@ -722,7 +722,12 @@ impl Message {
     pub fn cseq(&self) -> Option<(u32, Method)> {
         if let Some(l) = &self.located {
             let (n, i, method) = l.cseq?;
-            return Some((n, Method::from(at_span(self.value_of(i), method))));
+            // Validation made a request's CSeq method equal to its own.
+            let method = match &self.start {
+                StartLine::Request { method, .. } => method.clone(),
+                StartLine::Response { .. } => Method::from(at_span(self.value_of(i), method)),
+            };
+            return Some((n, method));
         }
         let (n, m) = parse_cseq(self.first_of_kind(HeaderKind::CSeq)?)?;
         Some((n, Method::from(m)))
