@@ -43,6 +43,8 @@ impl<'a> NameAddr<'a> {
         Self::parse_with(s, false)
     }
 
+    // Inlined into its two callers: as a call it costs more than its own checks.
+    #[inline(always)]
     fn parse_with(s: &'a str, validate: bool) -> Result<NameAddr<'a>, ParseError> {
         let s = trim_lws(s);
         let b = s.as_bytes();
