@@ -1219,6 +1219,9 @@ impl Parts<'_> {
 
     /// Checks header line `i`, noting in `found` what it locates; returns how many Via
     /// values it holds (for counting).
+    // Inlined into its one caller: as a call its arguments and result cost more than many
+    // of the checks.
+    #[inline(always)]
     fn validate_entry(
         &self,
         i: usize,
