@@ -54,9 +54,6 @@ pub(crate) fn validate_any_uri(s: &str, kind: ErrorKind) -> Result<(), ParseErro
             }
             Ok(())
         }
-        Err(e) if e.kind() == ErrorKind::Uri && split_scheme(s).is_none() => {
-            Err(ParseError::new(kind, format!("no URI scheme in {s:?}")))
-        }
         Err(e) => Err(ParseError::new(kind, e.detail().to_owned())),
     }
 }
