@@ -186,15 +186,11 @@ fn check_version(v: &[u8], at: usize) -> Result<(), ParseError> {
     ))
 }
 
-fn parse_start_line(b: &[u8], s: usize, e: usize, next: usize) -> Result<StartLine, ParseError> {
-    let line = b.get(s..e).unwrap_or_default();
-    let text = std::str::from_utf8(line).map_err(|u| {
-        ParseError::at(
-            ErrorKind::InvalidUtf8,
-            "in the start line",
-            s + u.valid_up_to(),
-        )
-    })?;
+/// Parses the start line `text`, found at buffer offset `s`; `next` is where the following
+/// line starts. The text comes from the header section, already checked as UTF-8.
+fn parse_start_line(text: &str, s: usize, next: usize) -> Result<StartLine, ParseError> {
+    let line = text.as_bytes();
+    let e = s + line.len();
     if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
         // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
         let sp = memchr::memchr(b' ', line)
@@ -465,7 +461,7 @@ impl Message {
         })?;
         let line_end = content_end(b, pos, nl);
         let mut cur = nl + 1;
-        let start = parse_start_line(b, pos, line_end, cur)?;
+        let start_next = cur;
         let mut headers: Vec<Entry> = Vec::with_capacity(16);
         // Indexes of entries continued on folded lines, unfolded once UTF-8 is checked.
         let mut folded: Vec<usize> = Vec::new();
@@ -551,6 +547,11 @@ impl Message {
                 return Err(ParseError::at(ErrorKind::HeaderLine, "bare CR", pos + bare));
             }
         };
+        let start = parse_start_line(
+            head_text.get(..line_end - pos).unwrap_or_default(),
+            pos,
+            start_next,
+        )?;
         let mut owned: Vec<Box<str>> = Vec::new();
         for &i in &folded {
             if let Some(entry) = headers.get_mut(i)
