@@ -76,15 +76,15 @@ pub(crate) struct HeadScan<'a> {
     b: &'a [u8],
     /// Offset of the next block to read.
     next_block: usize,
-    /// Where the line being scanned starts.
-    line_start: usize,
     /// One past the LF of the empty line, once found.
     end: Option<usize>,
     /// A byte with its high bit set, or a CR not followed by LF, was seen.
     high: bool,
     bare_cr: bool,
-    /// A CR ended the previous block, so the next one must start with LF.
-    cr_carry: u64,
+    /// The LF and CR masks of the block before `next_block` (its last bytes matter for an
+    /// empty line or a CR split across blocks).
+    prev_lf: u64,
+    prev_cr: u64,
 }
 
 impl<'a> HeadScan<'a> {
@@ -93,11 +93,12 @@ impl<'a> HeadScan<'a> {
         HeadScan {
             b,
             next_block: from,
-            line_start: from,
             end: None,
             high: false,
             bare_cr: false,
-            cr_carry: 0,
+            // A line starts at `from`, as if after an LF.
+            prev_lf: 1 << (BLOCK - 1),
+            prev_cr: 0,
         }
     }
 
@@ -112,8 +113,7 @@ impl<'a> HeadScan<'a> {
         // accumulated as bit sets and tested once at the end.
         let b = self.b;
         let mut base = self.next_block;
-        let mut line_start = self.line_start;
-        let mut carry = self.cr_carry;
+        let (mut prev_lf, mut prev_cr) = (self.prev_lf, self.prev_cr);
         let (mut bare, mut high) = (0u64, 0u64);
         let mut n = 0;
         while n < out.len() && base < b.len() {
@@ -125,47 +125,56 @@ impl<'a> HeadScan<'a> {
                 None => tail_masks(b, base),
             };
             // Most blocks are the middle of a line: nothing to record or check.
-            if m.lf | m.cr | m.high | carry == 0 {
+            if m.lf | m.cr | m.high | (prev_cr >> (BLOCK - 1)) == 0 {
+                (prev_lf, prev_cr) = (0, 0);
                 base += BLOCK;
                 continue;
             }
-            // Bytes of this block that belong to the section: all of them unless the empty
-            // line, or the last line `out` has room for, ends inside it.
-            let mut keep = u64::MAX;
-            let mut stop = false;
-            let mut lfs = m.lf;
-            while lfs != 0 {
-                let bit = lfs.trailing_zeros();
+            // Each byte's predecessors, the previous block's last bytes shifted in.
+            let lf_before = (m.lf << 1) | (prev_lf >> (BLOCK - 1));
+            let lf_two_before = (m.lf << 2) | (prev_lf >> (BLOCK - 2));
+            let cr_before = (m.cr << 1) | (prev_cr >> (BLOCK - 1));
+            // An LF right after LF, or after CR after LF, ends an empty line.
+            let empties = m.lf & (lf_before | (cr_before & lf_two_before));
+            let upto_end = match empties {
+                0 => u64::MAX,
+                e => e ^ (e - 1),
+            };
+            let mut lfs = m.lf & upto_end;
+            let mut last = 0;
+            while lfs != 0 && n < out.len() {
+                last = lfs.trailing_zeros();
                 lfs &= lfs - 1;
-                let nl = base + bit as usize;
-                let content = nl - line_start;
-                let empty = content == 0 || (content == 1 && b.get(line_start) == Some(&b'\r'));
-                line_start = nl + 1;
                 if let Some(slot) = out.get_mut(n) {
-                    *slot = nl;
+                    *slot = base + last as usize;
                 }
                 n += 1;
-                if empty || n == out.len() {
-                    keep = u64::MAX >> (BLOCK as u32 - 1 - bit);
-                    stop = true;
-                    if empty {
-                        self.end = Some(nl + 1);
-                    }
-                    break;
-                }
             }
-            bare |= ((m.cr << 1) | carry) & !m.lf & keep;
+            // Bytes of this block that belong to what was scanned: all of them unless the
+            // section, or the room in `out`, ends inside it.
+            let keep = if lfs != 0 {
+                u64::MAX >> (BLOCK as u32 - 1 - last)
+            } else {
+                upto_end
+            };
+            bare |= cr_before & !m.lf & keep;
             high |= m.high & keep;
-            carry = (m.cr & keep) >> (BLOCK - 1);
-            if stop {
-                base += keep.count_ones() as usize;
-                break;
+            let out_full = lfs != 0;
+            if empties == 0 && !out_full {
+                (prev_lf, prev_cr) = (m.lf, m.cr);
+                base += BLOCK;
+                continue;
             }
-            base += BLOCK;
+            if !out_full {
+                self.end = Some(base + keep.count_ones() as usize);
+            }
+            // Stopped right after an LF: that is all the next block needs to know.
+            (prev_lf, prev_cr) = (1 << (BLOCK - 1), 0);
+            base += keep.count_ones() as usize;
+            break;
         }
         self.next_block = base;
-        self.line_start = line_start;
-        self.cr_carry = carry;
+        (self.prev_lf, self.prev_cr) = (prev_lf, prev_cr);
         self.bare_cr |= bare != 0;
         self.high |= high != 0;
         n
