@@ -1753,7 +1753,7 @@ impl Core {
                 HookCall::Failure {
                     ctx: ctx.hook.clone(),
                     request,
-                    reply: best,
+                    reply: Box::new(best),
                 },
             )
             else {
@@ -1764,7 +1764,7 @@ impl Core {
                 return;
             };
             ctx.hook = hook;
-            best = reply;
+            best = *reply;
             if let Decision::Resend { next_hop } = decision {
                 // The request as sent carries our Via; the new branch gets a fresh one.
                 request.remove_first_value("Via");

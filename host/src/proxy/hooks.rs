@@ -67,7 +67,8 @@ pub enum HookCall {
     Failure {
         ctx: HookContext,
         request: Message,
-        reply: Message,
+        /// Boxed: failures are rare and the call travels by value.
+        reply: Box<Message>,
     },
 }
 
