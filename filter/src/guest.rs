@@ -91,8 +91,18 @@ impl HostState for WitHost {
         metrics::counter_add(name, value);
     }
     fn random_bytes(&mut self, buf: &mut [u8]) {
-        // WASI random; without it no secure parameter could be sealed at all.
-        getrandom::fill(buf).expect("the host provides wasi:random");
+        // std seeds its hasher keys from wasi:random once per thread and steps them on each
+        // `RandomState::new()`; SipHash under such a key is a PRF, so its outputs over a
+        // counter are unpredictable and unique enough for XChaCha20 nonces. (A crate such
+        // as getrandom would import a second copy of wasi:io, which the host's sandbox
+        // linker does not match.)
+        use std::hash::{BuildHasher, Hasher};
+        let state = std::collections::hash_map::RandomState::new();
+        for (i, chunk) in buf.chunks_mut(8).enumerate() {
+            let mut h = state.build_hasher();
+            h.write_usize(i);
+            chunk.copy_from_slice(&h.finish().to_le_bytes()[..chunk.len()]);
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! `when` conditions: Kamailio's `&&`, `||`, `!`, parentheses, `==`, `!=`, `=~`, literals,
 //! `$null`, and the test functions, parsed once into a tree and evaluated per message.
 
-use regex::Regex;
+use regex_lite::Regex;
 
 use super::lex::Token;
 use super::pvar::Pvar;
@@ -89,7 +89,7 @@ impl Expr {
 
 /// Kamailio compiles script regexes case-insensitive (REG_ICASE).
 pub fn regex(pattern: &str) -> Result<Regex, RuleErrorKind> {
-    regex::RegexBuilder::new(pattern)
+    regex_lite::RegexBuilder::new(pattern)
         .case_insensitive(true)
         .build()
         .map_err(|e| RuleErrorKind::BadRegex(pattern.to_owned(), e.to_string()))
