@@ -1,6 +1,8 @@
 //! The `uac` filter (Kamailio's uac module) as a siphost wasm component.
 //! For now a pass-through skeleton: it validates its configuration and lets every message go on.
 
+pub mod digest;
+
 wit_bindgen::generate!({ world: "filter", path: "../wit" });
 
 use std::cell::RefCell;
