@@ -3,6 +3,8 @@
 //! Pure and sans-I/O: the cnonce and all state (nonce counts, retries) come from the caller.
 
 pub mod challenge;
+pub mod response;
+pub mod state;
 
 pub use challenge::{
     Challenge, ChallengeAlgorithm, ChallengeError, QopOptions, parse_challenges, parse_header_lines,
