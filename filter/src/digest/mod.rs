@@ -2,7 +2,9 @@
 //! pick what to answer and compute the Authorization headers (RFC 2617, 7616, 8760).
 //! Pure and sans-I/O: the cnonce and all state (nonce counts, retries) come from the caller.
 
+pub mod answer;
 pub mod challenge;
+pub mod credentials;
 pub mod response;
 pub mod state;
 

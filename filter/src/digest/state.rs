@@ -88,3 +88,76 @@ mod tests {
         assert_eq!(back.next("r", "n"), 2);
     }
 }
+
+/// The realms already answered for one request (its transaction, across its resends),
+/// so a wrong password ends with the challenge passed back instead of a loop.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempts {
+    answered: Vec<RealmAttempt>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct RealmAttempt {
+    realm: String,
+    stale_answers: u8,
+}
+
+/// Whether a realm's new challenge may be answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptVerdict {
+    /// First challenge for the realm, or a stale nonce within the bound.
+    Answer,
+    /// The realm was answered and challenges again without `stale=true`: the
+    /// credentials were refused.
+    Rejected,
+    /// `stale=true` more often than [`Attempts::STALE_LIMIT`] in a row.
+    TooManyStale,
+}
+
+impl Attempts {
+    /// Stale answers allowed per realm and request; a server that declares every nonce
+    /// stale would otherwise keep the request in a loop.
+    pub const STALE_LIMIT: u8 = 2;
+
+    /// What to do with a challenge for `realm`, without recording anything.
+    pub fn verdict(&self, realm: &str, stale: bool) -> AttemptVerdict {
+        match self.answered.iter().find(|a| a.realm == realm) {
+            None => AttemptVerdict::Answer,
+            Some(_) if !stale => AttemptVerdict::Rejected,
+            Some(a) if a.stale_answers >= Self::STALE_LIMIT => AttemptVerdict::TooManyStale,
+            Some(_) => AttemptVerdict::Answer,
+        }
+    }
+
+    /// Records that `realm` was answered now.
+    pub fn record(&mut self, realm: &str, stale: bool) {
+        match self.answered.iter_mut().find(|a| a.realm == realm) {
+            Some(a) if stale => a.stale_answers = a.stale_answers.saturating_add(1),
+            Some(_) => {}
+            None => self.answered.push(RealmAttempt {
+                realm: realm.to_string(),
+                stale_answers: 0,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod attempt_tests {
+    use super::*;
+
+    #[test]
+    fn a_realm_is_answered_once_then_stale_twice() {
+        let mut attempts = Attempts::default();
+        assert_eq!(attempts.verdict("r", false), AttemptVerdict::Answer);
+        attempts.record("r", false);
+        assert_eq!(attempts.verdict("r", false), AttemptVerdict::Rejected);
+        assert_eq!(attempts.verdict("other", false), AttemptVerdict::Answer);
+        for _ in 0..Attempts::STALE_LIMIT {
+            assert_eq!(attempts.verdict("r", true), AttemptVerdict::Answer);
+            attempts.record("r", true);
+        }
+        assert_eq!(attempts.verdict("r", true), AttemptVerdict::TooManyStale);
+        assert_eq!(attempts.verdict("r", false), AttemptVerdict::Rejected);
+    }
+}
