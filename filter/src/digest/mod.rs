@@ -5,6 +5,7 @@
 pub mod answer;
 pub mod challenge;
 pub mod credentials;
+pub mod cseq;
 pub mod response;
 pub mod state;
 
