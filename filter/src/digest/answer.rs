@@ -118,7 +118,7 @@ pub struct AuthAnswer {
 /// Answers every realm of the reply or none: a realm left unanswered would only
 /// challenge again. `nonce_counts` (per dialog) and `attempts` (per request) are the
 /// caller's state and are updated only when an answer is returned.
-pub fn answer(
+pub fn answer_challenges(
     request: &AuthRequest<'_>,
     nonce_counts: &mut NonceCounts,
     attempts: &mut Attempts,
@@ -305,7 +305,7 @@ mod tests {
     }
 
     fn run(req: &AuthRequest<'_>) -> Result<AuthAnswer, AuthError> {
-        answer(req, &mut NonceCounts::default(), &mut Attempts::default())
+        answer_challenges(req, &mut NonceCounts::default(), &mut Attempts::default())
     }
 
     #[test]
@@ -407,11 +407,11 @@ mod tests {
         let mut counts = NonceCounts::default();
         let mut attempts = Attempts::default();
         let first = [r#"Digest realm="trunk.test", nonce="n1", qop="auth""#];
-        answer(&request(&first, &list), &mut counts, &mut attempts).unwrap();
+        answer_challenges(&request(&first, &list), &mut counts, &mut attempts).unwrap();
         // The same realm again, not stale: the password was refused.
         let again = [r#"Digest realm="trunk.test", nonce="n2", qop="auth""#];
         assert_eq!(
-            answer(&request(&again, &list), &mut counts, &mut attempts),
+            answer_challenges(&request(&again, &list), &mut counts, &mut attempts),
             Err(AuthError::Rejected {
                 realm: "trunk.test".into()
             })
@@ -420,13 +420,14 @@ mod tests {
             let nonce = format!("s{i}");
             let line =
                 format!(r#"Digest realm="trunk.test", nonce="{nonce}", qop="auth", stale=true"#);
-            let answer = answer(&request(&[&line], &list), &mut counts, &mut attempts).unwrap();
+            let answer =
+                answer_challenges(&request(&[&line], &list), &mut counts, &mut attempts).unwrap();
             assert_eq!(answer.values[0].nonce, nonce, "answered with the new nonce");
             assert_eq!(answer.values[0].nc, 1);
         }
         let line = r#"Digest realm="trunk.test", nonce="s9", qop="auth", stale=TRUE"#;
         assert_eq!(
-            answer(&request(&[line], &list), &mut counts, &mut attempts),
+            answer_challenges(&request(&[line], &list), &mut counts, &mut attempts),
             Err(AuthError::TooManyStale {
                 realm: "trunk.test".into(),
                 limit: Attempts::STALE_LIMIT
@@ -441,7 +442,7 @@ mod tests {
         let line = [r#"Digest realm="trunk.test", nonce="n1", qop="auth""#];
         for expected in ["nc=00000001", "nc=00000002"] {
             // A new request (e.g. the BYE after the INVITE): fresh attempts, same dialog counts.
-            let answer = answer(
+            let answer = answer_challenges(
                 &request(&line, &list),
                 &mut counts,
                 &mut Attempts::default(),
@@ -517,7 +518,7 @@ mod tests {
         ];
         let mut counts = NonceCounts::default();
         let mut attempts = Attempts::default();
-        assert!(answer(&request(&lines, &list), &mut counts, &mut attempts).is_err());
+        assert!(answer_challenges(&request(&lines, &list), &mut counts, &mut attempts).is_err());
         assert_eq!(counts, NonceCounts::default());
         assert_eq!(attempts, Attempts::default());
     }

@@ -52,6 +52,8 @@ pub enum ChallengeError {
     ExpectedEquals { name: String, at: usize },
     #[error("expected a value for parameter {name:?} at byte {at}")]
     ExpectedValue { name: String, at: usize },
+    #[error("control character in a quoted string at byte {at}")]
+    ControlCharacter { at: usize },
     #[error("quoted string opened at byte {at} is not closed")]
     UnterminatedQuote { at: usize },
     #[error("expected ',' between parameters at byte {at}")]
@@ -185,6 +187,11 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
+/// Control characters a quoted-string may not hold (HTAB is allowed).
+pub(crate) fn is_ctl(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7f
+}
+
 /// RFC 7235 token68 characters, before the trailing '=' padding.
 fn is_token68_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~+/".contains(&b)
@@ -224,6 +231,8 @@ impl<'a> Lexer<'a> {
     }
 
     /// A quoted-string starting at the opening quote; quoted-pairs are unescaped.
+    /// Control characters other than HTAB are refused (RFC 7230 qdtext), so nothing
+    /// taken from a challenge can break the header line it is echoed in.
     fn quoted(&mut self) -> Result<String, ChallengeError> {
         let open = self.pos;
         self.pos += 1;
@@ -239,8 +248,14 @@ impl<'a> Lexer<'a> {
                     let Some(&escaped) = self.s.get(self.pos + 1) else {
                         return Err(ChallengeError::UnterminatedQuote { at: open });
                     };
+                    if is_ctl(escaped) {
+                        return Err(ChallengeError::ControlCharacter { at: self.pos + 1 });
+                    }
                     out.push(escaped);
                     self.pos += 2;
+                }
+                Some(b) if is_ctl(b) => {
+                    return Err(ChallengeError::ControlCharacter { at: self.pos });
                 }
                 Some(b) => {
                     out.push(b);
@@ -471,6 +486,14 @@ mod tests {
             (
                 r#"Digest nonce="n""#,
                 ChallengeError::MissingParam { name: "realm" },
+            ),
+            (
+                "Digest realm=\"a\r\nVia: x\", nonce=\"n\"",
+                ChallengeError::ControlCharacter { at: 15 },
+            ),
+            (
+                "Digest realm=\"a\\\0\", nonce=\"n\"",
+                ChallengeError::ControlCharacter { at: 16 },
             ),
             (
                 r#"Digest realm="r""#,

@@ -9,9 +9,15 @@ pub mod cseq;
 pub mod response;
 pub mod state;
 
+pub use answer::{
+    AuthAnswer, AuthError, AuthRequest, ChallengeKind, answer_challenges, credentials_realm,
+};
 pub use challenge::{
     Challenge, ChallengeAlgorithm, ChallengeError, QopOptions, parse_challenges, parse_header_lines,
 };
+pub use credentials::{CallCredentials, Credential, CredentialError, parse_credentials};
+pub use response::{Authorization, DigestInput, Qop, ResponseError, Secret, compute_response};
+pub use state::{AttemptVerdict, Attempts, NonceCounts};
 
 /// The hash function under an algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

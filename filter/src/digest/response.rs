@@ -7,6 +7,7 @@ use md5::Md5;
 use sha2::{Digest, Sha256, Sha512_256};
 use thiserror::Error;
 
+use super::challenge::is_ctl;
 use super::{Algorithm, HashKind};
 
 /// The quality of protection answered.
@@ -46,6 +47,8 @@ pub enum ResponseError {
         got: usize,
         hex: bool,
     },
+    #[error("the {field} contains a control character and cannot go into a header")]
+    ControlCharacter { field: &'static str },
 }
 
 /// Everything the response depends on. `uri` is the Request-URI exactly as sent.
@@ -200,6 +203,18 @@ impl Authorization {
         opaque: Option<&str>,
         userhash: bool,
     ) -> Result<Authorization, ResponseError> {
+        for (field, value) in [
+            ("username", input.username),
+            ("realm", input.realm),
+            ("nonce", input.nonce),
+            ("uri", input.uri),
+            ("cnonce", input.cnonce),
+            ("opaque", opaque.unwrap_or_default()),
+        ] {
+            if value.bytes().any(is_ctl) {
+                return Err(ResponseError::ControlCharacter { field });
+            }
+        }
         let response = compute_response(input)?;
         let username = if userhash {
             input
@@ -499,6 +514,22 @@ mod tests {
             hashed
                 .to_string()
                 .ends_with(", algorithm=SHA-256, userhash=true")
+        );
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_header() {
+        let input = DigestInput {
+            username: "alice\r\nVia: evil",
+            ..mufasa(Algorithm::Md5)
+        };
+        assert_eq!(
+            Authorization::build(&input, None, false),
+            Err(ResponseError::ControlCharacter { field: "username" })
+        );
+        assert_eq!(
+            Authorization::build(&mufasa(Algorithm::Md5), Some("o\0"), false),
+            Err(ResponseError::ControlCharacter { field: "opaque" })
         );
     }
 
