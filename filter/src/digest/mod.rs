@@ -16,7 +16,9 @@ pub use challenge::{
     Challenge, ChallengeAlgorithm, ChallengeError, QopOptions, parse_challenges, parse_header_lines,
 };
 pub use credentials::{CallCredentials, Credential, CredentialError, parse_credentials};
-pub use response::{Authorization, DigestInput, Qop, ResponseError, Secret, compute_response};
+pub use response::{
+    Authorization, DigestInput, Qop, ResponseError, Secret, cnonce_from_random, compute_response,
+};
 pub use state::{AttemptVerdict, Attempts, NonceCounts};
 
 /// The hash function under an algorithm.

@@ -109,6 +109,12 @@ fn to_hex(bytes: &[u8]) -> String {
     out
 }
 
+/// A client nonce from 16 random bytes (the filter's glue takes them from WASI random):
+/// 32 hex digits, safe unquoted or quoted.
+pub fn cnonce_from_random(bytes: &[u8; 16]) -> String {
+    to_hex(bytes)
+}
+
 /// The nonce count as it goes on the wire.
 pub fn format_nc(nc: u32) -> String {
     format!("{nc:08x}")
@@ -514,6 +520,17 @@ mod tests {
             hashed
                 .to_string()
                 .ends_with(", algorithm=SHA-256, userhash=true")
+        );
+    }
+
+    #[test]
+    fn cnonce_is_the_hex_of_the_random_bytes() {
+        let bytes = [
+            0u8, 1, 2, 0xab, 0xcd, 0xef, 0x10, 0x7f, 0x80, 0xff, 9, 10, 11, 12, 13, 14,
+        ];
+        assert_eq!(
+            cnonce_from_random(&bytes),
+            "000102abcdef107f80ff090a0b0c0d0e"
         );
     }
 
