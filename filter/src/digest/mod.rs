@@ -6,6 +6,7 @@ pub mod answer;
 pub mod challenge;
 pub mod credentials;
 pub mod cseq;
+pub mod resend;
 pub mod response;
 pub mod state;
 
@@ -16,6 +17,7 @@ pub use challenge::{
     Challenge, ChallengeAlgorithm, ChallengeError, QopOptions, parse_challenges, parse_header_lines,
 };
 pub use credentials::{CallCredentials, Credential, CredentialError, parse_credentials};
+pub use resend::{Resend, ResendError, plan_resend};
 pub use response::{
     Authorization, DigestInput, Qop, ResponseError, Secret, cnonce_from_random, compute_response,
 };
