@@ -1,12 +1,14 @@
 //! libFuzzer target for the uac filter's digest answer: arbitrary bytes as the challenge
 //! header lines of a 401/407, answered with fixed credentials. Checks that nothing panics
-//! and that every header produced is one line whose realm parses back unchanged.
+//! and that every header produced is one line whose realm parses back unchanged; the
+//! resend plan runs over the same bytes as earlier credentials lines and CSeq.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use uac_filter::digest::cseq::Cseq;
 use uac_filter::digest::{
     Attempts, AuthRequest, CallCredentials, ChallengeKind, NonceCounts, answer_challenges,
-    credentials_realm, parse_credentials,
+    credentials_realm, parse_credentials, plan_resend,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -53,6 +55,19 @@ fuzz_target!(|data: &[u8]| {
                     );
                 }
             }
+        }
+        // The resend plan over the same bytes as earlier credentials lines and CSeq.
+        let cseq = lines.first().copied().unwrap_or_default();
+        if let Ok(plan) = plan_resend(
+            &request,
+            &lines,
+            cseq,
+            0,
+            &mut counts,
+            &mut Attempts::default(),
+        ) {
+            let number = |value: &str| Cseq::parse(value).expect("a planned CSeq parses").number;
+            assert_eq!((number(&plan.cseq), plan.shift), (number(cseq) + 1, 1));
         }
     }
 });
