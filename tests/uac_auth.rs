@@ -1,7 +1,8 @@
 //! uac_auth against a real provider edge: Kamailio 5.6 (tests/kamailio/edge-auth.cfg,
 //! and edge-auth-sha256.cfg) challenging initial INVITEs with qop=auth for realm
 //! trunk.test, in front of a SIPp callee that checks CSeq 2 / 2 / 3 for INVITE, ACK
-//! and BYE (the caller's INVITE 1 was challenged once).
+//! and BYE (the caller's INVITE 1 was challenged once). Kamailio 5.6 with its own
+//! uac_auth() in front of the same edge is the reference (it keeps CSeq 1 / 1 / 2).
 //!
 //! - SIPp callers that authenticate themselves (MD5 only in SIPp 3.6) prove the edge.
 //! - A small UDP caller driven by `uac_filter::digest` proves the filter's answers
@@ -39,12 +40,25 @@ struct Provider {
     _edge_ports: PortBlock,
 }
 
+/// The edge with `config` in front of a callee expecting the INVITE (and its ACK)
+/// with CSeq 2 and the BYE with 3.
 fn provider(
     scratch: &Scratch,
     test: &str,
     config: &str,
     transport: Transport,
     calls: u32,
+) -> Provider {
+    provider_expecting(scratch, test, config, transport, calls, 2)
+}
+
+fn provider_expecting(
+    scratch: &Scratch,
+    test: &str,
+    config: &str,
+    transport: Transport,
+    calls: u32,
+    invite_cseq: u32,
 ) -> Provider {
     let edge_ports = PortBlock::reserve(&format!("{test}-edge"), 1);
     let callee_ports = PortBlock::reserve(&format!("{test}-callee"), 5);
@@ -53,7 +67,16 @@ fn provider(
         scratch,
         SippRole {
             name: "callee",
-            scenario: scratch.write("callee.xml", &render("sipp/uas_auth_call.xml", &[])),
+            scenario: scratch.write(
+                "callee.xml",
+                &render(
+                    "sipp/uas_auth_call.xml",
+                    &[
+                        ("INVITE_CSEQ", invite_cseq.to_string()),
+                        ("BYE_CSEQ", (invite_cseq + 1).to_string()),
+                    ],
+                ),
+            ),
             transport,
             ports: callee_ports,
             remote: None,
@@ -338,7 +361,9 @@ impl UdpCaller {
     }
 
     /// ACK for the 200 with `cseq`, then BYE with `cseq + 1`, along the recorded route.
-    fn ack_and_bye(&mut self, ok: &Reply, cseq: u32) {
+    /// The BYE waits until the callee has logged the ACK: the edge's workers could
+    /// otherwise pass the two on in the other order.
+    fn ack_and_bye(&mut self, ok: &Reply, cseq: u32, callee: &Sipp) {
         let to_tag = to_tag(ok);
         let contact = ok.first("contact");
         let target = contact
@@ -348,13 +373,22 @@ impl UdpCaller {
             .expect("contact uri")
             .to_string();
         let route: Vec<&str> = ok.all("record-route").into_iter().rev().collect();
-        for (method, number) in [("ACK", cseq), ("BYE", cseq + 1)] {
-            self.request(Outgoing {
-                to_tag: Some(&to_tag),
-                route: &route,
-                ..Outgoing::new(method, &target, number)
-            });
+        let acks_before = callee_acks(callee);
+        self.request(Outgoing {
+            to_tag: Some(&to_tag),
+            route: &route,
+            ..Outgoing::new("ACK", &target, cseq)
+        });
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        while callee_acks(callee) == acks_before {
+            assert!(Instant::now() < deadline, "the callee never logged the ACK");
+            std::thread::sleep(Duration::from_millis(10));
         }
+        self.request(Outgoing {
+            to_tag: Some(&to_tag),
+            route: &route,
+            ..Outgoing::new("BYE", &target, cseq + 1)
+        });
         let bye = self.final_reply(&format!("{} BYE", cseq + 1));
         assert_eq!(bye.status, 200, "BYE answered {}", bye.status);
     }
@@ -386,6 +420,15 @@ impl UdpCaller {
             .map(|v| format!("{}: {v}", answer.header))
             .collect())
     }
+}
+
+/// ACKs the callee has checked and logged so far.
+fn callee_acks(callee: &Sipp) -> usize {
+    callee
+        .action_log()
+        .lines()
+        .filter(|l| l.starts_with("ACK CSeq"))
+        .count()
 }
 
 fn to_tag(reply: &Reply) -> String {
@@ -429,7 +472,7 @@ fn digest_answers_accepted(test: &str, config: &str, algorithm: Algorithm) {
         "authenticated INVITE answered {}",
         ok.status
     );
-    caller.ack_and_bye(&ok, 2);
+    caller.ack_and_bye(&ok, 2, &provider.callee);
 
     // Call 2 reuses the nonce: the count must be 2, which the edge (nonce_count on) accepts.
     let mut second = UdpCaller::new(provider.edge_port, "second");
@@ -448,7 +491,7 @@ fn digest_answers_accepted(test: &str, config: &str, algorithm: Algorithm) {
         "reused nonce with nc=2 answered {}",
         ok.status
     );
-    second.ack_and_bye(&ok, 2);
+    second.ack_and_bye(&ok, 2, &provider.callee);
 
     // The same nonce with nc=1 again is a replay: challenged.
     let mut replay = UdpCaller::new(provider.edge_port, "replay");
@@ -549,6 +592,29 @@ do = ['uac_auth()', 't_relay()']
     text
 }
 
+/// SIPp caller (INVITE 1, ACK 1, BYE 2, no credentials of its own) through the
+/// authenticating proxy on `proxy`: every call completes and the caller sees its own
+/// CSeq again in the 200.
+fn call_through(scratch: &Scratch, test: &str, proxy: u16, transport: Transport, calls: u32) {
+    let final_checks = HeaderChecks::new("final").matches("CSeq", 1, "^ *1 INVITE");
+    let caller_xml = render("sipp/uac_call.xml", &[("FINAL_CHECKS", final_checks.xml())]);
+    let mut caller = Sipp::start(
+        scratch,
+        SippRole {
+            name: "caller",
+            scenario: scratch.write("caller.xml", &caller_xml),
+            transport,
+            ports: PortBlock::reserve(&format!("{test}-caller"), 5),
+            remote: Some(proxy),
+            calls,
+            rate: Some(10),
+            timeout: SIPP_TIMEOUT,
+        },
+    );
+    caller.assert_all_calls_succeeded();
+    caller.assert_checked_every_call(&final_checks);
+}
+
 fn siphost_answers_for_the_caller(test: &str, config: &str, transport: Transport) {
     const CALLS: u32 = 5;
     let scratch = Scratch::new(test);
@@ -559,24 +625,29 @@ fn siphost_answers_for_the_caller(test: &str, config: &str, transport: Transport
         &scratch,
         &siphost_config(port, provider.edge_port, transport, "trunkpass"),
     );
-    // The caller sent INVITE 1 and sees its own numbers again in the 200.
-    let final_checks = HeaderChecks::new("final").matches("CSeq", 1, "^ *1 INVITE");
-    let caller_xml = render("sipp/uac_call.xml", &[("FINAL_CHECKS", final_checks.xml())]);
-    let mut caller = Sipp::start(
+    call_through(&scratch, test, port, transport, CALLS);
+    provider.callee.assert_all_calls_succeeded();
+}
+
+/// Kamailio 5.6's own `uac_auth(); t_relay();` in front of the same edge: the calls
+/// complete, but the resent INVITE keeps CSeq 1 (the callee sees 1 / 1 / 2), which
+/// servers checking CSeq order refuse — the limitation siphost's filter fixes.
+#[test]
+fn reference_kamailio_uac_auth_keeps_the_cseq() {
+    const CALLS: u32 = 5;
+    let test = "uac_auth_reference_kamailio";
+    let scratch = Scratch::new(test);
+    let mut provider =
+        provider_expecting(&scratch, test, "edge-auth.cfg", Transport::Udp, CALLS, 1);
+    let proxy_ports = PortBlock::reserve(&format!("{test}-proxy"), 1);
+    let port = proxy_ports.port(0);
+    let _proxy = Kamailio::start(
         &scratch,
-        SippRole {
-            name: "caller",
-            scenario: scratch.write("caller.xml", &caller_xml),
-            transport,
-            ports: PortBlock::reserve(&format!("{test}-caller"), 5),
-            remote: Some(port),
-            calls: CALLS,
-            rate: Some(10),
-            timeout: SIPP_TIMEOUT,
-        },
+        "uac-auth-proxy.cfg",
+        port,
+        &sip_uri(provider.edge_port, Transport::Udp),
     );
-    caller.assert_all_calls_succeeded();
-    caller.assert_checked_every_call(&final_checks);
+    call_through(&scratch, test, port, Transport::Udp, CALLS);
     provider.callee.assert_all_calls_succeeded();
 }
 
