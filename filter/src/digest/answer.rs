@@ -76,7 +76,7 @@ pub enum AuthError {
     #[error("realm {realm:?}: no supported qop among {offered:?} (supported: auth, auth-int)")]
     UnsupportedQop { realm: String, offered: Vec<String> },
     #[error(
-        "realm {realm:?}: HA1 mode needs a {algorithm} HA1 but the challenge offers none of its algorithms"
+        "realm {realm:?}: the HA1 given is for {algorithm}, which the challenge does not offer"
     )]
     Ha1AlgorithmMismatch {
         realm: String,

@@ -51,44 +51,6 @@ impl NonceCounts {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counts_per_nonce_and_realm() {
-        let mut counts = NonceCounts::default();
-        assert_eq!(counts.next("a", "n1"), 1);
-        assert_eq!(counts.next("a", "n1"), 2);
-        assert_eq!(counts.next("b", "n1"), 1);
-        assert_eq!(counts.next("a", "n2"), 1);
-        assert_eq!(counts.next("a", "n1"), 3);
-    }
-
-    #[test]
-    fn bounded_dropping_the_least_recently_used() {
-        let mut counts = NonceCounts::default();
-        for i in 0..NonceCounts::BOUND {
-            counts.next("r", &format!("n{i}"));
-        }
-        // Touch n0 so n1 becomes the oldest, then push one more nonce in.
-        assert_eq!(counts.next("r", "n0"), 2);
-        counts.next("r", "new");
-        assert_eq!(counts.entries.len(), NonceCounts::BOUND);
-        assert_eq!(counts.next("r", "n0"), 3);
-        assert_eq!(counts.next("r", "n1"), 1, "n1 was forgotten");
-    }
-
-    #[test]
-    fn survives_a_round_trip_through_host_state() {
-        let mut counts = NonceCounts::default();
-        counts.next("r", "n");
-        let text = serde_json::to_string(&counts).unwrap();
-        let mut back: NonceCounts = serde_json::from_str(&text).unwrap();
-        assert_eq!(back.next("r", "n"), 2);
-    }
-}
-
 /// The realms already answered for one request (its transaction, across its resends),
 /// so a wrong password ends with the challenge passed back instead of a loop.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,8 +105,41 @@ impl Attempts {
 }
 
 #[cfg(test)]
-mod attempt_tests {
+mod tests {
     use super::*;
+
+    #[test]
+    fn counts_per_nonce_and_realm() {
+        let mut counts = NonceCounts::default();
+        assert_eq!(counts.next("a", "n1"), 1);
+        assert_eq!(counts.next("a", "n1"), 2);
+        assert_eq!(counts.next("b", "n1"), 1);
+        assert_eq!(counts.next("a", "n2"), 1);
+        assert_eq!(counts.next("a", "n1"), 3);
+    }
+
+    #[test]
+    fn bounded_dropping_the_least_recently_used() {
+        let mut counts = NonceCounts::default();
+        for i in 0..NonceCounts::BOUND {
+            counts.next("r", &format!("n{i}"));
+        }
+        // Touch n0 so n1 becomes the oldest, then push one more nonce in.
+        assert_eq!(counts.next("r", "n0"), 2);
+        counts.next("r", "new");
+        assert_eq!(counts.entries.len(), NonceCounts::BOUND);
+        assert_eq!(counts.next("r", "n0"), 3);
+        assert_eq!(counts.next("r", "n1"), 1, "n1 was forgotten");
+    }
+
+    #[test]
+    fn survives_a_round_trip_through_host_state() {
+        let mut counts = NonceCounts::default();
+        counts.next("r", "n");
+        let text = serde_json::to_string(&counts).unwrap();
+        let mut back: NonceCounts = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.next("r", "n"), 2);
+    }
 
     #[test]
     fn a_realm_is_answered_once_then_stale_twice() {
