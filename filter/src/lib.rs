@@ -7,6 +7,7 @@
 //!   [`host::HostState`]; [`memory`] implements those traits in memory.
 
 pub mod config;
+pub mod digest;
 pub mod host;
 pub mod memory;
 pub mod nameaddr;
