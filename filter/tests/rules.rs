@@ -396,9 +396,7 @@ fn restore_dlg_keeps_everything_in_dialog_variables() {
     let (ok, mut bye, route) = call(&u, &mut host);
     assert_eq!(route, "<sip:127.0.0.1:5060;lr>");
     assert_eq!(
-        host.dialogs
-            .get(&("call-1".into(), "_uac_funew".into()))
-            .unwrap(),
+        host.dialogs[&("call-1".into(), "_uac_funew".into())],
         "sip:anon@anonymous.invalid"
     );
     assert_eq!(
