@@ -1,7 +1,8 @@
 //! The proxy core: one task owns every server and client transaction, the response contexts
-//! of RFC 3261 §16, one timer queue and the TCP table; it reads UDP sockets itself.
+//! of RFC 3261 §16, one timer queue and the TCP table; it reads UDP sockets itself. A message
+//! handed to the filters parks its transaction until the decision comes back as an event.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use siphost_transaction::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::handle::{Command, CommandReceiver, ProxyStats, SendError};
-use super::hooks::{Decision, FilterHooks, HookCall, HookContext, HookResult, call_and_wait};
+use super::hooks::{Decision, FilterHooks, HookCall, HookContext, HookDone, HookResult, Submitted};
 use super::routing::{
     Identities, MAGIC_COOKIE, Router, is_loop, loop_hash, make_branch, preprocess_route,
     record_route_value, stateless_branch, via_transport, via_value, wants_record_route,
@@ -29,6 +30,9 @@ use crate::transport::{
 
 /// Branches a failure hook may add to one request (guards against resend loops).
 const MAX_RESENDS: u32 = 8;
+
+/// Retry-After (seconds) of the 503 answering a request whose tenant's filter queue is full.
+const OVERLOAD_RETRY_AFTER: &str = "5";
 
 /// Timer queue keys: which machine a deadline belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -98,6 +102,8 @@ struct ServerEntry {
     request: Option<Message>,
     last_response: Option<Bytes>,
     context: Option<u64>,
+    /// A CANCEL arrived while the request waited for its filters: answer 487, do not forward.
+    cancelled: bool,
 }
 
 enum Owner {
@@ -138,6 +144,57 @@ struct Context {
     final_sent: bool,
     cancelled: bool,
     resends: u32,
+    /// A reply or failure hook of this context is with the filters; replies arriving
+    /// meanwhile wait in `queued_replies`, so the filters see them in order.
+    hook_busy: bool,
+    queued_replies: VecDeque<QueuedReply>,
+}
+
+/// A reply from downstream waiting for its turn at the reply hook.
+struct QueuedReply {
+    client: u64,
+    status: u16,
+    response: Message,
+    /// The request as sent on the branch, for a final response (failure hook, ACK).
+    request: Option<Message>,
+}
+
+/// A transaction waiting for its filters' decision, and what resumes it.
+enum Parked {
+    /// A new request with a server transaction and a context id reserved for it.
+    Request(ParkedRequest),
+    /// A request forwarded without a transaction (§16.11).
+    Stateless(ParkedStateless),
+    /// A reply on a branch of a response context.
+    Reply(ParkedReply),
+    /// The best final of a context is a failure (failure_route).
+    Failure(u64),
+}
+
+struct ParkedRequest {
+    server: u64,
+    ctx: u64,
+    loop_hash: u64,
+    is_invite: bool,
+    /// The next hop static routing chose before the filters ran.
+    preliminary: Option<String>,
+    ruri_before: Option<String>,
+}
+
+struct ParkedReply {
+    ctx: u64,
+    client: u64,
+    status: u16,
+    request: Option<Message>,
+}
+
+struct ParkedStateless {
+    source: Source,
+    reply_to: SocketAddr,
+    /// The request as received, to answer it locally (None for ACKs, never answered).
+    original: Option<Message>,
+    branch: String,
+    preliminary: Option<String>,
 }
 
 /// Work waiting for a next hop's address.
@@ -165,6 +222,9 @@ enum Internal {
         hop: NextHop,
         result: Result<SocketAddr, String>,
     },
+    /// The filters decided on a parked call (boxed: two messages would make every event
+    /// of the core's loop as large).
+    Decided { token: u64, result: Box<HookResult> },
 }
 
 enum Event {
@@ -202,6 +262,7 @@ struct Core {
     client_index: FxHashMap<ClientKey, u64>,
     contexts: FxHashMap<u64, Context>,
     pending_jobs: FxHashMap<u64, Job>,
+    parked: FxHashMap<u64, Parked>,
     resolver: Resolver,
     internal: mpsc::UnboundedSender<Internal>,
     instance: u32,
@@ -242,6 +303,7 @@ impl Proxy {
             client_index: FxHashMap::default(),
             contexts: FxHashMap::default(),
             pending_jobs: FxHashMap::default(),
+            parked: FxHashMap::default(),
             resolver: Resolver::default(),
             internal,
             instance: rand::random(),
@@ -435,6 +497,7 @@ impl Core {
     fn drained(&self) -> bool {
         self.contexts.is_empty()
             && self.pending_jobs.is_empty()
+            && self.parked.is_empty()
             && !self
                 .clients
                 .values()
@@ -475,6 +538,59 @@ impl Core {
                     }
                 }
             }
+            Internal::Decided { token, result } => {
+                if let Some(parked) = self.parked.remove(&token) {
+                    self.resume(parked, *result, now);
+                }
+            }
+        }
+    }
+
+    /// Hands a call to the filters. Without a filter for it the transaction goes on at once;
+    /// otherwise it stays parked until the decision arrives as [`Internal::Decided`].
+    fn submit_hook(&mut self, call: HookCall, parked: Parked, now: Instant) {
+        let token = self.next_id();
+        let events = self.internal.clone();
+        let done: HookDone = Box::new(move |result| {
+            // The receiver is gone only once the core stopped, and its transactions with it.
+            let result = Box::new(result);
+            let _ = events.send(Internal::Decided { token, result });
+        });
+        match self.hooks.submit(call, done) {
+            Submitted::Queued => {
+                self.parked.insert(token, parked);
+            }
+            Submitted::NoFilter(call) => {
+                let decision = Decision::Continue;
+                self.resume(parked, HookResult { call, decision }, now);
+            }
+            Submitted::Overloaded(call) => {
+                let decision = match call {
+                    HookCall::Request { .. } => {
+                        ProxyStats::bump(&self.stats.overloaded);
+                        Decision::Reply {
+                            code: 503,
+                            reason: reason_for(503).to_owned(),
+                            headers: vec![(
+                                "Retry-After".to_owned(),
+                                OVERLOAD_RETRY_AFTER.to_owned(),
+                            )],
+                        }
+                    }
+                    // Their transaction exists already: never refused, the filter is skipped.
+                    HookCall::Reply { .. } | HookCall::Failure { .. } => Decision::Continue,
+                };
+                self.resume(parked, HookResult { call, decision }, now);
+            }
+        }
+    }
+
+    fn resume(&mut self, parked: Parked, result: HookResult, now: Instant) {
+        match parked {
+            Parked::Request(parked) => self.request_decided(parked, result, now),
+            Parked::Stateless(parked) => self.stateless_decided(parked, result, now),
+            Parked::Reply(parked) => self.reply_decided(parked, result, now),
+            Parked::Failure(ctx) => self.failure_decided(ctx, result, now),
         }
     }
 
@@ -717,6 +833,7 @@ impl Core {
                 request: Some(msg.clone()),
                 last_response: None,
                 context: None,
+                cancelled: false,
             },
         );
         self.drive_server(server_id);
@@ -732,27 +849,54 @@ impl Core {
             format!("{:08x}-{ctx_id:x}", self.instance),
             record_route_params,
         );
-        let preliminary = hook.next_hop.clone();
-        let ruri_before = request.request_uri().map(str::to_owned);
-        let Some(HookResult {
+        let parked = ParkedRequest {
+            server: server_id,
+            ctx: ctx_id,
+            loop_hash: hash,
+            is_invite: kind == Kind::Invite,
+            preliminary: hook.next_hop.clone(),
+            ruri_before: request.request_uri().map(str::to_owned),
+        };
+        let call = HookCall::Request {
+            ctx: hook,
+            msg: request,
+        };
+        self.submit_hook(call, Parked::Request(parked), now);
+    }
+
+    /// The filters decided on a new request: answer it, drop it, or open its response
+    /// context and forward it.
+    fn request_decided(&mut self, parked: ParkedRequest, result: HookResult, now: Instant) {
+        let ParkedRequest {
+            server: server_id,
+            ctx: ctx_id,
+            loop_hash: hash,
+            is_invite,
+            preliminary,
+            ruri_before,
+        } = parked;
+        let HookResult {
             call:
                 HookCall::Request {
                     ctx: mut hook,
                     msg: mut request,
                 },
             decision,
-        }) = call_and_wait(
-            &*self.hooks,
-            HookCall::Request {
-                ctx: hook,
-                msg: request,
-            },
-        )
+        } = result
         else {
-            tracing::warn!("filter call lost; request dropped");
+            tracing::warn!("filters answered a request call with another kind; dropped");
             self.remove_server(server_id);
             return;
         };
+        match self.servers.get(&server_id) {
+            // The transaction ended while the filters decided: nothing to answer any more.
+            None => return,
+            Some(entry) if entry.cancelled => {
+                self.respond_local(server_id, 487, now);
+                return;
+            }
+            Some(_) => {}
+        }
         let next_hop = match decision {
             Decision::Drop => {
                 tracing::debug!("request dropped by filter");
@@ -808,13 +952,15 @@ impl Core {
                 hook,
                 request: request.clone(),
                 loop_hash: hash,
-                is_invite: kind == Kind::Invite,
+                is_invite,
                 branches: Vec::new(),
                 outstanding: 1,
                 best: None,
                 final_sent: false,
                 cancelled: false,
                 resends: 0,
+                hook_busy: false,
+                queued_replies: VecDeque::new(),
             },
         );
         if let Some(entry) = self.servers.get_mut(&server_id) {
@@ -973,12 +1119,17 @@ impl Core {
                 request: Some(msg),
                 last_response: None,
                 context: None,
+                cancelled: false,
             },
         );
         self.respond_local(server_id, 200, now);
-        let ctx = self.servers.get(&invite_id).and_then(|e| e.context);
-        if let Some(ctx) = ctx {
-            self.cancel_context(ctx, now);
+        let Some(invite) = self.servers.get_mut(&invite_id) else {
+            return;
+        };
+        match invite.context {
+            Some(ctx) => self.cancel_context(ctx, now),
+            // Still with its filters (or already answered): it will not be forwarded.
+            None => invite.cancelled = true,
         }
     }
 
@@ -1103,13 +1254,32 @@ impl Core {
         // ACKs, the bulk of this path, never get one, so they skip the copy.
         let original = (!is_ack).then(|| msg.clone());
         let hook = self.routed_hook_context(&mut msg, &source, upstream_branch, None);
-        let preliminary = hook.next_hop.clone();
-        let Some(HookResult {
+        let parked = ParkedStateless {
+            source,
+            reply_to,
+            original,
+            branch,
+            preliminary: hook.next_hop.clone(),
+        };
+        let call = HookCall::Request { ctx: hook, msg };
+        self.submit_hook(call, Parked::Stateless(parked), now);
+    }
+
+    /// The filters decided on a request forwarded without a transaction.
+    fn stateless_decided(&mut self, parked: ParkedStateless, result: HookResult, now: Instant) {
+        let ParkedStateless {
+            source,
+            reply_to,
+            original,
+            branch,
+            preliminary,
+        } = parked;
+        let HookResult {
             call: HookCall::Request { ctx: hook, mut msg },
             decision,
-        }) = call_and_wait(&*self.hooks, HookCall::Request { ctx: hook, msg })
+        } = result
         else {
-            tracing::warn!("filter call lost; stateless request dropped");
+            tracing::warn!("filters answered a request call with another kind; dropped");
             return;
         };
         let next_hop = match decision {
@@ -1603,53 +1773,107 @@ impl Core {
                 self.cancel_branch(client_id, now);
             }
         }
-        let Some(ctx) = self.contexts.get_mut(&ctx_id) else {
+        if !self.contexts.contains_key(&ctx_id) {
             // The context finished: late 2xx are still relayed (RFC 6026).
             if (200..300).contains(&status) {
                 self.forward_response_statelessly(response);
             }
             return;
-        };
+        }
         // Step 5: 100 Trying is hop-by-hop.
         if status == 100 {
             return;
         }
-        let Some(HookResult {
-            call:
-                HookCall::Reply {
-                    ctx: hook,
-                    msg: response,
-                },
-            decision,
-        }) = call_and_wait(
-            &*self.hooks,
-            HookCall::Reply {
-                ctx: ctx.hook.clone(),
-                msg: response,
-            },
-        )
-        else {
-            tracing::warn!("filter call lost; reply dropped");
+        let mut request = None;
+        if status >= 200 {
+            self.timers.cancel(&TimerKey::ProxyC(client_id));
+            if let Some(entry) = self.clients.get_mut(&client_id) {
+                if entry.finished && status >= 300 {
+                    return;
+                }
+                entry.finished = true;
+                request = entry.request.clone();
+            }
+        }
+        let reply = QueuedReply {
+            client: client_id,
+            status,
+            response,
+            request,
+        };
+        match self.contexts.get_mut(&ctx_id) {
+            Some(ctx) if ctx.hook_busy => ctx.queued_replies.push_back(reply),
+            Some(_) => self.submit_reply(ctx_id, reply, now),
+            None => {}
+        }
+    }
+
+    /// Hands a reply to the reply hook; its context's hook lane is free.
+    fn submit_reply(&mut self, ctx_id: u64, reply: QueuedReply, now: Instant) {
+        let Some(ctx) = self.contexts.get_mut(&ctx_id) else {
             return;
         };
-        ctx.hook = hook;
+        ctx.hook_busy = true;
+        let call = HookCall::Reply {
+            ctx: ctx.hook.clone(),
+            msg: reply.response,
+        };
+        let parked = ParkedReply {
+            ctx: ctx_id,
+            client: reply.client,
+            status: reply.status,
+            request: reply.request,
+        };
+        self.submit_hook(call, Parked::Reply(parked), now);
+    }
+
+    /// The filters decided on a reply: relay a provisional, or rank a final.
+    fn reply_decided(&mut self, reply: ParkedReply, result: HookResult, now: Instant) {
+        let ctx_id = reply.ctx;
+        let Some(ctx) = self.contexts.get_mut(&ctx_id) else {
+            return;
+        };
+        ctx.hook_busy = false;
+        let response = match result {
+            HookResult {
+                call: HookCall::Reply { ctx: hook, msg },
+                decision,
+            } => {
+                ctx.hook = hook;
+                (decision != Decision::Drop).then_some(msg)
+            }
+            HookResult { .. } => {
+                tracing::warn!("filters answered a reply call with another kind; dropped");
+                None
+            }
+        };
         let server = ctx.server;
-        if status < 200 {
-            if decision != Decision::Drop && !ctx.final_sent {
+        if reply.status < 200 {
+            if let Some(response) = response
+                && !ctx.final_sent
+            {
                 self.respond(server, response, now);
             }
+        } else {
+            let (client, status) = (Some(reply.client), reply.status);
+            self.branch_final(ctx_id, client, status, response, reply.request, now);
+        }
+        self.next_in_lane(ctx_id, now);
+    }
+
+    /// Once a context's hook lane is free: the next queued reply goes to the filters, or, with
+    /// none left, the context finishes if it can.
+    fn next_in_lane(&mut self, ctx_id: u64, now: Instant) {
+        let Some(ctx) = self.contexts.get_mut(&ctx_id) else {
+            return;
+        };
+        if ctx.hook_busy {
             return;
         }
-        self.timers.cancel(&TimerKey::ProxyC(client_id));
-        if let Some(entry) = self.clients.get_mut(&client_id) {
-            if entry.finished && status >= 300 {
-                return;
-            }
-            entry.finished = true;
+        match ctx.queued_replies.pop_front() {
+            Some(reply) => self.submit_reply(ctx_id, reply, now),
+            None => self.maybe_finish(ctx_id, now),
         }
-        let request = self.clients.get(&client_id).and_then(|c| c.request.clone());
-        let response = (decision != Decision::Drop).then_some(response);
-        self.branch_final(ctx_id, Some(client_id), status, response, request, now);
     }
 
     /// A branch's final response (or its local stand-in); `response` is ready to go upstream
@@ -1716,18 +1940,21 @@ impl Core {
         self.maybe_finish(ctx_id, now);
     }
 
-    /// When no branch is outstanding: run the failure hook on the best response (it may
-    /// resend), else relay it.
+    /// When no branch is outstanding and no hook of the context is with the filters: run the
+    /// failure hook on the best response (it may resend), else relay it.
     fn maybe_finish(&mut self, ctx_id: u64, now: Instant) {
         let Some(ctx) = self.contexts.get_mut(&ctx_id) else {
             return;
         };
+        if ctx.hook_busy {
+            return;
+        }
         if ctx.outstanding > 0 || ctx.final_sent {
             self.maybe_close_context(ctx_id);
             return;
         }
         let server = ctx.server;
-        let (mut best, request) = match ctx.best.take() {
+        let (best, request) = match ctx.best.take() {
             Some(best) => best,
             None => {
                 // Every final was dropped by filters: answer 500 ourselves.
@@ -1739,69 +1966,84 @@ impl Core {
         };
         let status = best.status().unwrap_or(500);
         if status >= 300 && !ctx.cancelled && ctx.resends < MAX_RESENDS {
-            let request = request.unwrap_or_else(|| ctx.request.clone());
-            let Some(HookResult {
-                call:
-                    HookCall::Failure {
-                        ctx: hook,
-                        mut request,
-                        reply,
-                    },
-                decision,
-            }) = call_and_wait(
-                &*self.hooks,
-                HookCall::Failure {
-                    ctx: ctx.hook.clone(),
-                    request,
-                    reply: best,
-                },
-            )
-            else {
-                tracing::warn!("filter call lost; answering 500");
-                ctx.final_sent = true;
-                self.respond_local(server, 500, now);
-                self.maybe_close_context(ctx_id);
-                return;
+            ctx.hook_busy = true;
+            let call = HookCall::Failure {
+                ctx: ctx.hook.clone(),
+                request: request.unwrap_or_else(|| ctx.request.clone()),
+                reply: best,
             };
-            ctx.hook = hook;
-            best = reply;
-            if let Decision::Resend { next_hop } = decision {
-                // The request as sent carries our Via; the new branch gets a fresh one.
-                request.remove_first_value("Via");
-                let hop = match next_hop {
-                    Some(hop) => Some(hop),
-                    None => ctx
-                        .hook
-                        .next_hop
-                        .clone()
-                        .or_else(|| self.router.next_hop(&request, &self.us).ok()),
-                };
-                if let Some(hop) = hop {
-                    ctx.resends += 1;
-                    ctx.outstanding += 1;
-                    self.dispatch(
-                        &hop,
-                        Job::Branch {
-                            ctx: ctx_id,
-                            request,
-                            fresh: false,
-                        },
-                        now,
-                    );
-                    return;
-                }
-            }
+            self.submit_hook(call, Parked::Failure(ctx_id), now);
+            return;
         }
         ctx.final_sent = true;
         self.respond(server, best, now);
         self.maybe_close_context(ctx_id);
     }
 
+    /// The failure hook decided: send the request again on a new branch, or relay the best
+    /// final response.
+    fn failure_decided(&mut self, ctx_id: u64, result: HookResult, now: Instant) {
+        let Some(ctx) = self.contexts.get_mut(&ctx_id) else {
+            return;
+        };
+        ctx.hook_busy = false;
+        let server = ctx.server;
+        let HookResult {
+            call:
+                HookCall::Failure {
+                    ctx: hook,
+                    mut request,
+                    reply,
+                },
+            decision,
+        } = result
+        else {
+            tracing::warn!("filters answered a failure call with another kind; answering 500");
+            ctx.final_sent = true;
+            self.respond_local(server, 500, now);
+            self.next_in_lane(ctx_id, now);
+            return;
+        };
+        ctx.hook = hook;
+        // A CANCEL that came while the filters decided ends the request with this reply.
+        if let Decision::Resend { next_hop } = decision
+            && !ctx.cancelled
+        {
+            // The request as sent carries our Via; the new branch gets a fresh one.
+            request.remove_first_value("Via");
+            let hop = match next_hop {
+                Some(hop) => Some(hop),
+                None => ctx
+                    .hook
+                    .next_hop
+                    .clone()
+                    .or_else(|| self.router.next_hop(&request, &self.us).ok()),
+            };
+            if let Some(hop) = hop {
+                ctx.resends += 1;
+                ctx.outstanding += 1;
+                self.dispatch(
+                    &hop,
+                    Job::Branch {
+                        ctx: ctx_id,
+                        request,
+                        fresh: false,
+                    },
+                    now,
+                );
+                self.next_in_lane(ctx_id, now);
+                return;
+            }
+        }
+        ctx.final_sent = true;
+        self.respond(server, reply, now);
+        self.next_in_lane(ctx_id, now);
+    }
+
     fn maybe_close_context(&mut self, ctx_id: u64) {
-        let done = self
-            .contexts
-            .get(&ctx_id)
-            .is_some_and(|c| c.final_sent && c.outstanding == 0);
+        let done = self.contexts.get(&ctx_id).is_some_and(|c| {
+            c.final_sent && c.outstanding == 0 && !c.hook_busy && c.queued_replies.is_empty()
+        });
         if done
             && let Some(ctx) = self.contexts.remove(&ctx_id)
             && let Some(server) = self.servers.get_mut(&ctx.server)

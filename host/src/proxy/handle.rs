@@ -47,6 +47,8 @@ pub struct ProxyStats {
     pub malformed: AtomicU64,
     pub forwarded: AtomicU64,
     pub local_replies: AtomicU64,
+    /// Requests answered 503 because their tenant's filter queue was full.
+    pub overloaded: AtomicU64,
 }
 
 impl ProxyStats {
