@@ -25,7 +25,8 @@ use super::routing::{
 };
 use crate::config::Config;
 use crate::transport::{
-    Bound, ConnId, NextHop, Resolver, Source, Transport, TransportEvent, TransportKind, UdpReceiver,
+    Bound, ConnId, NextHop, Resolver, SendFailure, Source, Transport, TransportEvent,
+    TransportKind, UdpReceiver,
 };
 
 /// Branches a failure hook may add to one request (guards against resend loops).
@@ -668,12 +669,25 @@ impl Core {
         }
     }
 
+    /// Hands bytes to the transport; a TCP peer dropped for not reading is counted.
+    fn transmit(
+        &mut self,
+        kind: TransportKind,
+        listener: usize,
+        remote: SocketAddr,
+        conn: Option<ConnId>,
+        data: Bytes,
+    ) -> Result<Option<ConnId>, SendFailure> {
+        let sent = self.transport.send(kind, listener, remote, conn, data);
+        if let Err(SendFailure::WriteQueueFull(_)) = sent {
+            ProxyStats::bump(&self.stats.slow_peers_dropped);
+        }
+        sent
+    }
+
     /// Sends bytes back the way a message came: its connection if open, else the address.
     fn send_to_source(&mut self, source: Source, remote: SocketAddr, data: Bytes) {
-        if let Err(e) = self
-            .transport
-            .send(source.kind, source.listener, remote, source.conn, data)
-        {
+        if let Err(e) = self.transmit(source.kind, source.listener, remote, source.conn, data) {
             tracing::debug!(%remote, error = %e, "send failed");
         }
     }
@@ -1014,9 +1028,7 @@ impl Core {
         // An INVITE server never resends a 2xx itself (RFC 6026 "Accepted").
         let resendable = !(entry.machine.kind() == Kind::Invite && (200..300).contains(&status));
         entry.last_response = resendable.then(|| bytes.clone());
-        let sent = self
-            .transport
-            .send(source.kind, source.listener, reply_to, source.conn, bytes);
+        let sent = self.transmit(source.kind, source.listener, reply_to, source.conn, bytes);
         match sent {
             Ok(conn) => {
                 if let (Some(conn), Some(entry)) = (conn, self.servers.get_mut(&server_id)) {
@@ -1433,10 +1445,7 @@ impl Core {
                 };
                 request.prepend_header("Via", &via);
                 ProxyStats::bump(&self.stats.forwarded);
-                if let Err(e) = self
-                    .transport
-                    .send(kind, listener, addr, None, request.to_bytes())
-                {
+                if let Err(e) = self.transmit(kind, listener, addr, None, request.to_bytes()) {
                     tracing::debug!(%addr, error = %e, "stateless request send failed");
                 }
             }
@@ -1611,13 +1620,7 @@ impl Core {
                 ClientAction::Transmit => {
                     let dest = entry.dest;
                     let bytes = entry.bytes.clone();
-                    match self.transport.send(
-                        dest.kind,
-                        dest.listener,
-                        dest.remote,
-                        dest.conn,
-                        bytes,
-                    ) {
+                    match self.transmit(dest.kind, dest.listener, dest.remote, dest.conn, bytes) {
                         Ok(conn) => {
                             if let (Some(conn), Some(entry)) = (conn, self.clients.get_mut(&id)) {
                                 entry.dest.conn = Some(conn);
@@ -1638,13 +1641,9 @@ impl Core {
                     };
                     if let Some(ack) = ack {
                         let dest = entry.dest;
-                        if let Err(e) = self.transport.send(
-                            dest.kind,
-                            dest.listener,
-                            dest.remote,
-                            dest.conn,
-                            ack,
-                        ) {
+                        if let Err(e) =
+                            self.transmit(dest.kind, dest.listener, dest.remote, dest.conn, ack)
+                        {
                             tracing::debug!(error = %e, "ACK send failed");
                         }
                     }
@@ -2062,10 +2061,7 @@ impl Core {
         let Some(listener) = self.transport.pick_listener(kind, None, &addr) else {
             return;
         };
-        if let Err(e) = self
-            .transport
-            .send(kind, listener, addr, None, response.to_bytes())
-        {
+        if let Err(e) = self.transmit(kind, listener, addr, None, response.to_bytes()) {
             tracing::debug!(%addr, error = %e, "stateless response send failed");
         }
     }

@@ -49,6 +49,8 @@ pub struct ProxyStats {
     pub local_replies: AtomicU64,
     /// Requests answered 503 because their tenant's filter queue was full.
     pub overloaded: AtomicU64,
+    /// TCP connections closed because the peer stopped reading (`[tcp] write_queue` full).
+    pub slow_peers_dropped: AtomicU64,
 }
 
 impl ProxyStats {

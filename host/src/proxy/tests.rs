@@ -1064,3 +1064,58 @@ async fn shutdown_waits_for_a_parked_request() {
         .expect("proxy stops once the call is answered")
         .expect("proxy task");
 }
+
+#[tokio::test]
+async fn a_tcp_peer_that_stops_reading_is_dropped_at_the_write_queue_limit() {
+    let uac = Peer::new().await;
+    // The callee accepts over TCP with a tiny receive window and never reads.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let callee = socket.listen(16).expect("listen");
+    let callee_addr = callee.local_addr().expect("callee addr");
+    let tail = format!(
+        "[proxy]\ndefault_route = \"sip:{callee_addr};transport=tcp\"\n[tcp]\nwrite_queue = 4\n"
+    );
+    let proxy = start(&tail, Arc::new(NoFilters)).await;
+    let ruri = format!("sip:bob@{}", proxy.udp);
+    let body = "a=x\r\n".repeat(4000);
+    let accept = tokio::spawn(async move { callee.accept().await.expect("accept").0 });
+    let stats = proxy.handle.stats();
+    let dropped = || {
+        stats
+            .slow_peers_dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    for n in 0..400 {
+        let mut request = invite(&uac, &ruri, &format!("z9hG4bKw{n}"), &format!("call-w{n}"));
+        request = request.replace("Content-Length: 5\r\n\r\nv=0\r\n", "");
+        request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        uac.send(proxy.udp, &request).await;
+        if dropped() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while dropped() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "peer never dropped");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The proxy closed the connection: reading it now ends.
+    let mut stream = accept.await.expect("accepted");
+    let mut sink = vec![0u8; 1 << 16];
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "connection closed by the proxy");
+    proxy.task.abort();
+}
