@@ -13,7 +13,8 @@ use bytes::Bytes;
 use rustc_hash::FxHashMap;
 use siphost_sip::{Message, Method, Via, reply_to_malformed};
 use siphost_transaction::{
-    ClientAction, ClientTransaction, Kind, ServerAction, ServerTransaction, TimerConfig, TimerQueue,
+    ClientAction, ClientTransaction, ConfigError as TimerConfigError, Kind, ServerAction,
+    ServerTransaction, TimerConfig, TimerQueue,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -25,7 +26,7 @@ use super::routing::{
 };
 use crate::config::Config;
 use crate::transport::{
-    Bound, ConnId, NextHop, Resolver, SendFailure, Source, Transport, TransportEvent,
+    Bound, ConnId, NextHop, ResolveError, Resolver, SendFailure, Source, Transport, TransportEvent,
     TransportKind, UdpReceiver,
 };
 
@@ -221,7 +222,7 @@ enum Internal {
     Resolved {
         token: u64,
         hop: NextHop,
-        result: Result<SocketAddr, String>,
+        result: Result<SocketAddr, ResolveError>,
     },
     /// The filters decided on a parked call (boxed: two messages would make every event
     /// of the core's loop as large).
@@ -235,6 +236,13 @@ enum Event {
     Internal(Internal),
     Timer,
     GraceOver,
+}
+
+/// Why a proxy could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("transaction timers: {0}")]
+    Timers(#[from] TimerConfigError),
 }
 
 /// The proxy: build with [`Proxy::new`], then [`Proxy::run`] until shutdown.
@@ -278,14 +286,13 @@ impl Proxy {
         bound: Bound,
         hooks: Arc<dyn FilterHooks>,
         commands: CommandReceiver,
-    ) -> Result<Proxy, String> {
+    ) -> Result<Proxy, ProxyError> {
         let t = &config.transaction;
         let timer_config = TimerConfig::new(
             Duration::from_millis(t.t1_ms),
             Duration::from_millis(t.t2_ms),
             Duration::from_millis(t.t4_ms),
-        )
-        .map_err(|e| format!("transaction: {e}"))?;
+        )?;
         let (internal, internal_rx) = mpsc::unbounded_channel();
         let us = Identities::new(bound.transport.listeners());
         let core = Core {
@@ -534,8 +541,8 @@ impl Core {
                         self.send_job(job, hop.kind, addr, now);
                     }
                     Err(why) => {
-                        tracing::debug!(why, "next hop not resolved");
-                        self.job_failed(job, 503, &why, now);
+                        tracing::debug!(%why, "next hop not resolved");
+                        self.job_failed(job, 503, SendError::Unresolved(Arc::new(why)), now);
                     }
                 }
             }
@@ -1349,7 +1356,7 @@ impl Core {
         reply: oneshot::Sender<Result<Message, SendError>>,
         now: Instant,
     ) {
-        let invalid = |why: &str| Err(SendError::Invalid(why.to_owned()));
+        let invalid = |why: &'static str| Err(SendError::Invalid(why));
         let check = if !request.is_request() {
             invalid("not a request")
         } else if request.method() == Some(&Method::Ack) {
@@ -1377,7 +1384,7 @@ impl Core {
             None => match self.router.next_hop(&request, &self.us) {
                 Ok(hop) => hop,
                 Err(e) => {
-                    let _ = reply.send(Err(SendError::NoRoute(e.0.to_owned())));
+                    let _ = reply.send(Err(SendError::NoRoute(e.0)));
                     return;
                 }
             },
@@ -1391,8 +1398,8 @@ impl Core {
         let hop = match NextHop::from_uri(next_hop) {
             Ok(hop) => hop,
             Err(why) => {
-                tracing::debug!(why, "unusable next hop");
-                self.job_failed(job, 502, &why, now);
+                tracing::debug!(%why, "unusable next hop");
+                self.job_failed(job, 502, why.into(), now);
                 return;
             }
         };
@@ -1409,12 +1416,14 @@ impl Core {
         });
     }
 
-    fn job_failed(&mut self, job: Job, status: u16, why: &str, now: Instant) {
+    /// A job whose next hop gave no address: a proxied branch ends with `status`, a local
+    /// request with `why`.
+    fn job_failed(&mut self, job: Job, status: u16, why: SendError, now: Instant) {
         match job {
             Job::Branch { ctx, .. } => self.branch_failed(ctx, None, status, now),
-            Job::Stateless { .. } => tracing::debug!(why, "stateless request not forwarded"),
+            Job::Stateless { .. } => tracing::debug!(%why, "stateless request not forwarded"),
             Job::Local { reply, .. } => {
-                let _ = reply.send(Err(SendError::NoRoute(why.to_owned())));
+                let _ = reply.send(Err(why));
             }
         }
     }
@@ -1451,7 +1460,7 @@ impl Core {
             }
             Job::Local { mut request, reply } => {
                 let Some(listener) = self.transport.pick_listener(kind, None, &addr) else {
-                    let _ = reply.send(Err(SendError::Transport(format!("no {kind} listener"))));
+                    let _ = reply.send(Err(SendError::NoListener(kind)));
                     return;
                 };
                 let has_branch = request.top_via().is_some_and(|v| v.branch().is_some());
@@ -1469,7 +1478,7 @@ impl Core {
                     .top_via()
                     .and_then(|v| v.branch().map(Box::<str>::from))
                 else {
-                    let _ = reply.send(Err(SendError::Invalid("no Via".into())));
+                    let _ = reply.send(Err(SendError::Invalid("no Via")));
                     return;
                 };
                 let kind_of_request = request.method().map_or(Kind::NonInvite, kind_of);
@@ -1683,7 +1692,7 @@ impl Core {
                     let error = if status == 408 {
                         SendError::Timeout
                     } else {
-                        SendError::Transport(format!("sending to {} failed", entry.dest.remote))
+                        SendError::Transport(entry.dest.remote)
                     };
                     let _ = reply.send(Err(error));
                 }

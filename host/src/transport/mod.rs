@@ -18,7 +18,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Notify, mpsc};
 
 pub use crate::config::TransportKind;
-pub use resolve::{NextHop, Resolver};
+pub use resolve::{NextHop, NextHopError, ResolveError, Resolver};
 pub use udp::UdpReceiver;
 
 use crate::config::Config;
@@ -86,7 +86,7 @@ pub enum TransportEvent {
 }
 
 /// Why a message could not be handed to the network.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SendFailure {
     #[error("no {0} listener to send from")]
     NoListener(TransportKind),
@@ -95,7 +95,9 @@ pub enum SendFailure {
     #[error("TCP peer {0} stopped reading: its write queue is full, connection dropped")]
     WriteQueueFull(SocketAddr),
     #[error("socket error: {0}")]
-    Socket(String),
+    Socket(Arc<io::Error>),
+    #[error("TCP connection to {0} closed before the message was queued")]
+    Closed(SocketAddr),
 }
 
 /// The core's end of one TCP connection: its bounded write queue, and the signal that makes
@@ -300,7 +302,7 @@ impl Transport {
         writer
             .queue
             .try_send(data)
-            .map_err(|e| SendFailure::Socket(e.to_string()))?;
+            .map_err(|_| SendFailure::Closed(remote))?;
         self.connections.insert(id, Connection { writer });
         self.by_remote.insert(remote, id);
         self.tcp.open.fetch_add(1, Ordering::Relaxed);
@@ -328,7 +330,7 @@ impl Transport {
             TransportKind::Udp => self
                 .send_udp(listener, remote, &data)
                 .map(|()| None)
-                .map_err(|e| SendFailure::Socket(e.to_string())),
+                .map_err(|e| SendFailure::Socket(Arc::new(e))),
             TransportKind::Tcp => self.send_tcp(conn, remote, listener, data).map(Some),
         }
     }
@@ -414,10 +416,13 @@ mod tests {
         let message = Bytes::from_static(b"OPTIONS sip:x SIP/2.0\r\n\r\n");
         for _ in 0..2 {
             let sent = transport.send_tcp(Some(7), remote, 0, message.clone());
-            assert_eq!(sent, Ok(7));
+            assert!(matches!(sent, Ok(7)), "{sent:?}");
         }
         let sent = transport.send_tcp(Some(7), remote, 0, message.clone());
-        assert_eq!(sent, Err(SendFailure::WriteQueueFull(remote)));
+        assert!(
+            matches!(sent, Err(SendFailure::WriteQueueFull(peer)) if peer == remote),
+            "{sent:?}"
+        );
         tokio::time::timeout(Duration::from_secs(1), stuck.abandon.notified())
             .await
             .expect("the connection's task is told to close");
