@@ -441,9 +441,18 @@ fn healthy_load(
 /// filter calls instead of waiting for them.
 #[test]
 fn a_looping_tenant_leaves_another_tenants_call_setup_time_as_it_was() {
-    const RATE: u32 = 300;
-    const CALLS: u32 = 1500;
-    const BAD_RATE: u32 = 40;
+    // bench/isolation/run.sh sets other figures through the environment.
+    let knob = |name: &str, default: u32| {
+        std::env::var(name)
+            .ok()
+            .map(|v| v.parse().unwrap_or_else(|e| panic!("{name}={v}: {e}")))
+            .unwrap_or(default)
+    };
+    let (rate, calls, bad_rate) = (
+        knob("ISOLATION_RATE", 300),
+        knob("ISOLATION_CALLS", 1500),
+        knob("ISOLATION_BAD_RATE", 40),
+    );
     let test = "filters_sipp_isolation";
     let scratch = Scratch::new(test);
     let proxy_ports = PortBlock::reserve(test, 3);
@@ -466,16 +475,18 @@ config = {{ mode = "loop", trigger = "always" }}
 "#,
         filter("filter_misbehave").display()
     );
-    let checks = HeaderChecks::new("invite").matches("X-Filter-Version", 1, "^ *a$");
-    let mut callee = callee(&scratch, callee_ports, 2 * CALLS, &checks);
+    let checks = HeaderChecks::new("invite")
+        .matches("X-Filter-Version", 1, "^ *a$")
+        .matches("Record-Route", 1, &record_route_regex(good));
+    let mut callee = callee(&scratch, callee_ports, 2 * calls, &checks);
     let _siphost = Siphost::start(
         &scratch,
         &config(good, bad, admin, callee_port, &bad_tenant),
     );
-    let alone = healthy_load(&scratch, "alone", good, CALLS, RATE);
+    let alone = healthy_load(&scratch, "alone", good, calls, rate);
 
     // A's requests outlast B's second phase: 40/s for the whole of it.
-    let bad_calls = BAD_RATE * (CALLS / RATE + 3);
+    let bad_calls = bad_rate * (calls / rate + 3);
     let rejected = render(
         "sipp/uac_unreachable.xml",
         &[
@@ -489,11 +500,11 @@ config = {{ mode = "loop", trigger = "always" }}
         PortBlock::reserve(&format!("{test}-bad"), 5),
         bad,
         bad_calls,
-        BAD_RATE,
+        bad_rate,
         rejected,
     );
     std::thread::sleep(Duration::from_secs(1));
-    let beside = healthy_load(&scratch, "beside", good, CALLS, RATE);
+    let beside = healthy_load(&scratch, "beside", good, calls, rate);
     bad_caller.assert_all_calls_succeeded();
     callee.assert_all_calls_succeeded();
     callee.assert_checked_every_call(&checks);
