@@ -690,6 +690,24 @@ fn cpu_limit_counts_cpu_time_not_wall_time_on_a_saturated_machine() {
 }
 
 #[test]
+fn too_few_pool_slots_for_the_workers_is_a_clear_error() {
+    let mut t = tenant(
+        "t",
+        5070,
+        FailurePolicy::FailOpen,
+        vec![filter_config(&filter("filter_noop"), json!({}))],
+    );
+    t.workers = 4;
+    let mut small = options(&shared_cache());
+    small.max_instances = 8;
+    let err = Runtime::new(&[t], small).err().expect("too small a pool");
+    assert!(
+        matches!(&err, FilterError::BadRequest(m) if m.contains("12 instances")),
+        "{err}"
+    );
+}
+
+#[test]
 fn the_epoch_ticker_parks_when_idle_and_wakes_for_a_call() {
     let rt = misbehaving("loop", FailurePolicy::FailClosed, 20);
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -145,6 +145,24 @@ impl Runtime {
             .max()
             .unwrap_or(0);
         options.max_memory_bytes = options.max_memory_bytes.max(largest);
+        // A live instance and a spare per filter and worker, one more per
+        // worker while a swap prepares the next version.
+        let needed: u64 = tenants
+            .iter()
+            .map(|t| t.filter.len() as u64 * u64::from(t.workers) * 2)
+            .sum::<u64>()
+            + tenants
+                .iter()
+                .map(|t| u64::from(t.workers))
+                .max()
+                .unwrap_or(0);
+        if needed > u64::from(options.max_instances) {
+            return Err(FilterError::BadRequest(format!(
+                "tenant: the tenants' filters and workers need {needed} instances, \
+                 more than the engine's {} (fewer workers or tenants)",
+                options.max_instances
+            )));
+        }
         let engine = Arc::new(FilterEngine::new(&options)?);
         let services = Arc::new(Services {
             tokio: tokio::runtime::Handle::try_current().ok(),

@@ -29,8 +29,9 @@ const TRAILER: usize = 32;
 /// Sizing of the shared engine.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
-    /// Filter instances that may exist at once (pool slots). A hot swap holds
-    /// two instances of a filter for a moment.
+    /// Filter instances that may exist at once (pool slots). Each tenant
+    /// holds two per filter and worker (the live one and a spare), three for
+    /// a moment during a swap or restart.
     pub max_instances: u32,
     /// Largest linear memory any filter may have (the pool's hard ceiling).
     pub max_memory_bytes: usize,

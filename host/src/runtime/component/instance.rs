@@ -96,6 +96,13 @@ impl FilterFactory for ComponentFactory {
         })?
         .map_err(FilterError::Configure)?;
         Ok(Box::new(ComponentInstance {
+            context: types::Context {
+                tenant: setup.shared.name.to_string(),
+                in_dialog: false,
+                dialog_key: None,
+                transaction_key: String::new(),
+                own_route: None,
+            },
             bindings: Some(bindings),
             store,
             ticker: self.ticker.clone(),
@@ -107,6 +114,9 @@ impl FilterFactory for ComponentFactory {
 /// A live component instance.
 pub struct ComponentInstance {
     store: Store<HostState>,
+    /// The context record handed to hooks; the tenant name stays, the keys
+    /// are lent per call.
+    context: types::Context,
     /// Set once instantiation succeeded.
     bindings: Option<Filter>,
     ticker: Arc<EpochTicker>,
@@ -157,13 +167,13 @@ impl FilterInstance for ComponentInstance {
         let filter = self.bindings.as_ref().ok_or_else(not_set_up)?;
         let msg = &mut *input.msg;
         let ctx = &mut *input.ctx;
-        let wit_ctx = types::Context {
-            tenant: self.store.data().shared.name.to_string(),
-            in_dialog: msg.is_request() && msg.to_tag().is_some(),
-            dialog_key: ctx.dialog_key.clone(),
-            transaction_key: ctx.transaction_key.clone(),
-            own_route: ctx.own_route.clone(),
-        };
+        // The keys move into the guest's context for the call and back after
+        // it: no copies on the message path.
+        let wit_ctx = &mut self.context;
+        wit_ctx.in_dialog = msg.is_request() && msg.to_tag().is_some();
+        wit_ctx.dialog_key = ctx.dialog_key.take();
+        wit_ctx.transaction_key = std::mem::take(&mut ctx.transaction_key);
+        wit_ctx.own_route = ctx.own_route.take();
         let call = &mut self.store.data_mut().call;
         call.lend(PRIMARY, msg);
         call.next_hop = ctx.next_hop.clone();
@@ -175,20 +185,24 @@ impl FilterInstance for ComponentInstance {
             call.lend(SECONDARY, reply);
         }
         let hook = input.hook;
+        let wit_ctx = &self.context;
         let result = metered(&mut self.store, &self.ticker, self.cpu_limit, |store| {
             let handler = filter.siphost_filter_handler();
             let primary = Resource::new_borrow(PRIMARY);
             match hook {
-                Hook::Request => handler.call_on_request(store, &wit_ctx, primary),
-                Hook::Reply => handler.call_on_reply(store, &wit_ctx, primary),
+                Hook::Request => handler.call_on_request(store, wit_ctx, primary),
+                Hook::Reply => handler.call_on_reply(store, wit_ctx, primary),
                 Hook::Failure => handler.call_on_failure(
                     store,
-                    &wit_ctx,
+                    wit_ctx,
                     primary,
                     Resource::new_borrow(SECONDARY),
                 ),
             }
         });
+        ctx.dialog_key = self.context.dialog_key.take();
+        ctx.transaction_key = std::mem::take(&mut self.context.transaction_key);
+        ctx.own_route = self.context.own_route.take();
         let call = &mut self.store.data_mut().call;
         call.give_back(PRIMARY, msg, result.is_err());
         if let Some(reply) = input.failure_reply.as_deref_mut() {
