@@ -587,3 +587,40 @@ fn no_secret_in_logs_rpc_metrics_or_page() {
         }
     }
 }
+
+#[test]
+fn log_lines_in_json_with_a_level_per_module() {
+    let ports = PortBlock::reserve("admin-logs", 3);
+    let scratch = Scratch::new("admin-logs");
+    // info overall, but the admin module only from warn on: its start line disappears.
+    let log = "level = \"info\"\nformat = \"json\"\n[log.targets]\n\"siphost::admin\" = \"warn\"";
+    let mut host = Siphost::start(&scratch, &host_config(&ports, log));
+    rpc(ports.port(2), "core.version", json!([]));
+    host.peer.stop();
+    let text = std::fs::read_to_string(host.peer.log_path()).expect("log");
+    let lines: Vec<Value> = text
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let messages: Vec<&str> = lines
+        .iter()
+        .map(|l| l["message"].as_str().expect("message field"))
+        .collect();
+    assert!(messages.contains(&"siphost ready"), "{text}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["target"].is_string())
+    );
+    assert!(
+        !lines.iter().any(|l| l["target"] == json!("siphost::admin")),
+        "siphost::admin logged below warn:\n{text}"
+    );
+    // The same config at info for everything shows the admin line.
+    let log = "level = \"info\"\nformat = \"json\"";
+    let mut host = Siphost::start(&scratch, &host_config(&ports, log));
+    host.peer.stop();
+    let text = std::fs::read_to_string(host.peer.log_path()).expect("log");
+    assert!(text.contains("\"target\":\"siphost::admin\""), "{text}");
+}
