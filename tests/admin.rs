@@ -387,6 +387,39 @@ fn metrics_scraped_over_http_count_the_traffic_sent() {
     assert_eq!(tenant["requests"].as_f64(), Some(requests));
     assert_eq!(tenant["replies"].as_f64(), Some(requests));
     assert_eq!(tenant["swaps"], json!(1));
+    let cli = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_siphost"))
+            .args([
+                "rpc",
+                "--admin",
+                &format!("{LOOPBACK}:{admin}"),
+                "--token",
+                TOKEN,
+            ])
+            .args(extra)
+            .output()
+            .expect("siphost rpc");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let as_json: Value =
+        serde_json::from_str(&cli(&["--json", "tenant.list"])).expect("--json prints JSON");
+    assert_eq!(&as_json[0]["requests"], &tenant["requests"]);
+    let table = cli(&["tenant.list"]);
+    let mut rows = table.lines();
+    let head: Vec<&str> = rows.next().expect("header").split_whitespace().collect();
+    let acme: Vec<&str> = rows.next().expect("row").split_whitespace().collect();
+    assert_eq!(head[0], "name");
+    assert_eq!(acme[0], "acme");
+    let at = head
+        .iter()
+        .position(|c| *c == "requests")
+        .expect("requests column");
+    assert_eq!(acme[at], tenant["requests"].to_string(), "{table}");
 }
 
 /// Runs `chromium` headless on `url` and returns (dumped DOM, stderr).

@@ -180,6 +180,8 @@ fn table(rows: &[Value]) -> String {
             leaves
         })
         .collect();
+    // What a row is about comes first; the rest stays in key order.
+    columns.sort_by_key(|c| !matches!(c.as_str(), "name" | "tenant" | "l_uuid"));
     let grid: Vec<Vec<String>> = cells
         .iter()
         .map(|leaves| {
