@@ -470,6 +470,20 @@ fn text_of(dom: &str, id: &str) -> String {
     dom[start..end].to_string()
 }
 
+/// The value of attribute `name` of the element with `id` in a dumped DOM.
+fn attribute(dom: &str, id: &str, name: &str) -> String {
+    let at = dom
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id} in the page"));
+    let tag = &dom[at..at + dom[at..].find('>').expect("tag end")];
+    let marker = format!("{name}=\"");
+    let start = tag
+        .find(&marker)
+        .unwrap_or_else(|| panic!("#{id} has no {name}: {tag}"))
+        + marker.len();
+    tag[start..start + tag[start..].find('"').expect("quote")].to_string()
+}
+
 /// The cell with `class` in the tenant row of `tenant`.
 fn tenant_cell(dom: &str, tenant: &str, class: &str) -> String {
     let row_at = dom
@@ -492,6 +506,16 @@ fn status_page_in_headless_chromium_shows_what_the_rpc_reports() {
     let _host = Siphost::start(&scratch, &host_config(&ports, "level = \"info\""));
     let admin = ports.port(2);
     send_traffic(ports.port(0));
+    // The chart needs two samples of the totals (the host takes one every 2 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while rpc(admin, "status.get", json!([]))["rates"]
+        .as_array()
+        .map_or(0, Vec::len)
+        < 2
+    {
+        assert!(std::time::Instant::now() < deadline, "no rate samples");
+        thread::sleep(Duration::from_millis(200));
+    }
 
     let url = format!("http://{LOOPBACK}:{admin}/status#token={TOKEN}");
     let (dom, stderr) = chromium_dump(&scratch, &url);
@@ -538,6 +562,23 @@ fn status_page_in_headless_chromium_shows_what_the_rpc_reports() {
         dom.contains(&format!("data-sha256=\"{sha}\"")),
         "filter version not shown"
     );
+    // The chart plots every rate point, both series, inside the 900x220 drawing.
+    for series in ["line-calls", "line-registers"] {
+        let points = attribute(&dom, series, "points");
+        let xy: Vec<(f64, f64)> = points
+            .split_whitespace()
+            .map(|p| {
+                let (x, y) = p.split_once(',').expect("x,y");
+                (x.parse().expect("x"), y.parse().expect("y"))
+            })
+            .collect();
+        assert!(xy.len() >= 2, "{series}: {points:?}");
+        assert!(
+            xy.iter()
+                .all(|&(x, y)| (0.0..=900.0).contains(&x) && (0.0..=220.0).contains(&y)),
+            "{series}: {points:?}"
+        );
+    }
     // No registration store on this host: the counts show 0 and the table is empty.
     assert_eq!(text_of(&dom, "reg-online"), "0");
     assert!(
