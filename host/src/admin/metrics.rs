@@ -292,7 +292,7 @@ impl HostView {
 
 /// Encodes one family of constant values; `samples` yields label sets and values.
 fn encode_counters<const N: usize>(
-    encoder: &mut DescriptorEncoder,
+    encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
     samples: impl IntoIterator<Item = ([(&'static str, String); N], u64)>,
@@ -305,7 +305,7 @@ fn encode_counters<const N: usize>(
 }
 
 fn encode_gauges<const N: usize>(
-    encoder: &mut DescriptorEncoder,
+    encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
     samples: impl IntoIterator<Item = ([(&'static str, String); N], i64)>,
@@ -318,7 +318,7 @@ fn encode_gauges<const N: usize>(
 }
 
 impl Collector for HostView {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let start = encoder.encode_descriptor(
             "siphost_start_time_seconds",
             "When this host started, in seconds since the Unix epoch",
