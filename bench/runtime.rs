@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use siphost::proxy::hooks::{FilterHooks, HookContext, NoFilters};
+use siphost::proxy::hooks::{CallBlocking, HookContext, NoFilters};
 use siphost::runtime::config::{FailurePolicy, FilterConfig, TenantConfig};
 use siphost::runtime::{EngineOptions, Runtime};
 use siphost::sip::{Bytes, Message};
@@ -92,10 +92,10 @@ fn bench_messages(c: &mut Criterion, rt: &Arc<Runtime>) {
     let mut group = c.benchmark_group("per_message");
     let mut msg = message();
     group.bench_function("no_filter", |b| {
-        b.iter(|| black_box(NoFilters.on_request(&mut ctx(5070), &mut msg)))
+        b.iter(|| black_box(NoFilters.request_blocking(&mut ctx(5070), &mut msg)))
     });
     group.bench_function("noop_filter", |b| {
-        b.iter(|| black_box(rt.on_request(&mut ctx(5070), &mut msg)))
+        b.iter(|| black_box(rt.request_blocking(&mut ctx(5070), &mut msg)))
     });
     group.finish();
     c.bench_function("instantiate_and_configure", |b| {
@@ -146,13 +146,13 @@ fn main() {
     percentiles(
         "per message, no filter  ",
         sample(200_000, || {
-            black_box(NoFilters.on_request(&mut ctx(5070), &mut msg));
+            black_box(NoFilters.request_blocking(&mut ctx(5070), &mut msg));
         }),
     );
     percentiles(
         "per message, noop filter",
         sample(200_000, || {
-            black_box(rt.on_request(&mut ctx(5070), &mut msg));
+            black_box(rt.request_blocking(&mut ctx(5070), &mut msg));
         }),
     );
     percentiles(

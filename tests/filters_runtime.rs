@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use siphost::proxy::hooks::{Decision, FilterHooks, HookContext};
+use siphost::proxy::hooks::{CallBlocking, Decision, HookContext};
 use siphost::runtime::config::{FailurePolicy, FilterConfig, TenantConfig};
 use siphost::runtime::{
     BoxFuture, EngineOptions, FilterError, RequestSender, Runtime, SendFailure,
@@ -121,7 +121,7 @@ fn counter(runtime: &Runtime, tenant: &str, name: &str) -> u64 {
 fn assert_fresh_instance_serves(rt: &Runtime) {
     let mut good = invite("");
     assert_eq!(
-        rt.on_request(&mut ctx(5070, None), &mut good),
+        rt.request_blocking(&mut ctx(5070, None), &mut good),
         Decision::Continue
     );
     assert_eq!(good.header("X-Misbehave-Calls"), Some("1"));
@@ -146,18 +146,18 @@ fn noop_filter_passes_messages_untouched() {
     let mut msg = invite("");
     let before = msg.to_bytes();
     assert_eq!(
-        rt.on_request(&mut ctx(5070, None), &mut msg),
+        rt.request_blocking(&mut ctx(5070, None), &mut msg),
         Decision::Continue
     );
     assert_eq!(msg.to_bytes(), before);
     let mut r = reply(200, "");
     assert_eq!(
-        rt.on_reply(&mut ctx(5070, None), &mut r),
+        rt.reply_blocking(&mut ctx(5070, None), &mut r),
         Decision::Continue
     );
     // Traffic on a socket no tenant owns never reaches a filter.
     assert_eq!(
-        rt.on_request(&mut ctx(5999, None), &mut msg),
+        rt.request_blocking(&mut ctx(5999, None), &mut msg),
         Decision::Continue
     );
     assert_eq!(counter(&rt, "t", "calls"), 2);
@@ -171,7 +171,7 @@ fn trap_fail_open_restores_the_message_and_reinstantiates() {
     let mut bad = invite("X-Misbehave: yes\r\n");
     let before = bad.to_bytes();
     assert_eq!(
-        rt.on_request(&mut ctx(5070, None), &mut bad),
+        rt.request_blocking(&mut ctx(5070, None), &mut bad),
         Decision::Continue
     );
     assert_eq!(
@@ -184,7 +184,7 @@ fn trap_fail_open_restores_the_message_and_reinstantiates() {
     // The trapped store was dropped: a fresh instance counts from 1 again.
     let mut again = invite("");
     assert_eq!(
-        rt.on_request(&mut ctx(5070, None), &mut again),
+        rt.request_blocking(&mut ctx(5070, None), &mut again),
         Decision::Continue
     );
     assert_eq!(again.header("X-Misbehave-Calls"), Some("1"));
@@ -195,18 +195,18 @@ fn trap_fail_open_restores_the_message_and_reinstantiates() {
 fn trap_fail_closed_answers_500_and_drops_replies() {
     let rt = misbehaving("trap", FailurePolicy::FailClosed, 20);
     let mut bad = invite("X-Misbehave: yes\r\n");
-    match rt.on_request(&mut ctx(5070, None), &mut bad) {
+    match rt.request_blocking(&mut ctx(5070, None), &mut bad) {
         Decision::Reply { code, .. } => assert_eq!(code, 500),
         other => panic!("expected a 500 reply, got {other:?}"),
     }
     let mut bad_reply = reply(180, "X-Misbehave: yes\r\n");
     assert_eq!(
-        rt.on_reply(&mut ctx(5070, None), &mut bad_reply),
+        rt.reply_blocking(&mut ctx(5070, None), &mut bad_reply),
         Decision::Drop
     );
     let mut good_reply = reply(180, "");
     assert_eq!(
-        rt.on_reply(&mut ctx(5070, None), &mut good_reply),
+        rt.reply_blocking(&mut ctx(5070, None), &mut good_reply),
         Decision::Continue
     );
     assert_eq!(counter(&rt, "bad", "traps"), 2);
@@ -216,7 +216,7 @@ fn trap_fail_closed_answers_500_and_drops_replies() {
 fn endless_loop_is_interrupted_by_the_cpu_limit() {
     let rt = misbehaving("loop", FailurePolicy::FailClosed, 20);
     let started = Instant::now();
-    let decision = rt.on_request(&mut ctx(5070, None), &mut invite("X-Misbehave: yes\r\n"));
+    let decision = rt.request_blocking(&mut ctx(5070, None), &mut invite("X-Misbehave: yes\r\n"));
     let elapsed = started.elapsed();
     assert!(
         matches!(decision, Decision::Reply { code: 500, .. }),
@@ -236,7 +236,7 @@ fn unbounded_allocation_hits_the_memory_limit() {
     let rt = misbehaving("oom", FailurePolicy::FailOpen, 5000);
     let mut bad = invite("X-Misbehave: yes\r\n");
     assert_eq!(
-        rt.on_request(&mut ctx(5070, None), &mut bad),
+        rt.request_blocking(&mut ctx(5070, None), &mut bad),
         Decision::Continue
     );
     assert_eq!(counter(&rt, "bad", "out_of_memory"), 1, "{}", rt.status());
@@ -247,7 +247,7 @@ fn unbounded_allocation_hits_the_memory_limit() {
 #[test]
 fn panic_is_a_trap() {
     let rt = misbehaving("panic", FailurePolicy::FailClosed, 20);
-    let decision = rt.on_request(&mut ctx(5070, None), &mut invite("X-Misbehave: yes\r\n"));
+    let decision = rt.request_blocking(&mut ctx(5070, None), &mut invite("X-Misbehave: yes\r\n"));
     assert!(
         matches!(decision, Decision::Reply { code: 500, .. }),
         "{decision:?}"
@@ -257,7 +257,7 @@ fn panic_is_a_trap() {
     let ack = "ACK sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKack\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>;tag=b1\r\nCall-ID: c1@test\r\nCSeq: 1 ACK\r\nX-Misbehave: yes\r\nContent-Length: 0\r\n\r\n";
     let mut ack = Message::parse(Bytes::from(ack)).expect("ACK parses");
     assert_eq!(
-        rt.on_request(&mut ctx(5070, None), &mut ack),
+        rt.request_blocking(&mut ctx(5070, None), &mut ack),
         Decision::Drop
     );
 }
@@ -276,7 +276,7 @@ fn failing_filter_in_a_chain_is_skipped_when_fail_open() {
     .expect("runtime");
     let mut bad = invite("X-Misbehave: yes\r\n");
     assert_eq!(
-        rt.on_request(&mut ctx(5070, None), &mut bad),
+        rt.request_blocking(&mut ctx(5070, None), &mut bad),
         Decision::Continue
     );
     assert_eq!(bad.header("X-Filter-Version"), Some("b"));
@@ -317,7 +317,7 @@ fn hot_swap_changes_behaviour_keeps_dialog_state_and_refuses_bad_versions() {
     )
     .expect("runtime");
     let mut m = invite("");
-    rt.on_request(&mut ctx(5070, Some("dlg-1")), &mut m);
+    rt.request_blocking(&mut ctx(5070, Some("dlg-1")), &mut m);
     assert_eq!(m.header("X-Filter-Version"), Some("a"));
 
     let report = rt
@@ -326,7 +326,7 @@ fn hot_swap_changes_behaviour_keeps_dialog_state_and_refuses_bad_versions() {
     assert!(report.elapsed < Duration::from_secs(5));
     assert_ne!(report.sha256, report.previous_sha256);
     let mut m = invite("");
-    rt.on_request(&mut ctx(5070, Some("dlg-1")), &mut m);
+    rt.request_blocking(&mut ctx(5070, Some("dlg-1")), &mut m);
     assert_eq!(m.header("X-Filter-Version"), Some("b"));
     // Dialog variables are host-side: version b sees what version a wrote.
     assert_eq!(
@@ -345,7 +345,7 @@ fn hot_swap_changes_behaviour_keeps_dialog_state_and_refuses_bad_versions() {
             .is_err()
     );
     let mut m = invite("");
-    rt.on_request(&mut ctx(5070, None), &mut m);
+    rt.request_blocking(&mut ctx(5070, None), &mut m);
     assert_eq!(m.header("X-Filter-Version"), Some("b"));
     assert_eq!(counter(&rt, "t", "swaps"), 1);
     assert_eq!(counter(&rt, "t", "failed_swaps"), 2);
@@ -371,9 +371,9 @@ fn tenants_do_not_see_each_others_state() {
         vec![filter_config(&filter("filter_mark_b"), json!({}))],
     );
     let rt = Runtime::new(&[a, b], options(&cache)).expect("runtime");
-    rt.on_request(&mut ctx(5070, Some("shared-dialog")), &mut invite(""));
+    rt.request_blocking(&mut ctx(5070, Some("shared-dialog")), &mut invite(""));
     let mut m = invite("");
-    rt.on_request(&mut ctx(5071, None), &mut m);
+    rt.request_blocking(&mut ctx(5071, None), &mut m);
     assert_eq!(m.header("X-Filter-Version"), Some("b"));
     assert_eq!(
         rt.filter_rpc("a", "dialog-versions", "shared-dialog", 0),
@@ -435,7 +435,7 @@ fn file_watch_swaps_a_changed_filter() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let mut m = invite("");
-        rt.on_request(&mut ctx(5070, None), &mut m);
+        rt.request_blocking(&mut ctx(5070, None), &mut m);
         if m.header("X-Filter-Version") == Some("b") {
             break;
         }
@@ -488,7 +488,7 @@ async fn blocking_wasi_calls_on_a_tokio_worker_trap_instead_of_crashing() {
         let rt = misbehaving(mode, FailurePolicy::FailOpen, 5000);
         let mut bad = invite("X-Misbehave: yes\r\n");
         assert_eq!(
-            rt.on_request(&mut ctx(5070, None), &mut bad),
+            rt.request_blocking(&mut ctx(5070, None), &mut bad),
             Decision::Continue
         );
         assert_eq!(

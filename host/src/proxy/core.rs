@@ -17,7 +17,7 @@ use siphost_transaction::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::handle::{Command, CommandReceiver, ProxyStats, SendError};
-use super::hooks::{Decision, FilterHooks, HookContext};
+use super::hooks::{Decision, FilterHooks, HookCall, HookContext, HookResult, call_and_wait};
 use super::routing::{
     Identities, MAGIC_COOKIE, Router, is_loop, loop_hash, make_branch, preprocess_route,
     record_route_value, stateless_branch, via_transport, via_value, wants_record_route,
@@ -726,7 +726,7 @@ impl Core {
         let ctx_id = self.next_id();
         let record_route_params =
             (self.record_route && wants_record_route(&request)).then(String::new);
-        let mut hook = self.routed_hook_context(
+        let hook = self.routed_hook_context(
             &mut request,
             &source,
             format!("{:08x}-{ctx_id:x}", self.instance),
@@ -734,7 +734,25 @@ impl Core {
         );
         let preliminary = hook.next_hop.clone();
         let ruri_before = request.request_uri().map(str::to_owned);
-        let decision = self.hooks.on_request(&mut hook, &mut request);
+        let Some(HookResult {
+            call:
+                HookCall::Request {
+                    ctx: mut hook,
+                    msg: mut request,
+                },
+            decision,
+        }) = call_and_wait(
+            &*self.hooks,
+            HookCall::Request {
+                ctx: hook,
+                msg: request,
+            },
+        )
+        else {
+            tracing::warn!("filter call lost; request dropped");
+            self.remove_server(server_id);
+            return;
+        };
         let next_hop = match decision {
             Decision::Drop => {
                 tracing::debug!("request dropped by filter");
@@ -1084,9 +1102,17 @@ impl Core {
         // Local answers are built from the request as received, not as routed and filtered;
         // ACKs, the bulk of this path, never get one, so they skip the copy.
         let original = (!is_ack).then(|| msg.clone());
-        let mut hook = self.routed_hook_context(&mut msg, &source, upstream_branch, None);
+        let hook = self.routed_hook_context(&mut msg, &source, upstream_branch, None);
         let preliminary = hook.next_hop.clone();
-        let next_hop = match self.hooks.on_request(&mut hook, &mut msg) {
+        let Some(HookResult {
+            call: HookCall::Request { ctx: hook, mut msg },
+            decision,
+        }) = call_and_wait(&*self.hooks, HookCall::Request { ctx: hook, msg })
+        else {
+            tracing::warn!("filter call lost; stateless request dropped");
+            return;
+        };
+        let next_hop = match decision {
             Decision::Drop => return,
             Decision::Reply {
                 code,
@@ -1588,7 +1614,25 @@ impl Core {
         if status == 100 {
             return;
         }
-        let decision = self.hooks.on_reply(&mut ctx.hook, &mut response);
+        let Some(HookResult {
+            call:
+                HookCall::Reply {
+                    ctx: hook,
+                    msg: response,
+                },
+            decision,
+        }) = call_and_wait(
+            &*self.hooks,
+            HookCall::Reply {
+                ctx: ctx.hook.clone(),
+                msg: response,
+            },
+        )
+        else {
+            tracing::warn!("filter call lost; reply dropped");
+            return;
+        };
+        ctx.hook = hook;
         let server = ctx.server;
         if status < 200 {
             if decision != Decision::Drop && !ctx.final_sent {
@@ -1683,7 +1727,7 @@ impl Core {
             return;
         }
         let server = ctx.server;
-        let (best, request) = match ctx.best.take() {
+        let (mut best, request) = match ctx.best.take() {
             Some(best) => best,
             None => {
                 // Every final was dropped by filters: answer 500 ourselves.
@@ -1695,10 +1739,33 @@ impl Core {
         };
         let status = best.status().unwrap_or(500);
         if status >= 300 && !ctx.cancelled && ctx.resends < MAX_RESENDS {
-            let mut request = request.unwrap_or_else(|| ctx.request.clone());
-            if let Decision::Resend { next_hop } =
-                self.hooks.on_failure(&mut ctx.hook, &mut request, &best)
-            {
+            let request = request.unwrap_or_else(|| ctx.request.clone());
+            let Some(HookResult {
+                call:
+                    HookCall::Failure {
+                        ctx: hook,
+                        mut request,
+                        reply,
+                    },
+                decision,
+            }) = call_and_wait(
+                &*self.hooks,
+                HookCall::Failure {
+                    ctx: ctx.hook.clone(),
+                    request,
+                    reply: Box::new(best),
+                },
+            )
+            else {
+                tracing::warn!("filter call lost; answering 500");
+                ctx.final_sent = true;
+                self.respond_local(server, 500, now);
+                self.maybe_close_context(ctx_id);
+                return;
+            };
+            ctx.hook = hook;
+            best = *reply;
+            if let Decision::Resend { next_hop } = decision {
                 // The request as sent carries our Via; the new branch gets a fresh one.
                 request.remove_first_value("Via");
                 let hop = match next_hop {

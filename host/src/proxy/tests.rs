@@ -10,7 +10,9 @@ use siphost_sip::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
-use super::hooks::{Decision, FilterHooks, HookContext, NoFilters};
+use super::hooks::{
+    Decision, FilterHooks, HookCall, HookContext, HookDone, HookResult, NoFilters, Submitted,
+};
 use super::{Proxy, ProxyHandle};
 use crate::config::Config;
 use crate::transport::Transport;
@@ -713,33 +715,57 @@ struct Recorder {
 }
 
 impl FilterHooks for Recorder {
-    fn on_request(&self, ctx: &mut HookContext, msg: &mut Message) -> Decision {
-        msg.append_header("X-Filtered", "yes");
-        if let Some(params) = ctx.record_route_params.as_mut() {
-            params.push_str(";vsf=abc");
-        }
-        self.push("request", ctx);
-        Decision::Continue
-    }
-    fn on_reply(&self, ctx: &mut HookContext, _: &mut Message) -> Decision {
-        self.push("reply", ctx);
-        Decision::Continue
-    }
-    fn on_failure(&self, ctx: &mut HookContext, request: &mut Message, _: &Message) -> Decision {
-        self.push("failure", ctx);
-        let first = self
-            .calls
-            .lock()
-            .map(|c| c.iter().filter(|(k, ..)| *k == "failure").count() == 1)
-            .unwrap_or(false);
-        if first {
-            request.set_header("X-Retry", "1");
-            Decision::Resend {
-                next_hop: Some(self.resend_to.clone()),
+    fn submit(&self, call: HookCall, done: HookDone) -> Submitted {
+        let result = match call {
+            HookCall::Request { mut ctx, mut msg } => {
+                msg.append_header("X-Filtered", "yes");
+                if let Some(params) = ctx.record_route_params.as_mut() {
+                    params.push_str(";vsf=abc");
+                }
+                self.push("request", &ctx);
+                HookResult {
+                    call: HookCall::Request { ctx, msg },
+                    decision: Decision::Continue,
+                }
             }
-        } else {
-            Decision::Continue
-        }
+            HookCall::Reply { ctx, msg } => {
+                self.push("reply", &ctx);
+                HookResult {
+                    call: HookCall::Reply { ctx, msg },
+                    decision: Decision::Continue,
+                }
+            }
+            HookCall::Failure {
+                ctx,
+                mut request,
+                reply,
+            } => {
+                self.push("failure", &ctx);
+                let first = self
+                    .calls
+                    .lock()
+                    .map(|c| c.iter().filter(|(k, ..)| *k == "failure").count() == 1)
+                    .unwrap_or(false);
+                let decision = if first {
+                    request.set_header("X-Retry", "1");
+                    Decision::Resend {
+                        next_hop: Some(self.resend_to.clone()),
+                    }
+                } else {
+                    Decision::Continue
+                };
+                HookResult {
+                    call: HookCall::Failure {
+                        ctx,
+                        request,
+                        reply,
+                    },
+                    decision,
+                }
+            }
+        };
+        done(result);
+        Submitted::Queued
     }
 }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use siphost_sip::Message;
 
-use crate::proxy::hooks::{Decision, FilterHooks, HookContext};
+use crate::proxy::hooks::{FilterHooks, HookCall, HookContext, HookDone, HookResult, Submitted};
 use config::{ListenTransport, TenantConfig, parse_listen, validate_tenants};
 pub use engine::EngineOptions;
 use engine::FilterEngine;
@@ -244,29 +244,44 @@ impl Runtime {
 }
 
 impl FilterHooks for Runtime {
-    fn on_request(&self, ctx: &mut HookContext, msg: &mut Message) -> Decision {
-        match self.tenant_for(ctx) {
-            Some(tenant) => tenant.run_chain(Hook::Request, ctx, msg, None),
-            None => Decision::Continue,
-        }
-    }
-
-    fn on_reply(&self, ctx: &mut HookContext, msg: &mut Message) -> Decision {
-        match self.tenant_for(ctx) {
-            Some(tenant) => tenant.run_chain(Hook::Reply, ctx, msg, None),
-            None => Decision::Continue,
-        }
-    }
-
-    fn on_failure(
-        &self,
-        ctx: &mut HookContext,
-        request: &mut Message,
-        reply: &Message,
-    ) -> Decision {
-        match self.tenant_for(ctx) {
-            Some(tenant) => tenant.run_chain(Hook::Failure, ctx, request, Some(reply)),
-            None => Decision::Continue,
-        }
+    /// Runs the tenant's chain on the calling thread, then hands the result to `done`.
+    fn submit(&self, call: HookCall, done: HookDone) -> Submitted {
+        let Some(tenant) = self.tenant_for(call.ctx()) else {
+            return Submitted::NoFilter(call);
+        };
+        let result = match call {
+            HookCall::Request { mut ctx, mut msg } => {
+                let decision = tenant.run_chain(Hook::Request, &mut ctx, &mut msg, None);
+                HookResult {
+                    call: HookCall::Request { ctx, msg },
+                    decision,
+                }
+            }
+            HookCall::Reply { mut ctx, mut msg } => {
+                let decision = tenant.run_chain(Hook::Reply, &mut ctx, &mut msg, None);
+                HookResult {
+                    call: HookCall::Reply { ctx, msg },
+                    decision,
+                }
+            }
+            HookCall::Failure {
+                mut ctx,
+                mut request,
+                reply,
+            } => {
+                let decision =
+                    tenant.run_chain(Hook::Failure, &mut ctx, &mut request, Some(&reply));
+                HookResult {
+                    call: HookCall::Failure {
+                        ctx,
+                        request,
+                        reply,
+                    },
+                    decision,
+                }
+            }
+        };
+        done(result);
+        Submitted::Queued
     }
 }
