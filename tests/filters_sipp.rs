@@ -441,7 +441,7 @@ fn healthy_load(
 /// filter calls instead of waiting for them.
 #[test]
 fn a_looping_tenant_leaves_another_tenants_call_setup_time_as_it_was() {
-    // bench/isolation/run.sh sets other figures through the environment.
+    // The environment may set other figures (bench/isolation is the standalone bench).
     let knob = |name: &str, default: u32| {
         std::env::var(name)
             .ok()
