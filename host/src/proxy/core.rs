@@ -36,13 +36,36 @@ const MAX_RESENDS: u32 = 8;
 /// Retry-After (seconds) of the 503 answering a request whose tenant's filter queue is full.
 const OVERLOAD_RETRY_AFTER: &str = "5";
 
+/// Ids of the core's tables. One counter hands them all out; the types keep a server id from
+/// being looked up among clients.
+macro_rules! table_id {
+    ($($(#[$doc:meta])* $name:ident;)*) => {$(
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        struct $name(u64);
+    )*};
+}
+
+table_id! {
+    /// A server transaction.
+    ServerId;
+    /// A client transaction.
+    ClientId;
+    /// A response context (RFC 3261 §16).
+    ContextId;
+    /// A job waiting for its next hop's address.
+    JobId;
+    /// A call parked with the filters.
+    ParkId;
+}
+
 /// Timer queue keys: which machine a deadline belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum TimerKey {
-    Server(u64),
-    Client(u64),
+    Server(ServerId),
+    Client(ClientId),
     /// RFC 3261 §16.8 Timer C of an INVITE branch that got a provisional response.
-    ProxyC(u64),
+    ProxyC(ClientId),
 }
 
 /// Timer C: how long an INVITE branch may stay in "Proceeding" (RFC 3261: > 3 minutes).
@@ -103,14 +126,14 @@ struct ServerEntry {
     /// The request as received; kept until a final response, to build local responses.
     request: Option<Message>,
     last_response: Option<Bytes>,
-    context: Option<u64>,
+    context: Option<ContextId>,
     /// A CANCEL arrived while the request waited for its filters: answer 487, do not forward.
     cancelled: bool,
 }
 
 enum Owner {
     /// A branch of a proxied request.
-    Branch(u64),
+    Branch(ContextId),
     /// A request from a [`super::ProxyHandle`]; the final response goes here.
     Local(Option<oneshot::Sender<Result<Message, SendError>>>),
     /// A CANCEL we generated; its response ends here.
@@ -132,14 +155,14 @@ struct ClientEntry {
 
 /// The response context of one proxied request (RFC 3261 §16.7).
 struct Context {
-    server: u64,
+    server: ServerId,
     hook: HookContext,
     /// The request after routing preprocessing and hooks, before per-branch edits.
     request: Message,
     loop_hash: u64,
     is_invite: bool,
     /// Client transactions without a final response yet.
-    branches: Vec<u64>,
+    branches: Vec<ClientId>,
     /// Branches dispatched (including ones waiting for DNS) without a final response.
     outstanding: usize,
     best: Option<(Message, Option<Message>)>,
@@ -154,7 +177,7 @@ struct Context {
 
 /// A reply from downstream waiting for its turn at the reply hook.
 struct QueuedReply {
-    client: u64,
+    client: ClientId,
     status: u16,
     response: Message,
     /// The request as sent on the branch, for a final response (failure hook, ACK).
@@ -170,12 +193,12 @@ enum Parked {
     /// A reply on a branch of a response context.
     Reply(ParkedReply),
     /// The best final of a context is a failure (failure_route).
-    Failure(u64),
+    Failure(ContextId),
 }
 
 struct ParkedRequest {
-    server: u64,
-    ctx: u64,
+    server: ServerId,
+    ctx: ContextId,
     loop_hash: u64,
     is_invite: bool,
     /// The next hop static routing chose before the filters ran.
@@ -184,8 +207,8 @@ struct ParkedRequest {
 }
 
 struct ParkedReply {
-    ctx: u64,
-    client: u64,
+    ctx: ContextId,
+    client: ClientId,
     status: u16,
     request: Option<Message>,
 }
@@ -202,7 +225,7 @@ struct ParkedStateless {
 /// Work waiting for a next hop's address.
 enum Job {
     Branch {
-        ctx: u64,
+        ctx: ContextId,
         request: Message,
         fresh: bool,
     },
@@ -220,13 +243,16 @@ enum Job {
 
 enum Internal {
     Resolved {
-        token: u64,
+        token: JobId,
         hop: NextHop,
         result: Result<SocketAddr, ResolveError>,
     },
     /// The filters decided on a parked call (boxed: two messages would make every event
     /// of the core's loop as large).
-    Decided { token: u64, result: Box<HookResult> },
+    Decided {
+        token: ParkId,
+        result: Box<HookResult>,
+    },
 }
 
 enum Event {
@@ -264,14 +290,14 @@ struct Core {
     max_forwards: u32,
     timer_config: TimerConfig,
     timers: TimerQueue<TimerKey>,
-    servers: FxHashMap<u64, ServerEntry>,
+    servers: FxHashMap<ServerId, ServerEntry>,
     /// SipHash, not Fx: its keys (branch, sent-by) are chosen by peers.
-    server_index: HashMap<ServerKey, u64>,
-    clients: FxHashMap<u64, ClientEntry>,
-    client_index: FxHashMap<ClientKey, u64>,
-    contexts: FxHashMap<u64, Context>,
-    pending_jobs: FxHashMap<u64, Job>,
-    parked: FxHashMap<u64, Parked>,
+    server_index: HashMap<ServerKey, ServerId>,
+    clients: FxHashMap<ClientId, ClientEntry>,
+    client_index: FxHashMap<ClientKey, ClientId>,
+    contexts: FxHashMap<ContextId, Context>,
+    pending_jobs: FxHashMap<JobId, Job>,
+    parked: FxHashMap<ParkId, Parked>,
     resolver: Resolver,
     internal: mpsc::UnboundedSender<Internal>,
     instance: u32,
@@ -557,7 +583,7 @@ impl Core {
     /// Hands a call to the filters. Without a filter for it the transaction goes on at once;
     /// otherwise it stays parked until the decision arrives as [`Internal::Decided`].
     fn submit_hook(&mut self, call: HookCall, parked: Parked, now: Instant) {
-        let token = self.next_id();
+        let token = ParkId(self.next_id());
         let events = self.internal.clone();
         let done: HookDone = Box::new(move |result| {
             // The receiver is gone only once the core stopped, and its transactions with it.
@@ -611,7 +637,7 @@ impl Core {
                 if !failed {
                     return;
                 }
-                let affected: Vec<u64> = self
+                let affected: Vec<ClientId> = self
                     .clients
                     .iter()
                     .filter(|(_, c)| c.dest.conn == Some(conn) && !c.machine.is_terminated())
@@ -840,7 +866,7 @@ impl Core {
             return;
         }
         let kind = kind_of(&method);
-        let server_id = self.next_id();
+        let server_id = ServerId(self.next_id());
         let machine =
             ServerTransaction::new(kind, source.kind.is_reliable(), self.timer_config, now);
         self.server_index.insert(key.clone(), server_id);
@@ -861,13 +887,13 @@ impl Core {
 
         // §16.4: route information preprocessing.
         let mut request = msg;
-        let ctx_id = self.next_id();
+        let ctx_id = ContextId(self.next_id());
         let record_route_params =
             (self.record_route && wants_record_route(&request)).then(String::new);
         let hook = self.routed_hook_context(
             &mut request,
             &source,
-            format!("{:08x}-{ctx_id:x}", self.instance),
+            format!("{:08x}-{:x}", self.instance, ctx_id.0),
             record_route_params,
         );
         let parked = ParkedRequest {
@@ -999,7 +1025,7 @@ impl Core {
     }
 
     /// Answers on a server transaction with a response built from its original request.
-    fn respond_local(&mut self, server_id: u64, status: u16, now: Instant) {
+    fn respond_local(&mut self, server_id: ServerId, status: u16, now: Instant) {
         let tag = self.new_tag();
         let Some(response) = self
             .servers
@@ -1015,7 +1041,7 @@ impl Core {
 
     /// Sends a response upstream on a server transaction. Without a live transaction (it
     /// ended) the response is forwarded statelessly by its Via.
-    fn respond(&mut self, server_id: u64, response: Message, now: Instant) {
+    fn respond(&mut self, server_id: ServerId, response: Message, now: Instant) {
         let Some(status) = response.status() else {
             return;
         };
@@ -1053,7 +1079,7 @@ impl Core {
     }
 
     /// Performs a server machine's actions. Returns true when an ACK was passed up.
-    fn drive_server(&mut self, id: u64) -> bool {
+    fn drive_server(&mut self, id: ServerId) -> bool {
         let mut ack_passed_up = false;
         loop {
             let Some(entry) = self.servers.get_mut(&id) else {
@@ -1092,7 +1118,7 @@ impl Core {
         }
     }
 
-    fn remove_server(&mut self, id: u64) {
+    fn remove_server(&mut self, id: ServerId) {
         if let Some(entry) = self.servers.remove(&id) {
             if self.server_index.get(&entry.key) == Some(&id) {
                 self.server_index.remove(&entry.key);
@@ -1120,7 +1146,7 @@ impl Core {
             self.forward_stateless(msg, source, reply_to, now);
             return;
         };
-        let server_id = self.next_id();
+        let server_id = ServerId(self.next_id());
         let machine = ServerTransaction::new(
             Kind::NonInvite,
             source.kind.is_reliable(),
@@ -1154,7 +1180,7 @@ impl Core {
 
     /// §16.10: CANCEL every pending branch (those without a provisional response yet are
     /// cancelled as soon as one arrives, §9.1).
-    fn cancel_context(&mut self, ctx_id: u64, now: Instant) {
+    fn cancel_context(&mut self, ctx_id: ContextId, now: Instant) {
         let Some(ctx) = self.contexts.get_mut(&ctx_id) else {
             return;
         };
@@ -1165,7 +1191,7 @@ impl Core {
         }
     }
 
-    fn cancel_branch(&mut self, id: u64, now: Instant) {
+    fn cancel_branch(&mut self, id: ClientId, now: Instant) {
         let Some(entry) = self.clients.get_mut(&id) else {
             return;
         };
@@ -1188,7 +1214,7 @@ impl Core {
             return;
         }
         let dest = entry.dest;
-        let cancel_id = self.next_id();
+        let cancel_id = ClientId(self.next_id());
         let machine = ClientTransaction::new(
             Kind::NonInvite,
             dest.kind.is_reliable(),
@@ -1407,7 +1433,7 @@ impl Core {
             self.send_job(job, hop.kind, addr, now);
             return;
         }
-        let token = self.next_id();
+        let token = JobId(self.next_id());
         self.pending_jobs.insert(token, job);
         let internal = self.internal.clone();
         tokio::spawn(async move {
@@ -1504,7 +1530,7 @@ impl Core {
     /// client transaction.
     fn send_branch(
         &mut self,
-        ctx_id: u64,
+        ctx_id: ContextId,
         mut request: Message,
         fresh: bool,
         kind: TransportKind,
@@ -1581,8 +1607,8 @@ impl Core {
         dest: Destination,
         owner: Owner,
         now: Instant,
-    ) -> u64 {
-        let id = self.next_id();
+    ) -> ClientId {
+        let id = ClientId(self.next_id());
         let machine = ClientTransaction::new(kind, dest.kind.is_reliable(), self.timer_config, now);
         let bytes = request.to_bytes();
         self.client_index.insert(key.clone(), id);
@@ -1604,7 +1630,7 @@ impl Core {
         id
     }
 
-    fn remove_client(&mut self, id: u64) {
+    fn remove_client(&mut self, id: ClientId) {
         if let Some(entry) = self.clients.remove(&id) {
             if self.client_index.get(&entry.key) == Some(&id) {
                 self.client_index.remove(&entry.key);
@@ -1615,7 +1641,7 @@ impl Core {
     }
 
     /// Performs a client machine's actions; `response` is the response just fed to it.
-    fn drive_client(&mut self, id: u64, mut response: Option<Message>, now: Instant) {
+    fn drive_client(&mut self, id: ClientId, mut response: Option<Message>, now: Instant) {
         loop {
             let Some(entry) = self.clients.get_mut(&id) else {
                 return;
@@ -1674,7 +1700,7 @@ impl Core {
     }
 
     /// A client transaction ended without a final response: time-out or transport error.
-    fn client_failed(&mut self, id: u64, status: u16, now: Instant) {
+    fn client_failed(&mut self, id: ClientId, status: u16, now: Instant) {
         let Some(entry) = self.clients.get_mut(&id) else {
             return;
         };
@@ -1703,7 +1729,13 @@ impl Core {
 
     /// A branch ended without a response from downstream: a local final (408, 503, 487)
     /// built from the original request takes its place.
-    fn branch_failed(&mut self, ctx_id: u64, client: Option<u64>, status: u16, now: Instant) {
+    fn branch_failed(
+        &mut self,
+        ctx_id: ContextId,
+        client: Option<ClientId>,
+        status: u16,
+        now: Instant,
+    ) {
         let Some(server) = self.contexts.get(&ctx_id).map(|c| c.server) else {
             return;
         };
@@ -1719,7 +1751,7 @@ impl Core {
         self.branch_final(ctx_id, client, status, response, request, now);
     }
 
-    fn pass_up(&mut self, id: u64, status: u16, response: Message, now: Instant) {
+    fn pass_up(&mut self, id: ClientId, status: u16, response: Message, now: Instant) {
         let Some(entry) = self.clients.get_mut(&id) else {
             return;
         };
@@ -1753,8 +1785,8 @@ impl Core {
     /// A response from downstream on a branch (§16.7).
     fn branch_response(
         &mut self,
-        ctx_id: u64,
-        client_id: u64,
+        ctx_id: ContextId,
+        client_id: ClientId,
         status: u16,
         mut response: Message,
         now: Instant,
@@ -1817,7 +1849,7 @@ impl Core {
     }
 
     /// Hands a reply to the reply hook; its context's hook lane is free.
-    fn submit_reply(&mut self, ctx_id: u64, reply: QueuedReply, now: Instant) {
+    fn submit_reply(&mut self, ctx_id: ContextId, reply: QueuedReply, now: Instant) {
         let Some(ctx) = self.contexts.get_mut(&ctx_id) else {
             return;
         };
@@ -1871,7 +1903,7 @@ impl Core {
 
     /// Once a context's hook lane is free: the next queued reply goes to the filters, or, with
     /// none left, the context finishes if it can.
-    fn next_in_lane(&mut self, ctx_id: u64, now: Instant) {
+    fn next_in_lane(&mut self, ctx_id: ContextId, now: Instant) {
         let Some(ctx) = self.contexts.get_mut(&ctx_id) else {
             return;
         };
@@ -1888,8 +1920,8 @@ impl Core {
     /// (our Via removed), `None` when a filter dropped it.
     fn branch_final(
         &mut self,
-        ctx_id: u64,
-        client_id: Option<u64>,
+        ctx_id: ContextId,
+        client_id: Option<ClientId>,
         status: u16,
         response: Option<Message>,
         request: Option<Message>,
@@ -1950,7 +1982,7 @@ impl Core {
 
     /// When no branch is outstanding and no hook of the context is with the filters: run the
     /// failure hook on the best response (it may resend), else relay it.
-    fn maybe_finish(&mut self, ctx_id: u64, now: Instant) {
+    fn maybe_finish(&mut self, ctx_id: ContextId, now: Instant) {
         let Some(ctx) = self.contexts.get_mut(&ctx_id) else {
             return;
         };
@@ -1990,7 +2022,7 @@ impl Core {
 
     /// The failure hook decided: send the request again on a new branch, or relay the best
     /// final response.
-    fn failure_decided(&mut self, ctx_id: u64, result: HookResult, now: Instant) {
+    fn failure_decided(&mut self, ctx_id: ContextId, result: HookResult, now: Instant) {
         let Some(ctx) = self.contexts.get_mut(&ctx_id) else {
             return;
         };
@@ -2048,7 +2080,7 @@ impl Core {
         self.next_in_lane(ctx_id, now);
     }
 
-    fn maybe_close_context(&mut self, ctx_id: u64) {
+    fn maybe_close_context(&mut self, ctx_id: ContextId) {
         let done = self.contexts.get(&ctx_id).is_some_and(|c| {
             c.final_sent && c.outstanding == 0 && !c.hook_busy && c.queued_replies.is_empty()
         });
