@@ -176,18 +176,11 @@ impl Core {
                 ClientAction::Transmit => {
                     let dest = entry.dest;
                     let bytes = entry.bytes.clone();
-                    match self.transmit(dest.kind, dest.listener, dest.remote, dest.conn, bytes) {
-                        Ok(conn) => {
-                            if let (Some(conn), Some(entry)) = (conn, self.clients.get_mut(&id)) {
-                                entry.dest.conn = Some(conn);
-                            }
-                        }
-                        Err(e) => {
-                            tracing::debug!(remote = %dest.remote, error = %e, "request send failed");
-                            if let Some(entry) = self.clients.get_mut(&id) {
-                                let _ = entry.machine.on_transport_error(now);
-                            }
-                        }
+                    let conn =
+                        self.transmit(dest.kind, dest.listener, dest.remote, dest.conn, bytes);
+                    // A connection that fails comes back as a Closed event naming it.
+                    if let (Some(conn), Some(entry)) = (conn, self.clients.get_mut(&id)) {
+                        entry.dest.conn = Some(conn);
                     }
                 }
                 ClientAction::SendAck => {
@@ -197,11 +190,7 @@ impl Core {
                     };
                     if let Some(ack) = ack {
                         let dest = entry.dest;
-                        if let Err(e) =
-                            self.transmit(dest.kind, dest.listener, dest.remote, dest.conn, ack)
-                        {
-                            tracing::debug!(error = %e, "ACK send failed");
-                        }
+                        self.transmit(dest.kind, dest.listener, dest.remote, dest.conn, ack);
                     }
                 }
                 ClientAction::PassUp(status) => {

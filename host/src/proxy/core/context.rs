@@ -93,7 +93,7 @@ impl Core {
             return;
         }
         let inbound = self.servers.get(&ctx.server).map(|s| s.source.listener);
-        let Some(listener) = self.transport.pick_listener(kind, inbound, &addr) else {
+        let Some(listener) = pick_listener(&self.listeners, kind, inbound, &addr) else {
             tracing::debug!(%kind, "no listener to forward over");
             self.branch_failed(ctx_id, None, 503, now);
             return;
@@ -103,22 +103,18 @@ impl Core {
             // dialog reaches us on the socket it knows (the outbound one ends up on top).
             if let Some(inbound) = inbound
                 && inbound != listener
-                && let Some(l) = self.transport.listener(inbound)
+                && let Some(l) = self.listeners.get(inbound)
             {
                 request.prepend_header("Record-Route", &record_route_value(l, params));
             }
-            if let Some(l) = self.transport.listener(listener) {
+            if let Some(l) = self.listeners.get(listener) {
                 request.prepend_header("Record-Route", &record_route_value(l, params));
             }
         }
         let hash = ctx.loop_hash;
         let is_invite = ctx.is_invite;
         let branch = self.new_branch(hash);
-        let Some(via) = self
-            .transport
-            .listener(listener)
-            .map(|l| via_value(l, &branch))
-        else {
+        let Some(via) = self.listeners.get(listener).map(|l| via_value(l, &branch)) else {
             return;
         };
         request.prepend_header("Via", &via);

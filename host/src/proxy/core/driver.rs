@@ -22,6 +22,9 @@ pub enum ProxyError {
 /// The proxy: build with [`Proxy::new`], then [`Proxy::run`] until shutdown.
 pub struct Proxy {
     core: Core,
+    transport: Transport,
+    /// For the resolver's tasks to answer the core.
+    internal: mpsc::UnboundedSender<Internal>,
     udp: UdpReceiver,
     events: mpsc::Receiver<TransportEvent>,
     commands: mpsc::Receiver<Command>,
@@ -36,44 +39,82 @@ impl Proxy {
         hooks: Arc<dyn FilterHooks>,
         commands: CommandReceiver,
     ) -> Result<Proxy, ProxyError> {
-        let t = &config.transaction;
-        let timer_config = TimerConfig::new(
-            Duration::from_millis(t.t1_ms),
-            Duration::from_millis(t.t2_ms),
-            Duration::from_millis(t.t4_ms),
-        )?;
         let (internal, internal_rx) = mpsc::unbounded_channel();
-        let us = Identities::new(bound.transport.listeners());
-        let core = Core {
-            transport: bound.transport,
+        let listeners = bound.transport.listeners().to_vec();
+        let conn_ids = bound.transport.conn_ids();
+        let core = Core::new(
+            config,
+            listeners,
+            conn_ids,
             hooks,
-            stats: commands.stats,
-            us,
-            router: Router::new(&config.proxy),
-            record_route: config.proxy.record_route,
-            max_forwards: config.proxy.max_forwards,
-            timer_config,
-            timers: TimerQueue::new(),
-            servers: FxHashMap::default(),
-            server_index: HashMap::new(),
-            clients: FxHashMap::default(),
-            client_index: FxHashMap::default(),
-            contexts: FxHashMap::default(),
-            pending_jobs: FxHashMap::default(),
-            parked: FxHashMap::default(),
-            resolver: Resolver::default(),
-            internal,
-            instance: rand::random(),
-            next_id: 1,
-            draining: None,
-        };
+            commands.stats,
+            internal.clone(),
+        )?;
         Ok(Proxy {
             core,
+            transport: bound.transport,
+            internal,
             udp: bound.udp,
             events: bound.events,
             commands: commands.commands,
             internal_rx,
         })
+    }
+
+    /// Carries out what the core asked for. A connection that cannot take a message goes back
+    /// to the core as failed, which fails the transactions using it.
+    fn carry_out(&mut self) {
+        while let Some(output) = self.core.outputs.pop_front() {
+            match output {
+                Output::Datagram {
+                    listener,
+                    remote,
+                    data,
+                } => {
+                    if let Err(e) = self.transport.send_udp(listener, remote, &data) {
+                        tracing::debug!(%remote, error = %e, "UDP send failed");
+                    }
+                }
+                Output::Connect {
+                    conn,
+                    remote,
+                    listener,
+                } => {
+                    if let Err(e) = self.transport.connect(conn, remote, listener) {
+                        tracing::debug!(%remote, error = %e, "TCP connection not opened");
+                        self.connection_failed(conn, remote);
+                    }
+                }
+                Output::Stream { conn, data } => match self.transport.write(conn, data) {
+                    Ok(()) => {}
+                    Err(SendFailure::WriteQueueFull(remote)) => {
+                        ProxyStats::bump(&self.core.stats.slow_peers_dropped);
+                        self.connection_failed(conn, remote);
+                    }
+                    Err(e) => tracing::debug!(conn, error = %e, "TCP message not queued"),
+                },
+                Output::Resolve { job, hop } => {
+                    let internal = self.internal.clone();
+                    tokio::spawn(async move {
+                        let result = Resolver::lookup(hop.host.clone(), hop.port).await;
+                        let _ = internal.send(Internal::Resolved {
+                            token: job,
+                            hop,
+                            result,
+                        });
+                    });
+                }
+            }
+        }
+    }
+
+    fn connection_failed(&mut self, conn: ConnId, remote: SocketAddr) {
+        let closed = TransportEvent::Closed {
+            conn,
+            remote,
+            failed: true,
+        };
+        self.core.on_transport_event(closed, Instant::now());
     }
 
     /// Runs until a shutdown command has been served: in-flight transactions finished or the
@@ -129,7 +170,10 @@ impl Proxy {
             let now = Instant::now();
             match event {
                 Event::Datagram(data, source) => self.core.on_message(data, source, now),
-                Event::Transport(event) => self.core.on_transport_event(event, now),
+                Event::Transport(event) => {
+                    self.transport.on_event(&event);
+                    self.core.on_transport_event(event, now);
+                }
                 Event::Command(command) => self.core.on_command(command, now),
                 Event::Internal(internal) => self.core.on_internal(internal, now),
                 Event::Timer => {
@@ -144,7 +188,8 @@ impl Proxy {
                     break;
                 }
             }
+            self.carry_out();
         }
-        self.core.transport.close_all();
+        self.transport.close_all();
     }
 }

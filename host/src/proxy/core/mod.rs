@@ -8,6 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -28,8 +29,8 @@ use super::routing::{
 };
 use crate::config::Config;
 use crate::transport::{
-    Bound, ConnId, NextHop, ResolveError, Resolver, SendFailure, Source, Transport, TransportEvent,
-    TransportKind, UdpReceiver,
+    Bound, ConnId, Listener, NextHop, ResolveError, Resolver, SendFailure, Source, Transport,
+    TransportEvent, TransportKind, UdpReceiver, pick_listener,
 };
 
 mod client;
@@ -43,6 +44,9 @@ use context::*;
 pub use driver::{Proxy, ProxyError};
 use server::*;
 use stateless::*;
+
+#[cfg(test)]
+mod tests;
 
 /// Retry-After (seconds) of the 503 answering a request whose tenant's filter queue is full.
 const OVERLOAD_RETRY_AFTER: &str = "5";
@@ -124,8 +128,69 @@ enum Internal {
     },
 }
 
+/// What the core asks its driver to do.
+#[derive(Debug)]
+enum Output {
+    /// Send a datagram from a UDP listener.
+    Datagram {
+        listener: usize,
+        remote: SocketAddr,
+        data: Bytes,
+    },
+    /// Open TCP connection `conn` (its id chosen by the core) to `remote`.
+    Connect {
+        conn: ConnId,
+        remote: SocketAddr,
+        listener: usize,
+    },
+    /// Queue bytes on a TCP connection.
+    Stream { conn: ConnId, data: Bytes },
+    /// Look up a next hop's host name; the answer comes back as [`Internal::Resolved`].
+    Resolve { job: JobId, hop: NextHop },
+}
+
+/// The TCP connections the core knows, by id and by peer, so requests and responses reuse
+/// them (RFC 3261 §18). Ids come from the transport's counter, shared with accepted ones.
+struct ConnTable {
+    remotes: FxHashMap<ConnId, SocketAddr>,
+    by_remote: HashMap<SocketAddr, ConnId>,
+    ids: Arc<AtomicU64>,
+}
+
+impl ConnTable {
+    fn new(ids: Arc<AtomicU64>) -> ConnTable {
+        ConnTable {
+            remotes: FxHashMap::default(),
+            by_remote: HashMap::new(),
+            ids,
+        }
+    }
+
+    /// Applies a connection event; false for a `Closed` of a connection no longer known.
+    fn on_event(&mut self, event: &TransportEvent) -> bool {
+        match event {
+            TransportEvent::Opened { conn, remote, .. } => {
+                self.remotes.insert(*conn, *remote);
+                self.by_remote.insert(*remote, *conn);
+                true
+            }
+            TransportEvent::Closed { conn, remote, .. } => {
+                let known = self.remotes.remove(conn).is_some();
+                if self.by_remote.get(remote) == Some(conn) {
+                    self.by_remote.remove(remote);
+                }
+                known
+            }
+            TransportEvent::Message { .. } => true,
+        }
+    }
+}
+
 struct Core {
-    transport: Transport,
+    listeners: Vec<Listener>,
+    conns: ConnTable,
+    /// What the driver is to carry out, in order.
+    outputs: VecDeque<Output>,
     hooks: Arc<dyn FilterHooks>,
     stats: Arc<ProxyStats>,
     us: Identities,
@@ -177,6 +242,49 @@ fn kind_of(method: &Method) -> Kind {
 }
 
 impl Core {
+    /// A core over `listeners` (bound by the driver), with TCP connection ids drawn from
+    /// `conn_ids`; filter decisions come back through `internal`.
+    fn new(
+        config: &Config,
+        listeners: Vec<Listener>,
+        conn_ids: Arc<AtomicU64>,
+        hooks: Arc<dyn FilterHooks>,
+        stats: Arc<ProxyStats>,
+        internal: mpsc::UnboundedSender<Internal>,
+    ) -> Result<Core, ProxyError> {
+        let t = &config.transaction;
+        let timer_config = TimerConfig::new(
+            Duration::from_millis(t.t1_ms),
+            Duration::from_millis(t.t2_ms),
+            Duration::from_millis(t.t4_ms),
+        )?;
+        Ok(Core {
+            us: Identities::new(&listeners),
+            listeners,
+            conns: ConnTable::new(conn_ids),
+            outputs: VecDeque::new(),
+            hooks,
+            stats,
+            router: Router::new(&config.proxy),
+            record_route: config.proxy.record_route,
+            max_forwards: config.proxy.max_forwards,
+            timer_config,
+            timers: TimerQueue::new(),
+            servers: FxHashMap::default(),
+            server_index: HashMap::new(),
+            clients: FxHashMap::default(),
+            client_index: FxHashMap::default(),
+            contexts: FxHashMap::default(),
+            pending_jobs: FxHashMap::default(),
+            parked: FxHashMap::default(),
+            resolver: Resolver::default(),
+            internal,
+            instance: rand::random(),
+            next_id: 1,
+            draining: None,
+        })
+    }
+
     fn next_id(&mut self) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
@@ -294,12 +402,12 @@ impl Core {
     }
 
     fn on_transport_event(&mut self, event: TransportEvent, now: Instant) {
-        self.transport.on_event(&event);
+        let known = self.conns.on_event(&event);
         match event {
             TransportEvent::Message { data, source } => self.on_message(data, source, now),
             TransportEvent::Opened { .. } => {}
             TransportEvent::Closed { conn, failed, .. } => {
-                if !failed {
+                if !failed || !known {
                     return;
                 }
                 let affected: Vec<ClientId> = self
@@ -367,7 +475,8 @@ impl Core {
         }
     }
 
-    /// Hands bytes to the transport; a TCP peer dropped for not reading is counted.
+    /// Sends bytes over UDP, or over TCP on `conn` when it is still open, else on an open
+    /// connection to `remote`, else on a new one. Returns the TCP connection used.
     fn transmit(
         &mut self,
         kind: TransportKind,
@@ -375,19 +484,42 @@ impl Core {
         remote: SocketAddr,
         conn: Option<ConnId>,
         data: Bytes,
-    ) -> Result<Option<ConnId>, SendFailure> {
-        let sent = self.transport.send(kind, listener, remote, conn, data);
-        if let Err(SendFailure::WriteQueueFull(_)) = sent {
-            ProxyStats::bump(&self.stats.slow_peers_dropped);
+    ) -> Option<ConnId> {
+        match kind {
+            TransportKind::Udp => {
+                let datagram = Output::Datagram {
+                    listener,
+                    remote,
+                    data,
+                };
+                self.outputs.push_back(datagram);
+                None
+            }
+            TransportKind::Tcp => {
+                let known = conn
+                    .filter(|id| self.conns.remotes.contains_key(id))
+                    .or_else(|| self.conns.by_remote.get(&remote).copied());
+                let conn = known.unwrap_or_else(|| {
+                    let conn = self.conns.ids.fetch_add(1, Ordering::Relaxed);
+                    self.conns.remotes.insert(conn, remote);
+                    self.conns.by_remote.insert(remote, conn);
+                    let connect = Output::Connect {
+                        conn,
+                        remote,
+                        listener,
+                    };
+                    self.outputs.push_back(connect);
+                    conn
+                });
+                self.outputs.push_back(Output::Stream { conn, data });
+                Some(conn)
+            }
         }
-        sent
     }
 
     /// Sends bytes back the way a message came: its connection if open, else the address.
     fn send_to_source(&mut self, source: Source, remote: SocketAddr, data: Bytes) {
-        if let Err(e) = self.transmit(source.kind, source.listener, remote, source.conn, data) {
-            tracing::debug!(%remote, error = %e, "send failed");
-        }
+        self.transmit(source.kind, source.listener, remote, source.conn, data);
     }
 
     /// §16.4 route preprocessing of a request about to pass the filters, and the hook context
@@ -402,8 +534,8 @@ impl Core {
     ) -> HookContext {
         let own_route = preprocess_route(request, &self.us);
         let local = self
-            .transport
-            .listener(source.listener)
+            .listeners
+            .get(source.listener)
             .map_or(source.remote, |l| l.local);
         HookContext {
             transport: source.kind.as_str(),
@@ -477,11 +609,7 @@ impl Core {
         }
         let token = JobId(self.next_id());
         self.pending_jobs.insert(token, job);
-        let internal = self.internal.clone();
-        tokio::spawn(async move {
-            let result = Resolver::lookup(hop.host.clone(), hop.port).await;
-            let _ = internal.send(Internal::Resolved { token, hop, result });
-        });
+        self.outputs.push_back(Output::Resolve { job: token, hop });
     }
 
     /// A job whose next hop gave no address: a proxied branch ends with `status`, a local
@@ -508,26 +636,20 @@ impl Core {
                 branch,
                 inbound,
             } => {
-                let Some(listener) = self.transport.pick_listener(kind, Some(inbound), &addr)
+                let Some(listener) = pick_listener(&self.listeners, kind, Some(inbound), &addr)
                 else {
                     tracing::debug!(%kind, "no listener for a stateless request");
                     return;
                 };
-                let Some(via) = self
-                    .transport
-                    .listener(listener)
-                    .map(|l| via_value(l, &branch))
-                else {
+                let Some(via) = self.listeners.get(listener).map(|l| via_value(l, &branch)) else {
                     return;
                 };
                 request.prepend_header("Via", &via);
                 ProxyStats::bump(&self.stats.forwarded);
-                if let Err(e) = self.transmit(kind, listener, addr, None, request.to_bytes()) {
-                    tracing::debug!(%addr, error = %e, "stateless request send failed");
-                }
+                self.transmit(kind, listener, addr, None, request.to_bytes());
             }
             Job::Local { mut request, reply } => {
-                let Some(listener) = self.transport.pick_listener(kind, None, &addr) else {
+                let Some(listener) = pick_listener(&self.listeners, kind, None, &addr) else {
                     let _ = reply.send(Err(SendError::NoListener(kind)));
                     return;
                 };
@@ -537,7 +659,7 @@ impl Core {
                     let branch = self.new_branch(hash);
                     if request.top_via().is_some() {
                         request.set_top_via_param("branch", Some(&branch));
-                    } else if let Some(l) = self.transport.listener(listener) {
+                    } else if let Some(l) = self.listeners.get(listener) {
                         let via = via_value(l, &branch);
                         request.prepend_header("Via", &via);
                     }

@@ -403,19 +403,9 @@ impl Core {
         // An INVITE server never resends a 2xx itself (RFC 6026 "Accepted").
         let resendable = !(entry.machine.kind() == Kind::Invite && (200..300).contains(&status));
         entry.last_response = resendable.then(|| bytes.clone());
-        let sent = self.transmit(source.kind, source.listener, reply_to, source.conn, bytes);
-        match sent {
-            Ok(conn) => {
-                if let (Some(conn), Some(entry)) = (conn, self.servers.get_mut(&server_id)) {
-                    entry.source.conn = Some(conn);
-                }
-            }
-            Err(e) => {
-                tracing::debug!(remote = %reply_to, error = %e, "response send failed");
-                if let Some(entry) = self.servers.get_mut(&server_id) {
-                    let _ = entry.machine.on_transport_error(now);
-                }
-            }
+        let conn = self.transmit(source.kind, source.listener, reply_to, source.conn, bytes);
+        if let (Some(conn), Some(entry)) = (conn, self.servers.get_mut(&server_id)) {
+            entry.source.conn = Some(conn);
         }
         self.drive_server(server_id);
     }

@@ -150,11 +150,9 @@ impl Core {
             tracing::debug!("response with no usable Via dropped");
             return;
         };
-        let Some(listener) = self.transport.pick_listener(kind, None, &addr) else {
+        let Some(listener) = pick_listener(&self.listeners, kind, None, &addr) else {
             return;
         };
-        if let Err(e) = self.transmit(kind, listener, addr, None, response.to_bytes()) {
-            tracing::debug!(%addr, error = %e, "stateless response send failed");
-        }
+        self.transmit(kind, listener, addr, None, response.to_bytes());
     }
 }
