@@ -21,9 +21,13 @@ struct Harness {
 }
 
 fn harness(hooks: Arc<dyn FilterHooks>) -> Harness {
+    harness_routed_to(UAS, hooks)
+}
+
+fn harness_routed_to(default_route: &str, hooks: Arc<dyn FilterHooks>) -> Harness {
     let text = format!(
         "[[listen]]\ntransport = \"udp\"\naddress = \"{PROXY}\"\n\
-         [proxy]\nrecord_route = true\ndefault_route = \"sip:{UAS}\"\n"
+         [proxy]\nrecord_route = true\ndefault_route = \"sip:{default_route}\"\n"
     );
     let config = Config::parse(&text).expect("test config");
     let listeners = vec![Listener {
@@ -130,7 +134,11 @@ const MS: Duration = Duration::from_millis(1);
 #[test]
 fn invite_is_forwarded_retransmitted_on_timer_a_and_answered() {
     let mut h = harness(Arc::new(NoFilters));
-    let sent = h.receive(UAC, &request("INVITE", "z9hG4bKa1", "call-a"), Duration::ZERO);
+    let sent = h.receive(
+        UAC,
+        &request("INVITE", "z9hG4bKa1", "call-a"),
+        Duration::ZERO,
+    );
     assert_eq!(statuses(&sent, UAC), [100]);
     let forwarded = requests_to(&sent, UAS);
     assert_eq!(forwarded.len(), 1);
@@ -157,7 +165,11 @@ fn invite_is_forwarded_retransmitted_on_timer_a_and_answered() {
 #[test]
 fn unanswered_invite_ends_408_at_timer_b() {
     let mut h = harness(Arc::new(NoFilters));
-    h.receive(UAC, &request("INVITE", "z9hG4bKb1", "call-b"), Duration::ZERO);
+    h.receive(
+        UAC,
+        &request("INVITE", "z9hG4bKb1", "call-b"),
+        Duration::ZERO,
+    );
     let mut invites = 1;
     let mut upstream = Vec::new();
     for step in 1..=66 {
@@ -211,7 +223,10 @@ fn cancel_of_a_parked_invite_is_answered_and_the_invite_ends_487() {
     });
     let mut h = harness(hooks.clone());
     let invite = request("INVITE", "z9hG4bKc1", "call-c");
-    assert_eq!(statuses(&h.receive(UAC, &invite, Duration::ZERO), UAC), [100]);
+    assert_eq!(
+        statuses(&h.receive(UAC, &invite, Duration::ZERO), UAC),
+        [100]
+    );
     assert_eq!(hooks.count(), 1);
     // A retransmission is absorbed by the server transaction: no second filter call.
     assert_eq!(statuses(&h.receive(UAC, &invite, 400 * MS), UAC), [100]);
@@ -232,7 +247,11 @@ fn cancel_of_a_parked_invite_is_answered_and_the_invite_ends_487() {
 fn replies_of_one_context_pass_the_reply_hook_in_order() {
     let hooks = Arc::new(Holding::default());
     let mut h = harness(hooks.clone());
-    let sent = h.receive(UAC, &request("INVITE", "z9hG4bKd1", "call-d"), Duration::ZERO);
+    let sent = h.receive(
+        UAC,
+        &request("INVITE", "z9hG4bKd1", "call-d"),
+        Duration::ZERO,
+    );
     let forwarded = requests_to(&sent, UAS)[0].clone();
     let sent = h.receive(UAS, &answer(&forwarded, 180, "Ringing"), 10 * MS);
     assert!(statuses(&sent, UAC).is_empty(), "180 with its filters");
@@ -249,4 +268,144 @@ fn replies_of_one_context_pass_the_reply_hook_in_order() {
         h.core.contexts.is_empty(),
         "context closed once its lane is empty"
     );
+}
+
+#[test]
+fn max_forwards_zero_gets_483_and_malformed_gets_400() {
+    let mut h = harness(Arc::new(NoFilters));
+    let text =
+        request("INVITE", "z9hG4bKmf", "call-mf").replace("Max-Forwards: 70", "Max-Forwards: 0");
+    let sent = h.receive(UAC, &text, Duration::ZERO);
+    assert_eq!(statuses(&sent, UAC), [483]);
+    assert!(requests_to(&sent, UAS).is_empty());
+
+    let broken =
+        request("INVITE", "z9hG4bKbad", "call-bad").replace("CSeq: 1 INVITE", "CSeq: one INVITE");
+    h.core.on_message(
+        Bytes::from(broken),
+        Source {
+            kind: TransportKind::Udp,
+            listener: 0,
+            remote: addr(UAC),
+            conn: None,
+        },
+        h.t0,
+    );
+    let raw: Vec<Output> = h.core.outputs.drain(..).collect();
+    let [Output::Datagram { remote, data, .. }] = raw.as_slice() else {
+        panic!("one datagram expected: {raw:?}");
+    };
+    let text = String::from_utf8_lossy(data);
+    assert_eq!(*remote, addr(UAC));
+    assert!(
+        text.starts_with("SIP/2.0 400 ") && text.contains("Call-ID: call-bad"),
+        "{text}"
+    );
+    assert_eq!(h.core.stats.malformed.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn proxy_require_gets_420_naming_the_unsupported_tags() {
+    let mut h = harness(Arc::new(NoFilters));
+    let text = request("INVITE", "z9hG4bKpr", "call-pr").replace(
+        "Max-Forwards: 70",
+        "Max-Forwards: 70\r\nProxy-Require: foo\r\nProxy-Require: bar, baz",
+    );
+    let sent = h.receive(UAC, &text, Duration::ZERO);
+    assert_eq!(statuses(&sent, UAC), [420]);
+    assert_eq!(sent[0].1.header("Unsupported"), Some("foo, bar, baz"));
+    assert!(requests_to(&sent, UAS).is_empty());
+}
+
+#[test]
+fn request_routed_back_to_us_is_a_loop() {
+    let mut h = harness_routed_to(PROXY, Arc::new(NoFilters));
+    let sent = h.receive(
+        UAC,
+        &request("INVITE", "z9hG4bKloop", "call-loop"),
+        Duration::ZERO,
+    );
+    let looped = requests_to(&sent, PROXY)[0].clone();
+    let sent = h.receive(PROXY, &String::from_utf8_lossy(&looped.to_bytes()), MS);
+    assert_eq!(statuses(&sent, PROXY), [482]);
+}
+
+#[test]
+fn lone_cancel_with_max_forwards_zero_gets_483() {
+    let mut h = harness(Arc::new(NoFilters));
+    let text =
+        request("CANCEL", "z9hG4bKmf0", "call-mf0").replace("Max-Forwards: 70", "Max-Forwards: 0");
+    let sent = h.receive(UAC, &text, Duration::ZERO);
+    assert_eq!(statuses(&sent, UAC), [483]);
+    assert!(requests_to(&sent, UAS).is_empty());
+}
+
+#[test]
+fn stray_response_goes_upstream_only_under_our_via() {
+    let mut h = harness(Arc::new(NoFilters));
+    let stale = |top: &str| {
+        sip(&[
+            "SIP/2.0 487 Request Terminated",
+            &format!("Via: SIP/2.0/UDP {top};branch=z9hG4bKgone"),
+            &format!("Via: SIP/2.0/UDP {UAC};branch=z9hG4bKuacgone"),
+            "From: <sip:alice@example.com>;tag=a1",
+            "To: <sip:bob@example.com>;tag=b1",
+            "Call-ID: call-gone",
+            "CSeq: 1 INVITE",
+        ])
+    };
+    // A final after our transaction ended (no client transaction matches) still goes on.
+    let sent = h.receive(UAS, &stale(PROXY), Duration::ZERO);
+    assert_eq!(statuses(&sent, UAC), [487]);
+    assert_eq!(sent[0].1.header_values("Via").count(), 1);
+    // Not our Via on top: not ours to route.
+    assert!(h.receive(UAS, &stale(UAS), MS).is_empty());
+    // Only our Via: it was for us and goes nowhere.
+    let only_ours = stale(PROXY).replace(
+        &format!("Via: SIP/2.0/UDP {UAC};branch=z9hG4bKuacgone\r\n"),
+        "",
+    );
+    assert!(h.receive(UAS, &only_ours, 2 * MS).is_empty());
+}
+
+#[test]
+fn unanswered_non_invite_is_resent_on_timer_e_and_ends_408_at_timer_f() {
+    let mut h = harness(Arc::new(NoFilters));
+    let sent = h.receive(
+        UAC,
+        &request("OPTIONS", "z9hG4bKo1", "call-o"),
+        Duration::ZERO,
+    );
+    let first = requests_to(&sent, UAS)[0].to_bytes();
+    let again = h.timers(500 * MS);
+    assert_eq!(
+        requests_to(&again, UAS)[0].to_bytes(),
+        first,
+        "Timer E resends it unchanged"
+    );
+    let mut upstream = Vec::new();
+    for step in 2..=64 {
+        upstream.extend(statuses(&h.timers(step * 500 * MS), UAC));
+    }
+    assert_eq!(upstream, [408], "Timer F at 64·T1");
+}
+
+#[test]
+fn overloaded_filters_answer_a_request_503_with_retry_after() {
+    struct Full;
+    impl FilterHooks for Full {
+        fn submit(&self, call: HookCall, _done: HookDone) -> Submitted {
+            Submitted::Overloaded(call)
+        }
+    }
+    let mut h = harness(Arc::new(Full));
+    let sent = h.receive(
+        UAC,
+        &request("INVITE", "z9hG4bKf1", "call-f"),
+        Duration::ZERO,
+    );
+    assert_eq!(statuses(&sent, UAC), [100, 503]);
+    assert_eq!(sent[1].1.header("Retry-After"), Some(OVERLOAD_RETRY_AFTER));
+    assert!(requests_to(&sent, UAS).is_empty());
+    assert_eq!(h.core.stats.overloaded.load(Ordering::Relaxed), 1);
 }
