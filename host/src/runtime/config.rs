@@ -30,6 +30,9 @@ pub struct TenantConfig {
     /// The filter chain, run in order.
     #[serde(default)]
     pub filter: Vec<FilterConfig>,
+    /// The tenant's remote-registration store (`[tenant.registrations]`).
+    #[serde(default)]
+    pub registrations: Option<crate::registrations::RegistrationsConfig>,
 }
 
 /// One filter of a tenant's chain.
@@ -127,6 +130,11 @@ pub fn validate_tenants(tenants: &[TenantConfig]) -> Result<(), String> {
         if tenant.cpu_limit_ms == 0 {
             return Err(format!("{at}.cpu_limit_ms: must be at least 1"));
         }
+        if let Some(registrations) = &tenant.registrations {
+            registrations
+                .validate()
+                .map_err(|(key, why)| format!("{at}.registrations.{key}: {why}"))?;
+        }
         for (j, filter) in tenant.filter.iter().enumerate() {
             filter
                 .config_json()
@@ -196,6 +204,20 @@ mod tests {
         assert!(err.starts_with("tenant[1].listen[0]"), "{err}");
         assert!(parse("[[tenant]]\nname = \"a\"\n[[tenant]]\nname = \"a\"\n").is_err());
         assert!(parse("[[tenant]]\nname = \"a\"\ncpu_limit_ms = 0\n").is_err());
+    }
+
+    #[test]
+    fn registrations_section_is_optional_and_validated() {
+        let tenants = parse(
+            "[[tenant]]\nname = \"a\"\n[tenant.registrations]\ndb_url = \"sqlite:///tmp/uac.db\"\n",
+        )
+        .expect("valid");
+        let registrations = tenants[0].registrations.as_ref().expect("section");
+        assert_eq!(registrations.table, "uacreg");
+        let err =
+            parse("[[tenant]]\nname = \"a\"\n[tenant.registrations]\ndb_url = \"oracle://x\"\n")
+                .expect_err("bad url");
+        assert!(err.starts_with("tenant[0].registrations.db_url: "), "{err}");
     }
 
     #[test]
