@@ -323,7 +323,11 @@ impl<R: Rng> Scheduler<R> {
             let at = if state.next_due_ms > now_ms && state.next_due_ms < valid_until_ms {
                 state.next_due_ms
             } else {
-                now_ms
+                // The planned time is lost or passed while siphost was down:
+                // refresh within the first half of what is left, level, not
+                // all at once.
+                let half_left = (valid_until_ms - now_ms) / 2;
+                self.pick_level(now_ms, now_ms + half_left + 1)
             };
             self.schedule_at(id, at, DueReason::Refresh);
         } else if state.failures > 0 && state.next_due_ms > now_ms {
@@ -678,6 +682,23 @@ mod tests {
         };
         s.restore(0, T0, &valid, 0);
         assert_eq!(s.due(0), Some((T0 + 500 * SEC, DueReason::Refresh)));
+        // No planned time persisted: spread over the first half of what is left.
+        let unplanned = LiveState {
+            next_due_ms: 0,
+            ..valid.clone()
+        };
+        let mut dues = Vec::new();
+        for id in 100..200 {
+            s.restore(id, T0, &unplanned, 0);
+            let (at, reason) = s.due(id).expect("scheduled");
+            assert_eq!(reason, DueReason::Refresh);
+            assert!((T0..=T0 + 500 * SEC).contains(&at), "{}", at - T0);
+            dues.push(at);
+            s.unschedule(id);
+        }
+        dues.sort_unstable();
+        dues.dedup();
+        assert!(dues.len() > 90, "spread, not one instant");
         let lapsed = LiveState {
             registered_until: now_secs - 1,
             ..valid.clone()
