@@ -38,10 +38,10 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 const ACCOUNTS: u32 = 100_000;
-/// Bytes per record allowed: 700 MB at a million, leaving the rest of the
+/// Bytes per record allowed: 600 MB at a million, leaving the rest of the
 /// 1 GiB to the process (allocator payload, not counting malloc's own
 /// per-chunk overhead of about 8-16 bytes per allocation, three per record).
-const BUDGET_PER_RECORD: isize = 700;
+const BUDGET_PER_RECORD: isize = 600;
 
 /// A typical provider account: user names of 10-12 characters, a password,
 /// an auth proxy; optional columns empty.

@@ -2,6 +2,7 @@
 //! indexed by l_uuid, l_username, r_username and auth_username, exact counters.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use rustc_hash::FxHasher;
@@ -42,14 +43,6 @@ impl LookupKey {
     }
 }
 
-/// Ids under one hash. Almost always one; a `Vec` only for shared values
-/// (several accounts with one auth_username) or hash collisions.
-#[derive(Debug, Clone)]
-enum Ids {
-    One(RecordId),
-    Many(Vec<RecordId>),
-}
-
 type U64Map<V> = HashMap<u64, V, BuildHasherDefault<IdentityHasher>>;
 
 /// The keys are already hashes; hashing them again would only cost time.
@@ -70,13 +63,19 @@ impl Hasher for IdentityHasher {
     }
 }
 
+/// In `Index::first`: the ids under this hash are in `Index::overflow`.
+const OVERFLOW: RecordId = RecordId::MAX;
+
 /// An index from a column's value to record ids. It keys by the value's hash
 /// instead of a copy of the string (the record holds the string once); a
-/// lookup compares the candidates' column, so collisions are harmless.
+/// lookup compares the candidates' column, so collisions are harmless. Almost
+/// every hash has one id (12 bytes an entry); shared values (several accounts
+/// with one auth_username) and collisions go to a side map.
 #[derive(Debug)]
 struct Index {
     key: LookupKey,
-    map: U64Map<Ids>,
+    first: U64Map<RecordId>,
+    overflow: U64Map<Vec<RecordId>>,
 }
 
 fn hash_str(value: &str) -> u64 {
@@ -89,20 +88,23 @@ impl Index {
     fn new(key: LookupKey) -> Index {
         Index {
             key,
-            map: U64Map::default(),
+            first: U64Map::default(),
+            overflow: U64Map::default(),
         }
     }
 
     fn insert(&mut self, value: &str, id: RecordId) {
-        match self.map.entry(hash_str(value)) {
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(Ids::One(id));
+        let hash = hash_str(value);
+        match self.first.entry(hash) {
+            Entry::Vacant(slot) => {
+                slot.insert(id);
             }
-            std::collections::hash_map::Entry::Occupied(mut slot) => {
-                let ids = slot.get_mut();
-                match ids {
-                    Ids::One(first) => *ids = Ids::Many(vec![*first, id]),
-                    Ids::Many(list) => list.push(id),
+            Entry::Occupied(mut slot) => {
+                let previous = std::mem::replace(slot.get_mut(), OVERFLOW);
+                if previous == OVERFLOW {
+                    self.overflow.entry(hash).or_default().push(id);
+                } else {
+                    self.overflow.insert(hash, vec![previous, id]);
                 }
             }
         }
@@ -110,28 +112,31 @@ impl Index {
 
     fn remove(&mut self, value: &str, id: RecordId) {
         let hash = hash_str(value);
-        let Some(ids) = self.map.get_mut(&hash) else {
-            return;
-        };
-        match ids {
-            Ids::One(only) if *only == id => {
-                self.map.remove(&hash);
-            }
-            Ids::One(_) => {}
-            Ids::Many(list) => {
+        match self.first.get(&hash).copied() {
+            Some(OVERFLOW) => {
+                let list = self
+                    .overflow
+                    .get_mut(&hash)
+                    .expect("overflow entries exist");
                 list.retain(|&other| other != id);
                 if let [last] = list[..] {
-                    *ids = Ids::One(last);
+                    self.overflow.remove(&hash);
+                    self.first.insert(hash, last);
                 }
             }
+            Some(only) if only == id => {
+                self.first.remove(&hash);
+            }
+            _ => {}
         }
     }
 
     fn candidates(&self, value: &str) -> &[RecordId] {
-        match self.map.get(&hash_str(value)) {
+        let hash = hash_str(value);
+        match self.first.get(&hash) {
             None => &[],
-            Some(Ids::One(id)) => std::slice::from_ref(id),
-            Some(Ids::Many(list)) => list,
+            Some(&OVERFLOW) => self.overflow.get(&hash).map_or(&[], Vec::as_slice),
+            Some(id) => std::slice::from_ref(id),
         }
     }
 }
@@ -255,7 +260,10 @@ impl RegistrationTable {
             Some(id) => id,
             None => {
                 self.slots.push(None);
-                RecordId::try_from(self.slots.len() - 1).expect("fewer than 2^32 records")
+                RecordId::try_from(self.slots.len() - 1)
+                    .ok()
+                    .filter(|&id| id != OVERFLOW)
+                    .expect("fewer than 2^32 - 1 records")
             }
         };
         self.index(&account, id);
@@ -435,6 +443,10 @@ mod tests {
         assert_eq!(table.find(LookupKey::RUsername, "remote-a"), vec![a]);
         assert_eq!(table.find(LookupKey::AuthUsername, "auth-a"), vec![a, b]);
         assert!(table.find(LookupKey::LUuid, "zzz").is_empty());
+        // Kamailio's attribute names, as uac_reg_enable and uac.reg_info take them.
+        let key = LookupKey::from_name("r_username").expect("known attribute");
+        assert_eq!(table.find(key, "remote-b"), vec![b]);
+        assert_eq!(LookupKey::from_name("socket"), None);
         table.remove(a).expect("remove");
         assert_eq!(table.find(LookupKey::AuthUsername, "auth-a"), vec![b]);
         assert_eq!(table.find_uuid("a"), None);
