@@ -535,3 +535,35 @@ async fn mariadb_reload_keeps_unchanged_rows_state() {
 async fn mariadb_rows_added_and_removed() {
     rows_added_and_removed(Kind::MySql).await;
 }
+
+#[tokio::test]
+async fn sqlite_unreadable_state_rows_are_dropped_not_fatal() {
+    let db = TestDb::new(Kind::Sqlite);
+    let raw = db.raw().await;
+    db.create_kamailio_table(&raw, false).await;
+    db.insert(&raw, COLUMNS, &row("a", "pw", "", 3600, 0)).await;
+    let store = RegistrationStore::open(&db.config(), "default")
+        .await
+        .expect("open");
+    let bad_state = format!(
+        "INSERT INTO {} (tenant, l_uuid, row_hash, flags, expires, registered_until, call_id, \
+         cseq, last_status, last_reason, failures, next_due_ms) \
+         VALUES ('default', 'a', 0, 4, 3600, -1, '', -7, 200, 'OK', 0, 0)",
+        store.state_table()
+    );
+    sqlx::query(&bad_state).execute(&raw).await.expect("insert");
+    let (table, _) = store
+        .load()
+        .await
+        .expect("a bad state row does not fail the load");
+    let a = table.find_uuid("a").expect("a");
+    assert_eq!(table.get(a).expect("a").1.flags, 0, "starts over");
+    let count = format!("SELECT COUNT(*) AS n FROM {}", store.state_table());
+    let left: i64 = sqlx::Row::get(
+        &sqlx::query(&count).fetch_one(&raw).await.expect("count"),
+        "n",
+    );
+    assert_eq!(left, 0, "the unreadable row was deleted");
+    store.close().await;
+    raw.close().await;
+}

@@ -557,16 +557,18 @@ impl RegistrationStore {
                 .await
                 .map_err(|source| self.query_error("read live state", source))?;
             for row in &page {
+                // Advance first: a page of unreadable rows must not be read again.
+                if let Ok(l_uuid) = text(row, "l_uuid") {
+                    after = l_uuid;
+                }
                 let (l_uuid, row_hash, state) = match state_from_row(row) {
                     Ok(parsed) => parsed,
                     Err(reason) => {
-                        let l_uuid = text(row, "l_uuid").unwrap_or_default();
-                        tracing::warn!(table = %self.state_table, l_uuid, "live state dropped: {reason}");
-                        stale.push(l_uuid);
+                        tracing::warn!(table = %self.state_table, l_uuid = %after, "live state dropped: {reason}");
+                        stale.push(after.clone());
                         continue;
                     }
                 };
-                after.clone_from(&l_uuid);
                 match table.find_uuid(&l_uuid) {
                     Some(id)
                         if table
