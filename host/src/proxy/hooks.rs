@@ -1,5 +1,5 @@
-//! The door between the proxy and per-tenant filter chains: the proxy calls a
-//! [`FilterHooks`] at each routing point and applies the [`Decision`] it returns.
+//! The door between the proxy and per-tenant filter chains: the proxy submits a
+//! [`HookCall`] at each routing point and applies the [`Decision`] that comes back.
 
 use std::net::SocketAddr;
 
@@ -52,19 +52,70 @@ pub enum Decision {
     Resend { next_hop: Option<String> },
 }
 
-/// The hook points the proxy calls. Implemented by the filter runtime; the
-/// proxy uses [`NoFilters`] when no tenant applies.
-pub trait FilterHooks: Send + Sync {
+/// One hook call handed to the filters. The messages travel with the call and come back,
+/// possibly edited, in its [`HookResult`], so the proxy core never waits on a filter: it
+/// parks the transaction and resumes it when the result arrives as an event.
+#[derive(Debug)]
+// Boxing would cost an allocation per call; the messages move in and out once each.
+#[allow(clippy::large_enum_variant)]
+pub enum HookCall {
     /// An incoming request (initial or in-dialog) before routing.
-    fn on_request(&self, ctx: &mut HookContext, msg: &mut Message) -> Decision;
+    Request { ctx: HookContext, msg: Message },
     /// A reply received from downstream, before it is relayed upstream.
-    fn on_reply(&self, ctx: &mut HookContext, msg: &mut Message) -> Decision;
-    /// The best final reply of a client transaction is a failure (≥ 300, or a
-    /// local 408/503): Kamailio's failure_route. `request` is the request as it
-    /// was sent on that branch; the filter may edit it and return
-    /// [`Decision::Resend`].
-    fn on_failure(&self, ctx: &mut HookContext, request: &mut Message, reply: &Message)
-    -> Decision;
+    Reply { ctx: HookContext, msg: Message },
+    /// The best final reply of a client transaction is a failure (≥ 300, or a local
+    /// 408/503): Kamailio's failure_route. `request` is the request as it was sent on that
+    /// branch; the filter may edit it and return [`Decision::Resend`].
+    Failure {
+        ctx: HookContext,
+        request: Message,
+        /// Boxed: failures are rare and the call travels by value.
+        reply: Box<Message>,
+    },
+}
+
+impl HookCall {
+    /// The call's context.
+    pub fn ctx(&self) -> &HookContext {
+        match self {
+            HookCall::Request { ctx, .. }
+            | HookCall::Reply { ctx, .. }
+            | HookCall::Failure { ctx, .. } => ctx,
+        }
+    }
+}
+
+/// A finished hook call: the call with its (edited) messages, and what the filters decided.
+#[derive(Debug)]
+pub struct HookResult {
+    pub call: HookCall,
+    pub decision: Decision,
+}
+
+/// Where a finished call's result goes; called once, on whatever thread ran the filter.
+pub type HookDone = Box<dyn FnOnce(HookResult) + Send>;
+
+/// What became of a submitted call.
+#[derive(Debug)]
+pub enum Submitted {
+    /// A tenant's filters took it; the result comes to the `done` callback.
+    Queued,
+    /// No filter applies to this message: the call comes straight back and the proxy goes
+    /// on with it at once (no hand-off, no cost).
+    NoFilter(HookCall),
+    /// The tenant's queue is full: the proxy answers a request 503 with Retry-After
+    /// (replies and failures are never refused, since their transaction already exists).
+    Overloaded(HookCall),
+}
+
+/// The hook points the proxy calls. Implemented by the filter runtime; the proxy uses
+/// [`NoFilters`] when no tenant applies.
+///
+/// `submit` must not block: a filter runs on its tenant's own workers, so a slow or looping
+/// tenant delays only its own messages. Calls of one dialog (`ctx.dialog_key`) reach a
+/// tenant's filters in the order they were submitted.
+pub trait FilterHooks: Send + Sync {
+    fn submit(&self, call: HookCall, done: HookDone) -> Submitted;
 }
 
 /// Hooks that let every message pass untouched.
@@ -72,13 +123,81 @@ pub trait FilterHooks: Send + Sync {
 pub struct NoFilters;
 
 impl FilterHooks for NoFilters {
-    fn on_request(&self, _: &mut HookContext, _: &mut Message) -> Decision {
-        Decision::Continue
+    fn submit(&self, call: HookCall, _done: HookDone) -> Submitted {
+        Submitted::NoFilter(call)
     }
-    fn on_reply(&self, _: &mut HookContext, _: &mut Message) -> Decision {
-        Decision::Continue
+}
+
+/// Submits one hook call and waits for its result, for callers that can block (tests,
+/// benches; the proxy core until it parks transactions on filter calls). A full queue
+/// answers a request 503 with Retry-After. `None`: the filters dropped the call unanswered.
+pub fn call_and_wait<H: FilterHooks + ?Sized>(hooks: &H, call: HookCall) -> Option<HookResult> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let done = Box::new(move |result: HookResult| {
+        // The receiver only goes away if this function already returned.
+        let _ = tx.send(result);
+    });
+    match hooks.submit(call, done) {
+        Submitted::Queued => rx.recv().ok(),
+        Submitted::NoFilter(call) => Some(HookResult {
+            call,
+            decision: Decision::Continue,
+        }),
+        Submitted::Overloaded(call) => {
+            let decision = match call {
+                HookCall::Request { .. } => Decision::Reply {
+                    code: 503,
+                    reason: "Service Unavailable".to_owned(),
+                    headers: vec![("Retry-After".to_owned(), "5".to_owned())],
+                },
+                HookCall::Reply { .. } | HookCall::Failure { .. } => Decision::Continue,
+            };
+            Some(HookResult { call, decision })
+        }
     }
-    fn on_failure(&self, _: &mut HookContext, _: &mut Message, _: &Message) -> Decision {
-        Decision::Continue
+}
+
+/// Hook calls that block until the filters decide, with the message edited in place: for
+/// tests, benches and tools that hold a message rather than hand one over.
+pub trait CallBlocking {
+    /// `on-request`; the message is edited in place.
+    fn request_blocking(&self, ctx: &mut HookContext, msg: &mut Message) -> Decision;
+    /// `on-reply`; the message is edited in place.
+    fn reply_blocking(&self, ctx: &mut HookContext, msg: &mut Message) -> Decision;
+}
+
+impl<T: FilterHooks + ?Sized> CallBlocking for T {
+    fn request_blocking(&self, ctx: &mut HookContext, msg: &mut Message) -> Decision {
+        let call = HookCall::Request {
+            ctx: ctx.clone(),
+            msg: msg.clone(),
+        };
+        match call_and_wait(self, call) {
+            Some(HookResult {
+                call: HookCall::Request { ctx: c, msg: m },
+                decision,
+            }) => {
+                (*ctx, *msg) = (c, m);
+                decision
+            }
+            _ => Decision::Drop,
+        }
+    }
+
+    fn reply_blocking(&self, ctx: &mut HookContext, msg: &mut Message) -> Decision {
+        let call = HookCall::Reply {
+            ctx: ctx.clone(),
+            msg: msg.clone(),
+        };
+        match call_and_wait(self, call) {
+            Some(HookResult {
+                call: HookCall::Reply { ctx: c, msg: m },
+                decision,
+            }) => {
+                (*ctx, *msg) = (c, m);
+                decision
+            }
+            _ => Decision::Drop,
+        }
     }
 }

@@ -474,9 +474,9 @@ impl<R: Rng> Scheduler<R> {
 
     /// Bytes held by the queue's own allocations (for the memory budget).
     pub fn heap_bytes(&self) -> usize {
-        self.slots.capacity() * std::mem::size_of::<Slot>()
-            + self.heap.capacity() * std::mem::size_of::<HeapEntry>()
-            + self.load.capacity() * (std::mem::size_of::<(u64, u32)>() + 1)
+        self.slots.capacity() * size_of::<Slot>()
+            + self.heap.capacity() * size_of::<HeapEntry>()
+            + self.load.capacity() * (size_of::<(u64, u32)>() + 1)
     }
 }
 
