@@ -84,6 +84,7 @@ fn tenant(name: &str, port: u16) -> TenantConfig {
             config: toml::Table::new(),
             watch_ms: None,
         }],
+        registrations: None,
         workers: 1,
         queue_limit: 1000,
     }

@@ -65,6 +65,7 @@ fn tenant(
         memory_limit_mib: 16,
         cpu_limit_ms: 20,
         filter: filters,
+        registrations: None,
         workers: 1,
         queue_limit: 1000,
     }

@@ -8,5 +8,6 @@ pub use siphost_transaction as transaction;
 pub mod admin;
 pub mod config;
 pub mod proxy;
+pub mod registrations;
 pub mod runtime;
 pub mod transport;

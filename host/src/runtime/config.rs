@@ -30,6 +30,9 @@ pub struct TenantConfig {
     /// The filter chain, run in order.
     #[serde(default)]
     pub filter: Vec<FilterConfig>,
+    /// The tenant's remote-registration store (`[tenant.registrations]`).
+    #[serde(default)]
+    pub registrations: Option<crate::registrations::RegistrationsConfig>,
     /// Worker threads running this tenant's filter calls, each with its own
     /// instance of every filter; one dialog's calls always go to the same one.
     #[serde(default = "default_workers")]
@@ -146,6 +149,11 @@ pub fn validate_tenants(tenants: &[TenantConfig]) -> Result<(), String> {
         if tenant.cpu_limit_ms == 0 {
             return Err(format!("{at}.cpu_limit_ms: must be at least 1"));
         }
+        if let Some(registrations) = &tenant.registrations {
+            registrations
+                .validate()
+                .map_err(|(key, why)| format!("{at}.registrations.{key}: {why}"))?;
+        }
         if tenant.workers == 0 || tenant.workers > MAX_WORKERS {
             return Err(format!("{at}.workers: must be 1 to {MAX_WORKERS}"));
         }
@@ -227,6 +235,20 @@ mod tests {
         assert!(err.starts_with("tenant[0].workers"), "{err}");
         let err = parse("[[tenant]]\nname = \"a\"\nqueue_limit = 0\n").expect_err("no queue");
         assert!(err.starts_with("tenant[0].queue_limit"), "{err}");
+    }
+
+    #[test]
+    fn registrations_section_is_optional_and_validated() {
+        let tenants = parse(
+            "[[tenant]]\nname = \"a\"\n[tenant.registrations]\ndb_url = \"sqlite:///tmp/uac.db\"\n",
+        )
+        .expect("valid");
+        let registrations = tenants[0].registrations.as_ref().expect("section");
+        assert_eq!(registrations.table, "uacreg");
+        let err =
+            parse("[[tenant]]\nname = \"a\"\n[tenant.registrations]\ndb_url = \"oracle://x\"\n")
+                .expect_err("bad url");
+        assert!(err.starts_with("tenant[0].registrations.db_url: "), "{err}");
     }
 
     #[test]
