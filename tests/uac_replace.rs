@@ -4,6 +4,10 @@
 //! display name included, in the 200 OK and in the callee's BYE. With a `uac_replace_to` rule
 //! added, the same holds for To.
 //!
+//! Cross-check with Kamailio 5.6 (uac_replace_from, restore_mode auto): a call set up through
+//! Kamailio is hung up by the callee through siphost, which took over Kamailio's address, and
+//! the other way round; the caller gets its own From URI back either way.
+//!
 //! Needs the filter built first: `cargo build --profile wasm --target wasm32-wasip2 -p uac-filter`.
 
 mod common;
@@ -12,12 +16,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{
-    HeaderChecks, PortBlock, Scratch, Siphost, Sipp, SippRole, Transport, render, sip_uri,
-    tests_dir,
+    HeaderChecks, Kamailio, PortBlock, Scratch, Siphost, Sipp, SippRole, Transport, render,
+    sip_uri, tests_dir,
 };
 
 const CALLS: u32 = 3;
 const SIPP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the callee waits after the ACK before its BYE in the takeover test: time for one
+/// proxy to stop and the other to start (the BYE is retransmitted anyway).
+const TAKEOVER_PAUSE_MS: u32 = 4000;
 
 /// The rule the To variant appends to the example's rules.
 const TO_RULE: &str = r#"
@@ -151,7 +158,7 @@ fn run(test: &str, transport: Transport, hangup: Hangup, replace_to: bool) {
         ),
         Hangup::Callee => (
             take_bye(&bye_checks.xml(), "alice"),
-            send_bye_callee(&bye_ok_checks.xml()),
+            send_bye_callee(&bye_ok_checks.xml(), 200),
         ),
     };
 
@@ -252,9 +259,9 @@ fn send_bye_caller(ok_checks: &str) -> String {
 
 /// The callee hangs up along the recorded route, with From and To as its INVITE had them
 /// (captured by the INVITE checks), and checks the 200.
-fn send_bye_callee(ok_checks: &str) -> String {
+fn send_bye_callee(ok_checks: &str, pause_ms: u32) -> String {
     format!(
-        r#"<pause milliseconds="200"/>
+        r#"<pause milliseconds="{pause_ms}"/>
 
   <send retrans="500">
     <![CDATA[
@@ -305,6 +312,160 @@ fn take_bye(checks: &str, user: &str) -> String {
     ]]>
   </send>"#
     )
+}
+
+/// Which proxy holds the shared address during a phase of the takeover test.
+#[derive(Clone, Copy, Debug)]
+enum Proxy {
+    Siphost,
+    Kamailio,
+}
+
+/// Starts a proxy of either kind on `port`; dropping the pair stops it.
+fn start(
+    proxy: Proxy,
+    scratch: &Scratch,
+    port: u16,
+    callee: &str,
+) -> (Option<Siphost>, Option<Kamailio>) {
+    match proxy {
+        Proxy::Siphost => (
+            Some(Siphost::start(scratch, &config(port, callee, false))),
+            None,
+        ),
+        Proxy::Kamailio => (
+            None,
+            Some(Kamailio::start(scratch, "uac_replace.cfg", port, callee)),
+        ),
+    }
+}
+
+/// The call is set up through `first`; after the ACK `first` stops and `then` takes over
+/// its address; the callee's BYE, carrying `first`'s vsf in its Route, goes through `then`.
+fn takeover(test: &str, first: Proxy, then: Proxy) {
+    let scratch = Scratch::new(test);
+    let proxy = PortBlock::reserve(test, 1);
+    let callee_ports = PortBlock::reserve(&format!("{test}-callee"), 5);
+    let caller_ports = PortBlock::reserve(&format!("{test}-caller"), 5);
+    let (proxy_port, caller_port) = (proxy.port(0), caller_ports.port(0));
+    let caller_host = format!("127.0.0.1:{caller_port}");
+    let proxy_host = format!("127.0.0.1:{proxy_port}");
+    let invite_checks = HeaderChecks::new("invite")
+        .matches(
+            "From",
+            1,
+            &name_addr("Anonymous", "anonymous", "anonymous.invalid", Some("00")),
+        )
+        .matches("To", 1, &name_addr("Bob", "bob", &proxy_host, None))
+        .matches(
+            "Record-Route",
+            1,
+            &format!(
+                "^ *.?sip:127[.]0[.]0[.]1:{proxy_port};(.*;)?lr;ftag=[0-9]+SIPpTag00[0-9]+;vsf=[A-Za-z0-9+/]+-*.$"
+            ),
+        )
+        .absent("Record-Route", 2);
+    // A dialog set up elsewhere carries only the URI in vsf: the caller's own URI comes
+    // back; the display is whatever the restoring proxy had (Kamailio keeps the replaced one).
+    let host = caller_host.replace('.', "[.]");
+    let bye_checks = HeaderChecks::new("bye")
+        .matches(
+            "To",
+            1,
+            &format!("^ *.*.sip:alice@{host}.;tag=[0-9]+SIPpTag00[0-9]+$"),
+        )
+        .matches("From", 1, &name_addr("Bob", "bob", &proxy_host, Some("01")));
+    let bye_ok_checks = HeaderChecks::new("byeok").matches(
+        "To",
+        1,
+        &name_addr("Anonymous", "anonymous", "anonymous.invalid", Some("00")),
+    );
+    let callee_hangup = format!(
+        "<nop><action><log message=\"acked\"/></action></nop>\n\n  {}",
+        send_bye_callee(&bye_ok_checks.xml(), TAKEOVER_PAUSE_MS)
+    );
+    let callee_xml = render(
+        "sipp/uas_anon.xml",
+        &[
+            ("INVITE_CHECKS", invite_checks.xml()),
+            (
+                "INVITE_RECORD_ROUTES",
+                invite_checks.resend_lines("Record-Route"),
+            ),
+            ("HANGUP", callee_hangup),
+        ],
+    );
+    let mut callee = Sipp::start(
+        &scratch,
+        SippRole {
+            name: "callee",
+            scenario: scratch.write("callee.xml", &callee_xml),
+            transport: Transport::Udp,
+            ports: callee_ports,
+            remote: None,
+            calls: 1,
+            rate: None,
+            timeout: SIPP_TIMEOUT,
+        },
+    );
+    let callee_uri = sip_uri(callee.port, Transport::Udp);
+    let first_proxy = start(first, &scratch, proxy_port, &callee_uri);
+    let caller_xml = render(
+        "sipp/uac_anon.xml",
+        &[
+            ("FINAL_CHECKS", String::new()),
+            ("HANGUP", take_bye(&bye_checks.xml(), "alice")),
+        ],
+    );
+    let mut caller = Sipp::start(
+        &scratch,
+        SippRole {
+            name: "caller",
+            scenario: scratch.write("caller.xml", &caller_xml),
+            transport: Transport::Udp,
+            ports: caller_ports,
+            remote: Some(proxy_port),
+            calls: 1,
+            rate: Some(10),
+            timeout: SIPP_TIMEOUT,
+        },
+    );
+    let deadline = std::time::Instant::now() + SIPP_TIMEOUT;
+    while !callee.action_log().contains("acked") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the callee never got the ACK through {first:?}:\n{}",
+            callee.action_log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(first_proxy);
+    let second = start(then, &scratch, proxy_port, &callee_uri);
+    caller.assert_all_calls_succeeded();
+    callee.assert_all_calls_succeeded();
+    callee.assert_checked_every_call(&invite_checks);
+    caller.assert_checked_every_call(&bye_checks);
+    callee.assert_checked_every_call(&bye_ok_checks);
+    drop(caller);
+    drop(second);
+}
+
+#[test]
+fn call_set_up_through_kamailio_finishes_through_siphost() {
+    takeover(
+        "uac_replace_kamailio_then_siphost",
+        Proxy::Kamailio,
+        Proxy::Siphost,
+    );
+}
+
+#[test]
+fn call_set_up_through_siphost_finishes_through_kamailio() {
+    takeover(
+        "uac_replace_siphost_then_kamailio",
+        Proxy::Siphost,
+        Proxy::Kamailio,
+    );
 }
 
 #[test]
