@@ -517,3 +517,38 @@ fn mangled_kamailio_parameters_never_restore_garbage() {
         assert_eq!(host.counters.get(RESTORE_REFUSED), Some(&1), "{route}");
     }
 }
+
+#[test]
+fn rust_api_replace_from_and_to_keep_the_restore_bookkeeping() {
+    let u = uac(json!({"restore_passwd": "pw"}));
+    let mut host = MemHost::default();
+    let mut m = invite();
+    u.replace_from(&initial("api"), &mut m, &mut host, Some(""), "sip:x@y.z")
+        .unwrap();
+    u.replace_to(&initial("api"), &mut m, &mut host, None, "sip:t@y.z")
+        .unwrap();
+    assert_eq!(m.header("From").unwrap(), "<sip:x@y.z>;tag=f1");
+    assert_eq!(m.header("To").unwrap(), "<sip:t@y.z>");
+    let params = m.rr_params.clone().unwrap();
+    assert!(
+        params.starts_with(";ftag=f1;vsf=") && params.contains(";vst="),
+        "{params}"
+    );
+    let mut ok = reply(
+        200,
+        "OK",
+        "INVITE",
+        "<sip:x@y.z>;tag=f1",
+        "<sip:t@y.z>;tag=b",
+    );
+    u.on_reply(&initial("api"), &mut ok, &mut host);
+    assert_eq!(
+        ok.header("From").unwrap(),
+        "\"Alice\" <sip:alice@example.com>;tag=f1"
+    );
+    assert_eq!(ok.header("To").unwrap(), "<sip:bob@example.com>;tag=b");
+    assert!(
+        u.replace_from(&initial("api"), &mut m, &mut host, None, "bad uri")
+            .is_err()
+    );
+}
