@@ -4,8 +4,10 @@
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::digest::{Credential, CredentialError, parse_credentials};
 use crate::restore::{KeyError, SecureKeys};
-use crate::rules::{RuleConfig, RuleError, RuleSet};
+use crate::rules::pvar::Template;
+use crate::rules::{RuleConfig, RuleError, RuleErrorKind, RuleSet};
 
 /// Kamailio's `restore_mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -59,6 +61,14 @@ struct Raw {
     #[serde(default)]
     restore_secure_keys: Vec<String>,
     #[serde(default)]
+    credential: Vec<String>,
+    #[serde(default)]
+    auth_username_avp: Option<String>,
+    #[serde(default)]
+    auth_password_avp: Option<String>,
+    #[serde(default)]
+    auth_realm_avp: Option<String>,
+    #[serde(default)]
     rule: Vec<RuleConfig>,
 }
 
@@ -79,6 +89,13 @@ pub enum ConfigError {
     Rule(#[from] RuleError),
     #[error("uac filter config: restore_secure_keys: {0}")]
     Keys(#[from] KeyError),
+    #[error("uac filter config: {0}")]
+    Credential(#[from] CredentialError),
+    #[error("uac filter config: {key}: {kind}")]
+    Template {
+        key: &'static str,
+        kind: RuleErrorKind,
+    },
     #[error("uac filter config: {key}: {why}")]
     Invalid { key: &'static str, why: String },
 }
@@ -98,7 +115,21 @@ pub struct Options {
     pub restore_dlg: bool,
     /// `restore_secure`: the AEAD keys, first one sealing.
     pub secure_keys: Option<SecureKeys>,
+    /// `credential`: "user:realm:password" entries for `uac_auth()`.
+    pub credentials: Vec<Credential>,
+    /// `auth_username_avp` / `auth_password_avp` / `auth_realm_avp`.
+    pub call_credentials: Option<CallCredentialTemplates>,
     pub rules: RuleSet,
+}
+
+/// Per-call credentials as templates rendered over the challenged request (Kamailio's
+/// auth_*_avp): an empty username falls back to the `credential` list, an empty realm
+/// answers whatever realm challenges.
+#[derive(Debug, Clone)]
+pub struct CallCredentialTemplates {
+    pub username: Template,
+    pub password: Template,
+    pub realm: Template,
 }
 
 impl Options {
@@ -173,6 +204,34 @@ impl Options {
                 "has no effect with restore_dlg (nothing goes into the Record-Route)",
             ));
         }
+        let credentials = parse_credentials(&raw.credential)?;
+        let template = |key: &'static str, text: &str| {
+            Template::parse(text).map_err(|kind| ConfigError::Template { key, kind })
+        };
+        let call_credentials = match (
+            raw.auth_username_avp,
+            raw.auth_password_avp,
+            raw.auth_realm_avp,
+        ) {
+            (None, None, None) => None,
+            (Some(user), Some(password), realm) => Some(CallCredentialTemplates {
+                username: template("auth_username_avp", &user)?,
+                password: template("auth_password_avp", &password)?,
+                realm: template("auth_realm_avp", realm.as_deref().unwrap_or(""))?,
+            }),
+            (None, _, _) => {
+                return Err(invalid(
+                    "auth_username_avp",
+                    "missing while auth_password_avp or auth_realm_avp is set",
+                ));
+            }
+            (Some(_), None, _) => {
+                return Err(invalid(
+                    "auth_password_avp",
+                    "missing while auth_username_avp is set",
+                ));
+            }
+        };
         Ok(Options {
             log_messages: raw.log_messages,
             restore_mode: raw.restore_mode,
@@ -183,6 +242,8 @@ impl Options {
             restore_to_var,
             restore_dlg,
             secure_keys,
+            credentials,
+            call_credentials,
             rules: RuleSet::compile(&raw.rule)?,
         })
     }

@@ -38,6 +38,12 @@ impl SipMessage for WitMessage<'_> {
     fn header(&self, name: &str) -> Option<String> {
         self.0.header(name)
     }
+    fn headers(&self, name: &str) -> Vec<String> {
+        self.0.headers(name)
+    }
+    fn body(&self) -> Vec<u8> {
+        self.0.body()
+    }
     fn set_header(&mut self, name: &str, value: &str) {
         self.0.set_header(name, value)
     }

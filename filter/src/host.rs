@@ -23,6 +23,10 @@ pub trait SipMessage {
     fn reason(&self) -> Option<String>;
     /// First header line of that name, value only.
     fn header(&self, name: &str) -> Option<String>;
+    /// Every header line of that name, values in message order (several challenges).
+    fn headers(&self, name: &str) -> Vec<String>;
+    /// The message body (auth-int hashes it).
+    fn body(&self) -> Vec<u8>;
     /// Replace every line of that name by one line with this value.
     fn set_header(&mut self, name: &str, value: &str);
     /// Add a header line after the existing ones.

@@ -6,6 +6,7 @@
 //! - [`uac::Uac`]: the configured filter, hook by hook, over [`host::SipMessage`] and
 //!   [`host::HostState`]; [`memory`] implements those traits in memory.
 
+pub mod auth;
 pub mod config;
 pub mod digest;
 pub mod host;

@@ -111,6 +111,18 @@ impl SipMessage for MemMessage {
             .map(|(_, v)| v.clone())
     }
 
+    fn headers(&self, name: &str) -> Vec<String> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| same_name(n, name))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    fn body(&self) -> Vec<u8> {
+        self.body.as_bytes().to_vec()
+    }
+
     fn set_header(&mut self, name: &str, value: &str) {
         match self.headers.iter().position(|(n, _)| same_name(n, name)) {
             Some(first) => {

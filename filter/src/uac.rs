@@ -2,6 +2,7 @@
 //! and From/To replacement with its restore bookkeeping (Record-Route parameters,
 //! transaction variables for replies, dialog variables for display names and restore_dlg).
 
+use crate::auth;
 use crate::config::{ConfigError, Options, RestoreMode};
 use crate::host::{Context, HostState, Level, SipMessage, Verdict};
 use crate::nameaddr::{NameAddr, param_in, route_params};
@@ -95,6 +96,7 @@ impl Uac {
         H: HostState + ?Sized,
     {
         let mut touched = Touched::default();
+        auth::renumber_request(ctx, msg, host);
         if ctx.in_dialog && self.opts.restore_mode == RestoreMode::Auto {
             if self.opts.restore_dlg {
                 for field in [Field::From, Field::To] {
@@ -116,6 +118,7 @@ impl Uac {
         M: SipMessage + ?Sized,
         H: HostState + ?Sized,
     {
+        auth::map_reply(ctx, msg, host);
         if self.opts.restore_mode != RestoreMode::None {
             for field in [Field::From, Field::To] {
                 self.restore_reply(field, ctx, msg, host);
@@ -239,6 +242,20 @@ impl Uac {
                 } else {
                     Verdict::Continue
                 });
+            }
+            Action::UacAuth(mode) => {
+                let answered = match reply {
+                    Some(reply) => auth::answer(&self.opts, mode, ctx, msg, reply, host),
+                    None => Err("uac_auth: only in a failure rule".to_owned()),
+                };
+                if let Err(why) = answered {
+                    // Kamailio's `if (!uac_auth()) exit;`: the failure goes back, never a
+                    // resend without an answer.
+                    host.log(Level::Warn, &why);
+                    host.counter_add(auth::AUTH_FAILED, 1);
+                    return Flow::Stop(Verdict::Continue);
+                }
+                Ok(())
             }
             Action::Drop => return Flow::Stop(Verdict::Drop),
             Action::Exit => return Flow::Stop(Verdict::Continue),

@@ -31,11 +31,25 @@ pub enum Action {
     /// `t_relay()`: in a failure rule, send the request again; elsewhere, stop the rules and
     /// let the host relay.
     TRelay,
+    /// `uac_auth()`, `uac_auth(mode)`, `uac_auth_mode(vmode)`: answer the reply's digest
+    /// challenges on the request (failure hook). A failure ends the rules, the reply goes back.
+    UacAuth(AuthMode),
     /// `drop()`.
     Drop,
     /// `exit`: stop the rules of this hook.
     Exit,
 }
+
+/// The mode flags of `uac_auth`: bit 1 (value 1) means the passwords are HA1 in hex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthMode {
+    Fixed(u32),
+    /// `uac_auth_mode(vmode)`: read per call.
+    Template(Template),
+}
+
+/// `uac_auth` mode flag: the password is HA1.
+pub const AUTH_MODE_HA1: u32 = 1;
 
 /// An argument as written: a string (a template) or an integer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +72,7 @@ pub struct Function {
 const ALL: &[Hook] = &[Hook::Request, Hook::Reply, Hook::Failure];
 const REQUEST: &[Hook] = &[Hook::Request];
 const REQUEST_FAILURE: &[Hook] = &[Hook::Request, Hook::Failure];
+const FAILURE: &[Hook] = &[Hook::Failure];
 
 /// Every function a rule may call. To add one: an [`Action`] variant, an entry here, and its
 /// arm in `Uac::run_action` (the compiler asks for the arm).
@@ -152,6 +167,28 @@ pub const FUNCTIONS: &[Function] = &[
         arities: &[0],
         hooks: REQUEST_FAILURE,
         build: |_| Ok(Action::TRelay),
+    },
+    Function {
+        name: "uac_auth",
+        arities: &[0, 1],
+        hooks: FAILURE,
+        build: |a| {
+            match a {
+            [] => Ok(Action::UacAuth(AuthMode::Fixed(0))),
+            [Arg::Int(n)] if (0..=i64::from(u32::MAX)).contains(n) => {
+                Ok(Action::UacAuth(AuthMode::Fixed(*n as u32)))
+            }
+            _ => Err(RuleErrorKind::BadArgument(
+                "uac_auth(mode) needs an integer mode (1: the password is HA1); for a variable use uac_auth_mode".into(),
+            )),
+        }
+        },
+    },
+    Function {
+        name: "uac_auth_mode",
+        arities: &[1],
+        hooks: FAILURE,
+        build: |a| Ok(Action::UacAuth(AuthMode::Template(template(&a[0])?))),
     },
     Function {
         name: "drop",
