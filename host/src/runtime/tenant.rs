@@ -200,11 +200,6 @@ impl Tenant {
         &self.shared.name
     }
 
-    /// Number of workers (instances of each filter that run at once).
-    pub fn workers(&self) -> usize {
-        self.lanes.len()
-    }
-
     /// Hands a hook call to the worker of its dialog (else its transaction),
     /// so one dialog's calls run in order. A full queue refuses new requests;
     /// replies and failures are always taken.
