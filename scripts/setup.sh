@@ -2,7 +2,7 @@
 # Installs what siphost's build and tests need on a fresh Debian machine, and
 # nothing that is already there: SIPp and Kamailio 5.6 (with its SQLite
 # modules) from apt, the pinned Rust toolchain with the wasm32-wasip2 target,
-# and cargo-fuzz when a fuzz/ project and a nightly toolchain both exist.
+# and, for the fuzz/ project, a nightly toolchain and cargo-fuzz.
 # Run as root (or with sudo available). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,15 +36,19 @@ fi
 rustup toolchain install
 rustup target add wasm32-wasip2
 
+# The fuzz smoke run (scripts/fuzz-smoke.sh) needs a nightly toolchain and
+# cargo-fuzz; it fails without them, so both are installed here.
 if [[ -d fuzz ]]; then
     if rustup toolchain list | grep -q '^nightly'; then
-        if cargo +nightly fuzz --version >/dev/null 2>&1; then
-            echo "setup: cargo-fuzz already installed"
-        else
-            echo "setup: installing cargo-fuzz"
-            cargo +nightly install cargo-fuzz --locked
-        fi
+        echo "setup: nightly toolchain already installed"
     else
-        echo "setup: no nightly toolchain; fuzzing will be skipped"
+        echo "setup: installing the nightly toolchain (minimal profile)"
+        rustup toolchain install nightly --profile minimal
+    fi
+    if cargo +nightly fuzz --version >/dev/null 2>&1; then
+        echo "setup: cargo-fuzz already installed"
+    else
+        echo "setup: installing cargo-fuzz"
+        cargo +nightly install cargo-fuzz --locked
     fi
 fi

@@ -181,6 +181,10 @@ pub struct TcpConfig {
     /// Accepted plus outgoing connections; new ones beyond it are refused.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Messages one connection may have waiting to be written; a peer that stops reading
+    /// and lets more pile up is disconnected.
+    #[serde(default = "default_write_queue")]
+    pub write_queue: usize,
 }
 
 impl Default for TcpConfig {
@@ -188,6 +192,7 @@ impl Default for TcpConfig {
         Self {
             idle_timeout_ms: default_idle_timeout(),
             max_connections: default_max_connections(),
+            write_queue: default_write_queue(),
         }
     }
 }
@@ -197,6 +202,9 @@ fn default_idle_timeout() -> u64 {
 }
 fn default_max_connections() -> usize {
     4096
+}
+fn default_write_queue() -> usize {
+    1024
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -350,6 +358,12 @@ impl Config {
         if self.tcp.max_connections == 0 {
             return Err(ConfigError::new(
                 "tcp.max_connections",
+                "must be greater than 0",
+            ));
+        }
+        if self.tcp.write_queue == 0 {
+            return Err(ConfigError::new(
+                "tcp.write_queue",
                 "must be greater than 0",
             ));
         }
@@ -524,6 +538,7 @@ mod tests {
         assert_eq!(config.transaction.t2_ms, 4000);
         assert_eq!(config.transaction.t4_ms, 5000);
         assert_eq!(config.tcp.max_connections, 4096);
+        assert_eq!(config.tcp.write_queue, 1024);
         assert_eq!(config.proxy.max_forwards, 70);
         assert!(!config.proxy.record_route);
         assert_eq!(config.shutdown.grace_ms, 5000);

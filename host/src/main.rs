@@ -165,7 +165,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     for listener in bound.transport.listeners() {
         tracing::info!(transport = %listener.kind, address = %listener.local, "listening");
     }
-    let proxy = Proxy::new(&config, bound, hooks, commands).map_err(anyhow::Error::msg)?;
+    let proxy = Proxy::new(&config, bound, hooks, commands)?;
     tokio::spawn(stop_on_signal(
         handle.clone(),
         Duration::from_millis(config.shutdown.grace_ms),
