@@ -19,12 +19,14 @@ apt_missing=()
 command -v sipp >/dev/null 2>&1 || apt_missing+=(sip-tester)
 command -v kamailio >/dev/null 2>&1 || apt_missing+=(kamailio)
 dpkg -s kamailio-sqlite-modules >/dev/null 2>&1 || apt_missing+=(kamailio-sqlite-modules)
+# The admin status page is tested in a real headless browser.
+command -v chromium >/dev/null 2>&1 || apt_missing+=(chromium)
 if ((${#apt_missing[@]})); then
     echo "setup: installing ${apt_missing[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${apt_missing[@]}"
 else
-    echo "setup: sipp and kamailio already installed"
+    echo "setup: sipp, kamailio and chromium already installed"
 fi
 
 if ! command -v rustup >/dev/null 2>&1; then

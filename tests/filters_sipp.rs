@@ -454,9 +454,9 @@ fn healthy_load(
 /// stays within 1.5× of B alone + 2 ms.
 #[test]
 fn a_looping_tenant_leaves_another_tenants_call_setup_time_as_it_was() {
-    // The figures need an optimised siphost (bench/isolation/run.sh
-    // runs this test in release); an unoptimised one carries B at 50 calls/s.
-    // A's load is the same in both. The environment can set other figures.
+    // The figures need an optimised siphost; an unoptimised one
+    // carries B at 50 calls/s. A's load is the same in both. The environment
+    // can set other figures; bench/isolation is the standalone bench.
     let knob = |name: &str, default: u32| {
         std::env::var(name)
             .ok()
