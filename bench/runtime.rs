@@ -59,6 +59,7 @@ fn tenant(name: &str, port: u16) -> TenantConfig {
             config: toml::Table::new(),
             watch_ms: None,
         }],
+        access: None,
     }
 }
 

@@ -62,6 +62,7 @@ fn tenant(
         memory_limit_mib: 16,
         cpu_limit_ms: 20,
         filter: filters,
+        access: None,
     }
 }
 

@@ -30,6 +30,9 @@ pub struct TenantConfig {
     /// The filter chain, run in order.
     #[serde(default)]
     pub filter: Vec<FilterConfig>,
+    /// Who may send through this tenant (`[tenant.access]`, see `crate::access`).
+    #[serde(default)]
+    pub access: Option<crate::access::config::AccessConfig>,
 }
 
 /// One filter of a tenant's chain.
@@ -135,6 +138,12 @@ pub fn validate_tenants(tenants: &[TenantConfig]) -> Result<(), String> {
                 return Err(format!("{at}.filter[{j}].watch_ms: must be at least 1"));
             }
         }
+        if let Some(access) = &tenant.access {
+            access.validate().map_err(|e| format!("{at}.{e}"))?;
+        }
+        // `[tenant.registrations]` counts too once it exists (the lead passes it here).
+        crate::access::config::check_tenant_identification(tenant, false)
+            .map_err(|e| format!("{at}.{e}"))?;
     }
     Ok(())
 }
