@@ -115,25 +115,31 @@ impl NonceKey {
     }
 
     /// A nonce issued at `now_secs` (Unix time) for `realm`: 16 hex digits of the issue
-    /// time, then 32 of HMAC-SHA-256(secret, time, realm). Checkable without a table.
-    pub fn nonce(&self, realm: &str, now_secs: u64) -> String {
+    /// time, 16 of `serial` (unique per challenge, so two clients challenged in the same
+    /// second do not share a nonce and its nc values), then 32 of
+    /// HMAC-SHA-256(secret, time, serial, realm). Checkable without a table.
+    pub fn nonce(&self, realm: &str, now_secs: u64, serial: u64) -> String {
         let time = now_secs.to_be_bytes();
-        let tag = self.mac(&[b"nonce", &time, realm.as_bytes()]);
-        format!("{}{}", hex(&time), hex(&tag[..TAG_BYTES]))
+        let serial = serial.to_be_bytes();
+        let tag = self.mac(&[b"nonce", &time, &serial, realm.as_bytes()]);
+        format!("{}{}{}", hex(&time), hex(&serial), hex(&tag[..TAG_BYTES]))
     }
 
     /// Checks a nonce presented back at `now_secs`.
     pub fn check(&self, nonce: &str, realm: &str, now_secs: u64, expire_secs: u64) -> NonceCheck {
-        if nonce.len() != 16 + 2 * TAG_BYTES || !nonce.is_ascii() {
+        if nonce.len() != 32 + 2 * TAG_BYTES || !nonce.is_ascii() {
             return NonceCheck::Foreign;
         }
-        let Ok(issued) = u64::from_str_radix(&nonce[..16], 16) else {
+        let (Ok(issued), Ok(serial)) = (
+            u64::from_str_radix(&nonce[..16], 16),
+            u64::from_str_radix(&nonce[16..32], 16),
+        ) else {
             return NonceCheck::Foreign;
         };
         if issued > now_secs {
             return NonceCheck::Foreign;
         }
-        let expected = self.nonce(realm, issued);
+        let expected = self.nonce(realm, issued, serial);
         if !constant_time_eq(expected.as_bytes(), nonce.to_ascii_lowercase().as_bytes()) {
             return NonceCheck::Foreign;
         }
@@ -375,9 +381,14 @@ mod tests {
     #[test]
     fn nonces_carry_time_and_are_bound_to_the_key() {
         let key = NonceKey::new(b"fixed secret");
-        let nonce = key.nonce("acme", 1_000);
-        assert_eq!(nonce.len(), 48);
-        assert!(nonce.starts_with("00000000000003e8"));
+        let nonce = key.nonce("acme", 1_000, 5);
+        assert_eq!(nonce.len(), 64);
+        assert!(nonce.starts_with("00000000000003e80000000000000005"));
+        assert_ne!(
+            nonce,
+            key.nonce("acme", 1_000, 6),
+            "serial makes nonces unique"
+        );
         assert_eq!(key.check(&nonce, "acme", 1_000, 30), NonceCheck::Fresh);
         assert_eq!(key.check(&nonce, "acme", 1_030, 30), NonceCheck::Fresh);
         assert_eq!(key.check(&nonce, "acme", 1_031, 30), NonceCheck::Stale);
@@ -387,6 +398,12 @@ mod tests {
         assert_eq!(other.check(&nonce, "acme", 1_000, 30), NonceCheck::Foreign);
         // Moving the issue time forward breaks the tag.
         let forged = format!("00000000000003e9{}", &nonce[16..]);
+        assert_eq!(key.check(&forged, "acme", 1_010, 30), NonceCheck::Foreign);
+        let reserialed = format!("{}0000000000000006{}", &nonce[..16], &nonce[32..]);
+        assert_eq!(
+            key.check(&reserialed, "acme", 1_010, 30),
+            NonceCheck::Foreign
+        );
         assert_eq!(key.check(&forged, "acme", 1_010, 30), NonceCheck::Foreign);
         assert_eq!(key.check("short", "acme", 1_000, 30), NonceCheck::Foreign);
         assert_eq!(key.opaque("acme"), key.opaque("acme"));

@@ -181,6 +181,8 @@ pub struct AccessControl {
     credentials: Box<dyn CredentialStore>,
     limiter: RateLimiter,
     replays: ReplayTable,
+    /// Serial of the next nonce.
+    next_nonce: u64,
     stats: AccessStats,
 }
 
@@ -266,6 +268,7 @@ impl AccessControl {
             credentials,
             limiter: RateLimiter::new(&config.rate_limit),
             replays: ReplayTable::new(REPLAY_TABLE_SIZE),
+            next_nonce: 0,
             stats: AccessStats::default(),
         })
     }
@@ -452,9 +455,9 @@ impl AccessControl {
         if c.opaque.as_deref().is_some_and(|o| o != self.opaque) {
             return failed;
         }
-        if msg.request_uri() != Some(c.uri.as_str()) {
-            return failed;
-        }
+        // `uri` is hashed as sent and not compared with the Request-URI: clients differ
+        // (SIPp hashes `sip:host:port`), and Kamailio does not compare it by default
+        // either. Binding to this request is the nonce and nc's job.
         let Some(method) = msg.method() else {
             return failed;
         };
@@ -496,13 +499,14 @@ impl AccessControl {
         }
     }
 
-    fn challenge(&self, msg: &Message, target: Target, now: Duration, stale: bool) -> Verdict {
+    fn challenge(&mut self, msg: &Message, target: Target, now: Duration, stale: bool) -> Verdict {
         let (status, reason, header) = match target {
             Target::Local => (401, "Unauthorized", "WWW-Authenticate"),
             Target::Relayed => (407, "Proxy Authentication Required", "Proxy-Authenticate"),
         };
         let mut reply = self.reply(msg, status, reason);
-        let nonce = self.key.nonce(&self.realm, now.as_secs());
+        let nonce = self.key.nonce(&self.realm, now.as_secs(), self.next_nonce);
+        self.next_nonce = self.next_nonce.wrapping_add(1);
         for algorithm in &self.algorithms {
             let stale = if stale { ", stale=true" } else { "" };
             reply.append_header(
