@@ -82,6 +82,7 @@ fn ctx(port: u16) -> HookContext {
         transaction_key: "z9hG4bKbench".into(),
         record_route_params: None,
         own_route: None,
+        endpoint: None,
     }
 }
 

@@ -90,6 +90,7 @@ fn ctx(port: u16, dialog: Option<&str>) -> HookContext {
         transaction_key: "z9hG4bKtest".to_string(),
         record_route_params: None,
         own_route: None,
+        endpoint: None,
     }
 }
 

@@ -6,11 +6,11 @@ use std::future::poll_fn;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
-use siphost_sip::{Message, Method, Via, reply_to_malformed};
+use siphost_sip::{Message, Method, Uri, Via, reply_to_malformed};
 use siphost_transaction::{
     ClientAction, ClientTransaction, Kind, ServerAction, ServerTransaction, TimerConfig, TimerQueue,
 };
@@ -22,6 +22,7 @@ use super::routing::{
     Identities, MAGIC_COOKIE, Router, is_loop, loop_hash, make_branch, preprocess_route,
     record_route_value, stateless_branch, via_transport, via_value, wants_record_route,
 };
+use crate::access::{AccessControl, Target, Verdict};
 use crate::config::Config;
 use crate::transport::{
     Bound, ConnId, NextHop, Resolver, Source, Transport, TransportEvent, TransportKind, UdpReceiver,
@@ -187,6 +188,8 @@ pub struct Proxy {
 
 struct Core {
     transport: Transport,
+    /// Access control of the tenants that have `[tenant.access]`, by listener index.
+    access: FxHashMap<usize, AccessControl>,
     hooks: Arc<dyn FilterHooks>,
     stats: Arc<ProxyStats>,
     us: Identities,
@@ -226,7 +229,9 @@ impl Proxy {
         .map_err(|e| format!("transaction: {e}"))?;
         let (internal, internal_rx) = mpsc::unbounded_channel();
         let us = Identities::new(bound.transport.listeners());
+        let access = access_by_listener(config, bound.transport.listeners())?;
         let core = Core {
+            access,
             transport: bound.transport,
             hooks,
             stats: commands.stats,
@@ -609,10 +614,18 @@ impl Core {
                             self.forward_stateless(msg, source, reply_to, now);
                         }
                     }
-                    None => self.forward_stateless(msg, source, reply_to, now),
+                    None => {
+                        if self.admit(&mut msg, &source, reply_to).is_some() {
+                            self.forward_stateless(msg, source, reply_to, now);
+                        }
+                    }
                 }
             }
-            Method::Cancel => self.on_cancel(msg, source, reply_to, now),
+            Method::Cancel => {
+                if self.admit(&mut msg, &source, reply_to).is_some() {
+                    self.on_cancel(msg, source, reply_to, now);
+                }
+            }
             _ => {
                 let key = ServerKey::new(&msg, &via, method.as_str());
                 if let Some(id) = self.server_index.get(&key).copied() {
@@ -622,7 +635,12 @@ impl Core {
                     self.drive_server(id);
                     return;
                 }
-                self.new_request(msg, key, method, source, reply_to, now);
+                // After the retransmission check: a retransmitted authorised request must
+                // not count as a replay of its nonce.
+                let Some(endpoint) = self.admit(&mut msg, &source, reply_to) else {
+                    return;
+                };
+                self.new_request(msg, key, method, source, reply_to, endpoint, now);
             }
         }
     }
@@ -656,6 +674,42 @@ impl Core {
         self.send_to_source(source, reply_to, response.to_bytes());
     }
 
+    /// The tenant's access check (see `crate::access`): `None` when the request was
+    /// answered or dropped here, else the identified endpoint (if any), with our realm's
+    /// credentials removed from the request.
+    fn admit(
+        &mut self,
+        msg: &mut Message,
+        source: &Source,
+        reply_to: SocketAddr,
+    ) -> Option<Option<String>> {
+        let Some(access) = self.access.get_mut(&source.listener) else {
+            return Some(None);
+        };
+        let target = match msg.request_uri().map(Uri::parse) {
+            Some(Ok(uri)) if uri.user.is_none() && self.us.is_us(uri.host, uri.port) => {
+                Target::Local
+            }
+            _ => Target::Relayed,
+        };
+        // Nonces carry wall-clock time so they stay checkable across restarts.
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let reply = match access.check(msg, source.remote, target, wall) {
+            Verdict::Allow(endpoint) => {
+                access.consume_credentials(msg);
+                return Some(endpoint.map(|e| e.name.to_string()));
+            }
+            Verdict::Drop => return None,
+            Verdict::Challenge(reply) | Verdict::Refuse(reply) => reply,
+        };
+        ProxyStats::bump(&self.stats.local_replies);
+        self.send_to_source(*source, reply_to, reply.to_bytes());
+        None
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn new_request(
         &mut self,
         msg: Message,
@@ -663,6 +717,7 @@ impl Core {
         method: Method,
         source: Source,
         reply_to: SocketAddr,
+        endpoint: Option<String>,
         now: Instant,
     ) {
         if self.draining.is_some() {
@@ -726,12 +781,13 @@ impl Core {
         let ctx_id = self.next_id();
         let record_route_params =
             (self.record_route && wants_record_route(&request)).then(String::new);
-        let hook = self.routed_hook_context(
+        let mut hook = self.routed_hook_context(
             &mut request,
             &source,
             format!("{:08x}-{ctx_id:x}", self.instance),
             record_route_params,
         );
+        hook.endpoint = endpoint;
         let preliminary = hook.next_hop.clone();
         let ruri_before = request.request_uri().map(str::to_owned);
         let Some(HookResult {
@@ -1067,6 +1123,7 @@ impl Core {
             transaction_key,
             record_route_params,
             own_route,
+            endpoint: None,
         }
     }
 
@@ -1873,4 +1930,36 @@ impl Core {
         }
         self.drive_client(id, Some(msg), now);
     }
+}
+
+/// Builds each tenant's access control and files it under the listeners the tenant owns.
+fn access_by_listener(
+    config: &Config,
+    listeners: &[crate::transport::Listener],
+) -> Result<FxHashMap<usize, AccessControl>, String> {
+    use crate::runtime::config::{ListenTransport, parse_listen};
+    let mut by_listener = FxHashMap::default();
+    for tenant in &config.tenant {
+        let Some(access) = &tenant.access else {
+            continue;
+        };
+        for entry in &tenant.listen {
+            let (transport, address) = parse_listen(entry)?;
+            let kind = match transport {
+                ListenTransport::Udp => TransportKind::Udp,
+                ListenTransport::Tcp => TransportKind::Tcp,
+            };
+            // One instance per listener: the UDP and TCP sockets of a tenant keep separate
+            // replay tables and buckets, which only makes each smaller.
+            let control = AccessControl::new(&tenant.name, access, rand::random())
+                .map_err(|e| format!("tenant {:?}: {e}", tenant.name))?;
+            for (i, listener) in listeners.iter().enumerate() {
+                if listener.kind == kind && listener.local == address {
+                    by_listener.insert(i, control);
+                    break;
+                }
+            }
+        }
+    }
+    Ok(by_listener)
 }
