@@ -414,6 +414,30 @@ mod tests {
         }
     }
 
+    #[test]
+    fn every_example_identifies_its_endpoints() {
+        for (name, text) in [
+            ("proxy.toml", include_str!("../../../examples/proxy.toml")),
+            ("uac.toml", include_str!("../../../examples/uac.toml")),
+        ] {
+            let config = crate::config::Config::parse(text).expect(name);
+            assert!(!config.tenant.is_empty(), "{name} has no tenant");
+            for tenant in &config.tenant {
+                let access = tenant.access.as_ref().expect("access section");
+                let local = "127.0.0.1".parse().expect("ip");
+                let other = "127.0.0.2".parse().expect("ip");
+                let claims = |ip| {
+                    access.endpoint.iter().any(|e| {
+                        e.source
+                            .iter()
+                            .any(|n| Network::parse(n).is_ok_and(|n| n.contains(ip)))
+                    })
+                };
+                assert!(claims(local) && !claims(other), "{name}: {}", tenant.name);
+            }
+        }
+    }
+
     fn tenant(text: &str) -> TenantConfig {
         toml::from_str(text).expect("tenant")
     }
