@@ -5,8 +5,9 @@
 //!   under callgrind and prints instructions per parse, a count that does not depend on how
 //!   busy the machine is.
 //! - `codec_count ab ROUNDS`: times batches of ours and rsip's parse alternately (A B B A ...)
-//!   so both see the same machine, and prints the fastest batch of each (what the code costs
-//!   when nothing else runs; on a shared machine the steadiest figure) and the medians.
+//!   so both see the same machine, and prints a markdown table: the median batch of each
+//!   first (the headline figure), then the fastest batch (what the code costs when nothing
+//!   else runs).
 
 use std::time::Instant;
 
@@ -46,10 +47,16 @@ fn batch_ns(buf: &Bytes, work: fn(&Bytes)) -> f64 {
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    let mid = v.len() / 2;
+    if v.len().is_multiple_of(2) {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    }
 }
 
 fn alternate(buf: &Bytes, rounds: usize) {
+    assert!(rounds > 0, "ab needs at least one round");
     let (mut ours, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         // Swap the order every round so neither side always runs first.
@@ -66,16 +73,17 @@ fn alternate(buf: &Bytes, rounds: usize) {
     }
     let fastest = |v: &[f64]| v.iter().copied().fold(f64::MAX, f64::min);
     let (fo, ft) = (fastest(&ours), fastest(&theirs));
+    // The median of the per-round ratios: each round's pair saw the same machine.
+    let (mo, mt, mr) = (median(&mut ours), median(&mut theirs), median(&mut ratios));
+    println!("| measure ({rounds} rounds of {BATCH}) | median batch | fastest batch |");
+    println!("| --- | --- | --- |");
+    println!("| siphost-sip ns/parse | {mo:.0} | {fo:.0} |");
     println!(
-        "fastest batch: siphost-sip {fo:.0} ns/parse ({:.0} parses/s), rsip {ft:.0} ns/parse \
-         ({:.0} parses/s), ratio {:.2}",
-        1e9 / fo,
-        1e9 / ft,
-        ft / fo
+        "| siphost-sip parses/s | {:.0} | {:.0} |",
+        1e9 / mo,
+        1e9 / fo
     );
-    let (o, t, r) = (median(&mut ours), median(&mut theirs), median(&mut ratios));
-    println!(
-        "median batch:  siphost-sip {o:.0} ns/parse, rsip {t:.0} ns/parse, ratio {r:.2} \
-         ({rounds} rounds of {BATCH})"
-    );
+    println!("| rsip ns/parse | {mt:.0} | {ft:.0} |");
+    println!("| rsip parses/s | {:.0} | {:.0} |", 1e9 / mt, 1e9 / ft);
+    println!("| rsip / siphost-sip | {mr:.2} | {:.2} |", ft / fo);
 }

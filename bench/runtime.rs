@@ -1,7 +1,8 @@
-//! Filter runtime benchmark: per-message overhead of a no-op filter against no
-//! filter, instantiation, hot swap with a precompiled artifact, and resident
-//! memory of 1,000 idle tenants. Criterion measures the first three; a
-//! percentile pass prints p50/p99 and the RSS figure.
+//! Filter runtime benchmark: a hook as the proxy submits it (a realistic INVITE,
+//! the full context, the hand-off to the tenant's worker and back) with a no-op
+//! filter against no filter, instantiation, hot swap to a different component
+//! (new bytes: compiled, or from a precompiled artifact), and resident memory of
+//! 1,000 idle tenants. Criterion measures some; a percentile pass prints p50/p99.
 //!
 //! Build the filters first:
 //! `cargo build --profile wasm --target wasm32-wasip2 -p filter-noop`, then
@@ -14,12 +15,36 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use siphost::proxy::hooks::{CallBlocking, HookContext, NoFilters};
+use siphost::proxy::hooks::{FilterHooks, HookCall, HookContext, NoFilters, call_and_wait};
 use siphost::runtime::config::{FailurePolicy, FilterConfig, TenantConfig};
 use siphost::runtime::{EngineOptions, Runtime};
 use siphost::sip::{Bytes, Message};
 
-const INVITE: &str = "INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKbench\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>\r\nCall-ID: bench@test\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContact: <sip:alice@127.0.0.1:5999>\r\nContent-Length: 0\r\n\r\n";
+/// An INVITE as a softphone sends it: several Vias, Record-Route, Supported,
+/// Allow, User-Agent and an SDP offer.
+const INVITE: &str = "INVITE sip:bob@example.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK776asdhds;rport\r\n\
+Via: SIP/2.0/UDP 10.0.0.7:5060;received=10.0.0.7;branch=z9hG4bKnashds8\r\n\
+Record-Route: <sip:10.0.0.7;lr;ftag=a1b2c3>\r\n\
+Max-Forwards: 69\r\n\
+From: \"Alice Liddell\" <sip:alice@example.com>;tag=1928301774\r\n\
+To: <sip:bob@example.com>\r\n\
+Call-ID: a84b4c76e66710@pc33.example.com\r\n\
+CSeq: 314159 INVITE\r\n\
+Contact: <sip:alice@10.0.0.7:5060;transport=udp>\r\n\
+Allow: INVITE, ACK, CANCEL, OPTIONS, BYE, REFER, NOTIFY, MESSAGE, SUBSCRIBE, INFO\r\n\
+Supported: replaces, timer, 100rel\r\n\
+User-Agent: bench-phone/1.0\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: 149\r\n\
+\r\n\
+v=0\r\n\
+o=alice 2890844526 2890844526 IN IP4 10.0.0.7\r\n\
+s=-\r\n\
+c=IN IP4 10.0.0.7\r\n\
+t=0 0\r\n\
+m=audio 49170 RTP/AVP 0 8 101\r\n\
+a=rtpmap:101 telephone-event/8000\r\n";
 
 fn wasm_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("SIPHOST_FILTER_DIR") {
@@ -60,6 +85,8 @@ fn tenant(name: &str, port: u16) -> TenantConfig {
             watch_ms: None,
         }],
         access: None,
+        workers: 1,
+        queue_limit: 1000,
     }
 }
 
@@ -77,13 +104,58 @@ fn ctx(port: u16) -> HookContext {
         transport: "udp",
         source: "127.0.0.1:5999".parse().expect("addr"),
         local: SocketAddr::from(([127, 0, 0, 1], port)),
-        next_hop: None,
-        dialog_key: Some("bench@test".into()),
-        transaction_key: "z9hG4bKbench".into(),
-        record_route_params: None,
+        next_hop: Some("sip:127.0.0.1:5090;transport=udp".into()),
+        dialog_key: Some("a84b4c76e66710@pc33.example.com".into()),
+        transaction_key: "z9hG4bK776asdhds".into(),
+        record_route_params: Some(String::new()),
         own_route: None,
         endpoint: None,
     }
+}
+
+/// One `on-request` as the proxy makes it: the message and context move into
+/// the call, the tenant's worker runs the chain, the result comes back.
+fn hook(hooks: &dyn FilterHooks, msg: Message, port: u16) -> Message {
+    let call = HookCall::Request {
+        ctx: ctx(port),
+        msg,
+    };
+    match call_and_wait(hooks, call) {
+        Some(result) => match result.call {
+            HookCall::Request { msg, .. } => msg,
+            _ => unreachable!("a request call comes back as one"),
+        },
+        None => panic!("the filters dropped the call"),
+    }
+}
+
+/// `noop.wasm` with a custom section naming `n`: a different component (other
+/// bytes, other SHA-256) that behaves the same.
+fn variant(noop: &[u8], n: usize, dir: &std::path::Path) -> PathBuf {
+    fn leb(mut v: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let name = b"siphost-bench";
+    let payload = n.to_le_bytes();
+    let mut content = Vec::new();
+    leb(name.len(), &mut content);
+    content.extend_from_slice(name);
+    content.extend_from_slice(&payload);
+    let mut bytes = noop.to_vec();
+    bytes.push(0);
+    leb(content.len(), &mut bytes);
+    bytes.extend_from_slice(&content);
+    let path = dir.join(format!("noop-{n}.wasm"));
+    std::fs::write(&path, bytes).expect("write variant");
+    path
 }
 
 fn message() -> Message {
@@ -92,19 +164,16 @@ fn message() -> Message {
 
 fn bench_messages(c: &mut Criterion, rt: &Arc<Runtime>) {
     let mut group = c.benchmark_group("per_message");
-    let mut msg = message();
+    let mut msg = Some(message());
     group.bench_function("no_filter", |b| {
-        b.iter(|| black_box(NoFilters.request_blocking(&mut ctx(5070), &mut msg)))
+        b.iter(|| msg = Some(black_box(hook(&NoFilters, msg.take().expect("msg"), 5070))))
     });
     group.bench_function("noop_filter", |b| {
-        b.iter(|| black_box(rt.request_blocking(&mut ctx(5070), &mut msg)))
+        b.iter(|| msg = Some(black_box(hook(&**rt, msg.take().expect("msg"), 5070))))
     });
     group.finish();
     c.bench_function("instantiate_and_configure", |b| {
         b.iter(|| rt.restart("t").expect("restart"))
-    });
-    c.bench_function("hot_swap_precompiled", |b| {
-        b.iter(|| rt.reload("t", None, None).expect("swap"))
     });
 }
 
@@ -144,31 +213,61 @@ fn main() {
     bench_messages(&mut c, &rt);
     c.final_summary();
 
-    let mut msg = message();
+    let mut msg = Some(message());
     percentiles(
-        "per message, no filter  ",
+        "on-request, no filter            ",
         sample(200_000, || {
-            black_box(NoFilters.request_blocking(&mut ctx(5070), &mut msg));
+            msg = Some(black_box(hook(&NoFilters, msg.take().expect("msg"), 5070)));
         }),
     );
     percentiles(
-        "per message, noop filter",
+        "on-request, noop filter (hand-off)",
         sample(200_000, || {
-            black_box(rt.request_blocking(&mut ctx(5070), &mut msg));
+            msg = Some(black_box(hook(&*rt, msg.take().expect("msg"), 5070)));
         }),
     );
     percentiles(
-        "instantiate + configure ",
+        "instantiate + configure          ",
         sample(500, || {
             rt.restart("t").expect("restart");
         }),
     );
+    // Swaps to components the engine has never seen (new bytes each time):
+    // first compiled, then, in a fresh engine, from their precompiled artifacts.
+    let noop = std::fs::read(noop_path()).expect("read noop");
+    let dir = tempfile::tempdir().expect("tmp");
+    let variants: Vec<PathBuf> = (0..20).map(|n| variant(&noop, n, dir.path())).collect();
+    let swap_cache = dir.path().join("artifacts");
+    let swapping = |cache: &std::path::Path| {
+        let options = EngineOptions {
+            max_instances: 100,
+            max_memory_bytes: 64 << 20,
+            cache_dir: Some(cache.to_path_buf()),
+        };
+        Runtime::new(&[tenant("t", 5070)], options).expect("runtime")
+    };
+    let compiling = swapping(&swap_cache);
+    let mut next = variants.iter();
     percentiles(
-        "hot swap (precompiled)  ",
-        sample(200, || {
-            rt.reload("t", None, None).expect("swap");
+        "hot swap, new component (compile)",
+        sample(variants.len(), || {
+            let path = next.next().expect("variant");
+            let report = compiling.reload("t", Some(path), Some(0)).expect("swap");
+            assert!(!report.from_cache);
         }),
     );
+    drop(compiling);
+    let loading = swapping(&swap_cache);
+    let mut next = variants.iter();
+    percentiles(
+        "hot swap, new component (artifact)",
+        sample(variants.len(), || {
+            let path = next.next().expect("variant");
+            let report = loading.reload("t", Some(path), Some(0)).expect("swap");
+            assert!(report.from_cache);
+        }),
+    );
+    drop(loading);
     drop(rt);
 
     const TENANTS: u16 = 1000;

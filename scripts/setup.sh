@@ -2,7 +2,7 @@
 # Installs what siphost's build and tests need on a fresh Debian machine, and
 # nothing that is already there: SIPp and Kamailio 5.6 (with its SQLite
 # modules) from apt, the pinned Rust toolchain with the wasm32-wasip2 target,
-# and cargo-fuzz when a fuzz/ project and a nightly toolchain both exist.
+# and, for the fuzz/ project, a nightly toolchain and cargo-fuzz.
 # Run as root (or with sudo available). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,12 +19,14 @@ apt_missing=()
 command -v sipp >/dev/null 2>&1 || apt_missing+=(sip-tester)
 command -v kamailio >/dev/null 2>&1 || apt_missing+=(kamailio)
 dpkg -s kamailio-sqlite-modules >/dev/null 2>&1 || apt_missing+=(kamailio-sqlite-modules)
+# The admin status page is tested in a real headless browser.
+command -v chromium >/dev/null 2>&1 || apt_missing+=(chromium)
 if ((${#apt_missing[@]})); then
     echo "setup: installing ${apt_missing[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${apt_missing[@]}"
 else
-    echo "setup: sipp and kamailio already installed"
+    echo "setup: sipp, kamailio and chromium already installed"
 fi
 
 if ! command -v rustup >/dev/null 2>&1; then
@@ -36,15 +38,19 @@ fi
 rustup toolchain install
 rustup target add wasm32-wasip2
 
+# The fuzz smoke run (scripts/fuzz-smoke.sh) needs a nightly toolchain and
+# cargo-fuzz; it fails without them, so both are installed here.
 if [[ -d fuzz ]]; then
     if rustup toolchain list | grep -q '^nightly'; then
-        if cargo +nightly fuzz --version >/dev/null 2>&1; then
-            echo "setup: cargo-fuzz already installed"
-        else
-            echo "setup: installing cargo-fuzz"
-            cargo +nightly install cargo-fuzz --locked
-        fi
+        echo "setup: nightly toolchain already installed"
     else
-        echo "setup: no nightly toolchain; fuzzing will be skipped"
+        echo "setup: installing the nightly toolchain (minimal profile)"
+        rustup toolchain install nightly --profile minimal
+    fi
+    if cargo +nightly fuzz --version >/dev/null 2>&1; then
+        echo "setup: cargo-fuzz already installed"
+    else
+        echo "setup: installing cargo-fuzz"
+        cargo +nightly install cargo-fuzz --locked
     fi
 fi

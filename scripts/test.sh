@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Everything CI checks, from a clean clone: setup, the wasm filters (the uac
-# filter and the test filters the host's tests load), the whole workspace's
-# tests (unit, integration, end-to-end against SIPp and Kamailio), then a
-# short fuzz smoke run when scripts/fuzz-smoke.sh exists. Exits non-zero on
-# the first failure.
+# Everything CI checks, from a clean clone: setup, formatting, clippy with
+# warnings as errors (native crates, and the wasm filters for their own
+# target), the wasm filters (the uac filter and the test filters the host's
+# tests load), the whole workspace's tests (unit, integration, end-to-end
+# against SIPp and Kamailio), then a short fuzz smoke run of every fuzz
+# target. Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,14 +30,25 @@ for package in "${wasm_packages[@]}"; do
     package_args+=(-p "$package")
 done
 
+echo "test: cargo fmt --check (workspace and fuzz/)"
+cargo fmt --all --check
+cargo fmt --all --check --manifest-path fuzz/Cargo.toml
+
+# The test filters are wasm-only, so the native pass leaves them out; the wasm
+# pass checks every component (the library of each wasm package) for its own
+# target. The uac filter's tests and benches are native and checked natively.
+echo "test: cargo clippy --workspace --all-targets ${exclude_args[*]}"
+cargo clippy --workspace --all-targets "${exclude_args[@]}" -- -D warnings
+echo "test: cargo clippy --target wasm32-wasip2 --lib ${package_args[*]}"
+cargo clippy --target wasm32-wasip2 --lib "${package_args[@]}" -- -D warnings
+
 echo "test: building wasm filters: ${wasm_packages[*]}"
 cargo build --profile wasm --target wasm32-wasip2 "${package_args[@]}"
 
 echo "test: cargo test --workspace ${exclude_args[*]}"
 cargo test --workspace "${exclude_args[@]}"
 
-if [[ -f scripts/fuzz-smoke.sh ]]; then
-    echo "test: fuzz smoke"
-    FUZZ_SECONDS="${FUZZ_SECONDS:-30}" bash scripts/fuzz-smoke.sh
-fi
+# 30 s shared by the fuzz targets, at least 10 s each (scripts/fuzz-smoke.sh).
+echo "test: fuzz smoke"
+FUZZ_SECONDS="${FUZZ_SECONDS:-30}" bash scripts/fuzz-smoke.sh
 echo "test: all passed"

@@ -1,6 +1,7 @@
 //! In-process tests of the filter runtime (no proxy, no network): each
 //! failure policy outcome, re-instantiation, hot swap, tenant isolation,
-//! timers, originated requests and the artifact cache.
+//! workers and queues, the CPU clock limit, timers, originated requests and
+//! the artifact cache.
 //!
 //! Needs the test filters built first:
 //! `cargo build --profile wasm --target wasm32-wasip2 -p uac-filter -p filter-noop -p filter-misbehave -p filter-mark-a -p filter-mark-b`
@@ -11,7 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use siphost::proxy::hooks::{CallBlocking, Decision, HookContext};
+use siphost::proxy::hooks::{
+    CallBlocking, Decision, FilterHooks, HookCall, HookContext, HookResult, Submitted,
+};
 use siphost::runtime::config::{FailurePolicy, FilterConfig, TenantConfig};
 use siphost::runtime::{
     BoxFuture, EngineOptions, FilterError, RequestSender, Runtime, SendFailure,
@@ -63,6 +66,8 @@ fn tenant(
         cpu_limit_ms: 20,
         filter: filters,
         access: None,
+        workers: 1,
+        queue_limit: 1000,
     }
 }
 
@@ -190,7 +195,9 @@ fn trap_fail_open_restores_the_message_and_reinstantiates() {
         Decision::Continue
     );
     assert_eq!(again.header("X-Misbehave-Calls"), Some("1"));
-    assert_eq!(counter(&rt, "bad", "instantiations"), 2);
+    // The fresh instance was the spare made ahead of time, not one made on
+    // the message path.
+    assert_eq!(counter(&rt, "bad", "inline_instantiations"), 0);
 }
 
 #[test]
@@ -414,6 +421,309 @@ fn artifact_cache_is_used_on_the_next_load() {
     )
     .expect("runtime");
     assert!(second.reload("t", None, None).expect("reload").from_cache);
+}
+
+#[test]
+fn corrupted_cached_artifact_is_recompiled_not_loaded() {
+    let cache = tempfile::tempdir().expect("tmp");
+    let f = filter_config(&filter("filter_noop"), json!({}));
+    let tenants = [tenant("t", 5070, FailurePolicy::FailOpen, vec![f])];
+    drop(Runtime::new(&tenants, options(cache.path())).expect("runtime"));
+    let artifact = std::fs::read_dir(cache.path())
+        .expect("cache dir")
+        .next()
+        .expect("one artifact")
+        .expect("entry")
+        .path();
+    let mut bytes = std::fs::read(&artifact).expect("read artifact");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&artifact, &bytes).expect("corrupt artifact");
+
+    let rt = Runtime::new(&tenants, options(cache.path())).expect("recompiled");
+    let mut msg = invite("");
+    assert_eq!(
+        rt.request_blocking(&mut ctx(5070, None), &mut msg),
+        Decision::Continue
+    );
+    let rewritten = std::fs::read(&artifact).expect("read artifact");
+    assert_ne!(rewritten, bytes, "the corrupted artifact must be replaced");
+}
+
+/// Submits a call without waiting; the result arrives on the returned channel.
+fn submit(rt: &Runtime, call: HookCall) -> (Submitted, std::sync::mpsc::Receiver<HookResult>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let submitted = rt.submit(
+        call,
+        Box::new(move |result| {
+            let _ = tx.send(result);
+        }),
+    );
+    (submitted, rx)
+}
+
+fn request_call(port: u16, dialog: Option<&str>, extra: &str) -> HookCall {
+    HookCall::Request {
+        ctx: ctx(port, dialog),
+        msg: invite(extra),
+    }
+}
+
+#[test]
+fn a_looping_tenant_does_not_hold_up_another() {
+    let cache = shared_cache();
+    let mut slow = tenant(
+        "slow",
+        5070,
+        FailurePolicy::FailOpen,
+        vec![filter_config(
+            &filter("filter_misbehave"),
+            json!({"mode": "loop"}),
+        )],
+    );
+    slow.cpu_limit_ms = 1000;
+    let quick = tenant(
+        "quick",
+        5071,
+        FailurePolicy::FailOpen,
+        vec![filter_config(&filter("filter_noop"), json!({}))],
+    );
+    let rt = Runtime::new(&[slow, quick], options(&cache)).expect("runtime");
+    let started = Instant::now();
+    let (submitted, looping) = submit(&rt, request_call(5070, None, "X-Misbehave: yes\r\n"));
+    assert!(matches!(submitted, Submitted::Queued), "{submitted:?}");
+    // Submitting returned at once; the other tenant is served meanwhile.
+    assert!(started.elapsed() < Duration::from_millis(200));
+    for _ in 0..20 {
+        let mut msg = invite("");
+        assert_eq!(
+            rt.request_blocking(&mut ctx(5071, None), &mut msg),
+            Decision::Continue
+        );
+    }
+    assert!(
+        looping.try_recv().is_err(),
+        "the looping call must still run while the other tenant is served"
+    );
+    let result = looping
+        .recv_timeout(Duration::from_secs(30))
+        .expect("looping call ends");
+    assert_eq!(result.decision, Decision::Continue);
+    assert_eq!(counter(&rt, "slow", "timeouts"), 1);
+}
+
+#[test]
+fn a_full_queue_refuses_new_requests_but_never_replies() {
+    let cache = shared_cache();
+    let mut t = tenant(
+        "t",
+        5070,
+        FailurePolicy::FailOpen,
+        vec![filter_config(
+            &filter("filter_misbehave"),
+            json!({"mode": "loop"}),
+        )],
+    );
+    t.cpu_limit_ms = 300;
+    t.queue_limit = 1;
+    let rt = Runtime::new(&[t], options(&cache)).expect("runtime");
+    let (first, first_done) = submit(&rt, request_call(5070, None, "X-Misbehave: yes\r\n"));
+    assert!(matches!(first, Submitted::Queued), "{first:?}");
+    let (second, _) = submit(&rt, request_call(5070, None, ""));
+    assert!(
+        matches!(second, Submitted::Overloaded(HookCall::Request { .. })),
+        "{second:?}"
+    );
+    let reply_call = HookCall::Reply {
+        ctx: ctx(5070, None),
+        msg: reply(200, ""),
+    };
+    let (third, third_done) = submit(&rt, reply_call);
+    assert!(matches!(third, Submitted::Queued), "{third:?}");
+    assert_eq!(counter(&rt, "t", "overloaded"), 1);
+    first_done
+        .recv_timeout(Duration::from_secs(30))
+        .expect("first ends");
+    third_done
+        .recv_timeout(Duration::from_secs(30))
+        .expect("reply passes");
+    // The place is free again.
+    let (fourth, fourth_done) = submit(&rt, request_call(5070, None, ""));
+    assert!(matches!(fourth, Submitted::Queued), "{fourth:?}");
+    fourth_done
+        .recv_timeout(Duration::from_secs(30))
+        .expect("fourth ends");
+}
+
+#[test]
+fn one_dialog_passes_in_order_through_one_instance_of_several() {
+    let cache = shared_cache();
+    let mut t = tenant(
+        "t",
+        5070,
+        FailurePolicy::FailOpen,
+        vec![filter_config(
+            &filter("filter_misbehave"),
+            json!({"mode": "trap"}),
+        )],
+    );
+    t.workers = 4;
+    let rt = Runtime::new(&[t], options(&cache)).expect("runtime");
+    let pending: Vec<_> = (0..30)
+        .map(|_| submit(&rt, request_call(5070, Some("one-dialog"), "")).1)
+        .collect();
+    for (i, done) in pending.into_iter().enumerate() {
+        let result = done.recv_timeout(Duration::from_secs(30)).expect("result");
+        let HookCall::Request { msg, .. } = result.call else {
+            panic!("a request comes back");
+        };
+        // Every call of the dialog met the same instance, in submission order.
+        let calls = (i + 1).to_string();
+        assert_eq!(msg.header("X-Misbehave-Calls"), Some(calls.as_str()));
+    }
+    // Other dialogs spread over the other workers (fresh instances count from 1).
+    let firsts = (0..16)
+        .map(|d| {
+            let mut msg = invite("");
+            rt.request_blocking(&mut ctx(5070, Some(&format!("dialog-{d}"))), &mut msg);
+            msg.header("X-Misbehave-Calls").map(str::to_string)
+        })
+        .filter(|calls| calls.as_deref() == Some("1"))
+        .count();
+    assert!(firsts >= 1, "no dialog reached a second worker");
+}
+
+/// Burns CPU on `n` threads until dropped, so the filter worker competes for
+/// the cores.
+struct CpuHogs {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl CpuHogs {
+    fn start(n: usize) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        x = std::hint::black_box(x.wrapping_add(1));
+                    }
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+}
+
+impl Drop for CpuHogs {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn cpu_limit_counts_cpu_time_not_wall_time_on_a_saturated_machine() {
+    const LIMIT_MS: u32 = 20;
+    let cache = shared_cache();
+    let spin = |iterations: u64, limit_ms: u32| {
+        let mut t = tenant(
+            "spin",
+            5070,
+            FailurePolicy::FailClosed,
+            vec![filter_config(
+                &filter("filter_misbehave"),
+                json!({"mode": "spin", "iterations": iterations}),
+            )],
+        );
+        t.cpu_limit_ms = limit_ms;
+        Runtime::new(&[t], options(&cache)).expect("runtime")
+    };
+    // Calibrate on the machine as it is: wall time bounds CPU time from above,
+    // so the work is sized to at most a quarter of the budget in wall time.
+    let mut iterations = 1_000_000u64;
+    loop {
+        let rt = spin(iterations, 10_000);
+        let started = Instant::now();
+        rt.request_blocking(&mut ctx(5070, None), &mut invite("X-Misbehave: yes\r\n"));
+        let wall = started.elapsed();
+        if wall >= Duration::from_millis(u64::from(LIMIT_MS) / 4) || iterations > 1 << 34 {
+            let scale = (u64::from(LIMIT_MS) * 1000 / 4) as f64 / wall.as_micros().max(1) as f64;
+            iterations = ((iterations as f64) * scale.min(1.0)) as u64;
+            break;
+        }
+        iterations *= 4;
+    }
+    let healthy = spin(iterations, LIMIT_MS);
+    let looping = misbehaving("loop", FailurePolicy::FailClosed, LIMIT_MS);
+    let hogs = CpuHogs::start(4);
+    let mut slowest = Duration::ZERO;
+    for _ in 0..30 {
+        let started = Instant::now();
+        let decision =
+            healthy.request_blocking(&mut ctx(5070, None), &mut invite("X-Misbehave: yes\r\n"));
+        slowest = slowest.max(started.elapsed());
+        assert_eq!(decision, Decision::Continue, "a healthy hook was stopped");
+    }
+    assert_eq!(counter(&healthy, "spin", "timeouts"), 0);
+    let started = Instant::now();
+    let decision =
+        looping.request_blocking(&mut ctx(5070, None), &mut invite("X-Misbehave: yes\r\n"));
+    let looped = started.elapsed();
+    drop(hogs);
+    assert!(
+        matches!(decision, Decision::Reply { code: 500, .. }),
+        "{decision:?}"
+    );
+    assert_eq!(counter(&looping, "bad", "timeouts"), 1);
+    // Its 20 ms of CPU, at a third of a core or more, plus scheduling slack.
+    assert!(
+        looped < Duration::from_secs(2),
+        "loop stopped after {looped:?}"
+    );
+    eprintln!(
+        "iterations {iterations}: slowest healthy call {slowest:?} wall (limit {LIMIT_MS} ms cpu), loop stopped after {looped:?}"
+    );
+}
+
+#[test]
+fn too_few_pool_slots_for_the_workers_is_a_clear_error() {
+    let mut t = tenant(
+        "t",
+        5070,
+        FailurePolicy::FailOpen,
+        vec![filter_config(&filter("filter_noop"), json!({}))],
+    );
+    t.workers = 4;
+    let mut small = options(&shared_cache());
+    small.max_instances = 8;
+    let err = Runtime::new(&[t], small).err().expect("too small a pool");
+    assert!(
+        matches!(&err, FilterError::BadRequest(m) if m.contains("12 instances")),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_epoch_ticker_parks_when_idle_and_wakes_for_a_call() {
+    let rt = misbehaving("loop", FailurePolicy::FailClosed, 20);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !rt.ticker_parked() {
+        assert!(Instant::now() < deadline, "the ticker never parked");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A parked ticker still stops a loop: the call wakes it.
+    let decision = rt.request_blocking(&mut ctx(5070, None), &mut invite("X-Misbehave: yes\r\n"));
+    assert!(
+        matches!(decision, Decision::Reply { code: 500, .. }),
+        "{decision:?}"
+    );
+    assert_eq!(counter(&rt, "bad", "timeouts"), 1);
 }
 
 #[test]

@@ -62,14 +62,73 @@ pub struct LogConfig {
     /// A tracing filter directive (`info`, `siphost=debug`); `RUST_LOG` overrides it.
     #[serde(default = "default_log_level")]
     pub level: String,
+    /// `human` (default) or `json` (one JSON object per line).
+    #[serde(default)]
+    pub format: LogFormat,
+    /// Level per module: `[log.targets] "siphost::proxy" = "debug"`.
+    #[serde(default)]
+    pub targets: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
             level: default_log_level(),
+            format: LogFormat::default(),
+            targets: Default::default(),
         }
     }
+}
+
+impl LogConfig {
+    /// `level` and the per-target levels as one tracing filter directive.
+    pub fn directives(&self) -> String {
+        let mut out = self.level.clone();
+        for (target, level) in &self.targets {
+            out.push_str(&format!(",{target}={level}"));
+        }
+        out
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        tracing_subscriber::EnvFilter::builder()
+            .parse(&self.level)
+            .map_err(|e| ConfigError::new("log.level", format!("not a log filter: {e}")))?;
+        for (target, level) in &self.targets {
+            let key = format!("log.targets.{target}");
+            let is_module_path = !target.is_empty()
+                && target.split("::").all(|part| {
+                    !part.is_empty()
+                        && part
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                });
+            if !is_module_path {
+                return Err(ConfigError::new(
+                    key,
+                    "not a module path (like siphost::proxy)",
+                ));
+            }
+            if !LOG_LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+                return Err(ConfigError::new(
+                    key,
+                    format!("{level:?} is not one of {}", LOG_LEVELS.join(", ")),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
 }
 
 fn default_log_level() -> String {
@@ -181,6 +240,10 @@ pub struct TcpConfig {
     /// Accepted plus outgoing connections; new ones beyond it are refused.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Messages one connection may have waiting to be written; a peer that stops reading
+    /// and lets more pile up is disconnected.
+    #[serde(default = "default_write_queue")]
+    pub write_queue: usize,
 }
 
 impl Default for TcpConfig {
@@ -188,6 +251,7 @@ impl Default for TcpConfig {
         Self {
             idle_timeout_ms: default_idle_timeout(),
             max_connections: default_max_connections(),
+            write_queue: default_write_queue(),
         }
     }
 }
@@ -197,6 +261,9 @@ fn default_idle_timeout() -> u64 {
 }
 fn default_max_connections() -> usize {
     4096
+}
+fn default_write_queue() -> usize {
+    1024
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -248,6 +315,60 @@ pub struct AdminConfig {
     /// JSON-RPC over HTTP endpoint; none when absent.
     #[serde(default)]
     pub listen: Option<SocketAddr>,
+    /// Bearer token for `/RPC` and `/metrics`; required when `listen` is not loopback.
+    #[serde(default)]
+    pub token: Option<AdminToken>,
+}
+
+/// The admin bearer token. Its `Debug` never shows it, so it cannot reach a log.
+#[derive(Clone, Deserialize)]
+#[serde(try_from = "String")]
+pub struct AdminToken(String);
+
+/// Fewer characters than this make a token guessable.
+const MIN_TOKEN_LEN: usize = 16;
+
+impl AdminToken {
+    /// Whether an `Authorization` header value carries this token (`Bearer <token>`),
+    /// compared in time independent of where they differ.
+    pub fn accepts(&self, authorization: Option<&str>) -> bool {
+        let Some(given) = authorization.and_then(|h| {
+            let (scheme, rest) = h.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(rest.trim())
+        }) else {
+            return false;
+        };
+        let (a, b) = (given.as_bytes(), self.0.as_bytes());
+        let differ = a
+            .iter()
+            .zip(b)
+            .fold(u8::from(a.len() != b.len()), |acc, (x, y)| acc | (x ^ y));
+        differ == 0
+    }
+
+    /// The token itself, for a client to send.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for AdminToken {
+    type Error = String;
+    fn try_from(token: String) -> Result<Self, String> {
+        if token.chars().count() < MIN_TOKEN_LEN {
+            return Err(format!("must be at least {MIN_TOKEN_LEN} characters"));
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("must be printable ASCII without spaces".into());
+        }
+        Ok(Self(token))
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -353,6 +474,12 @@ impl Config {
                 "must be greater than 0",
             ));
         }
+        if self.tcp.write_queue == 0 {
+            return Err(ConfigError::new(
+                "tcp.write_queue",
+                "must be greater than 0",
+            ));
+        }
         if self.proxy.max_forwards == 0 || self.proxy.max_forwards > 255 {
             return Err(ConfigError::new(
                 "proxy.max_forwards",
@@ -375,6 +502,16 @@ impl Config {
             }
         }
         self.validate_tenants()?;
+        self.log.validate()?;
+        if let Some(address) = self.admin.listen
+            && !address.ip().is_loopback()
+            && self.admin.token.is_none()
+        {
+            return Err(ConfigError::new(
+                "admin.token",
+                format!("required when admin.listen ({address}) is not a loopback address"),
+            ));
+        }
         if self.process.worker_threads == 0 {
             return Err(ConfigError::new(
                 "process.worker_threads",
@@ -524,6 +661,7 @@ mod tests {
         assert_eq!(config.transaction.t2_ms, 4000);
         assert_eq!(config.transaction.t4_ms, 5000);
         assert_eq!(config.tcp.max_connections, 4096);
+        assert_eq!(config.tcp.write_queue, 1024);
         assert_eq!(config.proxy.max_forwards, 70);
         assert!(!config.proxy.record_route);
         assert_eq!(config.shutdown.grace_ms, 5000);
@@ -581,6 +719,47 @@ mod tests {
         assert_eq!(e.key, "proxy.default_route");
         let e = error(&format!("{MINIMAL}[tcp]\nmax_connections = 0\n"));
         assert_eq!(e.key, "tcp.max_connections");
+    }
+
+    #[test]
+    fn admin_token_is_required_off_loopback_and_never_shown() {
+        let open = format!("{MINIMAL}[admin]\nlisten = \"0.0.0.0:5081\"\n");
+        let e = error(&open);
+        assert_eq!(e.key, "admin.token", "{e}");
+        assert!(e.reason.contains("not a loopback"), "{e}");
+        let short = format!("{open}token = \"short\"\n");
+        assert_eq!(error(&short).key, "admin.token");
+        let with = format!("{open}token = \"s3cret-admin-token-xyz\"\n");
+        let config = Config::parse(&with).expect("token given");
+        let token = config.admin.token.as_ref().expect("token");
+        assert!(token.accepts(Some("Bearer s3cret-admin-token-xyz")));
+        assert!(!token.accepts(Some("Bearer s3cret-admin-token-xy")));
+        assert!(!token.accepts(Some("Basic s3cret-admin-token-xyz")));
+        assert!(!token.accepts(None));
+        assert!(!format!("{config:?}").contains("s3cret"));
+        let loopback = format!("{MINIMAL}[admin]\nlisten = \"127.0.0.1:5081\"\n");
+        Config::parse(&loopback).expect("loopback needs no token");
+    }
+
+    #[test]
+    fn log_format_and_per_target_levels() {
+        let config = Config::parse(MINIMAL).expect("defaults");
+        assert_eq!(config.log.format, LogFormat::Human);
+        assert_eq!(config.log.directives(), "info");
+        let text = format!(
+            "[log]\nlevel = \"warn\"\nformat = \"json\"\n[log.targets]\n\"siphost::proxy\" = \"debug\"\n{MINIMAL}"
+        );
+        let config = Config::parse(&text).expect("json + targets");
+        assert_eq!(config.log.format, LogFormat::Json);
+        assert_eq!(config.log.directives(), "warn,siphost::proxy=debug");
+        let e = error(&format!("[log]\nformat = \"xml\"\n{MINIMAL}"));
+        assert_eq!(e.key, "log.format", "{e}");
+        let e = error(&format!(
+            "[log.targets]\n\"siphost::proxy\" = \"loud\"\n{MINIMAL}"
+        ));
+        assert_eq!(e.key, "log.targets.siphost::proxy", "{e}");
+        let e = error(&format!("[log]\nlevel = \"info,=[\"\n{MINIMAL}"));
+        assert_eq!(e.key, "log.level", "{e}");
     }
 
     #[test]

@@ -43,6 +43,12 @@ enum Command {
         /// Admin endpoint address.
         #[arg(long, default_value = "127.0.0.1:5081")]
         admin: SocketAddr,
+        /// Print the result as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Bearer token ([admin].token); default: the SIPHOST_ADMIN_TOKEN environment variable.
+        #[arg(long)]
+        token: Option<String>,
         method: String,
         params: Vec<String>,
     },
@@ -69,7 +75,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            init_logging(&config.log.level);
+            siphost::admin::logging::init(&config.log);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(config.process.worker_threads)
                 .enable_all()
@@ -88,9 +94,12 @@ fn main() -> ExitCode {
         }
         Command::Rpc {
             admin,
+            json,
+            token,
             method,
             params,
         } => {
+            let token = token.or_else(|| std::env::var("SIPHOST_ADMIN_TOKEN").ok());
             let params = serde_json::Value::Array(
                 params
                     .iter()
@@ -104,13 +113,24 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")
-                .and_then(|rt| rt.block_on(siphost::admin::client::call(admin, &method, params)));
+                .and_then(|rt| {
+                    rt.block_on(siphost::admin::client::call_with_token(
+                        admin,
+                        token.as_deref(),
+                        &method,
+                        params,
+                    ))
+                });
             match result {
-                Ok(value) => {
+                Ok(value) if json => {
                     match serde_json::to_string_pretty(&value) {
                         Ok(text) => println!("{text}"),
                         Err(_) => println!("{value}"),
                     }
+                    ExitCode::SUCCESS
+                }
+                Ok(value) => {
+                    print!("{}", siphost::admin::client::render_table(&value));
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -122,17 +142,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr; `RUST_LOG` overrides the configured level.
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 async fn run(config: Config) -> anyhow::Result<()> {
     let bound = Transport::bind(&config)
         .await
@@ -142,6 +151,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Filter hooks: the tenants' sandboxed filters (their requests go out through the
     // proxy handle), or none without tenants.
     let mut router = siphost::admin::Router::new();
+    let mut runtime_for_admin = None;
     let hooks: Arc<dyn FilterHooks> = if config.tenant.is_empty() {
         Arc::new(NoFilters)
     } else {
@@ -150,22 +160,27 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .context("cannot load the tenants' filters")?;
         runtime.set_request_sender(Arc::new(handle.clone()));
         router = router.with_runtime(runtime.clone());
+        runtime_for_admin = Some(runtime.clone());
         runtime
     };
-    let stats_handle = handle.clone();
-    router.register("core.stats", move |_| Ok(stats_json(&stats_handle)));
+    // Metrics: counted at the hook door, read from the proxy and tenants at scrape time.
+    let metrics = siphost::admin::metrics::HostMetrics::new(
+        handle.clone(),
+        runtime_for_admin,
+        &config.tenant,
+    );
+    let hooks = metrics.meter_hooks(hooks);
+    siphost::admin::methods::register(&mut router, metrics.clone());
     if let Some(address) = config.admin.listen {
-        let listener = siphost::admin::bind(address)
+        siphost::admin::start(address, config.admin.token.clone(), router, metrics)
             .await
             .with_context(|| format!("cannot bind the admin endpoint {address}"))?;
-        tracing::info!(%address, "admin endpoint (JSON-RPC POST /RPC)");
-        tokio::spawn(siphost::admin::serve(listener, Arc::new(router)));
     }
 
     for listener in bound.transport.listeners() {
         tracing::info!(transport = %listener.kind, address = %listener.local, "listening");
     }
-    let proxy = Proxy::new(&config, bound, hooks, commands).map_err(anyhow::Error::msg)?;
+    let proxy = Proxy::new(&config, bound, hooks, commands)?;
     tokio::spawn(stop_on_signal(
         handle.clone(),
         Duration::from_millis(config.shutdown.grace_ms),
@@ -177,19 +192,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("the proxy core stopped abnormally")?;
     Ok(())
-}
-
-/// The proxy counters as JSON for the `core.stats` admin method.
-fn stats_json(handle: &ProxyHandle) -> serde_json::Value {
-    use std::sync::atomic::Ordering::Relaxed;
-    let stats = handle.stats();
-    serde_json::json!({
-        "requests": stats.requests.load(Relaxed),
-        "responses": stats.responses.load(Relaxed),
-        "malformed": stats.malformed.load(Relaxed),
-        "forwarded": stats.forwarded.load(Relaxed),
-        "local_replies": stats.local_replies.load(Relaxed),
-    })
 }
 
 /// SIGTERM or SIGINT: stop taking new transactions and let in-flight ones finish.

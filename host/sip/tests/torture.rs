@@ -111,7 +111,7 @@ fn cases() -> Vec<Case> {
                         Some("newfangled value continued newfangled value")
                     );
                     assert_eq!(m.header("UnknownHeaderWithUnusualValue"), Some(";;,,;;,;"));
-                    let vias: Vec<Via> = m
+                    let vias: Vec<Via<'_>> = m
                         .header_values("Via")
                         .map(|v| Via::parse(v).unwrap())
                         .collect();

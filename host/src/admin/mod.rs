@@ -1,7 +1,13 @@
-//! JSON-RPC 2.0 over HTTP on loopback (Kamailio method names) and its client.
-//! A minimal HTTP/1.1 server: `POST /RPC`, one request per connection.
+//! The operator's door: JSON-RPC 2.0 (Kamailio method names) at `POST /RPC`, Prometheus
+//! metrics at `GET /metrics`, a status page at `GET /status`; plus the client and the logs.
+//! A minimal HTTP/1.1 server, one request per connection, bearer-token checked when configured.
 
 pub mod client;
+pub mod logging;
+pub mod methods;
+pub mod metrics;
+pub mod registrations;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,6 +19,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+pub use crate::config::AdminToken;
 use crate::runtime::{FilterError, Runtime};
 
 /// Largest request head and body accepted.
@@ -61,10 +68,18 @@ impl From<FilterError> for RpcError {
 /// it may take its time (a reload compiles).
 pub type Method = Arc<dyn Fn(&Value) -> Result<Value, RpcError> + Send + Sync>;
 
-/// The methods an admin endpoint answers.
+/// A registered method: its handler and the text `system.methodHelp` answers.
+#[derive(Clone)]
+struct Registered {
+    help: String,
+    handler: Method,
+}
+
+/// The method registry of an admin endpoint: every room adds its methods with
+/// [`Router::register`] before the endpoint is served.
 #[derive(Clone, Default)]
 pub struct Router {
-    methods: BTreeMap<String, Method>,
+    methods: BTreeMap<String, Registered>,
 }
 
 impl Router {
@@ -72,52 +87,90 @@ impl Router {
         Self::default()
     }
 
-    /// Adds a method (replacing one of the same name).
+    /// Adds a method with its help text (replacing one of the same name).
     pub fn register(
         &mut self,
         name: &str,
+        help: &str,
         method: impl Fn(&Value) -> Result<Value, RpcError> + Send + Sync + 'static,
     ) {
-        self.methods.insert(name.to_string(), Arc::new(method));
+        let entry = Registered {
+            help: help.to_string(),
+            handler: Arc::new(method),
+        };
+        self.methods.insert(name.to_string(), entry);
+    }
+
+    /// The names of every method, `system.*` included, sorted.
+    pub fn method_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.methods.keys().cloned().collect();
+        names.extend(SYSTEM_METHODS.iter().map(|(name, _)| name.to_string()));
+        names.sort();
+        names
+    }
+
+    /// The help text of a method.
+    pub fn help(&self, name: &str) -> Option<&str> {
+        SYSTEM_METHODS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, help)| *help)
+            .or_else(|| self.methods.get(name).map(|m| m.help.as_str()))
     }
 
     /// Adds the filter runtime's methods: `filter.reload`, `filter.list`,
     /// `filter.restart`, `filter.rpc`.
     pub fn with_runtime(mut self, runtime: Arc<Runtime>) -> Self {
         let rt = runtime.clone();
-        self.register("filter.reload", move |params| {
-            let tenant = param_str(params, 0, "tenant")?.ok_or_else(|| {
-                RpcError::invalid_params("filter.reload needs [tenant, path?, index?]")
-            })?;
-            let path = param_str(params, 1, "path")?.map(PathBuf::from);
-            let index = param_index(params, 2, "index")?;
-            Ok(rt.reload(&tenant, path.as_deref(), index)?.to_json())
-        });
+        self.register(
+            "filter.reload",
+            "Swaps a filter for a new version without a restart. Params: tenant, path?, index?",
+            move |params| {
+                let tenant = param_str(params, 0, "tenant")?.ok_or_else(|| {
+                    RpcError::invalid_params("filter.reload needs [tenant, path?, index?]")
+                })?;
+                let path = param_str(params, 1, "path")?.map(PathBuf::from);
+                let index = param_index(params, 2, "index")?;
+                Ok(rt.reload(&tenant, path.as_deref(), index)?.to_json())
+            },
+        );
         let rt = runtime.clone();
-        self.register("filter.list", move |_| Ok(rt.status()));
+        self.register(
+            "filter.list",
+            "Every tenant's filters with their versions, counters and metrics.",
+            move |_| Ok(rt.status()),
+        );
         let rt = runtime.clone();
-        self.register("filter.restart", move |params| {
-            let tenant = param_str(params, 0, "tenant")?
-                .ok_or_else(|| RpcError::invalid_params("filter.restart needs [tenant]"))?;
-            let elapsed = rt.restart(&tenant)?;
-            Ok(json!({"tenant": tenant, "elapsed_ms": elapsed.as_secs_f64() * 1000.0}))
-        });
-        self.register("filter.rpc", move |params| {
-            let usage = "filter.rpc needs [tenant, method, params?, index?]";
-            let tenant =
-                param_str(params, 0, "tenant")?.ok_or_else(|| RpcError::invalid_params(usage))?;
-            let method =
-                param_str(params, 1, "method")?.ok_or_else(|| RpcError::invalid_params(usage))?;
-            let call_params = match param(params, 2, "params") {
-                None | Some(Value::Null) => "null".to_string(),
-                Some(Value::String(s)) => s.clone(),
-                Some(other) => other.to_string(),
-            };
-            let index = param_index(params, 3, "index")?.unwrap_or(0);
-            let answer = runtime.filter_rpc(&tenant, &method, &call_params, index)?;
-            // A filter answers JSON; anything else is passed on as a string.
-            Ok(serde_json::from_str(&answer).unwrap_or(Value::String(answer)))
-        });
+        self.register(
+            "filter.restart",
+            "Fresh instances of a tenant's filters (forgets their in-memory state). Params: tenant",
+            move |params| {
+                let tenant = param_str(params, 0, "tenant")?
+                    .ok_or_else(|| RpcError::invalid_params("filter.restart needs [tenant]"))?;
+                let elapsed = rt.restart(&tenant)?;
+                Ok(json!({"tenant": tenant, "elapsed_ms": elapsed.as_secs_f64() * 1000.0}))
+            },
+        );
+        self.register(
+            "filter.rpc",
+            "Calls a filter's own rpc export. Params: tenant, method, params?, index?",
+            move |params| {
+                let usage = "filter.rpc needs [tenant, method, params?, index?]";
+                let tenant = param_str(params, 0, "tenant")?
+                    .ok_or_else(|| RpcError::invalid_params(usage))?;
+                let method = param_str(params, 1, "method")?
+                    .ok_or_else(|| RpcError::invalid_params(usage))?;
+                let call_params = match param(params, 2, "params") {
+                    None | Some(Value::Null) => "null".to_string(),
+                    Some(Value::String(s)) => s.clone(),
+                    Some(other) => other.to_string(),
+                };
+                let index = param_index(params, 3, "index")?.unwrap_or(0);
+                let answer = runtime.filter_rpc(&tenant, &method, &call_params, index)?;
+                // A filter answers JSON; anything else is passed on as a string.
+                Ok(serde_json::from_str(&answer).unwrap_or(Value::String(answer)))
+            },
+        );
         self
     }
 
@@ -146,18 +199,21 @@ impl Router {
             .and_then(Value::as_str)
             .ok_or_else(|| RpcError::new(RpcError::INVALID_REQUEST, "method missing"))?;
         let params = request.get("params").cloned().unwrap_or(Value::Null);
-        if name == "system.listMethods" {
-            return Ok(json!(
-                self.methods
-                    .keys()
-                    .chain(["system.listMethods".to_string()].iter())
-                    .collect::<Vec<_>>()
-            ));
+        match name {
+            "system.listMethods" => return Ok(json!(self.method_names())),
+            "system.methodHelp" => {
+                let wanted = param_str(&params, 0, "method")?
+                    .ok_or_else(|| RpcError::invalid_params("system.methodHelp needs [method]"))?;
+                return self.help(&wanted).map(|h| json!(h)).ok_or_else(|| {
+                    RpcError::new(RpcError::METHOD_NOT_FOUND, format!("no method {wanted:?}"))
+                });
+            }
+            _ => {}
         }
         let method = self.methods.get(name).ok_or_else(|| {
             RpcError::new(RpcError::METHOD_NOT_FOUND, format!("no method {name:?}"))
         })?;
-        method(&params)
+        (method.handler)(&params)
     }
 
     /// Answers a request body: one object or a batch.
@@ -180,8 +236,17 @@ impl Router {
     }
 }
 
+/// The methods the router answers itself, with their help.
+const SYSTEM_METHODS: [(&str, &str); 2] = [
+    ("system.listMethods", "Lists the names of every method."),
+    (
+        "system.methodHelp",
+        "The help text of a method. Params: method",
+    ),
+];
+
 /// Positional (`[a, b]`) or named (`{"tenant": a}`) parameter.
-fn param<'a>(params: &'a Value, position: usize, name: &str) -> Option<&'a Value> {
+pub fn param<'a>(params: &'a Value, position: usize, name: &str) -> Option<&'a Value> {
     match params {
         Value::Array(items) => items.get(position),
         Value::Object(map) => map.get(name),
@@ -189,7 +254,7 @@ fn param<'a>(params: &'a Value, position: usize, name: &str) -> Option<&'a Value
     }
 }
 
-fn param_str(params: &Value, position: usize, name: &str) -> Result<Option<String>, RpcError> {
+pub fn param_str(params: &Value, position: usize, name: &str) -> Result<Option<String>, RpcError> {
     match param(params, position, name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -197,7 +262,7 @@ fn param_str(params: &Value, position: usize, name: &str) -> Result<Option<Strin
     }
 }
 
-fn param_index(params: &Value, position: usize, name: &str) -> Result<Option<usize>, RpcError> {
+pub fn param_index(params: &Value, position: usize, name: &str) -> Result<Option<usize>, RpcError> {
     match param(params, position, name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => n
@@ -216,19 +281,54 @@ fn param_index(params: &Value, position: usize, name: &str) -> Result<Option<usi
     }
 }
 
-/// Binds the admin endpoint; only loopback addresses are accepted.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    if !addr.ip().is_loopback() {
+/// What one admin listener serves: the RPC methods, the metrics registry, the bearer token.
+pub struct Endpoint {
+    pub router: Router,
+    pub metrics: Arc<metrics::HostMetrics>,
+    /// With a token, `/RPC` and `/metrics` answer 401 to a request without
+    /// `Authorization: Bearer <token>`. `/status` is a static page; its
+    /// script sends the token it is given in the URL fragment.
+    pub token: Option<AdminToken>,
+}
+
+/// Binds the admin endpoint. A non-loopback address needs a token (the
+/// config check refuses one without; this is the last line of defence).
+pub async fn bind(addr: SocketAddr, token: Option<&AdminToken>) -> std::io::Result<TcpListener> {
+    if !addr.ip().is_loopback() && token.is_none() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            format!("admin endpoint must listen on loopback, not {addr}"),
+            format!("admin endpoint on {addr} (not loopback) needs admin.token"),
         ));
     }
     TcpListener::bind(addr).await
 }
 
-/// Serves JSON-RPC on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, router: Arc<Router>) {
+/// Binds `address` and serves the endpoint and the status page's rate sampler in the
+/// background.
+pub async fn start(
+    address: SocketAddr,
+    token: Option<AdminToken>,
+    router: Router,
+    metrics: Arc<metrics::HostMetrics>,
+) -> std::io::Result<()> {
+    let listener = bind(address, token.as_ref()).await?;
+    tracing::info!(
+        %address,
+        token = token.is_some(),
+        "admin endpoint (POST /RPC, GET /metrics, GET /status)"
+    );
+    tokio::spawn(status::run_sampler(metrics.clone()));
+    let endpoint = Endpoint {
+        router,
+        metrics,
+        token,
+    };
+    tokio::spawn(serve(listener, Arc::new(endpoint)));
+    Ok(())
+}
+
+/// Serves the endpoint on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, endpoint: Arc<Endpoint>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(conn) => conn,
@@ -238,9 +338,9 @@ pub async fn serve(listener: TcpListener, router: Arc<Router>) {
                 continue;
             }
         };
-        let router = router.clone();
+        let endpoint = endpoint.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_connection(stream, router).await {
+            if let Err(e) = serve_connection(stream, endpoint).await {
                 tracing::debug!(%peer, "admin connection: {e}");
             }
         });
@@ -250,6 +350,7 @@ pub async fn serve(listener: TcpListener, router: Arc<Router>) {
 struct HttpRequest {
     method: String,
     path: String,
+    authorization: Option<String>,
     body: Vec<u8>,
 }
 
@@ -279,14 +380,19 @@ async fn read_request(stream: &mut TcpStream) -> Result<HttpRequest, (u16, Strin
     let method = start.next().unwrap_or_default().to_string();
     let path = start.next().unwrap_or_default().to_string();
     let mut length = 0usize;
+    let mut authorization = None;
     for line in lines {
-        if let Some((name, value)) = line.split_once(':')
-            && name.trim().eq_ignore_ascii_case("content-length")
-        {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let name = name.trim();
+        if name.eq_ignore_ascii_case("content-length") {
             length = value
                 .trim()
                 .parse()
                 .map_err(|_| (400, "bad Content-Length".to_string()))?;
+        } else if name.eq_ignore_ascii_case("authorization") {
+            authorization = Some(value.trim().to_string());
         }
     }
     if length > MAX_BODY {
@@ -305,30 +411,91 @@ async fn read_request(stream: &mut TcpStream) -> Result<HttpRequest, (u16, Strin
         body.extend_from_slice(&chunk[..n]);
     }
     body.truncate(length);
-    Ok(HttpRequest { method, path, body })
+    Ok(HttpRequest {
+        method,
+        path,
+        authorization,
+        body,
+    })
 }
 
-async fn serve_connection(mut stream: TcpStream, router: Arc<Router>) -> std::io::Result<()> {
+/// An HTTP answer: status, content type, body.
+struct HttpAnswer {
+    status: u16,
+    content_type: &'static str,
+    body: Vec<u8>,
+}
+
+impl HttpAnswer {
+    fn text(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        Self {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into(),
+        }
+    }
+}
+
+async fn answer(request: HttpRequest, endpoint: Arc<Endpoint>) -> HttpAnswer {
+    let path = request.path.split('?').next().unwrap_or_default();
+    let needs_token = matches!(path, "/RPC" | "/metrics");
+    if needs_token
+        && let Some(token) = &endpoint.token
+        && !token.accepts(request.authorization.as_deref())
+    {
+        return HttpAnswer::text(
+            401,
+            "unauthorized: send Authorization: Bearer <admin.token>",
+        );
+    }
+    match (path, request.method.as_str()) {
+        ("/RPC", "POST") => {
+            let work =
+                tokio::task::spawn_blocking(move || endpoint.router.handle_body(&request.body));
+            match work.await {
+                Ok(Some(value)) => HttpAnswer {
+                    status: 200,
+                    content_type: "application/json",
+                    body: value.to_string().into_bytes(),
+                },
+                Ok(None) => HttpAnswer::text(204, Vec::new()),
+                Err(e) => HttpAnswer::text(500, format!("rpc handler failed: {e}")),
+            }
+        }
+        ("/metrics", "GET") => match endpoint.metrics.encode() {
+            Ok(text) => HttpAnswer {
+                status: 200,
+                content_type: metrics::CONTENT_TYPE,
+                body: text.into_bytes(),
+            },
+            Err(e) => HttpAnswer::text(500, format!("cannot encode metrics: {e}")),
+        },
+        ("/status", "GET") => HttpAnswer {
+            status: 200,
+            content_type: "text/html; charset=utf-8",
+            body: status::PAGE.as_bytes().to_vec(),
+        },
+        ("/RPC", _) | ("/metrics", _) | ("/status", _) => HttpAnswer::text(
+            405,
+            "method not allowed: POST /RPC, GET /metrics, GET /status",
+        ),
+        _ => HttpAnswer::text(404, "not found: POST /RPC, GET /metrics, GET /status"),
+    }
+}
+
+async fn serve_connection(mut stream: TcpStream, endpoint: Arc<Endpoint>) -> std::io::Result<()> {
     let request = match tokio::time::timeout(READ_TIMEOUT, read_request(&mut stream)).await {
         Ok(r) => r,
         Err(_) => Err((408, "request timeout".into())),
     };
-    let (status, body) = match request {
-        Err((status, why)) => (status, why.into_bytes()),
-        Ok(req) if req.path != "/RPC" => (404, b"not found: POST /RPC".to_vec()),
-        Ok(req) if req.method != "POST" => (405, b"method not allowed: POST /RPC".to_vec()),
-        Ok(req) => {
-            let answer = tokio::task::spawn_blocking(move || router.handle_body(&req.body)).await;
-            match answer {
-                Ok(Some(value)) => (200, value.to_string().into_bytes()),
-                Ok(None) => (204, Vec::new()),
-                Err(e) => (500, format!("rpc handler failed: {e}").into_bytes()),
-            }
-        }
+    let answer = match request {
+        Err((status, why)) => HttpAnswer::text(status, why),
+        Ok(req) => answer(req, endpoint).await,
     };
-    let reason = match status {
+    let reason = match answer.status {
         200 => "OK",
         204 => "No Content",
+        401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
@@ -337,17 +504,19 @@ async fn serve_connection(mut stream: TcpStream, router: Arc<Router>) -> std::io
         500 => "Internal Server Error",
         _ => "Bad Request",
     };
-    let content_type = if status == 200 {
-        "application/json"
+    let challenge = if answer.status == 401 {
+        "WWW-Authenticate: Bearer realm=\"siphost\"\r\n"
     } else {
-        "text/plain"
+        ""
     };
     let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
+        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{challenge}Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+        answer.status,
+        answer.content_type,
+        answer.body.len()
     );
     stream.write_all(head.as_bytes()).await?;
-    stream.write_all(&body).await?;
+    stream.write_all(&answer.body).await?;
     stream.shutdown().await
 }
 
@@ -357,9 +526,33 @@ mod tests {
 
     fn router() -> Router {
         let mut router = Router::new();
-        router.register("echo", |params| Ok(params.clone()));
-        router.register("fail", |_| Err(RpcError::new(RpcError::SERVER, "no")));
+        router.register("echo", "Answers its params.", |params| Ok(params.clone()));
+        router.register("fail", "Always fails.", |_| {
+            Err(RpcError::new(RpcError::SERVER, "no"))
+        });
         router
+    }
+
+    fn endpoint(router: Router, token: Option<&str>) -> Arc<Endpoint> {
+        let (handle, _commands) = crate::proxy::ProxyHandle::channel();
+        Arc::new(Endpoint {
+            router,
+            metrics: metrics::HostMetrics::new(handle, None, &[]),
+            token: token.map(|t| AdminToken::try_from(t.to_string()).expect("token")),
+        })
+    }
+
+    /// One raw HTTP exchange: the status line and the body.
+    async fn http(addr: SocketAddr, request: &str) -> (String, String) {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).await.expect("read");
+        let (head, body) = raw.split_once("\r\n\r\n").expect("head");
+        (
+            head.lines().next().unwrap_or_default().to_string(),
+            body.to_string(),
+        )
     }
 
     #[test]
@@ -390,8 +583,82 @@ mod tests {
             .expect("answer");
         assert_eq!(
             list["result"],
-            json!(["echo", "fail", "system.listMethods"])
+            json!(["echo", "fail", "system.listMethods", "system.methodHelp"])
         );
+        let help = r
+            .handle_body(
+                br#"{"jsonrpc":"2.0","method":"system.methodHelp","params":["echo"],"id":1}"#,
+            )
+            .expect("answer");
+        assert_eq!(help["result"], json!("Answers its params."));
+        let help = r
+            .handle_body(
+                br#"{"jsonrpc":"2.0","method":"system.methodHelp","params":["nope"],"id":1}"#,
+            )
+            .expect("answer");
+        assert_eq!(help["error"]["code"], json!(RpcError::METHOD_NOT_FOUND));
+    }
+
+    #[tokio::test]
+    async fn wrong_or_missing_token_gets_401_and_runs_nothing() {
+        let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut router = router();
+        let counter = ran.clone();
+        router.register("touch", "Counts its calls.", move |_| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(json!("touched"))
+        });
+        let token = "correct-horse-battery-staple";
+        let listener = bind("127.0.0.1:0".parse().expect("addr"), None)
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(serve(listener, endpoint(router, Some(token))));
+        let body = r#"{"jsonrpc":"2.0","method":"touch","id":1}"#;
+        for authorization in [
+            String::new(),
+            "Authorization: Bearer wrong-horse-battery-staple\r\n".to_string(),
+            format!("Authorization: Basic {token}\r\n"),
+            format!("Authorization: Bearer {token}x\r\n"),
+        ] {
+            let request = format!(
+                "POST /RPC HTTP/1.1\r\nContent-Length: {}\r\n{authorization}\r\n{body}",
+                body.len()
+            );
+            let (status, answer) = http(addr, &request).await;
+            assert!(status.contains(" 401 "), "{authorization:?}: {status}");
+            assert!(!answer.contains(token), "{answer}");
+            let (status, _) = http(
+                addr,
+                &format!("GET /metrics HTTP/1.1\r\n{authorization}\r\n"),
+            )
+            .await;
+            assert!(
+                status.contains(" 401 "),
+                "metrics {authorization:?}: {status}"
+            );
+        }
+        assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 0);
+        let err = client::call_with_token(
+            addr,
+            Some("wrong-horse-battery-staple"),
+            "touch",
+            Value::Null,
+        )
+        .await
+        .expect_err("refused");
+        assert!(err.to_string().contains("401"), "{err}");
+        let answer = client::call_with_token(addr, Some(token), "touch", Value::Null)
+            .await
+            .expect("accepted");
+        assert_eq!(answer, json!("touched"));
+        assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let (status, page) = http(addr, "GET /status HTTP/1.1\r\n\r\n").await;
+        assert!(
+            status.contains(" 200 ") && page.contains("<html"),
+            "{status}"
+        );
+        server.abort();
     }
 
     #[test]
@@ -409,11 +676,11 @@ mod tests {
 
     #[tokio::test]
     async fn http_round_trip_through_the_client() {
-        let listener = bind("127.0.0.1:0".parse().expect("addr"))
+        let listener = bind("127.0.0.1:0".parse().expect("addr"), None)
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let server = tokio::spawn(serve(listener, Arc::new(router())));
+        let server = tokio::spawn(serve(listener, endpoint(router(), None)));
         let answer = client::call(addr, "echo", json!({"a": 1}))
             .await
             .expect("call");
@@ -422,7 +689,11 @@ mod tests {
             .await
             .expect_err("error");
         assert!(err.to_string().contains("no"), "{err}");
-        assert!(bind("0.0.0.0:0".parse().expect("addr")).await.is_err());
+        assert!(
+            bind("0.0.0.0:0".parse().expect("addr"), None)
+                .await
+                .is_err()
+        );
         server.abort();
     }
 }

@@ -1,7 +1,8 @@
 //! The proxy core: one task owns every server and client transaction, the response contexts
-//! of RFC 3261 §16, one timer queue and the TCP table; it reads UDP sockets itself.
+//! of RFC 3261 §16, one timer queue and the TCP table; it reads UDP sockets itself. A message
+//! handed to the filters parks its transaction until the decision comes back as an event.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -12,12 +13,13 @@ use bytes::Bytes;
 use rustc_hash::FxHashMap;
 use siphost_sip::{Message, Method, Uri, Via, reply_to_malformed};
 use siphost_transaction::{
-    ClientAction, ClientTransaction, Kind, ServerAction, ServerTransaction, TimerConfig, TimerQueue,
+    ClientAction, ClientTransaction, ConfigError as TimerConfigError, Kind, ServerAction,
+    ServerTransaction, TimerConfig, TimerQueue,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use super::handle::{Command, CommandReceiver, ProxyStats, SendError};
-use super::hooks::{Decision, FilterHooks, HookCall, HookContext, HookResult, call_and_wait};
+use super::hooks::{Decision, FilterHooks, HookCall, HookContext, HookDone, HookResult, Submitted};
 use super::routing::{
     Identities, MAGIC_COOKIE, Router, is_loop, loop_hash, make_branch, preprocess_route,
     record_route_value, stateless_branch, via_transport, via_value, wants_record_route,
@@ -25,11 +27,15 @@ use super::routing::{
 use crate::access::{AccessControl, Target, Verdict};
 use crate::config::Config;
 use crate::transport::{
-    Bound, ConnId, NextHop, Resolver, Source, Transport, TransportEvent, TransportKind, UdpReceiver,
+    Bound, ConnId, NextHop, ResolveError, Resolver, SendFailure, Source, Transport, TransportEvent,
+    TransportKind, UdpReceiver,
 };
 
 /// Branches a failure hook may add to one request (guards against resend loops).
 const MAX_RESENDS: u32 = 8;
+
+/// Retry-After (seconds) of the 503 answering a request whose tenant's filter queue is full.
+const OVERLOAD_RETRY_AFTER: &str = "5";
 
 /// Timer queue keys: which machine a deadline belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -99,6 +105,8 @@ struct ServerEntry {
     request: Option<Message>,
     last_response: Option<Bytes>,
     context: Option<u64>,
+    /// A CANCEL arrived while the request waited for its filters: answer 487, do not forward.
+    cancelled: bool,
 }
 
 enum Owner {
@@ -139,6 +147,57 @@ struct Context {
     final_sent: bool,
     cancelled: bool,
     resends: u32,
+    /// A reply or failure hook of this context is with the filters; replies arriving
+    /// meanwhile wait in `queued_replies`, so the filters see them in order.
+    hook_busy: bool,
+    queued_replies: VecDeque<QueuedReply>,
+}
+
+/// A reply from downstream waiting for its turn at the reply hook.
+struct QueuedReply {
+    client: u64,
+    status: u16,
+    response: Message,
+    /// The request as sent on the branch, for a final response (failure hook, ACK).
+    request: Option<Message>,
+}
+
+/// A transaction waiting for its filters' decision, and what resumes it.
+enum Parked {
+    /// A new request with a server transaction and a context id reserved for it.
+    Request(ParkedRequest),
+    /// A request forwarded without a transaction (§16.11).
+    Stateless(ParkedStateless),
+    /// A reply on a branch of a response context.
+    Reply(ParkedReply),
+    /// The best final of a context is a failure (failure_route).
+    Failure(u64),
+}
+
+struct ParkedRequest {
+    server: u64,
+    ctx: u64,
+    loop_hash: u64,
+    is_invite: bool,
+    /// The next hop static routing chose before the filters ran.
+    preliminary: Option<String>,
+    ruri_before: Option<String>,
+}
+
+struct ParkedReply {
+    ctx: u64,
+    client: u64,
+    status: u16,
+    request: Option<Message>,
+}
+
+struct ParkedStateless {
+    source: Source,
+    reply_to: SocketAddr,
+    /// The request as received, to answer it locally (None for ACKs, never answered).
+    original: Option<Message>,
+    branch: String,
+    preliminary: Option<String>,
 }
 
 /// Work waiting for a next hop's address.
@@ -164,8 +223,11 @@ enum Internal {
     Resolved {
         token: u64,
         hop: NextHop,
-        result: Result<SocketAddr, String>,
+        result: Result<SocketAddr, ResolveError>,
     },
+    /// The filters decided on a parked call (boxed: two messages would make every event
+    /// of the core's loop as large).
+    Decided { token: u64, result: Box<HookResult> },
 }
 
 enum Event {
@@ -175,6 +237,20 @@ enum Event {
     Internal(Internal),
     Timer,
     GraceOver,
+}
+
+/// Why a proxy could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("transaction timers: {0}")]
+    Timers(#[from] TimerConfigError),
+    #[error("tenant {tenant:?}: {source}")]
+    Access {
+        tenant: String,
+        source: crate::access::config::AccessConfigError,
+    },
+    #[error("tenant {tenant:?}: listen entry {why}")]
+    TenantListen { tenant: String, why: String },
 }
 
 /// The proxy: build with [`Proxy::new`], then [`Proxy::run`] until shutdown.
@@ -205,6 +281,7 @@ struct Core {
     client_index: FxHashMap<ClientKey, u64>,
     contexts: FxHashMap<u64, Context>,
     pending_jobs: FxHashMap<u64, Job>,
+    parked: FxHashMap<u64, Parked>,
     resolver: Resolver,
     internal: mpsc::UnboundedSender<Internal>,
     instance: u32,
@@ -219,14 +296,13 @@ impl Proxy {
         bound: Bound,
         hooks: Arc<dyn FilterHooks>,
         commands: CommandReceiver,
-    ) -> Result<Proxy, String> {
+    ) -> Result<Proxy, ProxyError> {
         let t = &config.transaction;
         let timer_config = TimerConfig::new(
             Duration::from_millis(t.t1_ms),
             Duration::from_millis(t.t2_ms),
             Duration::from_millis(t.t4_ms),
-        )
-        .map_err(|e| format!("transaction: {e}"))?;
+        )?;
         let (internal, internal_rx) = mpsc::unbounded_channel();
         let us = Identities::new(bound.transport.listeners());
         let access = access_by_listener(config, bound.transport.listeners())?;
@@ -247,6 +323,7 @@ impl Proxy {
             client_index: FxHashMap::default(),
             contexts: FxHashMap::default(),
             pending_jobs: FxHashMap::default(),
+            parked: FxHashMap::default(),
             resolver: Resolver::default(),
             internal,
             instance: rand::random(),
@@ -440,6 +517,7 @@ impl Core {
     fn drained(&self) -> bool {
         self.contexts.is_empty()
             && self.pending_jobs.is_empty()
+            && self.parked.is_empty()
             && !self
                 .clients
                 .values()
@@ -475,11 +553,64 @@ impl Core {
                         self.send_job(job, hop.kind, addr, now);
                     }
                     Err(why) => {
-                        tracing::debug!(why, "next hop not resolved");
-                        self.job_failed(job, 503, &why, now);
+                        tracing::debug!(%why, "next hop not resolved");
+                        self.job_failed(job, 503, SendError::Unresolved(Arc::new(why)), now);
                     }
                 }
             }
+            Internal::Decided { token, result } => {
+                if let Some(parked) = self.parked.remove(&token) {
+                    self.resume(parked, *result, now);
+                }
+            }
+        }
+    }
+
+    /// Hands a call to the filters. Without a filter for it the transaction goes on at once;
+    /// otherwise it stays parked until the decision arrives as [`Internal::Decided`].
+    fn submit_hook(&mut self, call: HookCall, parked: Parked, now: Instant) {
+        let token = self.next_id();
+        let events = self.internal.clone();
+        let done: HookDone = Box::new(move |result| {
+            // The receiver is gone only once the core stopped, and its transactions with it.
+            let result = Box::new(result);
+            let _ = events.send(Internal::Decided { token, result });
+        });
+        match self.hooks.submit(call, done) {
+            Submitted::Queued => {
+                self.parked.insert(token, parked);
+            }
+            Submitted::NoFilter(call) => {
+                let decision = Decision::Continue;
+                self.resume(parked, HookResult { call, decision }, now);
+            }
+            Submitted::Overloaded(call) => {
+                let decision = match call {
+                    HookCall::Request { .. } => {
+                        ProxyStats::bump(&self.stats.overloaded);
+                        Decision::Reply {
+                            code: 503,
+                            reason: reason_for(503).to_owned(),
+                            headers: vec![(
+                                "Retry-After".to_owned(),
+                                OVERLOAD_RETRY_AFTER.to_owned(),
+                            )],
+                        }
+                    }
+                    // Their transaction exists already: never refused, the filter is skipped.
+                    HookCall::Reply { .. } | HookCall::Failure { .. } => Decision::Continue,
+                };
+                self.resume(parked, HookResult { call, decision }, now);
+            }
+        }
+    }
+
+    fn resume(&mut self, parked: Parked, result: HookResult, now: Instant) {
+        match parked {
+            Parked::Request(parked) => self.request_decided(parked, result, now),
+            Parked::Stateless(parked) => self.stateless_decided(parked, result, now),
+            Parked::Reply(parked) => self.reply_decided(parked, result, now),
+            Parked::Failure(ctx) => self.failure_decided(ctx, result, now),
         }
     }
 
@@ -557,12 +688,25 @@ impl Core {
         }
     }
 
+    /// Hands bytes to the transport; a TCP peer dropped for not reading is counted.
+    fn transmit(
+        &mut self,
+        kind: TransportKind,
+        listener: usize,
+        remote: SocketAddr,
+        conn: Option<ConnId>,
+        data: Bytes,
+    ) -> Result<Option<ConnId>, SendFailure> {
+        let sent = self.transport.send(kind, listener, remote, conn, data);
+        if let Err(SendFailure::WriteQueueFull(_)) = sent {
+            ProxyStats::bump(&self.stats.slow_peers_dropped);
+        }
+        sent
+    }
+
     /// Sends bytes back the way a message came: its connection if open, else the address.
     fn send_to_source(&mut self, source: Source, remote: SocketAddr, data: Bytes) {
-        if let Err(e) = self
-            .transport
-            .send(source.kind, source.listener, remote, source.conn, data)
-        {
+        if let Err(e) = self.transmit(source.kind, source.listener, remote, source.conn, data) {
             tracing::debug!(%remote, error = %e, "send failed");
         }
     }
@@ -772,6 +916,7 @@ impl Core {
                 request: Some(msg.clone()),
                 last_response: None,
                 context: None,
+                cancelled: false,
             },
         );
         self.drive_server(server_id);
@@ -788,27 +933,54 @@ impl Core {
             record_route_params,
         );
         hook.endpoint = endpoint;
-        let preliminary = hook.next_hop.clone();
-        let ruri_before = request.request_uri().map(str::to_owned);
-        let Some(HookResult {
+        let parked = ParkedRequest {
+            server: server_id,
+            ctx: ctx_id,
+            loop_hash: hash,
+            is_invite: kind == Kind::Invite,
+            preliminary: hook.next_hop.clone(),
+            ruri_before: request.request_uri().map(str::to_owned),
+        };
+        let call = HookCall::Request {
+            ctx: hook,
+            msg: request,
+        };
+        self.submit_hook(call, Parked::Request(parked), now);
+    }
+
+    /// The filters decided on a new request: answer it, drop it, or open its response
+    /// context and forward it.
+    fn request_decided(&mut self, parked: ParkedRequest, result: HookResult, now: Instant) {
+        let ParkedRequest {
+            server: server_id,
+            ctx: ctx_id,
+            loop_hash: hash,
+            is_invite,
+            preliminary,
+            ruri_before,
+        } = parked;
+        let HookResult {
             call:
                 HookCall::Request {
                     ctx: mut hook,
                     msg: mut request,
                 },
             decision,
-        }) = call_and_wait(
-            &*self.hooks,
-            HookCall::Request {
-                ctx: hook,
-                msg: request,
-            },
-        )
+        } = result
         else {
-            tracing::warn!("filter call lost; request dropped");
+            tracing::warn!("filters answered a request call with another kind; dropped");
             self.remove_server(server_id);
             return;
         };
+        match self.servers.get(&server_id) {
+            // The transaction ended while the filters decided: nothing to answer any more.
+            None => return,
+            Some(entry) if entry.cancelled => {
+                self.respond_local(server_id, 487, now);
+                return;
+            }
+            Some(_) => {}
+        }
         let next_hop = match decision {
             Decision::Drop => {
                 tracing::debug!("request dropped by filter");
@@ -864,13 +1036,15 @@ impl Core {
                 hook,
                 request: request.clone(),
                 loop_hash: hash,
-                is_invite: kind == Kind::Invite,
+                is_invite,
                 branches: Vec::new(),
                 outstanding: 1,
                 best: None,
                 final_sent: false,
                 cancelled: false,
                 resends: 0,
+                hook_busy: false,
+                queued_replies: VecDeque::new(),
             },
         );
         if let Some(entry) = self.servers.get_mut(&server_id) {
@@ -924,9 +1098,7 @@ impl Core {
         // An INVITE server never resends a 2xx itself (RFC 6026 "Accepted").
         let resendable = !(entry.machine.kind() == Kind::Invite && (200..300).contains(&status));
         entry.last_response = resendable.then(|| bytes.clone());
-        let sent = self
-            .transport
-            .send(source.kind, source.listener, reply_to, source.conn, bytes);
+        let sent = self.transmit(source.kind, source.listener, reply_to, source.conn, bytes);
         match sent {
             Ok(conn) => {
                 if let (Some(conn), Some(entry)) = (conn, self.servers.get_mut(&server_id)) {
@@ -1029,12 +1201,17 @@ impl Core {
                 request: Some(msg),
                 last_response: None,
                 context: None,
+                cancelled: false,
             },
         );
         self.respond_local(server_id, 200, now);
-        let ctx = self.servers.get(&invite_id).and_then(|e| e.context);
-        if let Some(ctx) = ctx {
-            self.cancel_context(ctx, now);
+        let Some(invite) = self.servers.get_mut(&invite_id) else {
+            return;
+        };
+        match invite.context {
+            Some(ctx) => self.cancel_context(ctx, now),
+            // Still with its filters (or already answered): it will not be forwarded.
+            None => invite.cancelled = true,
         }
     }
 
@@ -1160,13 +1337,32 @@ impl Core {
         // ACKs, the bulk of this path, never get one, so they skip the copy.
         let original = (!is_ack).then(|| msg.clone());
         let hook = self.routed_hook_context(&mut msg, &source, upstream_branch, None);
-        let preliminary = hook.next_hop.clone();
-        let Some(HookResult {
+        let parked = ParkedStateless {
+            source,
+            reply_to,
+            original,
+            branch,
+            preliminary: hook.next_hop.clone(),
+        };
+        let call = HookCall::Request { ctx: hook, msg };
+        self.submit_hook(call, Parked::Stateless(parked), now);
+    }
+
+    /// The filters decided on a request forwarded without a transaction.
+    fn stateless_decided(&mut self, parked: ParkedStateless, result: HookResult, now: Instant) {
+        let ParkedStateless {
+            source,
+            reply_to,
+            original,
+            branch,
+            preliminary,
+        } = parked;
+        let HookResult {
             call: HookCall::Request { ctx: hook, mut msg },
             decision,
-        }) = call_and_wait(&*self.hooks, HookCall::Request { ctx: hook, msg })
+        } = result
         else {
-            tracing::warn!("filter call lost; stateless request dropped");
+            tracing::warn!("filters answered a request call with another kind; dropped");
             return;
         };
         let next_hop = match decision {
@@ -1224,7 +1420,7 @@ impl Core {
         reply: oneshot::Sender<Result<Message, SendError>>,
         now: Instant,
     ) {
-        let invalid = |why: &str| Err(SendError::Invalid(why.to_owned()));
+        let invalid = |why: &'static str| Err(SendError::Invalid(why));
         let check = if !request.is_request() {
             invalid("not a request")
         } else if request.method() == Some(&Method::Ack) {
@@ -1252,7 +1448,7 @@ impl Core {
             None => match self.router.next_hop(&request, &self.us) {
                 Ok(hop) => hop,
                 Err(e) => {
-                    let _ = reply.send(Err(SendError::NoRoute(e.0.to_owned())));
+                    let _ = reply.send(Err(SendError::NoRoute(e.0)));
                     return;
                 }
             },
@@ -1266,8 +1462,8 @@ impl Core {
         let hop = match NextHop::from_uri(next_hop) {
             Ok(hop) => hop,
             Err(why) => {
-                tracing::debug!(why, "unusable next hop");
-                self.job_failed(job, 502, &why, now);
+                tracing::debug!(%why, "unusable next hop");
+                self.job_failed(job, 502, why.into(), now);
                 return;
             }
         };
@@ -1284,12 +1480,14 @@ impl Core {
         });
     }
 
-    fn job_failed(&mut self, job: Job, status: u16, why: &str, now: Instant) {
+    /// A job whose next hop gave no address: a proxied branch ends with `status`, a local
+    /// request with `why`.
+    fn job_failed(&mut self, job: Job, status: u16, why: SendError, now: Instant) {
         match job {
             Job::Branch { ctx, .. } => self.branch_failed(ctx, None, status, now),
-            Job::Stateless { .. } => tracing::debug!(why, "stateless request not forwarded"),
+            Job::Stateless { .. } => tracing::debug!(%why, "stateless request not forwarded"),
             Job::Local { reply, .. } => {
-                let _ = reply.send(Err(SendError::NoRoute(why.to_owned())));
+                let _ = reply.send(Err(why));
             }
         }
     }
@@ -1320,16 +1518,13 @@ impl Core {
                 };
                 request.prepend_header("Via", &via);
                 ProxyStats::bump(&self.stats.forwarded);
-                if let Err(e) = self
-                    .transport
-                    .send(kind, listener, addr, None, request.to_bytes())
-                {
+                if let Err(e) = self.transmit(kind, listener, addr, None, request.to_bytes()) {
                     tracing::debug!(%addr, error = %e, "stateless request send failed");
                 }
             }
             Job::Local { mut request, reply } => {
                 let Some(listener) = self.transport.pick_listener(kind, None, &addr) else {
-                    let _ = reply.send(Err(SendError::Transport(format!("no {kind} listener"))));
+                    let _ = reply.send(Err(SendError::NoListener(kind)));
                     return;
                 };
                 let has_branch = request.top_via().is_some_and(|v| v.branch().is_some());
@@ -1347,7 +1542,7 @@ impl Core {
                     .top_via()
                     .and_then(|v| v.branch().map(Box::<str>::from))
                 else {
-                    let _ = reply.send(Err(SendError::Invalid("no Via".into())));
+                    let _ = reply.send(Err(SendError::Invalid("no Via")));
                     return;
                 };
                 let kind_of_request = request.method().map_or(Kind::NonInvite, kind_of);
@@ -1498,13 +1693,7 @@ impl Core {
                 ClientAction::Transmit => {
                     let dest = entry.dest;
                     let bytes = entry.bytes.clone();
-                    match self.transport.send(
-                        dest.kind,
-                        dest.listener,
-                        dest.remote,
-                        dest.conn,
-                        bytes,
-                    ) {
+                    match self.transmit(dest.kind, dest.listener, dest.remote, dest.conn, bytes) {
                         Ok(conn) => {
                             if let (Some(conn), Some(entry)) = (conn, self.clients.get_mut(&id)) {
                                 entry.dest.conn = Some(conn);
@@ -1525,13 +1714,9 @@ impl Core {
                     };
                     if let Some(ack) = ack {
                         let dest = entry.dest;
-                        if let Err(e) = self.transport.send(
-                            dest.kind,
-                            dest.listener,
-                            dest.remote,
-                            dest.conn,
-                            ack,
-                        ) {
+                        if let Err(e) =
+                            self.transmit(dest.kind, dest.listener, dest.remote, dest.conn, ack)
+                        {
                             tracing::debug!(error = %e, "ACK send failed");
                         }
                     }
@@ -1571,7 +1756,7 @@ impl Core {
                     let error = if status == 408 {
                         SendError::Timeout
                     } else {
-                        SendError::Transport(format!("sending to {} failed", entry.dest.remote))
+                        SendError::Transport(entry.dest.remote)
                     };
                     let _ = reply.send(Err(error));
                 }
@@ -1660,53 +1845,107 @@ impl Core {
                 self.cancel_branch(client_id, now);
             }
         }
-        let Some(ctx) = self.contexts.get_mut(&ctx_id) else {
+        if !self.contexts.contains_key(&ctx_id) {
             // The context finished: late 2xx are still relayed (RFC 6026).
             if (200..300).contains(&status) {
                 self.forward_response_statelessly(response);
             }
             return;
-        };
+        }
         // Step 5: 100 Trying is hop-by-hop.
         if status == 100 {
             return;
         }
-        let Some(HookResult {
-            call:
-                HookCall::Reply {
-                    ctx: hook,
-                    msg: response,
-                },
-            decision,
-        }) = call_and_wait(
-            &*self.hooks,
-            HookCall::Reply {
-                ctx: ctx.hook.clone(),
-                msg: response,
-            },
-        )
-        else {
-            tracing::warn!("filter call lost; reply dropped");
+        let mut request = None;
+        if status >= 200 {
+            self.timers.cancel(&TimerKey::ProxyC(client_id));
+            if let Some(entry) = self.clients.get_mut(&client_id) {
+                if entry.finished && status >= 300 {
+                    return;
+                }
+                entry.finished = true;
+                request = entry.request.clone();
+            }
+        }
+        let reply = QueuedReply {
+            client: client_id,
+            status,
+            response,
+            request,
+        };
+        match self.contexts.get_mut(&ctx_id) {
+            Some(ctx) if ctx.hook_busy => ctx.queued_replies.push_back(reply),
+            Some(_) => self.submit_reply(ctx_id, reply, now),
+            None => {}
+        }
+    }
+
+    /// Hands a reply to the reply hook; its context's hook lane is free.
+    fn submit_reply(&mut self, ctx_id: u64, reply: QueuedReply, now: Instant) {
+        let Some(ctx) = self.contexts.get_mut(&ctx_id) else {
             return;
         };
-        ctx.hook = hook;
+        ctx.hook_busy = true;
+        let call = HookCall::Reply {
+            ctx: ctx.hook.clone(),
+            msg: reply.response,
+        };
+        let parked = ParkedReply {
+            ctx: ctx_id,
+            client: reply.client,
+            status: reply.status,
+            request: reply.request,
+        };
+        self.submit_hook(call, Parked::Reply(parked), now);
+    }
+
+    /// The filters decided on a reply: relay a provisional, or rank a final.
+    fn reply_decided(&mut self, reply: ParkedReply, result: HookResult, now: Instant) {
+        let ctx_id = reply.ctx;
+        let Some(ctx) = self.contexts.get_mut(&ctx_id) else {
+            return;
+        };
+        ctx.hook_busy = false;
+        let response = match result {
+            HookResult {
+                call: HookCall::Reply { ctx: hook, msg },
+                decision,
+            } => {
+                ctx.hook = hook;
+                (decision != Decision::Drop).then_some(msg)
+            }
+            HookResult { .. } => {
+                tracing::warn!("filters answered a reply call with another kind; dropped");
+                None
+            }
+        };
         let server = ctx.server;
-        if status < 200 {
-            if decision != Decision::Drop && !ctx.final_sent {
+        if reply.status < 200 {
+            if let Some(response) = response
+                && !ctx.final_sent
+            {
                 self.respond(server, response, now);
             }
+        } else {
+            let (client, status) = (Some(reply.client), reply.status);
+            self.branch_final(ctx_id, client, status, response, reply.request, now);
+        }
+        self.next_in_lane(ctx_id, now);
+    }
+
+    /// Once a context's hook lane is free: the next queued reply goes to the filters, or, with
+    /// none left, the context finishes if it can.
+    fn next_in_lane(&mut self, ctx_id: u64, now: Instant) {
+        let Some(ctx) = self.contexts.get_mut(&ctx_id) else {
+            return;
+        };
+        if ctx.hook_busy {
             return;
         }
-        self.timers.cancel(&TimerKey::ProxyC(client_id));
-        if let Some(entry) = self.clients.get_mut(&client_id) {
-            if entry.finished && status >= 300 {
-                return;
-            }
-            entry.finished = true;
+        match ctx.queued_replies.pop_front() {
+            Some(reply) => self.submit_reply(ctx_id, reply, now),
+            None => self.maybe_finish(ctx_id, now),
         }
-        let request = self.clients.get(&client_id).and_then(|c| c.request.clone());
-        let response = (decision != Decision::Drop).then_some(response);
-        self.branch_final(ctx_id, Some(client_id), status, response, request, now);
     }
 
     /// A branch's final response (or its local stand-in); `response` is ready to go upstream
@@ -1773,18 +2012,21 @@ impl Core {
         self.maybe_finish(ctx_id, now);
     }
 
-    /// When no branch is outstanding: run the failure hook on the best response (it may
-    /// resend), else relay it.
+    /// When no branch is outstanding and no hook of the context is with the filters: run the
+    /// failure hook on the best response (it may resend), else relay it.
     fn maybe_finish(&mut self, ctx_id: u64, now: Instant) {
         let Some(ctx) = self.contexts.get_mut(&ctx_id) else {
             return;
         };
+        if ctx.hook_busy {
+            return;
+        }
         if ctx.outstanding > 0 || ctx.final_sent {
             self.maybe_close_context(ctx_id);
             return;
         }
         let server = ctx.server;
-        let (mut best, request) = match ctx.best.take() {
+        let (best, request) = match ctx.best.take() {
             Some(best) => best,
             None => {
                 // Every final was dropped by filters: answer 500 ourselves.
@@ -1796,69 +2038,84 @@ impl Core {
         };
         let status = best.status().unwrap_or(500);
         if status >= 300 && !ctx.cancelled && ctx.resends < MAX_RESENDS {
-            let request = request.unwrap_or_else(|| ctx.request.clone());
-            let Some(HookResult {
-                call:
-                    HookCall::Failure {
-                        ctx: hook,
-                        mut request,
-                        reply,
-                    },
-                decision,
-            }) = call_and_wait(
-                &*self.hooks,
-                HookCall::Failure {
-                    ctx: ctx.hook.clone(),
-                    request,
-                    reply: Box::new(best),
-                },
-            )
-            else {
-                tracing::warn!("filter call lost; answering 500");
-                ctx.final_sent = true;
-                self.respond_local(server, 500, now);
-                self.maybe_close_context(ctx_id);
-                return;
+            ctx.hook_busy = true;
+            let call = HookCall::Failure {
+                ctx: ctx.hook.clone(),
+                request: request.unwrap_or_else(|| ctx.request.clone()),
+                reply: Box::new(best),
             };
-            ctx.hook = hook;
-            best = *reply;
-            if let Decision::Resend { next_hop } = decision {
-                // The request as sent carries our Via; the new branch gets a fresh one.
-                request.remove_first_value("Via");
-                let hop = match next_hop {
-                    Some(hop) => Some(hop),
-                    None => ctx
-                        .hook
-                        .next_hop
-                        .clone()
-                        .or_else(|| self.router.next_hop(&request, &self.us).ok()),
-                };
-                if let Some(hop) = hop {
-                    ctx.resends += 1;
-                    ctx.outstanding += 1;
-                    self.dispatch(
-                        &hop,
-                        Job::Branch {
-                            ctx: ctx_id,
-                            request,
-                            fresh: false,
-                        },
-                        now,
-                    );
-                    return;
-                }
-            }
+            self.submit_hook(call, Parked::Failure(ctx_id), now);
+            return;
         }
         ctx.final_sent = true;
         self.respond(server, best, now);
         self.maybe_close_context(ctx_id);
     }
 
+    /// The failure hook decided: send the request again on a new branch, or relay the best
+    /// final response.
+    fn failure_decided(&mut self, ctx_id: u64, result: HookResult, now: Instant) {
+        let Some(ctx) = self.contexts.get_mut(&ctx_id) else {
+            return;
+        };
+        ctx.hook_busy = false;
+        let server = ctx.server;
+        let HookResult {
+            call:
+                HookCall::Failure {
+                    ctx: hook,
+                    mut request,
+                    reply,
+                },
+            decision,
+        } = result
+        else {
+            tracing::warn!("filters answered a failure call with another kind; answering 500");
+            ctx.final_sent = true;
+            self.respond_local(server, 500, now);
+            self.next_in_lane(ctx_id, now);
+            return;
+        };
+        ctx.hook = hook;
+        // A CANCEL that came while the filters decided ends the request with this reply.
+        if let Decision::Resend { next_hop } = decision
+            && !ctx.cancelled
+        {
+            // The request as sent carries our Via; the new branch gets a fresh one.
+            request.remove_first_value("Via");
+            let hop = match next_hop {
+                Some(hop) => Some(hop),
+                None => ctx
+                    .hook
+                    .next_hop
+                    .clone()
+                    .or_else(|| self.router.next_hop(&request, &self.us).ok()),
+            };
+            if let Some(hop) = hop {
+                ctx.resends += 1;
+                ctx.outstanding += 1;
+                self.dispatch(
+                    &hop,
+                    Job::Branch {
+                        ctx: ctx_id,
+                        request,
+                        fresh: false,
+                    },
+                    now,
+                );
+                self.next_in_lane(ctx_id, now);
+                return;
+            }
+        }
+        ctx.final_sent = true;
+        self.respond(server, *reply, now);
+        self.next_in_lane(ctx_id, now);
+    }
+
     fn maybe_close_context(&mut self, ctx_id: u64) {
-        let done = self
-            .contexts
-            .get(&ctx_id)
-            .is_some_and(|c| c.final_sent && c.outstanding == 0);
+        let done = self.contexts.get(&ctx_id).is_some_and(|c| {
+            c.final_sent && c.outstanding == 0 && !c.hook_busy && c.queued_replies.is_empty()
+        });
         if done
             && let Some(ctx) = self.contexts.remove(&ctx_id)
             && let Some(server) = self.servers.get_mut(&ctx.server)
@@ -1877,10 +2134,7 @@ impl Core {
         let Some(listener) = self.transport.pick_listener(kind, None, &addr) else {
             return;
         };
-        if let Err(e) = self
-            .transport
-            .send(kind, listener, addr, None, response.to_bytes())
-        {
+        if let Err(e) = self.transmit(kind, listener, addr, None, response.to_bytes()) {
             tracing::debug!(%addr, error = %e, "stateless response send failed");
         }
     }
@@ -1936,7 +2190,7 @@ impl Core {
 fn access_by_listener(
     config: &Config,
     listeners: &[crate::transport::Listener],
-) -> Result<FxHashMap<usize, AccessControl>, String> {
+) -> Result<FxHashMap<usize, AccessControl>, ProxyError> {
     use crate::runtime::config::{ListenTransport, parse_listen};
     let mut by_listener = FxHashMap::default();
     for tenant in &config.tenant {
@@ -1944,15 +2198,24 @@ fn access_by_listener(
             continue;
         };
         for entry in &tenant.listen {
-            let (transport, address) = parse_listen(entry)?;
+            let (transport, address) =
+                parse_listen(entry).map_err(|why| ProxyError::TenantListen {
+                    tenant: tenant.name.clone(),
+                    why,
+                })?;
             let kind = match transport {
                 ListenTransport::Udp => TransportKind::Udp,
                 ListenTransport::Tcp => TransportKind::Tcp,
             };
             // One instance per listener: the UDP and TCP sockets of a tenant keep separate
             // replay tables and buckets, which only makes each smaller.
-            let control = AccessControl::new(&tenant.name, access, rand::random())
-                .map_err(|e| format!("tenant {:?}: {e}", tenant.name))?;
+            let control =
+                AccessControl::new(&tenant.name, access, rand::random()).map_err(|source| {
+                    ProxyError::Access {
+                        tenant: tenant.name.clone(),
+                        source,
+                    }
+                })?;
             for (i, listener) in listeners.iter().enumerate() {
                 if listener.kind == kind && listener.local == address {
                     by_listener.insert(i, control);

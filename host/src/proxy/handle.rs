@@ -1,6 +1,7 @@
 //! The outside door into the proxy core: locally originated requests (filters' send-request,
 //! uac_req_send), shutdown, and counters, all through one command queue.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -8,20 +9,28 @@ use std::time::Duration;
 use siphost_sip::Message;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::transport::{NextHopError, ResolveError, TransportKind};
+
 /// How many commands may wait for the core.
 const COMMAND_QUEUE: usize = 4096;
 
 /// Why a locally originated request got no final reply.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SendError {
     #[error("the proxy is not running")]
     Stopped,
     #[error("invalid request: {0}")]
-    Invalid(String),
+    Invalid(&'static str),
     #[error("no route: {0}")]
-    NoRoute(String),
-    #[error("transport failure: {0}")]
-    Transport(String),
+    NoRoute(&'static str),
+    #[error("unusable next hop: {0}")]
+    NextHop(#[from] NextHopError),
+    #[error("next hop not resolved: {0}")]
+    Unresolved(Arc<ResolveError>),
+    #[error("no {0} listener to send from")]
+    NoListener(TransportKind),
+    #[error("sending to {0} failed")]
+    Transport(SocketAddr),
     #[error("no final response before the transaction timed out")]
     Timeout,
 }
@@ -47,6 +56,10 @@ pub struct ProxyStats {
     pub malformed: AtomicU64,
     pub forwarded: AtomicU64,
     pub local_replies: AtomicU64,
+    /// Requests answered 503 because their tenant's filter queue was full.
+    pub overloaded: AtomicU64,
+    /// TCP connections closed because the peer stopped reading (`[tcp] write_queue` full).
+    pub slow_peers_dropped: AtomicU64,
 }
 
 impl ProxyStats {

@@ -6,7 +6,7 @@ mod handle;
 pub mod hooks;
 pub mod routing;
 
-pub use self::core::Proxy;
+pub use self::core::{Proxy, ProxyError};
 pub use handle::{CommandReceiver, ProxyHandle, ProxyStats, SendError};
 
 #[cfg(test)]

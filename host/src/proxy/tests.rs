@@ -874,3 +874,248 @@ async fn connections_beyond_the_limit_are_refused() {
     assert_eq!((n, byte[0]), (1, b'\r'));
     proxy.task.abort();
 }
+
+/// Hooks that hold every call of a dialog whose Call-ID starts with "held" until the test
+/// releases it (from another thread, as a tenant worker would), refuse those starting with
+/// "full" as overloaded, and have no filter for the rest.
+struct Holding {
+    calls: tokio::sync::mpsc::UnboundedSender<(HookCall, HookDone)>,
+}
+
+impl FilterHooks for Holding {
+    fn submit(&self, call: HookCall, done: HookDone) -> Submitted {
+        let key = call.ctx().dialog_key.clone().unwrap_or_default();
+        if key.starts_with("full") {
+            return Submitted::Overloaded(call);
+        }
+        if !key.starts_with("held") {
+            return Submitted::NoFilter(call);
+        }
+        match self.calls.send((call, done)) {
+            Ok(()) => Submitted::Queued,
+            Err(returned) => Submitted::NoFilter(returned.0.0),
+        }
+    }
+}
+
+type HeldCalls = tokio::sync::mpsc::UnboundedReceiver<(HookCall, HookDone)>;
+
+fn holding() -> (Arc<Holding>, HeldCalls) {
+    let (calls, held) = tokio::sync::mpsc::unbounded_channel();
+    (Arc::new(Holding { calls }), held)
+}
+
+async fn next_held(held: &mut HeldCalls) -> (HookCall, HookDone) {
+    tokio::time::timeout(WAIT, held.recv())
+        .await
+        .expect("a held filter call within the wait")
+        .expect("hooks alive")
+}
+
+/// Lets a held call go on with `decision`, from a thread of its own.
+fn release(held: (HookCall, HookDone), decision: Decision) {
+    let (call, done) = held;
+    std::thread::spawn(move || done(HookResult { call, decision }))
+        .join()
+        .expect("release thread");
+}
+
+/// Waits until the proxy has received `count` responses in all.
+async fn responses_seen(handle: &ProxyHandle, count: u64) {
+    let seen = || {
+        handle
+            .stats()
+            .responses
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while seen() < count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "responses seen: {}",
+            seen()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn parked_request_absorbs_retransmissions_and_a_cancel_stops_it() {
+    let (uac, uas) = (Peer::new().await, Peer::new().await);
+    let (hooks, mut held) = holding();
+    let proxy = start(&default_route(&uas), hooks).await;
+    let ruri = format!("sip:bob@{}", proxy.udp);
+    let request = invite(&uac, &ruri, "z9hG4bKp1", "held-p1");
+    uac.send(proxy.udp, &request).await;
+    assert_eq!(uac.recv().await.status(), Some(100));
+    let parked = next_held(&mut held).await;
+    assert!(matches!(parked.0, HookCall::Request { .. }));
+
+    uac.send(proxy.udp, &request).await;
+    assert_eq!(uac.recv().await.status(), Some(100), "Trying resent");
+    uac.send(proxy.udp, &lone_cancel(&uac, &ruri, "z9hG4bKp1", "held-p1"))
+        .await;
+    let cancel_ok = uac.recv().await;
+    assert_eq!(cancel_ok.status(), Some(200));
+    assert_eq!(
+        cancel_ok.cseq().map(|(_, m)| m.as_str().to_owned()),
+        Some("CANCEL".into())
+    );
+    assert!(held.try_recv().is_err(), "a retransmission is no new call");
+
+    release(parked, Decision::Continue);
+    assert_eq!(uac.recv().await.status(), Some(487));
+    uas.recv_nothing(Duration::from_millis(200)).await;
+    proxy.task.abort();
+}
+
+#[tokio::test]
+async fn a_parked_call_holds_up_no_other_and_its_replies_keep_their_order() {
+    let (uac, uas) = (Peer::new().await, Peer::new().await);
+    let (hooks, mut held) = holding();
+    let proxy = start(&default_route(&uas), hooks).await;
+    let ruri = format!("sip:bob@{}", proxy.udp);
+    uac.send(proxy.udp, &invite(&uac, &ruri, "z9hG4bKo1", "held-o1"))
+        .await;
+    assert_eq!(uac.recv().await.status(), Some(100));
+    let parked = next_held(&mut held).await;
+
+    // Another call goes all the way while the first waits for its filters.
+    uac.send(proxy.udp, &invite(&uac, &ruri, "z9hG4bKo2", "free-o2"))
+        .await;
+    assert_eq!(uac.recv().await.status(), Some(100));
+    let free = uas.recv().await;
+    assert_eq!(free.call_id(), Some("free-o2"));
+    uas.send(proxy.udp, &answer(&free, 200, "OK", &uas)).await;
+    let answered = uac.recv().await;
+    assert_eq!(
+        (answered.status(), answered.call_id()),
+        (Some(200), Some("free-o2"))
+    );
+
+    release(parked, Decision::Continue);
+    let forwarded = uas.recv().await;
+    assert_eq!(forwarded.call_id(), Some("held-o1"));
+    uas.send(proxy.udp, &answer(&forwarded, 180, "Ringing", &uas))
+        .await;
+    uas.send(proxy.udp, &answer(&forwarded, 200, "OK", &uas))
+        .await;
+    responses_seen(&proxy.handle, 3).await;
+    let ringing = next_held(&mut held).await;
+    assert!(
+        matches!(&ringing.0, HookCall::Reply { msg, .. } if msg.status() == Some(180)),
+        "{:?}",
+        ringing.0
+    );
+    assert!(
+        held.try_recv().is_err(),
+        "the 200 waits until the 180 is decided"
+    );
+    release(ringing, Decision::Continue);
+    let ok = next_held(&mut held).await;
+    assert!(matches!(&ok.0, HookCall::Reply { msg, .. } if msg.status() == Some(200)));
+    release(ok, Decision::Continue);
+    assert_eq!(uac.recv().await.status(), Some(180));
+    assert_eq!(uac.recv().await.status(), Some(200));
+    proxy.task.abort();
+}
+
+#[tokio::test]
+async fn overloaded_filters_answer_requests_503_with_retry_after() {
+    let (uac, uas) = (Peer::new().await, Peer::new().await);
+    let (hooks, _held) = holding();
+    let proxy = start(&default_route(&uas), hooks).await;
+    let ruri = format!("sip:bob@{}", proxy.udp);
+    uac.send(proxy.udp, &invite(&uac, &ruri, "z9hG4bKf1", "full-f1"))
+        .await;
+    let refused = uac.recv_skip_trying().await;
+    assert_eq!(refused.status(), Some(503));
+    assert_eq!(refused.header("Retry-After"), Some("5"));
+    let stats = proxy.handle.stats();
+    assert_eq!(
+        stats.overloaded.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    uas.recv_nothing(Duration::from_millis(100)).await;
+    proxy.task.abort();
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_a_parked_request() {
+    let (uac, uas) = (Peer::new().await, Peer::new().await);
+    let (hooks, mut held) = holding();
+    let proxy = start(&default_route(&uas), hooks).await;
+    let ruri = format!("sip:bob@{}", proxy.udp);
+    uac.send(proxy.udp, &invite(&uac, &ruri, "z9hG4bKd1", "held-d1"))
+        .await;
+    assert_eq!(uac.recv().await.status(), Some(100));
+    let parked = next_held(&mut held).await;
+    proxy.handle.shutdown(Duration::from_secs(5)).await;
+    release(parked, Decision::Continue);
+    let forwarded = uas.recv().await;
+    uas.send(proxy.udp, &answer(&forwarded, 486, "Busy Here", &uas))
+        .await;
+    // The reply and failure hooks of the call run while draining.
+    release(next_held(&mut held).await, Decision::Continue);
+    release(next_held(&mut held).await, Decision::Continue);
+    assert_eq!(uac.recv().await.status(), Some(486));
+    tokio::time::timeout(WAIT, proxy.task)
+        .await
+        .expect("proxy stops once the call is answered")
+        .expect("proxy task");
+}
+
+#[tokio::test]
+async fn a_tcp_peer_that_stops_reading_is_dropped_at_the_write_queue_limit() {
+    let uac = Peer::new().await;
+    // The callee accepts over TCP with a tiny receive window and never reads.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let callee = socket.listen(16).expect("listen");
+    let callee_addr = callee.local_addr().expect("callee addr");
+    let tail = format!(
+        "[proxy]\ndefault_route = \"sip:{callee_addr};transport=tcp\"\n[tcp]\nwrite_queue = 4\n"
+    );
+    let proxy = start(&tail, Arc::new(NoFilters)).await;
+    let ruri = format!("sip:bob@{}", proxy.udp);
+    let body = "a=x\r\n".repeat(4000);
+    let accept = tokio::spawn(async move { callee.accept().await.expect("accept").0 });
+    let stats = proxy.handle.stats();
+    let dropped = || {
+        stats
+            .slow_peers_dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    for n in 0..400 {
+        let mut request = invite(&uac, &ruri, &format!("z9hG4bKw{n}"), &format!("call-w{n}"));
+        request = request.replace("Content-Length: 5\r\n\r\nv=0\r\n", "");
+        request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        uac.send(proxy.udp, &request).await;
+        if dropped() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while dropped() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "peer never dropped");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The proxy closed the connection: reading it now ends.
+    let mut stream = accept.await.expect("accepted");
+    let mut sink = vec![0u8; 1 << 16];
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "connection closed by the proxy");
+    proxy.task.abort();
+}

@@ -33,6 +33,14 @@ pub struct TenantConfig {
     /// Who may send through this tenant (`[tenant.access]`, see `crate::access`).
     #[serde(default)]
     pub access: Option<crate::access::config::AccessConfig>,
+    /// Worker threads running this tenant's filter calls, each with its own
+    /// instance of every filter; one dialog's calls always go to the same one.
+    #[serde(default = "default_workers")]
+    pub workers: u32,
+    /// Requests waiting for or in this tenant's filters beyond which new
+    /// requests are answered 503 with Retry-After (replies are never refused).
+    #[serde(default = "default_queue_limit")]
+    pub queue_limit: u32,
 }
 
 /// One filter of a tenant's chain.
@@ -70,6 +78,17 @@ fn default_memory_limit_mib() -> u32 {
 fn default_cpu_limit_ms() -> u32 {
     20
 }
+
+fn default_workers() -> u32 {
+    1
+}
+
+fn default_queue_limit() -> u32 {
+    1000
+}
+
+/// Most workers one tenant may have.
+pub const MAX_WORKERS: u32 = 64;
 
 /// Transport of a tenant listen entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -130,6 +149,12 @@ pub fn validate_tenants(tenants: &[TenantConfig]) -> Result<(), String> {
         if tenant.cpu_limit_ms == 0 {
             return Err(format!("{at}.cpu_limit_ms: must be at least 1"));
         }
+        if tenant.workers == 0 || tenant.workers > MAX_WORKERS {
+            return Err(format!("{at}.workers: must be 1 to {MAX_WORKERS}"));
+        }
+        if tenant.queue_limit == 0 {
+            return Err(format!("{at}.queue_limit: must be at least 1"));
+        }
         for (j, filter) in tenant.filter.iter().enumerate() {
             filter
                 .config_json()
@@ -185,6 +210,8 @@ mod tests {
         assert_eq!(tenants[0].failure_policy, FailurePolicy::FailOpen);
         assert_eq!(tenants[0].memory_limit_mib, 16);
         assert_eq!(tenants[0].cpu_limit_ms, 20);
+        assert_eq!(tenants[0].workers, 1);
+        assert_eq!(tenants[0].queue_limit, 1000);
         let json: serde_json::Value =
             serde_json::from_str(&tenants[0].filter[0].config_json().expect("json"))
                 .expect("parse");
@@ -205,6 +232,10 @@ mod tests {
         assert!(err.starts_with("tenant[1].listen[0]"), "{err}");
         assert!(parse("[[tenant]]\nname = \"a\"\n[[tenant]]\nname = \"a\"\n").is_err());
         assert!(parse("[[tenant]]\nname = \"a\"\ncpu_limit_ms = 0\n").is_err());
+        let err = parse("[[tenant]]\nname = \"a\"\nworkers = 0\n").expect_err("no workers");
+        assert!(err.starts_with("tenant[0].workers"), "{err}");
+        let err = parse("[[tenant]]\nname = \"a\"\nqueue_limit = 0\n").expect_err("no queue");
+        assert!(err.starts_with("tenant[0].queue_limit"), "{err}");
     }
 
     #[test]

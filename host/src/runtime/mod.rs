@@ -1,10 +1,11 @@
-//! The wasmtime host for filters: one sandbox per tenant, limits, failure
-//! policy, hot swap; implements the proxy's `FilterHooks`.
+//! The filter host: per tenant a chain of sandboxed filters run by the tenant's
+//! own workers, with limits, failure policy and hot swap; the proxy's `FilterHooks`.
 
-pub mod bindings;
+pub mod component;
 pub mod config;
-pub mod engine;
-pub mod host;
+pub mod cpu;
+pub mod instance;
+pub mod lane;
 pub mod state;
 pub mod tenant;
 
@@ -19,12 +20,14 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use siphost_sip::Message;
 
-use crate::proxy::hooks::{FilterHooks, HookCall, HookContext, HookDone, HookResult, Submitted};
+use crate::proxy::hooks::{FilterHooks, HookCall, HookContext, HookDone, Submitted};
+use component::FilterEngine;
+pub use component::{EngineOptions, default_cache_dir};
 use config::{ListenTransport, TenantConfig, parse_listen, validate_tenants};
-pub use engine::EngineOptions;
-use engine::FilterEngine;
-pub use tenant::{Hook, SwapReport, Tenant};
-use tenant::{Services, spawn_watcher};
+pub use instance::{Hook, LoadSource};
+use state::Services;
+use tenant::spawn_watcher;
+pub use tenant::{SwapReport, Tenant};
 
 /// Why a filter could not be loaded or a call into it failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -122,6 +125,7 @@ impl RequestSender for crate::proxy::ProxyHandle {
 /// The tenants of a host and their filters.
 pub struct Runtime {
     services: Arc<Services>,
+    engine: Arc<FilterEngine>,
     tenants: Vec<Arc<Tenant>>,
     by_socket: HashMap<(ListenTransport, SocketAddr), usize>,
 }
@@ -141,15 +145,33 @@ impl Runtime {
             .max()
             .unwrap_or(0);
         options.max_memory_bytes = options.max_memory_bytes.max(largest);
+        // A live instance and a spare per filter and worker, one more per
+        // worker while a swap prepares the next version.
+        let needed: u64 = tenants
+            .iter()
+            .map(|t| t.filter.len() as u64 * u64::from(t.workers) * 2)
+            .sum::<u64>()
+            + tenants
+                .iter()
+                .map(|t| u64::from(t.workers))
+                .max()
+                .unwrap_or(0);
+        if needed > u64::from(options.max_instances) {
+            return Err(FilterError::BadRequest(format!(
+                "tenant: the tenants' filters and workers need {needed} instances, \
+                 more than the engine's {} (fewer workers or tenants)",
+                options.max_instances
+            )));
+        }
+        let engine = Arc::new(FilterEngine::new(&options)?);
         let services = Arc::new(Services {
-            engine: Arc::new(FilterEngine::new(&options)?),
             tokio: tokio::runtime::Handle::try_current().ok(),
             sender: std::sync::RwLock::new(None),
         });
         let mut built = Vec::with_capacity(tenants.len());
         let mut by_socket = HashMap::new();
         for (i, config) in tenants.iter().enumerate() {
-            built.push(Tenant::new(config, services.clone())?);
+            built.push(Tenant::new(config, services.clone(), engine.clone())?);
             for entry in &config.listen {
                 let socket = parse_listen(entry).map_err(FilterError::BadRequest)?;
                 by_socket.insert(socket, i);
@@ -157,6 +179,7 @@ impl Runtime {
         }
         let runtime = Arc::new(Self {
             services,
+            engine,
             tenants: built,
             by_socket,
         });
@@ -243,45 +266,20 @@ impl Runtime {
     }
 }
 
+impl Runtime {
+    /// Whether the epoch ticker is parked: no hook ran for a while, so the
+    /// deadline machinery uses no CPU.
+    pub fn ticker_parked(&self) -> bool {
+        self.engine.ticker.is_parked()
+    }
+}
+
 impl FilterHooks for Runtime {
-    /// Runs the tenant's chain on the calling thread, then hands the result to `done`.
+    /// Hands the call to the tenant's worker for its dialog; never blocks.
     fn submit(&self, call: HookCall, done: HookDone) -> Submitted {
-        let Some(tenant) = self.tenant_for(call.ctx()) else {
-            return Submitted::NoFilter(call);
-        };
-        let result = match call {
-            HookCall::Request { mut ctx, mut msg } => {
-                let decision = tenant.run_chain(Hook::Request, &mut ctx, &mut msg, None);
-                HookResult {
-                    call: HookCall::Request { ctx, msg },
-                    decision,
-                }
-            }
-            HookCall::Reply { mut ctx, mut msg } => {
-                let decision = tenant.run_chain(Hook::Reply, &mut ctx, &mut msg, None);
-                HookResult {
-                    call: HookCall::Reply { ctx, msg },
-                    decision,
-                }
-            }
-            HookCall::Failure {
-                mut ctx,
-                mut request,
-                reply,
-            } => {
-                let decision =
-                    tenant.run_chain(Hook::Failure, &mut ctx, &mut request, Some(&reply));
-                HookResult {
-                    call: HookCall::Failure {
-                        ctx,
-                        request,
-                        reply,
-                    },
-                    decision,
-                }
-            }
-        };
-        done(result);
-        Submitted::Queued
+        match self.tenant_for(call.ctx()) {
+            Some(tenant) if !tenant.filters.is_empty() => tenant.submit(call, done),
+            _ => Submitted::NoFilter(call),
+        }
     }
 }

@@ -1,12 +1,20 @@
-//! Host-side state of a tenant that outlives any filter version: dialog and
-//! transaction variables, filter metrics, failure counters, pending timers.
+//! Host-side state of a tenant that outlives any filter version and ABI: dialog
+//! and transaction variables, metrics, counters, timers and originated requests.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use siphost_sip::Message;
+
+use super::{RequestSender, SendFailure};
+
+/// Pending timers one tenant may hold.
+pub const MAX_TIMERS: usize = 10_000;
+/// Originated requests one tenant may have in flight.
+pub const MAX_PENDING_REQUESTS: usize = 1_000;
 
 /// Dialog variables expire this long after their last write.
 pub const DIALOG_VAR_TTL: Duration = Duration::from_secs(12 * 3600);
@@ -21,6 +29,160 @@ pub const MAX_METRICS: usize = 256;
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it: the
 /// guarded maps stay consistent under every operation used here.
+/// Host services shared by every tenant.
+pub struct Services {
+    pub(crate) tokio: Option<tokio::runtime::Handle>,
+    pub(crate) sender: RwLock<Option<Arc<dyn RequestSender>>>,
+}
+
+/// Where timers and replies to originated requests go back to: the tenant,
+/// which hands them to the worker that owns the instance.
+pub trait FilterEvents: Send + Sync {
+    fn timer_fired(&self, lane: usize, filter: usize, token: u64);
+    fn local_reply(&self, lane: usize, filter: usize, request_id: u64, reply: Message);
+}
+
+/// State of a tenant that every version and instance of its filters shares.
+pub struct TenantShared {
+    pub name: Arc<str>,
+    pub dialog_vars: VariableStore,
+    pub transaction_vars: VariableStore,
+    pub metrics: Metrics,
+    pub counters: TenantCounters,
+    pub(crate) services: Arc<Services>,
+    timers: Mutex<HashMap<u64, tokio::task::AbortHandle>>,
+    next_id: AtomicU64,
+    pending_requests: AtomicUsize,
+    events: OnceLock<Weak<dyn FilterEvents>>,
+}
+
+impl TenantShared {
+    pub fn new(name: &str, services: Arc<Services>) -> Self {
+        Self {
+            name: Arc::from(name),
+            dialog_vars: VariableStore::new(DIALOG_VAR_TTL),
+            transaction_vars: VariableStore::new(TRANSACTION_VAR_TTL),
+            metrics: Metrics::default(),
+            counters: TenantCounters::default(),
+            services,
+            timers: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            pending_requests: AtomicUsize::new(0),
+            events: OnceLock::new(),
+        }
+    }
+
+    /// Set once, when the tenant that owns this state exists.
+    pub fn set_events(&self, events: Weak<dyn FilterEvents>) {
+        let _ = self.events.set(events);
+    }
+
+    fn events(&self) -> Option<Weak<dyn FilterEvents>> {
+        self.events.get().cloned()
+    }
+
+    pub fn pending_timers(&self) -> usize {
+        lock(&self.timers).len()
+    }
+
+    pub fn set_timer(
+        self: &Arc<Self>,
+        lane: usize,
+        filter: usize,
+        after_ms: u64,
+        token: u64,
+    ) -> Result<u64, String> {
+        let Some(handle) = self.services.tokio.clone() else {
+            return Err("timers need the host's async runtime".into());
+        };
+        let Some(events) = self.events() else {
+            return Err("the tenant is not running".into());
+        };
+        let shared = Arc::downgrade(self);
+        let mut timers = lock(&self.timers);
+        if timers.len() >= MAX_TIMERS {
+            return Err(format!("{MAX_TIMERS} timers pending already"));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // Spawned under the lock so the task cannot look the id up before it
+        // is recorded.
+        let task = handle.spawn(async move {
+            tokio::time::sleep(Duration::from_millis(after_ms)).await;
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            if lock(&shared.timers).remove(&id).is_none() {
+                return;
+            }
+            if let Some(events) = events.upgrade() {
+                events.timer_fired(lane, filter, token);
+            }
+        });
+        timers.insert(id, task.abort_handle());
+        Ok(id)
+    }
+
+    pub fn cancel_timer(&self, id: u64) -> bool {
+        match lock(&self.timers).remove(&id) {
+            Some(task) => {
+                task.abort();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sends a request a filter built; its final reply (or a local 408/503)
+    /// goes back to the instance on `lane`.
+    pub fn send_request(
+        self: &Arc<Self>,
+        lane: usize,
+        filter: usize,
+        message: Message,
+        next_hop: Option<String>,
+    ) -> Result<u64, String> {
+        let Some(handle) = self.services.tokio.clone() else {
+            return Err("sending requests needs the host's async runtime".into());
+        };
+        let sender = self
+            .services
+            .sender
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(sender) = sender else {
+            return Err("this host has no request sender".into());
+        };
+        let Some(events) = self.events() else {
+            return Err("the tenant is not running".into());
+        };
+        let reserved = self.pending_requests.fetch_add(1, Ordering::AcqRel);
+        if reserved >= MAX_PENDING_REQUESTS {
+            self.pending_requests.fetch_sub(1, Ordering::AcqRel);
+            return Err(format!("{MAX_PENDING_REQUESTS} requests in flight already"));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let shared = self.clone();
+        let original = message.clone();
+        handle.spawn(async move {
+            let outcome = sender.send_request(message, next_hop).await;
+            shared.pending_requests.fetch_sub(1, Ordering::AcqRel);
+            let reply = match outcome {
+                Ok(reply) => reply,
+                Err(SendFailure::Timeout) => original.response(408, "Request Timeout", None),
+                Err(SendFailure::Transport(why)) => {
+                    tracing::debug!(tenant = &*shared.name, "filter request failed: {why}");
+                    original.response(503, "Service Unavailable", None)
+                }
+            };
+            if let Some(events) = events.upgrade() {
+                events.local_reply(lane, filter, id, reply);
+            }
+        });
+        Ok(id)
+    }
+}
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -139,8 +301,12 @@ pub struct TenantCounters {
     pub traps: AtomicU64,
     pub instantiate_errors: AtomicU64,
     pub instantiations: AtomicU64,
+    /// Instances a worker had to make itself because no spare was ready.
+    pub inline_instantiations: AtomicU64,
     pub swaps: AtomicU64,
     pub failed_swaps: AtomicU64,
+    /// Requests refused because the tenant's queue was full.
+    pub overloaded: AtomicU64,
 }
 
 impl TenantCounters {
@@ -157,8 +323,10 @@ impl TenantCounters {
             "traps": get(&self.traps),
             "instantiate_errors": get(&self.instantiate_errors),
             "instantiations": get(&self.instantiations),
+            "inline_instantiations": get(&self.inline_instantiations),
             "swaps": get(&self.swaps),
             "failed_swaps": get(&self.failed_swaps),
+            "overloaded": get(&self.overloaded),
         })
     }
 }

@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{Notify, mpsc};
 
 pub use crate::config::TransportKind;
-pub use resolve::{NextHop, Resolver};
+pub use resolve::{NextHop, NextHopError, ResolveError, Resolver};
 pub use udp::UdpReceiver;
 
 use crate::config::Config;
@@ -74,7 +75,7 @@ pub enum TransportEvent {
         conn: ConnId,
         remote: SocketAddr,
         listener: usize,
-        writer: mpsc::UnboundedSender<Bytes>,
+        writer: ConnWriter,
     },
     /// A TCP connection ended (peer close, idle timeout, error, or connect failure).
     Closed {
@@ -85,19 +86,53 @@ pub enum TransportEvent {
 }
 
 /// Why a message could not be handed to the network.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SendFailure {
     #[error("no {0} listener to send from")]
     NoListener(TransportKind),
     #[error("too many TCP connections")]
     TooManyConnections,
+    #[error("TCP peer {0} stopped reading: its write queue is full, connection dropped")]
+    WriteQueueFull(SocketAddr),
     #[error("socket error: {0}")]
-    Socket(String),
+    Socket(Arc<io::Error>),
+    #[error("TCP connection to {0} closed before the message was queued")]
+    Closed(SocketAddr),
+}
+
+/// The core's end of one TCP connection: its bounded write queue, and the signal that makes
+/// the connection's task close it when the peer stopped reading.
+#[derive(Debug, Clone)]
+pub struct ConnWriter {
+    queue: mpsc::Sender<Bytes>,
+    abandon: Arc<Notify>,
+}
+
+/// The connection task's end of a [`ConnWriter`].
+pub(crate) struct ConnQueue {
+    pub(crate) queue: mpsc::Receiver<Bytes>,
+    pub(crate) abandon: Arc<Notify>,
+}
+
+/// A write queue holding up to `limit` messages.
+pub(crate) fn conn_queue(limit: usize) -> (ConnWriter, ConnQueue) {
+    let (queue, receiver) = mpsc::channel(limit);
+    let abandon = Arc::new(Notify::new());
+    (
+        ConnWriter {
+            queue,
+            abandon: abandon.clone(),
+        },
+        ConnQueue {
+            queue: receiver,
+            abandon,
+        },
+    )
 }
 
 /// The TCP side kept by the core: open connections by id and by peer address.
 struct Connection {
-    writer: mpsc::UnboundedSender<Bytes>,
+    writer: ConnWriter,
 }
 
 /// Settings shared with connection tasks.
@@ -106,6 +141,7 @@ pub(crate) struct TcpShared {
     pub(crate) events: mpsc::Sender<TransportEvent>,
     pub(crate) idle_timeout: Duration,
     pub(crate) max_connections: usize,
+    pub(crate) write_queue: usize,
     pub(crate) open: Arc<AtomicUsize>,
     pub(crate) next_id: Arc<AtomicU64>,
 }
@@ -135,6 +171,7 @@ impl Transport {
             events: events_tx,
             idle_timeout: Duration::from_millis(config.tcp.idle_timeout_ms),
             max_connections: config.tcp.max_connections,
+            write_queue: config.tcp.write_queue,
             open: Arc::new(AtomicUsize::new(0)),
             next_id: Arc::new(AtomicU64::new(1)),
         };
@@ -225,7 +262,8 @@ impl Transport {
     }
 
     /// Sends over TCP: on `conn` when it is still open, else on an open connection to
-    /// `remote`, else on a new connection to it. Returns the connection used.
+    /// `remote`, else on a new connection to it. Returns the connection used. A connection
+    /// whose write queue is full is closed: its peer stopped reading.
     pub fn send_tcp(
         &mut self,
         conn: Option<ConnId>,
@@ -238,24 +276,44 @@ impl Transport {
             .or_else(|| self.by_remote.get(&remote).copied());
         if let Some(id) = existing
             && let Some(connection) = self.connections.get(&id)
-            && connection.writer.send(data.clone()).is_ok()
         {
-            return Ok(id);
+            match connection.writer.queue.try_send(data.clone()) {
+                Ok(()) => return Ok(id),
+                Err(TrySendError::Full(_)) => {
+                    tracing::warn!(
+                        %remote,
+                        limit = self.tcp.write_queue,
+                        "TCP peer stopped reading, closing its connection"
+                    );
+                    connection.writer.abandon.notify_one();
+                    self.forget(id);
+                    return Err(SendFailure::WriteQueueFull(remote));
+                }
+                // The connection's task ended: open a new one.
+                Err(TrySendError::Closed(_)) => {}
+            }
         }
         if self.tcp.open.load(Ordering::Relaxed) >= self.tcp.max_connections {
             return Err(SendFailure::TooManyConnections);
         }
         let id = self.tcp.next_id.fetch_add(1, Ordering::Relaxed);
-        let (writer, queue) = mpsc::unbounded_channel();
+        let (writer, queue) = conn_queue(self.tcp.write_queue);
         // The queue holds the message until the connection is up.
         writer
-            .send(data)
-            .map_err(|e| SendFailure::Socket(e.to_string()))?;
+            .queue
+            .try_send(data)
+            .map_err(|_| SendFailure::Closed(remote))?;
         self.connections.insert(id, Connection { writer });
         self.by_remote.insert(remote, id);
         self.tcp.open.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(tcp::connect(id, remote, listener, queue, self.tcp.clone()));
         Ok(id)
+    }
+
+    /// Drops a connection from the table (its task ends once its queue closes).
+    fn forget(&mut self, id: ConnId) {
+        self.connections.remove(&id);
+        self.by_remote.retain(|_, conn| *conn != id);
     }
 
     /// Sends `data` to `remote` over `kind` from `listener` (UDP) or a reused/new connection
@@ -272,7 +330,7 @@ impl Transport {
             TransportKind::Udp => self
                 .send_udp(listener, remote, &data)
                 .map(|()| None)
-                .map_err(|e| SendFailure::Socket(e.to_string())),
+                .map_err(|e| SendFailure::Socket(Arc::new(e))),
             TransportKind::Tcp => self.send_tcp(conn, remote, listener, data).map(Some),
         }
     }
@@ -333,4 +391,47 @@ fn advertised_ip(ip: IpAddr) -> IpAddr {
         } else {
             IpAddr::from([0, 0, 0, 0, 0, 0, 0, 1])
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_write_queue_drops_the_connection() {
+        let config = Config::parse(
+            "[[listen]]\ntransport = \"tcp\"\naddress = \"127.0.0.1:0\"\n[tcp]\nwrite_queue = 2\n",
+        )
+        .expect("config");
+        let mut transport = Transport::bind(&config).await.expect("bind").transport;
+        let remote: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        // A connection whose task never drains its queue, as when the peer stopped reading.
+        let (writer, mut stuck) = conn_queue(config.tcp.write_queue);
+        transport.on_event(&TransportEvent::Opened {
+            conn: 7,
+            remote,
+            listener: 0,
+            writer,
+        });
+        let message = Bytes::from_static(b"OPTIONS sip:x SIP/2.0\r\n\r\n");
+        for _ in 0..2 {
+            let sent = transport.send_tcp(Some(7), remote, 0, message.clone());
+            assert!(matches!(sent, Ok(7)), "{sent:?}");
+        }
+        let sent = transport.send_tcp(Some(7), remote, 0, message.clone());
+        assert!(
+            matches!(sent, Err(SendFailure::WriteQueueFull(peer)) if peer == remote),
+            "{sent:?}"
+        );
+        tokio::time::timeout(Duration::from_secs(1), stuck.abandon.notified())
+            .await
+            .expect("the connection's task is told to close");
+        assert!(transport.connections.is_empty() && transport.by_remote.is_empty());
+        // What was queued is still there for the task; nothing more was added.
+        let mut queued = 0;
+        while stuck.queue.try_recv().is_ok() {
+            queued += 1;
+        }
+        assert_eq!(queued, 2);
+    }
 }

@@ -5,12 +5,37 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use siphost_sip::Uri;
+use siphost_sip::{ParseError, Uri};
 
 use super::TransportKind;
 
 /// How long a resolved host name is reused.
 const CACHE_TTL: Duration = Duration::from_secs(60);
+
+/// Why a URI names no usable next hop.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NextHopError {
+    #[error("not a SIP URI: {uri:?} ({source})")]
+    NotSipUri { uri: String, source: ParseError },
+    #[error("unsupported URI scheme in {0:?}")]
+    UnsupportedScheme(String),
+    #[error("unsupported transport {0:?}")]
+    UnsupportedTransport(String),
+    #[error("no host in {0:?}")]
+    NoHost(String),
+}
+
+/// Why a host name gave no address.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("cannot resolve {host}: {source}")]
+    Lookup {
+        host: String,
+        source: std::io::Error,
+    },
+    #[error("{0} has no address")]
+    NoAddress(String),
+}
 
 /// Where to send a request: from a Route or Request-URI, or a configured next hop.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,24 +48,27 @@ pub struct NextHop {
 impl NextHop {
     /// Reads transport (`;transport=`, default UDP), host and port (default 5060) from a SIP
     /// URI (`sip:host:port;transport=tcp`, or a name-addr `<sip:...>`).
-    pub fn from_uri(uri: &str) -> Result<NextHop, String> {
+    pub fn from_uri(uri: &str) -> Result<NextHop, NextHopError> {
         let trimmed = uri.trim();
         let inner = match (trimmed.find('<'), trimmed.rfind('>')) {
             (Some(start), Some(end)) if start < end => trimmed.get(start + 1..end).unwrap_or(""),
             _ => trimmed,
         };
-        let parsed = Uri::parse(inner).map_err(|e| format!("not a SIP URI: {inner:?} ({e})"))?;
+        let parsed = Uri::parse(inner).map_err(|source| NextHopError::NotSipUri {
+            uri: inner.to_owned(),
+            source,
+        })?;
         if !parsed.scheme.eq_ignore_ascii_case("sip") {
-            return Err(format!("unsupported URI scheme in {inner:?}"));
+            return Err(NextHopError::UnsupportedScheme(inner.to_owned()));
         }
         let kind = match parsed.param("transport").flatten() {
             Some(name) => TransportKind::parse(name)
-                .ok_or_else(|| format!("unsupported transport {name:?}"))?,
+                .ok_or_else(|| NextHopError::UnsupportedTransport(name.to_owned()))?,
             None => TransportKind::Udp,
         };
         let host = parsed.host;
         if host.is_empty() {
-            return Err(format!("no host in {inner:?}"));
+            return Err(NextHopError::NoHost(inner.to_owned()));
         }
         let host = host
             .trim_start_matches('[')
@@ -86,10 +114,12 @@ impl Resolver {
     }
 
     /// Resolves through the system resolver (runs on a task of its own).
-    pub async fn lookup(host: String, port: u16) -> Result<SocketAddr, String> {
-        let mut addrs = tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .map_err(|e| format!("cannot resolve {host}: {e}"))?;
-        addrs.next().ok_or_else(|| format!("{host} has no address"))
+    pub async fn lookup(host: String, port: u16) -> Result<SocketAddr, ResolveError> {
+        let looked_up = tokio::net::lookup_host((host.as_str(), port)).await;
+        match looked_up.map(|mut addrs| addrs.next()) {
+            Ok(Some(addr)) => Ok(addr),
+            Ok(None) => Err(ResolveError::NoAddress(host)),
+            Err(source) => Err(ResolveError::Lookup { host, source }),
+        }
     }
 }

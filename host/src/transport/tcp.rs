@@ -6,14 +6,13 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use siphost_sip::{Framing, frame_stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{ConnId, Source, TcpShared, TransportEvent, TransportKind};
+use super::{ConnId, ConnQueue, Source, TcpShared, TransportEvent, TransportKind, conn_queue};
 
 /// How long an outgoing connect may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,7 +45,7 @@ pub(super) async fn accept_loop(listener: TcpListener, index: usize, shared: Tcp
         }
         shared.open.fetch_add(1, Ordering::Relaxed);
         let conn = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let (writer, queue) = mpsc::unbounded_channel();
+        let (writer, queue) = conn_queue(shared.write_queue);
         let opened = TransportEvent::Opened {
             conn,
             remote,
@@ -66,7 +65,7 @@ pub(super) async fn connect(
     conn: ConnId,
     remote: SocketAddr,
     listener: usize,
-    queue: mpsc::UnboundedReceiver<Bytes>,
+    queue: ConnQueue,
     shared: TcpShared,
 ) {
     match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(remote)).await {
@@ -102,7 +101,7 @@ async fn run(
     conn: ConnId,
     remote: SocketAddr,
     listener: usize,
-    mut queue: mpsc::UnboundedReceiver<Bytes>,
+    mut queue: ConnQueue,
     shared: TcpShared,
 ) {
     let source = Source {
@@ -135,14 +134,22 @@ async fn run(
                     }
                 }
             }
-            outgoing = queue.recv() => {
+            outgoing = queue.queue.recv() => {
                 let Some(data) = outgoing else { break false };
                 idle.as_mut().reset(Instant::now() + shared.idle_timeout);
-                if let Err(e) = stream.write_all(&data).await {
-                    tracing::debug!(%remote, error = %e, "TCP write failed");
-                    break true;
+                // A peer that stops reading blocks this write; the core gives up on it when
+                // the queue behind it is full.
+                tokio::select! {
+                    written = stream.write_all(&data) => {
+                        if let Err(e) = written {
+                            tracing::debug!(%remote, error = %e, "TCP write failed");
+                            break true;
+                        }
+                    }
+                    () = queue.abandon.notified() => break true,
                 }
             }
+            () = queue.abandon.notified() => break true,
             () = &mut idle => {
                 tracing::debug!(%remote, "closing idle TCP connection");
                 break false;

@@ -1,7 +1,9 @@
 //! Test filter that misbehaves on purpose so the runtime's limits and failure
-//! policies can be proven: it loops forever, traps, allocates without bound or panics.
+//! policies can be proven: it loops forever, traps, allocates without bound or
+//! panics, or (mode "spin") does `iterations` of busy work and then goes on normally.
 //!
-//! Config: `{"mode": "loop" | "trap" | "oom" | "panic", "trigger": "always" | "header"}`.
+//! Config: `{"mode": "loop" | "trap" | "oom" | "panic" | "spin", "trigger": "always" | "header",
+//! "iterations": n}`.
 //! With trigger "header" (default) it misbehaves only on requests carrying
 //! `X-Misbehave: yes`; other requests count in `rpc("calls")`, which restarts
 //! at 0 in a fresh instance.
@@ -19,12 +21,14 @@ enum Mode {
     Trap,
     Oom,
     Panic,
+    Spin,
 }
 
 thread_local! {
     static MODE: Cell<Mode> = const { Cell::new(Mode::Trap) };
     static ALWAYS: Cell<bool> = const { Cell::new(false) };
     static CALLS: Cell<u64> = const { Cell::new(0) };
+    static ITERATIONS: Cell<u64> = const { Cell::new(0) };
 }
 
 fn misbehave(mode: Mode) {
@@ -45,6 +49,12 @@ fn misbehave(mode: Mode) {
             }
         }
         Mode::Panic => panic!("misbehave filter panics on purpose"),
+        Mode::Spin => {
+            let mut n: u64 = 0;
+            for _ in 0..ITERATIONS.get() {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
     }
 }
 
@@ -59,6 +69,7 @@ impl Guest for Misbehave {
             Some("trap") => Mode::Trap,
             Some("oom") => Mode::Oom,
             Some("panic") => Mode::Panic,
+            Some("spin") => Mode::Spin,
             other => return Err(format!("misbehave config: bad mode {other:?}")),
         };
         let always = match value.get("trigger").and_then(|t| t.as_str()) {
@@ -66,6 +77,12 @@ impl Guest for Misbehave {
             Some("always") => true,
             Some(other) => return Err(format!("misbehave config: bad trigger {other:?}")),
         };
+        ITERATIONS.set(
+            value
+                .get("iterations")
+                .and_then(|n| n.as_u64())
+                .unwrap_or(0),
+        );
         MODE.set(mode);
         ALWAYS.set(always);
         Ok(())

@@ -1,11 +1,12 @@
-//! The store data of one filter instance and the WIT imports it offers:
+//! The store data of one component instance and the WIT imports it offers:
 //! message access, log, config, metrics, transport, timers, dialog state.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use siphost_sip::Message;
+use siphost_sip::{Message, Method};
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -14,7 +15,8 @@ use super::bindings::MessageRef;
 use super::bindings::v0_1::siphost::filter::{
     config, dialog_state, log, metrics, timers, transport, types,
 };
-use super::tenant::TenantShared;
+use crate::runtime::instance::InstanceSetup;
+use crate::runtime::state::TenantShared;
 
 /// Parsed once per store: the message a slot holds between hook calls.
 const PLACEHOLDER: &[u8] = b"OPTIONS sip:placeholder.invalid SIP/2.0\r\nVia: SIP/2.0/UDP placeholder.invalid;branch=z9hG4bKplaceholder\r\nFrom: <sip:placeholder.invalid>;tag=p\r\nTo: <sip:placeholder.invalid>\r\nCall-ID: placeholder\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
@@ -158,6 +160,13 @@ impl CallState {
     }
 }
 
+/// The CPU time a call may use, counted from the thread's CPU clock at its start.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuBudget {
+    pub started: Duration,
+    pub limit: Duration,
+}
+
 /// Data of one filter instance's store. Everything a filter can reach is
 /// here and scoped to its tenant.
 pub struct HostState {
@@ -165,6 +174,9 @@ pub struct HostState {
     /// Position of the filter in the tenant's chain (timers and local replies
     /// come back to it).
     pub(crate) filter_index: usize,
+    /// The tenant worker owning this instance.
+    pub(crate) lane: usize,
+    pub(crate) budget: CpuBudget,
     pub(crate) filter_label: Arc<str>,
     pub(crate) config_json: Arc<str>,
     pub(crate) limiter: MemoryLimiter,
@@ -174,19 +186,15 @@ pub struct HostState {
 }
 
 impl HostState {
-    pub fn new(
-        shared: Arc<TenantShared>,
-        filter_index: usize,
-        filter_label: Arc<str>,
-        config_json: Arc<str>,
-        memory_bytes: usize,
-    ) -> anyhow::Result<Self> {
+    pub fn new(setup: &InstanceSetup) -> anyhow::Result<Self> {
         Ok(Self {
-            shared,
-            filter_index,
-            filter_label,
-            config_json,
-            limiter: MemoryLimiter::new(memory_bytes),
+            shared: setup.shared.clone(),
+            filter_index: setup.filter_index,
+            lane: setup.lane,
+            budget: CpuBudget::default(),
+            filter_label: setup.label.clone(),
+            config_json: setup.config_json.clone(),
+            limiter: MemoryLimiter::new(setup.memory_bytes),
             call: CallState::new()?,
             // No preopens, no env, no args, no network: the sandbox gives nothing.
             wasi: WasiCtx::builder().build(),
@@ -397,13 +405,19 @@ impl transport::Host for HostState {
         &mut self,
         request: transport::OutgoingRequest,
     ) -> wasmtime::Result<Result<u64, String>> {
-        Ok(self.shared.send_request(self.filter_index, request))
+        let next_hop = request.next_hop.clone();
+        Ok(build_request(&request).and_then(|message| {
+            self.shared
+                .send_request(self.lane, self.filter_index, message, next_hop)
+        }))
     }
 }
 
 impl timers::Host for HostState {
     fn set_timer(&mut self, after_ms: u64, token: u64) -> wasmtime::Result<Result<u64, String>> {
-        Ok(self.shared.set_timer(self.filter_index, after_ms, token))
+        Ok(self
+            .shared
+            .set_timer(self.lane, self.filter_index, after_ms, token))
     }
     fn cancel_timer(&mut self, id: u64) -> wasmtime::Result<bool> {
         Ok(self.shared.cancel_timer(id))
@@ -441,4 +455,43 @@ impl dialog_state::Host for HostState {
     ) -> wasmtime::Result<Result<(), String>> {
         Ok(self.shared.transaction_vars.set(&transaction, &name, value))
     }
+}
+
+/// Builds the request a filter asked for. The proxy fills in Via,
+/// Max-Forwards and Content-Length; names and values must not break framing.
+fn build_request(request: &transport::OutgoingRequest) -> Result<Message, String> {
+    let token = |what: &str, s: &str| {
+        if s.is_empty() || s.contains(|c: char| c.is_whitespace() || c.is_control() || c == ':') {
+            Err(format!("{what} {s:?} is empty or malformed"))
+        } else {
+            Ok(())
+        }
+    };
+    token("method", &request.method)?;
+    if request.request_uri.is_empty()
+        || request
+            .request_uri
+            .contains(|c: char| c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "request-uri {:?} is empty or malformed",
+            request.request_uri
+        ));
+    }
+    let mut message = Message::request(Method::from(request.method.as_str()), &request.request_uri);
+    for (name, value) in &request.headers {
+        token("header name", name)?;
+        if value.contains(['\r', '\n']) {
+            return Err(format!("header {name:?} has a line break in its value"));
+        }
+        if name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("l") {
+            continue;
+        }
+        message.append_header(name, value);
+    }
+    if !request.body.is_empty() {
+        let content_type = message.header("Content-Type").map(str::to_string);
+        message.set_body(Bytes::from(request.body.clone()), content_type.as_deref());
+    }
+    Ok(message)
 }

@@ -1,31 +1,37 @@
-//! The shared wasmtime engine (pooling allocator, epoch ticker) and the
-//! on-disk cache of compiled filters, so a restart does not recompile.
+//! The shared wasmtime engine (pooling allocator, epoch ticker that runs only
+//! while a hook does) and the on-disk cache of compiled filters, checked on load.
 
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::FilterError;
 use super::bindings::v0_1;
-use super::host::HostState;
-use super::state::lock;
+use super::imports::HostState;
+use crate::runtime::FilterError;
+use crate::runtime::instance::LoadSource;
+use crate::runtime::state::lock;
 
-/// One epoch tick; CPU limits are whole ticks.
+/// One epoch tick: how often a running hook's CPU time is looked at.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// Idle ticks after which the ticker parks until the next hook call.
+const TICKER_LINGER_TICKS: u32 = 50;
+/// Length of the SHA-256 trailer of a cached artifact.
+const TRAILER: usize = 32;
 
 /// Sizing of the shared engine.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
-    /// Filter instances that may exist at once (pool slots). A hot swap holds
-    /// two instances of a filter for a moment.
+    /// Filter instances that may exist at once (pool slots). Each tenant
+    /// holds two per filter and worker (the live one and a spare), three for
+    /// a moment during a swap or restart.
     pub max_instances: u32,
     /// Largest linear memory any filter may have (the pool's hard ceiling).
     pub max_memory_bytes: usize,
@@ -71,14 +77,7 @@ pub struct FilterEngine {
     /// Components already in memory by wasm SHA-256: tenants running the
     /// same filter share its compiled code.
     loaded: Mutex<HashMap<String, Component>>,
-    ticker_stop: Arc<AtomicBool>,
-}
-
-/// Where a component came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LoadSource {
-    Cache,
-    Compiled,
+    pub(crate) ticker: Arc<EpochTicker>,
 }
 
 impl FilterEngine {
@@ -110,15 +109,14 @@ impl FilterEngine {
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let compat = format!("{:016x}", hasher.finish());
-        let ticker_stop = Arc::new(AtomicBool::new(false));
-        spawn_ticker(engine.clone(), ticker_stop.clone())?;
+        let ticker = EpochTicker::spawn(engine.clone())?;
         Ok(Self {
             engine,
             linker,
             cache_dir: options.cache_dir.clone(),
             compat,
             loaded: Mutex::new(HashMap::new()),
-            ticker_stop,
+            ticker,
         })
     }
 
@@ -135,7 +133,10 @@ impl FilterEngine {
 
     /// Loads a component: from the artifact cache when this exact wasm was
     /// compiled by a compatible engine before, else compiled (and cached).
-    pub fn load(&self, path: &Path) -> Result<(Component, String, LoadSource), FilterError> {
+    pub fn load_component(
+        &self,
+        path: &Path,
+    ) -> Result<(Component, String, LoadSource), FilterError> {
         let wasm = std::fs::read(path)
             .map_err(|e| FilterError::Load(format!("{}: {e}", path.display())))?;
         let digest = hex(&Sha256::digest(&wasm));
@@ -160,15 +161,22 @@ impl FilterEngine {
         if let Some(file) = cached.as_deref()
             && file.exists()
         {
-            // SAFETY: artifacts are only read from the operator's cache
-            // directory, written by this engine (same compatibility hash) for
-            // the wasm with this SHA-256; the directory is as trusted as the
-            // binary itself.
-            match unsafe { Component::deserialize_file(&self.engine, file) } {
-                Ok(component) => return Ok((component, LoadSource::Cache)),
-                Err(e) => {
-                    tracing::warn!(file = %file.display(), "stale filter artifact, recompiling: {e}")
-                }
+            match read_artifact(file) {
+                // SAFETY: the bytes are exactly what this engine (same
+                // compatibility hash) wrote for the wasm with this SHA-256,
+                // checked against the artifact's own SHA-256 trailer just now,
+                // so a truncated or corrupted file never reaches `deserialize`.
+                Ok(bytes) => match unsafe { Component::deserialize(&self.engine, &bytes) } {
+                    Ok(component) => return Ok((component, LoadSource::Cache)),
+                    Err(e) => tracing::warn!(
+                        file = %file.display(),
+                        "stale filter artifact, recompiling: {e}"
+                    ),
+                },
+                Err(e) => tracing::warn!(
+                    file = %file.display(),
+                    "filter artifact fails its check, recompiling: {e}"
+                ),
             }
         }
         let artifact = self
@@ -281,27 +289,120 @@ fn add_sandbox_wasi(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
-impl Drop for FilterEngine {
+/// Advances the engine's epoch every [`EPOCH_TICK`] while hooks run; parks
+/// (no CPU at all) once no hook has run for a while, woken by the next call.
+pub struct EpochTicker {
+    engine: Engine,
+    in_flight: AtomicUsize,
+    parked: AtomicBool,
+    stop: AtomicBool,
+    gate: Mutex<()>,
+    wake: Condvar,
+}
+
+/// A hook call in flight; the ticker runs while any exists.
+pub struct Ticking<'a>(&'a EpochTicker);
+
+impl Drop for Ticking<'_> {
     fn drop(&mut self) {
-        self.ticker_stop.store(true, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-fn spawn_ticker(engine: Engine, stop: Arc<AtomicBool>) -> Result<(), FilterError> {
-    std::thread::Builder::new()
-        .name("siphost-epoch".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(EPOCH_TICK);
-                engine.increment_epoch();
+impl EpochTicker {
+    fn spawn(engine: Engine) -> Result<Arc<Self>, FilterError> {
+        let ticker = Arc::new(Self {
+            engine,
+            in_flight: AtomicUsize::new(0),
+            parked: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            gate: Mutex::new(()),
+            wake: Condvar::new(),
+        });
+        let running = ticker.clone();
+        std::thread::Builder::new()
+            .name("siphost-epoch".into())
+            .spawn(move || running.run())
+            .map_err(|e| FilterError::Engine(format!("epoch ticker thread: {e}")))?;
+        Ok(ticker)
+    }
+
+    /// Marks a hook call in flight, waking the ticker if it is parked.
+    pub fn enter(&self) -> Ticking<'_> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        if self.parked.load(Ordering::SeqCst) {
+            // Taking the gate orders this wake after the ticker's wait began.
+            let _gate = lock(&self.gate);
+            self.wake.notify_one();
+        }
+        Ticking(self)
+    }
+
+    /// Whether the ticker thread is parked (for tests of the idle cost).
+    pub fn is_parked(&self) -> bool {
+        self.parked.load(Ordering::SeqCst)
+    }
+
+    fn run(self: Arc<Self>) {
+        let mut idle = 0u32;
+        while !self.stop.load(Ordering::Relaxed) {
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                idle += 1;
+            } else {
+                idle = 0;
             }
-        })
-        .map(|_| ())
-        .map_err(|e| FilterError::Engine(format!("epoch ticker thread: {e}")))
+            if idle > TICKER_LINGER_TICKS {
+                let mut gate = lock(&self.gate);
+                self.parked.store(true, Ordering::SeqCst);
+                while self.in_flight.load(Ordering::SeqCst) == 0
+                    && !self.stop.load(Ordering::SeqCst)
+                {
+                    gate = self.wake.wait(gate).unwrap_or_else(|p| p.into_inner());
+                }
+                self.parked.store(false, Ordering::SeqCst);
+                idle = 0;
+            }
+            std::thread::sleep(EPOCH_TICK);
+            self.engine.increment_epoch();
+        }
+    }
 }
 
-/// Writes through a temporary file and a rename, so a reader never sees half
-/// an artifact; the directory is created private to the user.
+impl Drop for FilterEngine {
+    fn drop(&mut self) {
+        self.ticker.stop.store(true, Ordering::SeqCst);
+        let _gate = lock(&self.ticker.gate);
+        self.ticker.wake.notify_one();
+    }
+}
+
+/// Reads a cached artifact and checks it against its SHA-256 trailer.
+fn read_artifact(file: &Path) -> Result<Vec<u8>, ArtifactError> {
+    let mut bytes = std::fs::read(file)?;
+    if bytes.len() < TRAILER {
+        return Err(ArtifactError::Truncated);
+    }
+    let body = bytes.len() - TRAILER;
+    if Sha256::digest(&bytes[..body]).as_slice() != &bytes[body..] {
+        return Err(ArtifactError::HashMismatch);
+    }
+    bytes.truncate(body);
+    Ok(bytes)
+}
+
+/// Why a cached artifact is not used.
+#[derive(Debug, thiserror::Error)]
+enum ArtifactError {
+    #[error("cannot read it: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("shorter than its checksum")]
+    Truncated,
+    #[error("its SHA-256 does not match its content")]
+    HashMismatch,
+}
+
+/// Writes the artifact with its SHA-256 as a trailer, through a temporary file
+/// and a rename; the directory is created private to the user.
 fn store_artifact(file: &Path, artifact: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = file.parent() {
         let mut builder = std::fs::DirBuilder::new();
@@ -313,7 +414,10 @@ fn store_artifact(file: &Path, artifact: &[u8]) -> std::io::Result<()> {
     static WRITES: AtomicU64 = AtomicU64::new(0);
     let unique = WRITES.fetch_add(1, Ordering::Relaxed);
     let tmp = file.with_extension(format!("tmp{}-{unique}", std::process::id()));
-    std::fs::write(&tmp, artifact)?;
+    let mut checked = Vec::with_capacity(artifact.len() + TRAILER);
+    checked.extend_from_slice(artifact);
+    checked.extend_from_slice(&Sha256::digest(artifact));
+    std::fs::write(&tmp, &checked)?;
     std::fs::rename(&tmp, file)
 }
 

@@ -1,0 +1,189 @@
+//! The filter's configuration: Kamailio's uac modparam names plus the `rule` list, read from
+//! the JSON the host hands to `configure`, checked whole before anything is used.
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::restore::{KeyError, SecureKeys};
+use crate::rules::{RuleConfig, RuleError, RuleSet};
+
+/// Kamailio's `restore_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RestoreMode {
+    /// Replaced headers are never restored.
+    None,
+    /// Replies to the initial request are restored; in-dialog requests only by
+    /// `uac_restore_from()` / `uac_restore_to()` in the rules.
+    Manual,
+    /// Replies, and in-dialog requests in both directions with their replies.
+    #[default]
+    Auto,
+}
+
+/// A Kamailio boolean modparam: `true`/`false` or `1`/`0`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(untagged)]
+enum Flag {
+    Bool(bool),
+    Int(i64),
+}
+
+impl Default for Flag {
+    fn default() -> Self {
+        Flag::Bool(false)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    log_messages: bool,
+    #[serde(default)]
+    restore_mode: RestoreMode,
+    #[serde(default = "default_from_param")]
+    rr_from_store_param: String,
+    #[serde(default = "default_to_param")]
+    rr_to_store_param: String,
+    #[serde(default)]
+    restore_passwd: String,
+    #[serde(default)]
+    restore_from_avp: Option<String>,
+    #[serde(default)]
+    restore_to_avp: Option<String>,
+    #[serde(default)]
+    restore_dlg: Flag,
+    #[serde(default)]
+    restore_secure: bool,
+    #[serde(default)]
+    restore_secure_keys: Vec<String>,
+    #[serde(default)]
+    rule: Vec<RuleConfig>,
+}
+
+fn default_from_param() -> String {
+    "vsf".into()
+}
+
+fn default_to_param() -> String {
+    "vst".into()
+}
+
+/// A configuration the filter refuses, naming the key and why.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("uac filter config: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("uac filter config: {0}")]
+    Rule(#[from] RuleError),
+    #[error("uac filter config: restore_secure_keys: {0}")]
+    Keys(#[from] KeyError),
+    #[error("uac filter config: {key}: {why}")]
+    Invalid { key: &'static str, why: String },
+}
+
+/// The checked options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub log_messages: bool,
+    pub restore_mode: RestoreMode,
+    pub rr_from_store_param: String,
+    pub rr_to_store_param: String,
+    pub restore_passwd: String,
+    /// Transaction variable holding the original From for the replies.
+    pub restore_from_var: String,
+    /// Transaction variable holding the original To for the replies.
+    pub restore_to_var: String,
+    pub restore_dlg: bool,
+    /// `restore_secure`: the AEAD keys, first one sealing.
+    pub secure_keys: Option<SecureKeys>,
+    pub rules: RuleSet,
+}
+
+impl Options {
+    pub fn from_json(text: &str) -> Result<Options, ConfigError> {
+        let text = if text.trim().is_empty() { "{}" } else { text };
+        let raw: Raw = serde_json::from_str(text)?;
+        let invalid = |key, why: &str| ConfigError::Invalid {
+            key,
+            why: why.to_owned(),
+        };
+        for (key, param) in [
+            ("rr_from_store_param", &raw.rr_from_store_param),
+            ("rr_to_store_param", &raw.rr_to_store_param),
+        ] {
+            if param.is_empty()
+                || !param
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                || param.eq_ignore_ascii_case("ftag")
+                || param.eq_ignore_ascii_case("lr")
+            {
+                return Err(invalid(
+                    key,
+                    "must be a URI parameter name (letters, digits, - _ .), not lr or ftag",
+                ));
+            }
+        }
+        if raw
+            .rr_from_store_param
+            .eq_ignore_ascii_case(&raw.rr_to_store_param)
+        {
+            return Err(invalid(
+                "rr_to_store_param",
+                "must differ from rr_from_store_param",
+            ));
+        }
+        if raw.restore_passwd.bytes().any(|b| b == 0) {
+            return Err(invalid("restore_passwd", "must not contain NUL"));
+        }
+        let restore_dlg = match raw.restore_dlg {
+            Flag::Bool(b) => b,
+            Flag::Int(0) => false,
+            Flag::Int(1) => true,
+            Flag::Int(_) => return Err(invalid("restore_dlg", "must be 0, 1, true or false")),
+        };
+        let var = |key, v: Option<String>, default: &str| match v {
+            Some(v) if v.trim().is_empty() => Err(invalid(key, "must not be empty")),
+            Some(v) => Ok(v.trim().trim_start_matches('$').to_owned()),
+            None => Ok(default.to_owned()),
+        };
+        let restore_from_var = var("restore_from_avp", raw.restore_from_avp, "uac_orig_from")?;
+        let restore_to_var = var("restore_to_avp", raw.restore_to_avp, "uac_orig_to")?;
+        if restore_from_var == restore_to_var {
+            return Err(invalid(
+                "restore_to_avp",
+                "must differ from restore_from_avp",
+            ));
+        }
+        let secure_keys = match (raw.restore_secure, raw.restore_secure_keys.is_empty()) {
+            (true, _) => Some(SecureKeys::parse(&raw.restore_secure_keys)?),
+            (false, true) => None,
+            (false, false) => {
+                return Err(invalid(
+                    "restore_secure_keys",
+                    "given but restore_secure is false",
+                ));
+            }
+        };
+        if secure_keys.is_some() && restore_dlg {
+            return Err(invalid(
+                "restore_secure",
+                "has no effect with restore_dlg (nothing goes into the Record-Route)",
+            ));
+        }
+        Ok(Options {
+            log_messages: raw.log_messages,
+            restore_mode: raw.restore_mode,
+            rr_from_store_param: raw.rr_from_store_param,
+            rr_to_store_param: raw.rr_to_store_param,
+            restore_passwd: raw.restore_passwd,
+            restore_from_var,
+            restore_to_var,
+            restore_dlg,
+            secure_keys,
+            rules: RuleSet::compile(&raw.rule)?,
+        })
+    }
+}

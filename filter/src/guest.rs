@@ -1,0 +1,195 @@
+//! The wit-bindgen glue: the WIT message and imports behind the crate's traits, and the
+//! exported hooks handing over to [`Uac`]. No uac logic lives here.
+
+wit_bindgen::generate!({ world: "filter", path: "../wit" });
+
+use std::cell::RefCell;
+
+use exports::siphost::filter::handler::Guest;
+use siphost::filter::log::{self, Level as WitLevel};
+use siphost::filter::types::{Action, Context as WitContext, Message, Reply};
+use siphost::filter::{dialog_state, metrics};
+
+use crate::host::{Context, HostState, Level, SipMessage, Verdict};
+use crate::uac::Uac;
+
+thread_local! {
+    static UAC: RefCell<Option<Uac>> = const { RefCell::new(None) };
+}
+
+struct WitMessage<'a>(&'a Message);
+
+impl SipMessage for WitMessage<'_> {
+    fn is_request(&self) -> bool {
+        self.0.is_request()
+    }
+    fn method(&self) -> Option<String> {
+        self.0.method()
+    }
+    fn request_uri(&self) -> Option<String> {
+        self.0.request_uri()
+    }
+    fn status(&self) -> Option<u16> {
+        self.0.status()
+    }
+    fn reason(&self) -> Option<String> {
+        self.0.reason()
+    }
+    fn header(&self, name: &str) -> Option<String> {
+        self.0.header(name)
+    }
+    fn set_header(&mut self, name: &str, value: &str) {
+        self.0.set_header(name, value)
+    }
+    fn add_header(&mut self, name: &str, value: &str) {
+        self.0.add_header(name, value)
+    }
+    fn remove_header(&mut self, name: &str) -> u32 {
+        self.0.remove_header(name)
+    }
+    fn record_route_params(&self) -> Option<String> {
+        self.0.record_route_params()
+    }
+    fn set_record_route_params(&mut self, params: Option<&str>) {
+        self.0.set_record_route_params(params)
+    }
+    fn source(&self) -> String {
+        self.0.source().address
+    }
+}
+
+struct WitHost;
+
+impl HostState for WitHost {
+    fn dialog_get(&self, dialog: &str, name: &str) -> Option<String> {
+        dialog_state::dialog_get(dialog, name)
+    }
+    fn dialog_set(&mut self, dialog: &str, name: &str, value: Option<&str>) -> Result<(), String> {
+        dialog_state::dialog_set(dialog, name, value)
+    }
+    fn transaction_get(&self, transaction: &str, name: &str) -> Option<String> {
+        dialog_state::transaction_get(transaction, name)
+    }
+    fn transaction_set(
+        &mut self,
+        transaction: &str,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<(), String> {
+        dialog_state::transaction_set(transaction, name, value)
+    }
+    fn log(&mut self, level: Level, message: &str) {
+        let level = match level {
+            Level::Debug => WitLevel::Debug,
+            Level::Info => WitLevel::Info,
+            Level::Warn => WitLevel::Warn,
+            Level::Error => WitLevel::Error,
+        };
+        log::write(level, message);
+    }
+    fn counter_add(&mut self, name: &str, value: u64) {
+        metrics::counter_add(name, value);
+    }
+    fn random_bytes(&mut self, buf: &mut [u8]) {
+        // std seeds its hasher keys from wasi:random once per thread and steps them on each
+        // `RandomState::new()`; SipHash under such a key is a PRF, so its outputs over a
+        // counter are unpredictable and unique enough for XChaCha20 nonces. (A crate such
+        // as getrandom would import a second copy of wasi:io, which the host's sandbox
+        // linker does not match.)
+        use std::hash::{BuildHasher, Hasher};
+        let state = std::collections::hash_map::RandomState::new();
+        for (i, chunk) in buf.chunks_mut(8).enumerate() {
+            let mut h = state.build_hasher();
+            h.write_usize(i);
+            chunk.copy_from_slice(&h.finish().to_le_bytes()[..chunk.len()]);
+        }
+    }
+}
+
+fn context(ctx: WitContext) -> Context {
+    Context {
+        in_dialog: ctx.in_dialog,
+        dialog_key: ctx.dialog_key,
+        transaction_key: ctx.transaction_key,
+        own_route: ctx.own_route,
+    }
+}
+
+fn action(verdict: Verdict) -> Action {
+    match verdict {
+        Verdict::Continue => Action::Continue,
+        Verdict::Reply { code, reason } => Action::Reply(Reply {
+            code,
+            reason,
+            headers: Vec::new(),
+        }),
+        Verdict::Drop => Action::Drop,
+        Verdict::Resend => Action::Resend(None),
+    }
+}
+
+fn with_uac(f: impl FnOnce(&Uac) -> Verdict) -> Action {
+    UAC.with(|u| match u.borrow().as_ref() {
+        Some(uac) => action(f(uac)),
+        None => Action::Continue,
+    })
+}
+
+struct UacFilter;
+
+impl Guest for UacFilter {
+    fn configure(config: String) -> Result<(), String> {
+        let uac = Uac::configure(&config).map_err(|e| e.to_string())?;
+        UAC.with(|u| *u.borrow_mut() = Some(uac));
+        Ok(())
+    }
+
+    fn on_request(ctx: WitContext, request: &Message) -> Action {
+        with_uac(|uac| {
+            if uac.options().log_messages {
+                log::write(
+                    WitLevel::Debug,
+                    &format!(
+                        "{} request {} {} (in-dialog: {})",
+                        ctx.tenant,
+                        request.method().unwrap_or_default(),
+                        request.request_uri().unwrap_or_default(),
+                        ctx.in_dialog
+                    ),
+                );
+            }
+            uac.on_request(&context(ctx), &mut WitMessage(request), &mut WitHost)
+        })
+    }
+
+    fn on_reply(ctx: WitContext, reply: &Message) -> Action {
+        with_uac(|uac| {
+            if uac.options().log_messages {
+                let status = reply.status().unwrap_or_default();
+                log::write(WitLevel::Debug, &format!("{} reply {status}", ctx.tenant));
+            }
+            uac.on_reply(&context(ctx), &mut WitMessage(reply), &mut WitHost)
+        })
+    }
+
+    fn on_failure(ctx: WitContext, request: &Message, reply: &Message) -> Action {
+        with_uac(|uac| {
+            uac.on_failure(
+                &context(ctx),
+                &mut WitMessage(request),
+                &WitMessage(reply),
+                &mut WitHost,
+            )
+        })
+    }
+
+    fn on_local_reply(_request_id: u64, _reply: &Message) {}
+
+    fn on_timer(_token: u64) {}
+
+    fn rpc(method: String, _params: String) -> Result<String, String> {
+        Err(format!("uac filter: unknown rpc method {method:?}"))
+    }
+}
+
+export!(UacFilter);

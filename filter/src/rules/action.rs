@@ -1,0 +1,247 @@
+//! The functions a rule's `do` list may call: the one table that registers each name with
+//! its argument counts and hooks, and the parsed [`Action`]s it builds.
+
+use super::lex::{Token, tokenize};
+use super::pvar::Template;
+use super::{Hook, RuleErrorKind};
+
+/// A parsed call from a `do` list. Executed by [`crate::uac::Uac`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// `uac_replace_from([display,] uri)`; `display: None` leaves the display as it is.
+    ReplaceFrom {
+        display: Option<Template>,
+        uri: Template,
+    },
+    /// `uac_replace_to([display,] uri)`.
+    ReplaceTo {
+        display: Option<Template>,
+        uri: Template,
+    },
+    /// `uac_restore_from()` (restore_mode = "manual").
+    RestoreFrom,
+    /// `uac_restore_to()`.
+    RestoreTo,
+    /// `append_hf("Name: value\r\n")`.
+    AppendHf(Template),
+    /// `remove_hf("Name")`.
+    RemoveHf(String),
+    /// `sl_send_reply(code, "reason")`.
+    SlSendReply { code: u16, reason: Template },
+    /// `t_relay()`: in a failure rule, send the request again; elsewhere, stop the rules and
+    /// let the host relay.
+    TRelay,
+    /// `drop()`.
+    Drop,
+    /// `exit`: stop the rules of this hook.
+    Exit,
+}
+
+/// An argument as written: a string (a template) or an integer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Arg {
+    Str(String),
+    Int(i64),
+}
+
+/// One registered function.
+pub struct Function {
+    pub name: &'static str,
+    /// Accepted argument counts.
+    pub arities: &'static [usize],
+    /// Hooks it may be called from.
+    pub hooks: &'static [Hook],
+    /// Builds the action from arguments whose count is one of `arities`.
+    pub build: fn(&[Arg]) -> Result<Action, RuleErrorKind>,
+}
+
+const ALL: &[Hook] = &[Hook::Request, Hook::Reply, Hook::Failure];
+const REQUEST: &[Hook] = &[Hook::Request];
+const REQUEST_FAILURE: &[Hook] = &[Hook::Request, Hook::Failure];
+
+/// Every function a rule may call. To add one: an [`Action`] variant, an entry here, and its
+/// arm in `Uac::run_action` (the compiler asks for the arm).
+pub const FUNCTIONS: &[Function] = &[
+    Function {
+        name: "uac_replace_from",
+        arities: &[1, 2],
+        hooks: REQUEST,
+        build: |a| {
+            let (display, uri) = display_uri(a)?;
+            Ok(Action::ReplaceFrom { display, uri })
+        },
+    },
+    Function {
+        name: "uac_replace_to",
+        arities: &[1, 2],
+        hooks: REQUEST,
+        build: |a| {
+            let (display, uri) = display_uri(a)?;
+            Ok(Action::ReplaceTo { display, uri })
+        },
+    },
+    Function {
+        name: "uac_restore_from",
+        arities: &[0],
+        hooks: REQUEST,
+        build: |_| Ok(Action::RestoreFrom),
+    },
+    Function {
+        name: "uac_restore_to",
+        arities: &[0],
+        hooks: REQUEST,
+        build: |_| Ok(Action::RestoreTo),
+    },
+    Function {
+        name: "append_hf",
+        arities: &[1],
+        hooks: ALL,
+        build: |a| {
+            let t = template(&a[0])?;
+            let prefix = t.literal_prefix();
+            let name_ok = prefix.split_once(':').is_some_and(|(n, _)| {
+                !n.trim().is_empty()
+                    && n.trim()
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            });
+            if !name_ok {
+                return Err(RuleErrorKind::BadArgument(
+                    "append_hf needs \"Name: value\" with the header name written out".into(),
+                ));
+            }
+            Ok(Action::AppendHf(t))
+        },
+    },
+    Function {
+        name: "remove_hf",
+        arities: &[1],
+        hooks: ALL,
+        build: |a| match &a[0] {
+            Arg::Str(n) if !n.is_empty() && !n.contains('$') && !n.contains(':') => {
+                Ok(Action::RemoveHf(n.clone()))
+            }
+            _ => Err(RuleErrorKind::BadArgument(
+                "remove_hf needs a literal header name".into(),
+            )),
+        },
+    },
+    Function {
+        name: "sl_send_reply",
+        arities: &[2],
+        hooks: REQUEST,
+        build: |a| {
+            let code = match &a[0] {
+                Arg::Int(n) => *n,
+                Arg::Str(s) => s.trim().parse().unwrap_or(0),
+            };
+            if !(100..=699).contains(&code) {
+                return Err(RuleErrorKind::BadArgument(format!(
+                    "sl_send_reply code {:?} is not a status code 100-699",
+                    a[0]
+                )));
+            }
+            Ok(Action::SlSendReply {
+                code: code as u16,
+                reason: template(&a[1])?,
+            })
+        },
+    },
+    Function {
+        name: "t_relay",
+        arities: &[0],
+        hooks: REQUEST_FAILURE,
+        build: |_| Ok(Action::TRelay),
+    },
+    Function {
+        name: "drop",
+        arities: &[0],
+        hooks: ALL,
+        build: |_| Ok(Action::Drop),
+    },
+    Function {
+        name: "exit",
+        arities: &[0],
+        hooks: ALL,
+        build: |_| Ok(Action::Exit),
+    },
+];
+
+fn template(arg: &Arg) -> Result<Template, RuleErrorKind> {
+    match arg {
+        Arg::Str(s) => Template::parse(s),
+        Arg::Int(n) => Template::parse(&n.to_string()),
+    }
+}
+
+fn display_uri(args: &[Arg]) -> Result<(Option<Template>, Template), RuleErrorKind> {
+    match args {
+        [uri] => Ok((None, template(uri)?)),
+        [display, uri] => Ok((Some(template(display)?), template(uri)?)),
+        _ => unreachable!("arity checked against the table"),
+    }
+}
+
+/// Parses one `do` entry (`name(args)` or a bare `exit` / `drop`) for a hook.
+pub fn parse(text: &str, hook: Hook) -> Result<Action, RuleErrorKind> {
+    let tokens = tokenize(text)?;
+    let (name, rest) = match tokens.split_first() {
+        Some((Token::Ident(name), rest)) => (name.clone(), rest),
+        _ => return Err(RuleErrorKind::Syntax("expected a function call".into())),
+    };
+    let args = match rest {
+        [] => Vec::new(),
+        [Token::LParen, inner @ .., Token::RParen] => arguments(inner)?,
+        _ => {
+            return Err(RuleErrorKind::Syntax(
+                "expected `name(arguments)`, one call per entry".into(),
+            ));
+        }
+    };
+    let function = FUNCTIONS
+        .iter()
+        .find(|f| f.name == name)
+        .ok_or_else(|| RuleErrorKind::UnknownFunction(name.clone()))?;
+    if !function.arities.contains(&args.len()) {
+        return Err(RuleErrorKind::ArgCount {
+            function: name,
+            expected: function
+                .arities
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(" or "),
+            got: args.len(),
+        });
+    }
+    if !function.hooks.contains(&hook) {
+        return Err(RuleErrorKind::WrongHook {
+            function: name,
+            hook,
+        });
+    }
+    (function.build)(&args)
+}
+
+fn arguments(tokens: &[Token]) -> Result<Vec<Arg>, RuleErrorKind> {
+    let mut args = Vec::new();
+    for (i, chunk) in tokens.split(|t| *t == Token::Comma).enumerate() {
+        let arg = match chunk {
+            [] if i == 0 && tokens.is_empty() => break,
+            [Token::Str(s)] => Arg::Str(s.clone()),
+            [Token::Int(n)] => Arg::Int(*n),
+            [Token::Pvar(name, arg)] => Arg::Str(match arg {
+                Some(a) => format!("${name}({a})"),
+                None => format!("${name}"),
+            }),
+            _ => {
+                return Err(RuleErrorKind::Syntax(format!(
+                    "argument {} must be a string, an integer or a variable",
+                    i + 1
+                )));
+            }
+        };
+        args.push(arg);
+    }
+    Ok(args)
+}

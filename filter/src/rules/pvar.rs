@@ -1,0 +1,220 @@
+//! Pseudo-variables (`$rU`, `$fu`, `$hdr(Name)`, ...) and string templates made of them,
+//! resolved against the message of a hook call.
+
+use std::borrow::Cow;
+
+use super::RuleErrorKind;
+use crate::host::SipMessage;
+use crate::nameaddr::{NameAddr, UriParts};
+
+/// A pseudo-variable, checked at configure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pvar {
+    /// `$null`: no value.
+    Null,
+    Method,
+    RUri,
+    RUser,
+    RHost,
+    RPort,
+    Addr(Field, AddrPart),
+    CallId,
+    CSeq,
+    Status,
+    Reason,
+    SourceIp,
+    SourcePort,
+    UserAgent,
+    Header(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    From,
+    To,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddrPart {
+    Uri,
+    User,
+    Host,
+    Display,
+    Tag,
+}
+
+impl Pvar {
+    /// Resolves a name from the rule text (`rU`, `hdr` with argument `X-Foo`).
+    pub fn from_name(name: &str, arg: Option<&str>) -> Result<Pvar, RuleErrorKind> {
+        let unknown = || {
+            RuleErrorKind::UnknownVariable(match arg {
+                Some(a) => format!("${name}({a})"),
+                None => format!("${name}"),
+            })
+        };
+        if name == "hdr" {
+            let a = arg.filter(|a| valid_header_name(a)).ok_or_else(unknown)?;
+            return Ok(Pvar::Header(a.to_owned()));
+        }
+        if arg.is_some() {
+            return Err(unknown());
+        }
+        use AddrPart::*;
+        Ok(match name {
+            "null" => Pvar::Null,
+            "rm" => Pvar::Method,
+            "ru" => Pvar::RUri,
+            "rU" => Pvar::RUser,
+            "rd" => Pvar::RHost,
+            "rp" => Pvar::RPort,
+            "fu" => Pvar::Addr(Field::From, Uri),
+            "fU" => Pvar::Addr(Field::From, User),
+            "fd" => Pvar::Addr(Field::From, Host),
+            "fn" => Pvar::Addr(Field::From, Display),
+            "ft" => Pvar::Addr(Field::From, Tag),
+            "tu" => Pvar::Addr(Field::To, Uri),
+            "tU" => Pvar::Addr(Field::To, User),
+            "td" => Pvar::Addr(Field::To, Host),
+            "tn" => Pvar::Addr(Field::To, Display),
+            "tt" => Pvar::Addr(Field::To, Tag),
+            "ci" => Pvar::CallId,
+            "cs" => Pvar::CSeq,
+            "rs" => Pvar::Status,
+            "rr" => Pvar::Reason,
+            "si" => Pvar::SourceIp,
+            "sp" => Pvar::SourcePort,
+            "ua" => Pvar::UserAgent,
+            _ => return Err(unknown()),
+        })
+    }
+
+    /// The value in this hook call; `None` when absent. `reply` is the reply of a failure
+    /// hook, which `$rs` and `$rr` read.
+    pub fn get<M: SipMessage + ?Sized>(&self, msg: &M, reply: Option<&M>) -> Option<String> {
+        match self {
+            Pvar::Null => None,
+            Pvar::Method => msg.method().or_else(|| cseq_method(msg)),
+            Pvar::RUri => msg.request_uri(),
+            Pvar::RUser => ruri_part(msg, |p| p.user.map(str::to_owned)),
+            Pvar::RHost => ruri_part(msg, |p| Some(p.host.to_owned())),
+            Pvar::RPort => ruri_part(msg, |p| {
+                Some(p.port.map_or_else(
+                    || if p.secure { "5061" } else { "5060" }.to_owned(),
+                    str::to_owned,
+                ))
+            }),
+            Pvar::Addr(field, part) => {
+                let value = msg.header(match field {
+                    Field::From => "From",
+                    Field::To => "To",
+                })?;
+                let na = NameAddr::parse(&value)?;
+                match part {
+                    AddrPart::Uri => Some(na.uri(&value).to_owned()),
+                    AddrPart::Display => na.display(&value).map(str::to_owned),
+                    AddrPart::Tag => na.param(&value, "tag").map(str::to_owned),
+                    AddrPart::User => UriParts::parse(na.uri(&value))?.user.map(str::to_owned),
+                    AddrPart::Host => Some(UriParts::parse(na.uri(&value))?.host.to_owned()),
+                }
+            }
+            Pvar::CallId => msg.header("Call-ID"),
+            Pvar::CSeq => msg
+                .header("CSeq")
+                .and_then(|c| c.split_whitespace().next().map(str::to_owned)),
+            Pvar::Status => reply.unwrap_or(msg).status().map(|s| s.to_string()),
+            Pvar::Reason => reply.unwrap_or(msg).reason(),
+            Pvar::SourceIp => split_address(&msg.source()).map(|(ip, _)| ip.to_owned()),
+            Pvar::SourcePort => split_address(&msg.source()).map(|(_, port)| port.to_owned()),
+            Pvar::UserAgent => msg.header("User-Agent"),
+            Pvar::Header(name) => msg.header(name),
+        }
+    }
+}
+
+fn cseq_method<M: SipMessage + ?Sized>(msg: &M) -> Option<String> {
+    msg.header("CSeq")
+        .and_then(|c| c.split_whitespace().nth(1).map(str::to_owned))
+}
+
+fn ruri_part<M: SipMessage + ?Sized>(
+    msg: &M,
+    f: impl FnOnce(&UriParts<'_>) -> Option<String>,
+) -> Option<String> {
+    let uri = msg.request_uri()?;
+    f(&UriParts::parse(&uri)?)
+}
+
+fn split_address(addr: &str) -> Option<(&str, &str)> {
+    let (ip, port) = addr.rsplit_once(':')?;
+    Some((ip.trim_start_matches('[').trim_end_matches(']'), port))
+}
+
+fn valid_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.!%*+`'~".contains(&b))
+}
+
+/// A string with pseudo-variables in it (`"sip:$rU@$rd"`); an absent variable reads as "".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Var(Pvar),
+}
+
+impl Template {
+    pub fn parse(text: &str) -> Result<Template, RuleErrorKind> {
+        let mut parts = Vec::new();
+        let mut rest = 0;
+        let mut i = 0;
+        let bytes = text.as_bytes();
+        while i < bytes.len() {
+            if bytes[i] == b'$' && bytes.get(i + 1).is_some_and(|b| b.is_ascii_alphabetic()) {
+                if rest < i {
+                    parts.push(Part::Text(text[rest..i].to_owned()));
+                }
+                let (name, arg, next) = super::lex::pvar(text, i)?;
+                parts.push(Part::Var(Pvar::from_name(&name, arg.as_deref())?));
+                i = next;
+                rest = next;
+            } else {
+                i += 1;
+            }
+        }
+        if rest < text.len() {
+            parts.push(Part::Text(text[rest..].to_owned()));
+        }
+        Ok(Template { parts })
+    }
+
+    /// The literal text before the first variable.
+    pub fn literal_prefix(&self) -> &str {
+        match self.parts.first() {
+            Some(Part::Text(t)) => t,
+            _ => "",
+        }
+    }
+
+    pub fn render<M: SipMessage + ?Sized>(&self, msg: &M, reply: Option<&M>) -> Cow<'_, str> {
+        match self.parts.as_slice() {
+            [] => Cow::Borrowed(""),
+            [Part::Text(t)] => Cow::Borrowed(t),
+            parts => {
+                let mut out = String::new();
+                for p in parts {
+                    match p {
+                        Part::Text(t) => out.push_str(t),
+                        Part::Var(v) => out.push_str(&v.get(msg, reply).unwrap_or_default()),
+                    }
+                }
+                Cow::Owned(out)
+            }
+        }
+    }
+}

@@ -1,0 +1,553 @@
+//! The host's Prometheus metrics: one registry, owned by the host and shared as an `Arc`.
+//! Existing counters (proxy, tenants) are read at scrape time; the hook door and feeds add theirs.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use super::registrations::{RegistrationSource, StateCount};
+use super::status::RateHistory;
+use crate::proxy::ProxyHandle;
+use crate::proxy::hooks::{FilterHooks, HookCall, HookDone, HookResult, Submitted};
+use crate::runtime::Runtime;
+use crate::runtime::config::{ListenTransport, TenantConfig, parse_listen};
+
+/// The content type of [`HostMetrics::encode`] (OpenMetrics text, which Prometheus reads).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+type TenantLabel = [(&'static str, String); 1];
+type HookLabels = [(&'static str, String); 2];
+type HistogramFamily = Family<HookLabels, Histogram, fn() -> Histogram>;
+
+/// 10 µs to ~0.7 s, ×4 per bucket: a hook call is µs when healthy and hits
+/// the CPU limit (tens of ms) when not.
+fn hook_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1e-5, 4.0, 9))
+}
+
+/// The three hooks a call goes through, as label values.
+const HOOKS: [&str; 3] = ["request", "reply", "failure"];
+
+/// Counters and histograms of one tenant's hook door, cloned out of the
+/// families once so the message path takes no lock to find them.
+#[derive(Clone)]
+struct TenantDoor {
+    name: String,
+    /// Calls by hook (index into [`HOOKS`]).
+    calls: [Counter; 3],
+    latency: [Histogram; 3],
+    overloaded: Counter,
+}
+
+/// The host's metrics registry and the views the admin methods read.
+pub struct HostMetrics {
+    registry: Registry,
+    view: Arc<HostView>,
+    doors: Vec<TenantDoor>,
+    sockets: Vec<((ListenTransport, SocketAddr), usize)>,
+    calls: Counter,
+    register_sent: Family<TenantLabel, Counter>,
+    register_failed: Family<TenantLabel, Counter>,
+    history: Mutex<RateHistory>,
+}
+
+/// What is read at scrape time: the proxy's and the runtime's own atomics,
+/// and the registration source once the registration room sets it.
+struct HostView {
+    started: Instant,
+    started_unix: f64,
+    proxy: ProxyHandle,
+    runtime: Option<Arc<Runtime>>,
+    registrations: RwLock<Option<Arc<dyn RegistrationSource>>>,
+}
+
+impl std::fmt::Debug for HostView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostView")
+            .field("started_unix", &self.started_unix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HostMetrics {
+    /// The registry of a host with this proxy, this runtime (none without
+    /// tenants) and these tenants.
+    pub fn new(
+        proxy: ProxyHandle,
+        runtime: Option<Arc<Runtime>>,
+        tenants: &[TenantConfig],
+    ) -> Arc<Self> {
+        let mut registry = Registry::default();
+        let started_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let view = Arc::new(HostView {
+            started: Instant::now(),
+            started_unix,
+            proxy,
+            runtime,
+            registrations: RwLock::new(None),
+        });
+        registry.register_collector(Box::new(view.clone()));
+
+        let calls = Counter::default();
+        registry.register(
+            "siphost_calls",
+            "Initial INVITEs (no To tag) received",
+            calls.clone(),
+        );
+        let hook_calls = Family::<HookLabels, Counter>::default();
+        registry.register(
+            "siphost_filter_hook_calls",
+            "Messages handed to a tenant's filter chain, by hook (request, reply, failure)",
+            hook_calls.clone(),
+        );
+        let latency = HistogramFamily::new_with_constructor(hook_histogram);
+        registry.register(
+            "siphost_filter_hook_duration_seconds",
+            "Time from handing a message to a tenant's filters until their decision, by hook",
+            latency.clone(),
+        );
+        let overloaded = Family::<TenantLabel, Counter>::default();
+        registry.register(
+            "siphost_filter_overloaded",
+            "Messages a tenant's filters refused because their queue was full",
+            overloaded.clone(),
+        );
+        let register_sent = Family::<TenantLabel, Counter>::default();
+        registry.register(
+            "siphost_uac_register_sent",
+            "REGISTER requests sent for remote registrations",
+            register_sent.clone(),
+        );
+        let register_failed = Family::<TenantLabel, Counter>::default();
+        registry.register(
+            "siphost_uac_register_failed",
+            "Remote registration attempts that failed (error reply, time-out, send failure)",
+            register_failed.clone(),
+        );
+
+        let mut doors = Vec::with_capacity(tenants.len());
+        let mut sockets = Vec::new();
+        for tenant in tenants {
+            let hook = |i: usize| [("tenant", tenant.name.clone()), ("hook", HOOKS[i].into())];
+            let label = [("tenant", tenant.name.clone())];
+            doors.push(TenantDoor {
+                name: tenant.name.clone(),
+                calls: [0, 1, 2].map(|i| hook_calls.get_or_create_owned(&hook(i))),
+                latency: [0, 1, 2].map(|i| latency.get_or_create_owned(&hook(i))),
+                overloaded: overloaded.get_or_create_owned(&label),
+            });
+            // Present from the start, so a rate over them needs no first event.
+            register_sent.get_or_create_owned(&label);
+            register_failed.get_or_create_owned(&label);
+            for entry in &tenant.listen {
+                if let Ok(socket) = parse_listen(entry) {
+                    sockets.push((socket, doors.len() - 1));
+                }
+            }
+        }
+        Arc::new(Self {
+            registry,
+            view,
+            doors,
+            sockets,
+            calls,
+            register_sent,
+            register_failed,
+            history: Mutex::new(RateHistory::default()),
+        })
+    }
+
+    /// The registry in OpenMetrics text.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+
+    /// Wraps the proxy's hooks so every call through the door is counted and timed.
+    pub fn meter_hooks(self: &Arc<Self>, inner: Arc<dyn FilterHooks>) -> Arc<dyn FilterHooks> {
+        Arc::new(MeteredHooks {
+            inner,
+            metrics: self.clone(),
+        })
+    }
+
+    /// Gives the scrape, the RPC and the page the registration store's view.
+    pub fn set_registration_source(&self, source: Arc<dyn RegistrationSource>) {
+        *self
+            .view
+            .registrations
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(source);
+    }
+
+    /// For the registration room: one REGISTER went out for `tenant`.
+    pub fn register_sent(&self, tenant: &str) {
+        self.register_sent
+            .get_or_create(&[("tenant", tenant.to_string())])
+            .inc();
+    }
+
+    /// For the registration room: one registration attempt of `tenant` failed.
+    pub fn register_failed(&self, tenant: &str) {
+        self.register_failed
+            .get_or_create(&[("tenant", tenant.to_string())])
+            .inc();
+    }
+
+    /// The registration source's counts; `None` until one is set.
+    pub fn registration_counts(&self) -> Option<Vec<StateCount>> {
+        self.view.registration_source().map(|s| s.counts())
+    }
+
+    pub fn registration_source(&self) -> Option<Arc<dyn RegistrationSource>> {
+        self.view.registration_source()
+    }
+
+    pub fn proxy(&self) -> &ProxyHandle {
+        &self.view.proxy
+    }
+
+    pub fn runtime(&self) -> Option<&Arc<Runtime>> {
+        self.view.runtime.as_ref()
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.view.started.elapsed()
+    }
+
+    /// Start time in seconds since the Unix epoch.
+    pub fn started_unix(&self) -> f64 {
+        self.view.started_unix
+    }
+
+    /// Initial INVITEs seen so far.
+    pub fn calls_total(&self) -> u64 {
+        self.calls.get()
+    }
+
+    /// REGISTERs sent so far, all tenants.
+    pub fn registers_sent_total(&self) -> u64 {
+        let tenants: Vec<String> = self.doors.iter().map(|d| d.name.clone()).collect();
+        tenants
+            .into_iter()
+            .map(|t| self.register_sent.get_or_create(&[("tenant", t)]).get())
+            .sum()
+    }
+
+    /// Door counts of one tenant: (requests, replies, failure calls).
+    pub fn tenant_hook_calls(&self, tenant: &str) -> Option<[u64; 3]> {
+        let door = self.doors.iter().find(|d| d.name == tenant)?;
+        Some(door.calls.clone().map(|c| c.get()))
+    }
+
+    /// Records one sample of the totals the status chart plots.
+    pub fn sample_rates(&self, at_unix_s: f64) {
+        let (calls, registers) = (self.calls_total(), self.registers_sent_total());
+        self.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(at_unix_s, calls, registers);
+    }
+
+    /// The chart's points: per-second rates between consecutive samples.
+    pub fn rate_points(&self) -> Vec<super::status::RatePoint> {
+        self.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .points()
+    }
+
+    fn door_for(&self, call: &HookCall) -> Option<&TenantDoor> {
+        let ctx = call.ctx();
+        let transport = ListenTransport::from_name(ctx.transport)?;
+        let (_, index) = self
+            .sockets
+            .iter()
+            .find(|(socket, _)| *socket == (transport, ctx.local))?;
+        self.doors.get(*index)
+    }
+}
+
+impl HostView {
+    fn registration_source(&self) -> Option<Arc<dyn RegistrationSource>> {
+        self.registrations
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Encodes one family of constant values; `samples` yields label sets and values.
+fn encode_counters<const N: usize>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = ([(&'static str, String); N], u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in samples {
+        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn encode_gauges<const N: usize>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = ([(&'static str, String); N], i64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in samples {
+        ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for HostView {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let start = encoder.encode_descriptor(
+            "siphost_start_time_seconds",
+            "When this host started, in seconds since the Unix epoch",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.started_unix).encode(start)?;
+
+        let stats = self.proxy.stats();
+        for (name, help, counter) in [
+            (
+                "siphost_sip_requests",
+                "SIP requests received (retransmissions and ACKs included)",
+                &stats.requests,
+            ),
+            (
+                "siphost_sip_replies",
+                "SIP replies received",
+                &stats.responses,
+            ),
+            (
+                "siphost_sip_malformed",
+                "Messages that failed to parse (answered 400 when possible, else dropped)",
+                &stats.malformed,
+            ),
+            (
+                "siphost_transactions_forwarded",
+                "Requests forwarded: one per client transaction started or stateless forward",
+                &stats.forwarded,
+            ),
+            (
+                "siphost_transactions_local_replies",
+                "Replies the proxy generated itself (errors, filter replies)",
+                &stats.local_replies,
+            ),
+        ] {
+            let family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(counter.load(Relaxed)).encode(family)?;
+        }
+
+        if let Some(runtime) = &self.runtime {
+            let tenants = runtime.tenants();
+            let label = |t: &crate::runtime::Tenant| [("tenant", t.name().to_string())];
+            encode_counters(
+                &mut encoder,
+                "siphost_filter_calls",
+                "Filter invocations (one per filter of the chain per message)",
+                tenants
+                    .iter()
+                    .map(|t| (label(t), t.shared.counters.calls.load(Relaxed))),
+            )?;
+            encode_counters(
+                &mut encoder,
+                "siphost_filter_failures",
+                "Filter calls that failed, by kind (trap, timeout, out_of_memory, instantiate)",
+                tenants.iter().flat_map(|t| {
+                    let c = &t.shared.counters;
+                    [
+                        ("trap", &c.traps),
+                        ("timeout", &c.timeouts),
+                        ("out_of_memory", &c.out_of_memory),
+                        ("instantiate", &c.instantiate_errors),
+                    ]
+                    .map(|(kind, n)| {
+                        (
+                            [("tenant", t.name().to_string()), ("kind", kind.to_string())],
+                            n.load(Relaxed),
+                        )
+                    })
+                }),
+            )?;
+            encode_counters(
+                &mut encoder,
+                "siphost_filter_instantiations",
+                "Filter instances created (start, after a failure, swap, restart)",
+                tenants
+                    .iter()
+                    .map(|t| (label(t), t.shared.counters.instantiations.load(Relaxed))),
+            )?;
+            encode_counters(
+                &mut encoder,
+                "siphost_filter_swaps",
+                "Hot swaps of a filter version, by outcome (ok, failed: the old version stayed)",
+                tenants.iter().flat_map(|t| {
+                    let c = &t.shared.counters;
+                    [("ok", &c.swaps), ("failed", &c.failed_swaps)].map(|(outcome, n)| {
+                        (
+                            [
+                                ("tenant", t.name().to_string()),
+                                ("outcome", outcome.to_string()),
+                            ],
+                            n.load(Relaxed),
+                        )
+                    })
+                }),
+            )?;
+            encode_gauges(
+                &mut encoder,
+                "siphost_filter_info",
+                "The filter version running at each place of a tenant's chain (value 1)",
+                tenants.iter().flat_map(|t| {
+                    t.filters.iter().map(|slot| {
+                        (
+                            [
+                                ("tenant", t.name().to_string()),
+                                ("filter", slot.index.to_string()),
+                                ("sha256", slot.current.load().sha256.clone()),
+                            ],
+                            1,
+                        )
+                    })
+                }),
+            )?;
+        }
+
+        if let Some(source) = self.registration_source() {
+            encode_gauges(
+                &mut encoder,
+                "siphost_uac_registrations",
+                "Remote registrations by tenant and state (online, ongoing, offline, disabled)",
+                source.counts().into_iter().map(|c| {
+                    (
+                        [
+                            ("tenant", c.tenant),
+                            ("state", c.state.as_str().to_string()),
+                        ],
+                        i64::try_from(c.count).unwrap_or(i64::MAX),
+                    )
+                }),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The proxy's hooks with every call counted and timed at the door, by tenant.
+struct MeteredHooks {
+    inner: Arc<dyn FilterHooks>,
+    metrics: Arc<HostMetrics>,
+}
+
+impl FilterHooks for MeteredHooks {
+    fn submit(&self, call: HookCall, done: HookDone) -> Submitted {
+        if let HookCall::Request { msg, .. } = &call
+            && msg.method().is_some_and(|m| m.as_str() == "INVITE")
+            && msg.to_tag().is_none()
+        {
+            self.metrics.calls.inc();
+        }
+        let Some(door) = self.metrics.door_for(&call) else {
+            return self.inner.submit(call, done);
+        };
+        let hook = match &call {
+            HookCall::Request { .. } => 0,
+            HookCall::Reply { .. } => 1,
+            HookCall::Failure { .. } => 2,
+        };
+        door.calls[hook].inc();
+        let latency = door.latency[hook].clone();
+        let started = Instant::now();
+        let timed: HookDone = Box::new(move |result: HookResult| {
+            latency.observe(started.elapsed().as_secs_f64());
+            done(result);
+        });
+        let submitted = self.inner.submit(call, timed);
+        if matches!(submitted, Submitted::Overloaded(_)) {
+            door.overloaded.inc();
+        }
+        submitted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::registrations::{RegistrationState, RegistrationSummary};
+
+    struct TwoTenants;
+
+    impl RegistrationSource for TwoTenants {
+        fn counts(&self) -> Vec<StateCount> {
+            vec![
+                StateCount {
+                    tenant: "a".into(),
+                    state: RegistrationState::Online,
+                    count: 7,
+                },
+                StateCount {
+                    tenant: "b".into(),
+                    state: RegistrationState::Disabled,
+                    count: 2,
+                },
+            ]
+        }
+        fn search(&self, _: &str, _: usize) -> Vec<RegistrationSummary> {
+            Vec::new()
+        }
+    }
+
+    #[test]
+    fn families_are_named_siphost_and_feeds_show_up() {
+        let (handle, _commands) = ProxyHandle::channel();
+        let config = crate::config::Config::parse(
+            "[[listen]]\ntransport = \"udp\"\naddress = \"127.0.0.1:5999\"\n\
+             [[tenant]]\nname = \"a\"\nlisten = [\"udp:127.0.0.1:5999\"]\n",
+        )
+        .expect("config");
+        let tenants = config.tenant;
+        let metrics = HostMetrics::new(handle, None, &tenants);
+        let before = metrics.encode().expect("encode");
+        assert!(!before.contains("siphost_uac_registrations"), "{before}");
+        assert!(
+            before.contains("siphost_uac_register_sent_total{tenant=\"a\"} 0"),
+            "{before}"
+        );
+        metrics.register_sent("a");
+        metrics.register_sent("a");
+        metrics.register_failed("a");
+        metrics.set_registration_source(Arc::new(TwoTenants));
+        let text = metrics.encode().expect("encode");
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                assert!(rest.starts_with("siphost_"), "{line}");
+            }
+        }
+        assert!(text.contains("siphost_uac_register_sent_total{tenant=\"a\"} 2"));
+        assert!(text.contains("siphost_uac_register_failed_total{tenant=\"a\"} 1"));
+        assert!(text.contains("siphost_uac_registrations{tenant=\"a\",state=\"online\"} 7"));
+        assert!(text.contains("siphost_uac_registrations{tenant=\"b\",state=\"disabled\"} 2"));
+        assert_eq!(metrics.registers_sent_total(), 2);
+    }
+}

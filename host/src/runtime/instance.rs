@@ -1,0 +1,110 @@
+//! The ABI-neutral face of a filter: what the chain, failure policy, limits and
+//! hot swap need from an instance, so the component model is one implementation of it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use siphost_sip::Message;
+
+use super::FilterError;
+use super::state::TenantShared;
+use crate::proxy::hooks::HookContext;
+
+/// Which handler export a chain run calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    Request,
+    Reply,
+    Failure,
+}
+
+impl Hook {
+    /// The export's name in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Request => "on-request",
+            Hook::Reply => "on-reply",
+            Hook::Failure => "on-failure",
+        }
+    }
+}
+
+/// What one filter asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Continue,
+    Forward(String),
+    Reply {
+        code: u16,
+        reason: String,
+        headers: Vec<(String, String)>,
+    },
+    Drop,
+    Resend(Option<String>),
+}
+
+/// One hook call as an instance sees it. The instance may edit `msg` and the
+/// routing facts in `ctx` (`next_hop`, `record_route_params`); when the call
+/// fails it leaves both as they were.
+pub struct HookInput<'a> {
+    pub hook: Hook,
+    pub ctx: &'a mut HookContext,
+    pub msg: &'a mut Message,
+    /// The failure reply of `on-failure`; edits to it are discarded.
+    pub failure_reply: Option<&'a mut Message>,
+}
+
+/// One live filter instance. A call that returns an error leaves the instance
+/// unusable: the tenant drops it and takes a fresh one.
+pub trait FilterInstance: Send {
+    /// Runs a hook within the tenant's CPU and memory limits.
+    fn hook(&mut self, input: &mut HookInput<'_>) -> Result<Action, FilterError>;
+    /// A timer the filter set has fired.
+    fn timer(&mut self, token: u64) -> Result<(), FilterError>;
+    /// The final reply to a request the filter originated.
+    fn local_reply(&mut self, request_id: u64, reply: &mut Message) -> Result<(), FilterError>;
+    /// The filter's own admin call; the inner error is the filter's answer.
+    fn rpc(&mut self, method: &str, params: &str) -> Result<Result<String, String>, FilterError>;
+}
+
+/// What a new instance is given: its tenant, its place, its limits.
+#[derive(Clone)]
+pub struct InstanceSetup {
+    pub shared: Arc<TenantShared>,
+    /// Position of the filter in the tenant's chain.
+    pub filter_index: usize,
+    /// The tenant worker that owns the instance (timers and local replies go back to it).
+    pub lane: usize,
+    pub label: Arc<str>,
+    pub config_json: Arc<str>,
+    pub memory_bytes: usize,
+    /// CPU time one call may use.
+    pub cpu_limit: Duration,
+}
+
+/// A loaded filter version, ready to make instances.
+pub trait FilterFactory: Send + Sync {
+    /// A fresh instance, configured.
+    fn instantiate(&self, setup: &InstanceSetup) -> Result<Box<dyn FilterInstance>, FilterError>;
+}
+
+/// Where a loaded filter came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadSource {
+    Cache,
+    Compiled,
+}
+
+/// A filter file, loaded.
+pub struct Loaded {
+    pub factory: Arc<dyn FilterFactory>,
+    /// SHA-256 of the file, hex.
+    pub sha256: String,
+    pub source: LoadSource,
+}
+
+/// Turns filter files into factories (one per filter ABI).
+pub trait FilterLoader: Send + Sync {
+    fn load(&self, path: &Path) -> Result<Loaded, FilterError>;
+}

@@ -1,0 +1,289 @@
+//! A tenant's worker: one thread with its own instance of each filter, taking
+//! jobs in order (one dialog always lands on the same worker) and running the chain.
+
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel};
+use std::sync::{Arc, Weak};
+
+use siphost_sip::Message;
+
+use super::FilterError;
+use super::config::FailurePolicy;
+use super::instance::{Action, FilterInstance, Hook, HookInput};
+use super::state::TenantCounters;
+use super::tenant::Tenant;
+use crate::proxy::hooks::{Decision, HookCall, HookContext, HookDone, HookResult};
+
+/// Work for a tenant's worker.
+// A hook call travels by value: boxing it would cost an allocation per call.
+#[allow(clippy::large_enum_variant)]
+pub enum Job {
+    /// A hook call from the proxy; `counted` requests hold a place in the tenant's queue.
+    Hook {
+        call: HookCall,
+        done: HookDone,
+        counted: bool,
+    },
+    Timer {
+        filter: usize,
+        token: u64,
+    },
+    LocalReply {
+        filter: usize,
+        request_id: u64,
+        reply: Message,
+    },
+    Rpc {
+        filter: usize,
+        method: String,
+        params: String,
+        answer: SyncSender<Result<String, FilterError>>,
+    },
+}
+
+/// The instances a worker owns, tagged with the generation they were made from.
+type Instances = Vec<Option<(u64, Box<dyn FilterInstance>)>>;
+
+/// Starts worker `lane` of a tenant; it ends when the tenant is dropped.
+pub fn spawn_lane(
+    tenant: Weak<Tenant>,
+    name: &str,
+    lane: usize,
+    instances: Instances,
+) -> std::io::Result<Sender<Job>> {
+    let (jobs, queue) = channel();
+    std::thread::Builder::new()
+        .name(format!("siphost-filter-{name}-{lane}"))
+        .spawn(move || {
+            Worker {
+                tenant,
+                lane,
+                instances,
+            }
+            .run(queue)
+        })?;
+    Ok(jobs)
+}
+
+struct Worker {
+    tenant: Weak<Tenant>,
+    lane: usize,
+    instances: Instances,
+}
+
+impl Worker {
+    fn run(mut self, queue: Receiver<Job>) {
+        while let Ok(job) = queue.recv() {
+            let Some(tenant) = self.tenant.upgrade() else {
+                return;
+            };
+            match job {
+                Job::Hook {
+                    call,
+                    done,
+                    counted,
+                } => {
+                    let result = self.run_hook(&tenant, call);
+                    if counted {
+                        tenant.finished_request();
+                    }
+                    done(result);
+                }
+                Job::Timer { filter, token } => {
+                    // A failure is counted and logged by `with_instance`; nobody waits for it.
+                    let _ = self.with_instance(&tenant, filter, "on-timer", |i| i.timer(token));
+                }
+                Job::LocalReply {
+                    filter,
+                    request_id,
+                    mut reply,
+                } => {
+                    let _ = self.with_instance(&tenant, filter, "on-local-reply", |i| {
+                        i.local_reply(request_id, &mut reply)
+                    });
+                }
+                Job::Rpc {
+                    filter,
+                    method,
+                    params,
+                    answer,
+                } => {
+                    let result = self
+                        .with_instance(&tenant, filter, "rpc", |i| i.rpc(&method, &params))
+                        .and_then(|r| r.map_err(FilterError::Rpc));
+                    let _ = answer.send(result);
+                }
+            }
+        }
+    }
+
+    /// The worker's instance of filter `index` at the current generation:
+    /// its own, else the spare made ahead of time, else (the spare is not
+    /// ready yet) one made here.
+    fn instance(
+        &mut self,
+        tenant: &Arc<Tenant>,
+        index: usize,
+    ) -> Result<&mut Box<dyn FilterInstance>, FilterError> {
+        let slot = &tenant.filters[index];
+        let version = slot.current.load();
+        let fresh = match &self.instances[index] {
+            Some((generation, _)) if *generation == version.generation => None,
+            _ => Some(
+                match tenant.take_spare(slot, self.lane, version.generation) {
+                    Some(spare) => spare,
+                    None => {
+                        TenantCounters::bump(&tenant.shared.counters.inline_instantiations);
+                        version
+                            .factory
+                            .instantiate(&tenant.setup(slot, self.lane))
+                            .inspect_err(|_| {
+                                TenantCounters::bump(&tenant.shared.counters.instantiate_errors)
+                            })?
+                    }
+                },
+            ),
+        };
+        if let Some(instance) = fresh {
+            self.instances[index] = Some((version.generation, instance));
+            tenant.prepare_spare(index, self.lane);
+        }
+        match &mut self.instances[index] {
+            Some((_, instance)) => Ok(instance),
+            None => unreachable!("an instance was just installed"),
+        }
+    }
+
+    /// Runs `f` on filter `index`; a failure is reported and drops the instance.
+    fn with_instance<R>(
+        &mut self,
+        tenant: &Arc<Tenant>,
+        index: usize,
+        what: &str,
+        f: impl FnOnce(&mut dyn FilterInstance) -> Result<R, FilterError>,
+    ) -> Result<R, FilterError> {
+        let Some(slot) = tenant.filters.get(index) else {
+            return Err(FilterError::BadRequest(format!(
+                "tenant {} has no filter {index}",
+                tenant.name()
+            )));
+        };
+        let result = self
+            .instance(tenant, index)
+            .and_then(|instance| f(instance.as_mut()));
+        if let Err(e) = &result {
+            self.instances[index] = None;
+            tenant.report_failure(slot, what, e);
+        }
+        result
+    }
+
+    fn run_hook(&mut self, tenant: &Arc<Tenant>, call: HookCall) -> HookResult {
+        match call {
+            HookCall::Request { mut ctx, mut msg } => {
+                let decision = self.run_chain(tenant, Hook::Request, &mut ctx, &mut msg, None);
+                HookResult {
+                    call: HookCall::Request { ctx, msg },
+                    decision,
+                }
+            }
+            HookCall::Reply { mut ctx, mut msg } => {
+                let decision = self.run_chain(tenant, Hook::Reply, &mut ctx, &mut msg, None);
+                HookResult {
+                    call: HookCall::Reply { ctx, msg },
+                    decision,
+                }
+            }
+            HookCall::Failure {
+                mut ctx,
+                mut request,
+                reply,
+            } => {
+                let decision =
+                    self.run_chain(tenant, Hook::Failure, &mut ctx, &mut request, Some(&reply));
+                HookResult {
+                    call: HookCall::Failure {
+                        ctx,
+                        request,
+                        reply,
+                    },
+                    decision,
+                }
+            }
+        }
+    }
+
+    /// Runs the tenant's chain on one message and returns what the proxy must do.
+    fn run_chain(
+        &mut self,
+        tenant: &Arc<Tenant>,
+        hook: Hook,
+        ctx: &mut HookContext,
+        msg: &mut Message,
+        failure_reply: Option<&Message>,
+    ) -> Decision {
+        let is_ack = msg.method().is_some_and(|m| m.as_str() == "ACK");
+        let original_next_hop = ctx.next_hop.clone();
+        let mut reply_copy = failure_reply.cloned();
+        for index in 0..tenant.filters.len() {
+            TenantCounters::bump(&tenant.shared.counters.calls);
+            let outcome = self.with_instance(tenant, index, hook.name(), |instance| {
+                instance.hook(&mut HookInput {
+                    hook,
+                    ctx,
+                    msg,
+                    failure_reply: reply_copy.as_mut(),
+                })
+            });
+            let action = match outcome {
+                Ok(action) => action,
+                Err(_) => match (tenant.policy, hook) {
+                    (FailurePolicy::FailOpen, _) | (FailurePolicy::FailClosed, Hook::Failure) => {
+                        continue;
+                    }
+                    (FailurePolicy::FailClosed, Hook::Request) if !is_ack => {
+                        return Decision::Reply {
+                            code: 500,
+                            reason: "Filter Failure".into(),
+                            headers: Vec::new(),
+                        };
+                    }
+                    (FailurePolicy::FailClosed, _) => return Decision::Drop,
+                },
+            };
+            match (action, hook) {
+                (Action::Continue, _) => {}
+                (Action::Forward(uri), Hook::Request | Hook::Failure) => ctx.next_hop = Some(uri),
+                (
+                    Action::Reply {
+                        code,
+                        reason,
+                        headers,
+                    },
+                    Hook::Request,
+                ) => {
+                    if is_ack {
+                        return Decision::Drop;
+                    }
+                    return Decision::Reply {
+                        code,
+                        reason,
+                        headers,
+                    };
+                }
+                (Action::Drop, Hook::Request | Hook::Reply) => return Decision::Drop,
+                (Action::Resend(next_hop), Hook::Failure) => {
+                    return Decision::Resend { next_hop };
+                }
+                (other, _) => {
+                    tracing::warn!(tenant = tenant.name(), filter = &*tenant.filters[index].label, hook = hook.name(), action = ?other, "action not valid here, ignored");
+                }
+            }
+        }
+        match &ctx.next_hop {
+            Some(hop) if ctx.next_hop != original_next_hop => Decision::Forward {
+                next_hop: hop.clone(),
+            },
+            _ => Decision::Continue,
+        }
+    }
+}
