@@ -85,6 +85,7 @@ fn tenant(name: &str, port: u16) -> TenantConfig {
             watch_ms: None,
         }],
         registrations: None,
+        access: None,
         workers: 1,
         queue_limit: 1000,
     }
@@ -109,6 +110,7 @@ fn ctx(port: u16) -> HookContext {
         transaction_key: "z9hG4bK776asdhds".into(),
         record_route_params: Some(String::new()),
         own_route: None,
+        endpoint: None,
     }
 }
 

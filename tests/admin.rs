@@ -70,6 +70,12 @@ token = "{TOKEN}"
 name = "acme"
 listen = ["udp:{LOOPBACK}:{sip}"]
 
+# The credential below needs identified endpoints: the test peers on loopback.
+[tenant.access]
+[[tenant.access.endpoint]]
+name = "local"
+source = ["127.0.0.1/32"]
+
 [[tenant.filter]]
 path = "{filter}"
 config = {{ credential = ["u:r:{PASSWORD}"], auth_ha1 = "{HA1}" }}

@@ -66,6 +66,7 @@ fn tenant(
         cpu_limit_ms: 20,
         filter: filters,
         registrations: None,
+        access: None,
         workers: 1,
         queue_limit: 1000,
     }
@@ -95,6 +96,7 @@ fn ctx(port: u16, dialog: Option<&str>) -> HookContext {
         transaction_key: "z9hG4bKtest".to_string(),
         record_route_params: None,
         own_route: None,
+        endpoint: None,
     }
 }
 

@@ -577,6 +577,12 @@ name = "default"
 listen = ["udp:127.0.0.1:{port}", "tcp:127.0.0.1:{port}"]
 failure_policy = "fail-closed"
 
+# The credential below needs identified endpoints: the test peers on loopback.
+[tenant.access]
+[[tenant.access.endpoint]]
+name = "local"
+source = ["127.0.0.1/32"]
+
 [[tenant.filter]]
 path = "{wasm}"
 

@@ -5,6 +5,7 @@
 pub use siphost_sip as sip;
 pub use siphost_transaction as transaction;
 
+pub mod access;
 pub mod admin;
 pub mod config;
 pub mod proxy;

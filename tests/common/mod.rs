@@ -757,6 +757,12 @@ pub struct Sipp {
 impl Sipp {
     /// Starts SIPp; for a UAS, also waits until its SIP socket is bound.
     pub fn start(scratch: &Scratch, role: SippRole) -> Sipp {
+        Sipp::start_from(scratch, role, LOOPBACK, &[])
+    }
+
+    /// As [`Sipp::start`], bound to `local_ip` (another loopback address, to be a
+    /// different source) and with `extra` arguments (e.g. `-au`/`-ap` credentials).
+    pub fn start_from(scratch: &Scratch, role: SippRole, local_ip: &str, extra: &[&str]) -> Sipp {
         let port = role.ports.port(0);
         let file = |kind: &str| {
             scratch
@@ -771,7 +777,7 @@ impl Sipp {
         command
             .arg("-sf")
             .arg(&role.scenario)
-            .args(["-i", LOOPBACK, "-t", role.transport.sipp_mode()])
+            .args(["-i", local_ip, "-t", role.transport.sipp_mode()])
             .args(["-p", &port.to_string()])
             .args(["-cp", &role.ports.port(1).to_string()])
             .args(["-mp", &role.ports.port(2).to_string()])
@@ -790,6 +796,7 @@ impl Sipp {
         if let Some(rate) = role.rate {
             command.args(["-r", &rate.to_string()]);
         }
+        command.args(extra);
         let log = file("screen");
         let mut peer = Peer::spawn(&format!("sipp {}", role.name), command, &log, false);
         if role.remote.is_none() {

@@ -31,6 +31,9 @@ pub struct HookContext {
     /// The Route value that named this proxy and was removed by loose routing (in-dialog
     /// requests), so filters can read parameters they put into their Record-Route earlier.
     pub own_route: Option<String>,
+    /// The endpoint `[tenant.access]` identified the request as (its configured name);
+    /// `None` without access control, and for dialog followers from unidentified sources.
+    pub endpoint: Option<String>,
 }
 
 /// What a filter decided for a message.

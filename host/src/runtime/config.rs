@@ -33,6 +33,9 @@ pub struct TenantConfig {
     /// The tenant's remote-registration store (`[tenant.registrations]`).
     #[serde(default)]
     pub registrations: Option<crate::registrations::RegistrationsConfig>,
+    /// Who may send through this tenant (`[tenant.access]`, see `crate::access`).
+    #[serde(default)]
+    pub access: Option<crate::access::config::AccessConfig>,
     /// Worker threads running this tenant's filter calls, each with its own
     /// instance of every filter; one dialog's calls always go to the same one.
     #[serde(default = "default_workers")]
@@ -168,6 +171,12 @@ pub fn validate_tenants(tenants: &[TenantConfig]) -> Result<(), String> {
                 return Err(format!("{at}.filter[{j}].watch_ms: must be at least 1"));
             }
         }
+        if let Some(access) = &tenant.access {
+            access.validate().map_err(|e| format!("{at}.{e}"))?;
+        }
+        // `[tenant.registrations]` counts too once it exists (the lead passes it here).
+        crate::access::config::check_tenant_identification(tenant, false)
+            .map_err(|e| format!("{at}.{e}"))?;
     }
     Ok(())
 }

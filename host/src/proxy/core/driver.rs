@@ -17,6 +17,13 @@ enum Event {
 pub enum ProxyError {
     #[error("transaction timers: {0}")]
     Timers(#[from] TimerConfigError),
+    #[error("tenant {tenant:?}: {source}")]
+    Access {
+        tenant: String,
+        source: crate::access::config::AccessConfigError,
+    },
+    #[error("tenant {tenant:?}: listen entry {why}")]
+    TenantListen { tenant: String, why: String },
 }
 
 /// The proxy: build with [`Proxy::new`], then [`Proxy::run`] until shutdown.

@@ -33,6 +33,7 @@ use crate::transport::{
     TransportEvent, TransportKind, UdpReceiver, pick_listener,
 };
 
+mod access;
 mod client;
 mod context;
 mod driver;
@@ -188,6 +189,8 @@ impl ConnTable {
 
 struct Core {
     listeners: Vec<Listener>,
+    /// Access control of the tenants that have `[tenant.access]`, by listener index.
+    access: FxHashMap<usize, crate::access::AccessControl>,
     conns: ConnTable,
     /// What the driver is to carry out, in order.
     outputs: VecDeque<Output>,
@@ -259,6 +262,7 @@ impl Core {
             Duration::from_millis(t.t4_ms),
         )?;
         Ok(Core {
+            access: access::access_by_listener(config, &listeners)?,
             us: Identities::new(&listeners),
             listeners,
             conns: ConnTable::new(conn_ids),
@@ -546,6 +550,7 @@ impl Core {
             transaction_key,
             record_route_params,
             own_route,
+            endpoint: None,
         }
     }
 

@@ -109,10 +109,18 @@ impl Core {
                             self.forward_stateless(msg, source, reply_to, now);
                         }
                     }
-                    None => self.forward_stateless(msg, source, reply_to, now),
+                    None => {
+                        if self.admit(&mut msg, &source, reply_to).is_some() {
+                            self.forward_stateless(msg, source, reply_to, now);
+                        }
+                    }
                 }
             }
-            Method::Cancel => self.on_cancel(msg, source, reply_to, now),
+            Method::Cancel => {
+                if self.admit(&mut msg, &source, reply_to).is_some() {
+                    self.on_cancel(msg, source, reply_to, now);
+                }
+            }
             _ => {
                 let key = ServerKey::new(&msg, &via, method.as_str());
                 if let Some(id) = self.server_index.get(&key).copied() {
@@ -122,7 +130,12 @@ impl Core {
                     self.drive_server(id);
                     return;
                 }
-                self.new_request(msg, key, method, source, reply_to, now);
+                // After the retransmission check: a retransmitted authorised request must
+                // not count as a replay of its nonce.
+                let Some(endpoint) = self.admit(&mut msg, &source, reply_to) else {
+                    return;
+                };
+                self.new_request(msg, key, method, source, reply_to, endpoint, now);
             }
         }
     }
@@ -156,6 +169,7 @@ impl Core {
         self.send_to_source(source, reply_to, response.to_bytes());
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new_request(
         &mut self,
         msg: Message,
@@ -163,6 +177,7 @@ impl Core {
         method: Method,
         source: Source,
         reply_to: SocketAddr,
+        endpoint: Option<String>,
         now: Instant,
     ) {
         if self.draining.is_some() {
@@ -227,12 +242,13 @@ impl Core {
         let ctx_id = ContextId(self.next_id());
         let record_route_params =
             (self.record_route && wants_record_route(&request)).then(String::new);
-        let hook = self.routed_hook_context(
+        let mut hook = self.routed_hook_context(
             &mut request,
             &source,
             format!("{:08x}-{:x}", self.instance, ctx_id.0),
             record_route_params,
         );
+        hook.endpoint = endpoint;
         let parked = ParkedRequest {
             server: server_id,
             ctx: ctx_id,
