@@ -461,6 +461,11 @@ struct MeteredHooks {
 }
 
 impl FilterHooks for MeteredHooks {
+    /// Always: the door counts every call (`siphost_calls`), filtered or not.
+    fn applies(&self, _transport: &str, _local: SocketAddr) -> bool {
+        true
+    }
+
     fn submit(&self, call: HookCall, done: HookDone) -> Submitted {
         if let HookCall::Request { msg, .. } = &call
             && msg.method().is_some_and(|m| m.as_str() == "INVITE")

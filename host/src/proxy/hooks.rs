@@ -116,7 +116,13 @@ pub enum Submitted {
 /// `submit` must not block: a filter runs on its tenant's own workers, so a slow or looping
 /// tenant delays only its own messages. Calls of one dialog (`ctx.dialog_key`) reach a
 /// tenant's filters in the order they were submitted.
+///
+/// `applies` is the cheap question asked before each call: when it answers `false` the
+/// proxy goes on at once and builds no `done` callback. `submit` keeps its own answer
+/// ([`Submitted::NoFilter`]) for hooks whose `applies` is conservative.
 pub trait FilterHooks: Send + Sync {
+    /// Whether any filter may see a message that arrived on this listening socket.
+    fn applies(&self, transport: &str, local: SocketAddr) -> bool;
     fn submit(&self, call: HookCall, done: HookDone) -> Submitted;
 }
 
@@ -125,6 +131,10 @@ pub trait FilterHooks: Send + Sync {
 pub struct NoFilters;
 
 impl FilterHooks for NoFilters {
+    fn applies(&self, _transport: &str, _local: SocketAddr) -> bool {
+        false
+    }
+
     fn submit(&self, call: HookCall, _done: HookDone) -> Submitted {
         Submitted::NoFilter(call)
     }

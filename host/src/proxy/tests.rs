@@ -521,6 +521,10 @@ struct Recorder {
 }
 
 impl FilterHooks for Recorder {
+    fn applies(&self, _transport: &str, _local: SocketAddr) -> bool {
+        true
+    }
+
     fn submit(&self, call: HookCall, done: HookDone) -> Submitted {
         let result = match call {
             HookCall::Request { mut ctx, mut msg } => {
@@ -689,6 +693,10 @@ struct Holding {
 }
 
 impl FilterHooks for Holding {
+    fn applies(&self, _transport: &str, _local: SocketAddr) -> bool {
+        true
+    }
+
     fn submit(&self, call: HookCall, done: HookDone) -> Submitted {
         let key = call.ctx().dialog_key.clone().unwrap_or_default();
         if key.starts_with("full") {

@@ -212,8 +212,12 @@ impl Runtime {
     }
 
     fn tenant_for(&self, ctx: &HookContext) -> Option<&Tenant> {
-        let transport = ListenTransport::from_name(ctx.transport)?;
-        let index = *self.by_socket.get(&(transport, ctx.local))?;
+        self.tenant_on(ctx.transport, ctx.local)
+    }
+
+    fn tenant_on(&self, transport: &str, local: SocketAddr) -> Option<&Tenant> {
+        let transport = ListenTransport::from_name(transport)?;
+        let index = *self.by_socket.get(&(transport, local))?;
         self.tenants.get(index).map(|t| &**t)
     }
 
@@ -275,6 +279,12 @@ impl Runtime {
 }
 
 impl FilterHooks for Runtime {
+    /// Answered from the socket → tenant map: a lookup, no allocation.
+    fn applies(&self, transport: &str, local: SocketAddr) -> bool {
+        self.tenant_on(transport, local)
+            .is_some_and(|tenant| !tenant.filters.is_empty())
+    }
+
     /// Hands the call to the tenant's worker for its dialog; never blocks.
     fn submit(&self, call: HookCall, done: HookDone) -> Submitted {
         match self.tenant_for(call.ctx()) {

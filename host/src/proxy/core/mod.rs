@@ -360,6 +360,13 @@ impl Core {
     /// Hands a call to the filters. Without a filter for it the transaction goes on at once;
     /// otherwise it stays parked until the decision arrives as [`Internal::Decided`].
     fn submit_hook(&mut self, call: HookCall, parked: Parked, now: Instant) {
+        let ctx = call.ctx();
+        if !self.hooks.applies(ctx.transport, ctx.local) {
+            // No filter on this socket: no callback, no channel clone, no park id.
+            let decision = Decision::Continue;
+            self.resume(parked, HookResult { call, decision }, now);
+            return;
+        }
         let token = ParkId(self.next_id());
         let events = self.internal.clone();
         let done: HookDone = Box::new(move |result| {

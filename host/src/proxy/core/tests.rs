@@ -191,6 +191,10 @@ struct Holding {
 }
 
 impl FilterHooks for Holding {
+    fn applies(&self, _transport: &str, _local: SocketAddr) -> bool {
+        true
+    }
+
     fn submit(&self, call: HookCall, done: HookDone) -> Submitted {
         if matches!(call, HookCall::Request { .. }) != self.requests {
             return Submitted::NoFilter(call);
@@ -394,6 +398,10 @@ fn unanswered_non_invite_is_resent_on_timer_e_and_ends_408_at_timer_f() {
 fn overloaded_filters_answer_a_request_503_with_retry_after() {
     struct Full;
     impl FilterHooks for Full {
+        fn applies(&self, _transport: &str, _local: SocketAddr) -> bool {
+            true
+        }
+
         fn submit(&self, call: HookCall, _done: HookDone) -> Submitted {
             Submitted::Overloaded(call)
         }
@@ -408,4 +416,32 @@ fn overloaded_filters_answer_a_request_503_with_retry_after() {
     assert_eq!(sent[1].1.header("Retry-After"), Some(OVERLOAD_RETRY_AFTER));
     assert!(requests_to(&sent, UAS).is_empty());
     assert_eq!(h.core.stats.overloaded.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn without_a_filter_the_hooks_are_never_submitted() {
+    /// Hooks that apply nowhere and fail the test if the proxy hands them a call anyway.
+    struct Nowhere;
+    impl FilterHooks for Nowhere {
+        fn applies(&self, _transport: &str, _local: SocketAddr) -> bool {
+            false
+        }
+
+        fn submit(&self, _call: HookCall, _done: HookDone) -> Submitted {
+            panic!("submit called although no filter applies")
+        }
+    }
+    let mut h = harness(Arc::new(Nowhere));
+    let sent = h.receive(
+        UAC,
+        &request("INVITE", "z9hG4bKn1", "call-n"),
+        Duration::ZERO,
+    );
+    let forwarded = requests_to(&sent, UAS)[0].clone();
+    let sent = h.receive(UAS, &answer(&forwarded, 486, "Busy Here"), 100 * MS);
+    assert_eq!(
+        statuses(&sent, UAC),
+        [486],
+        "reply and failure hooks skipped too"
+    );
 }
