@@ -1,0 +1,1 @@
+//! The uac_reg_* rule functions and the uac.reg_* RPC methods over the store.
