@@ -2,6 +2,7 @@
 //! and the uac_reg_* functions and uac.reg_* RPC, over a [`store::RegistrationStore`].
 //! The host owns the store, the clock and the schedule; this module owns the protocol.
 
+pub mod functions;
 pub mod machine;
 pub mod params;
 pub mod rpc;

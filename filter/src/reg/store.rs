@@ -117,6 +117,8 @@ pub type ReloadCounts = (u32, u32, u32, u32);
 pub trait RegistrationStore {
     fn get(&self, l_uuid: &str) -> Option<(Account, LiveState)>;
     fn get_by_id(&self, id: RecordId) -> Option<(Account, LiveState)>;
+    /// Up to `limit` ids above `after`, ascending (uac.reg_dump pages through them).
+    fn list(&self, after: Option<RecordId>, limit: u32) -> Vec<RecordId>;
     fn find(&self, key: LookupKey, value: &str) -> Vec<RecordId>;
     fn credentials(&self, id: RecordId) -> Option<Credentials>;
     fn update_state(&mut self, id: RecordId, state: &LiveState) -> Result<(), StoreError>;
@@ -233,6 +235,18 @@ impl RegistrationStore for MemoryStore {
         self.records
             .get(&id)
             .map(|r| (r.account.clone(), r.state.clone()))
+    }
+
+    fn list(&self, after: Option<RecordId>, limit: u32) -> Vec<RecordId> {
+        let mut ids: Vec<RecordId> = self
+            .records
+            .keys()
+            .copied()
+            .filter(|id| after.is_none_or(|a| *id > a))
+            .collect();
+        ids.sort_unstable();
+        ids.truncate(limit as usize);
+        ids
     }
 
     fn find(&self, key: LookupKey, value: &str) -> Vec<RecordId> {
