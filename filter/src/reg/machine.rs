@@ -187,6 +187,10 @@ impl Registrar {
             store.schedule(id, None)?;
             return Ok(None);
         }
+        // reg_active = 0 (uac.reg_active 0): nothing is sent; the host keeps the schedule.
+        if !self.params.active {
+            return Ok(None);
+        }
         if state.flags & flags::ONGOING != 0 {
             let wait = u64::from(self.params.retry_interval).max(TRANSACTION_SECS);
             if self

@@ -268,6 +268,12 @@ fn active_register_unregister() {
         .result;
     assert_eq!(a, serde_json::json!({"omode":1,"nmode":0}));
     assert!(!store.is_active() && !reg.params.active);
+    let id = store.get("u1").unwrap().0.id;
+    assert!(
+        reg.on_due(&mut store, id, DueReason::Initial, NOW, fresh())
+            .unwrap()
+            .is_none()
+    );
     rpc(&mut store, &mut reg, "uac.reg_active", r#"["1"]"#).unwrap();
     assert!(rpc(&mut store, &mut reg, "uac.reg_active", "[2]").is_err());
 
