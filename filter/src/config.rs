@@ -5,6 +5,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::digest::{Credential, CredentialError, parse_credentials};
+use crate::reg::params::{RawRegParams, RegParams};
 use crate::restore::{KeyError, SecureKeys};
 use crate::rules::pvar::Template;
 use crate::rules::{RuleConfig, RuleError, RuleErrorKind, RuleSet};
@@ -70,6 +71,15 @@ struct Raw {
     auth_realm_avp: Option<String>,
     #[serde(default)]
     rule: Vec<RuleConfig>,
+    reg_contact_addr: Option<String>,
+    reg_retry_interval: Option<i64>,
+    reg_keep_callid: Option<i64>,
+    reg_timer_interval: Option<i64>,
+    reg_random_delay: Option<i64>,
+    reg_active: Option<i64>,
+    reg_gc_interval: Option<i64>,
+    reg_max_per_second: Option<i64>,
+    default_socket: Option<String>,
 }
 
 fn default_from_param() -> String {
@@ -120,6 +130,8 @@ pub struct Options {
     /// `auth_username_avp` / `auth_password_avp` / `auth_realm_avp`.
     pub call_credentials: Option<CallCredentialTemplates>,
     pub rules: RuleSet,
+    /// The remote registration modparams (`reg_*`, `default_socket`).
+    pub registration: RegParams,
 }
 
 /// Per-call credentials as templates rendered over the challenged request (Kamailio's
@@ -232,7 +244,20 @@ impl Options {
                 ));
             }
         };
+        let registration = RegParams::from_raw(&RawRegParams {
+            reg_contact_addr: raw.reg_contact_addr,
+            reg_retry_interval: raw.reg_retry_interval,
+            reg_keep_callid: raw.reg_keep_callid,
+            reg_timer_interval: raw.reg_timer_interval,
+            reg_random_delay: raw.reg_random_delay,
+            reg_active: raw.reg_active,
+            reg_gc_interval: raw.reg_gc_interval,
+            default_socket: raw.default_socket,
+            reg_max_per_second: raw.reg_max_per_second,
+        })
+        .map_err(|(key, why)| ConfigError::Invalid { key, why })?;
         Ok(Options {
+            registration,
             log_messages: raw.log_messages,
             restore_mode: raw.restore_mode,
             rr_from_store_param: raw.rr_from_store_param,

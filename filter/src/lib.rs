@@ -12,6 +12,7 @@ pub mod digest;
 pub mod host;
 pub mod memory;
 pub mod nameaddr;
+pub mod reg;
 pub mod replace;
 pub mod restore;
 pub mod rules;

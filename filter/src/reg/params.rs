@@ -1,0 +1,195 @@
+//! The registration modparams, Kamailio's names, read from the filter config; the host reads
+//! the scheduler's ones (reg_timer_interval, reg_random_delay, ...) from the same table.
+
+use serde::Deserialize;
+
+/// The `reg_*` keys as written in `[tenant.filter.config]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRegParams {
+    pub reg_contact_addr: Option<String>,
+    pub reg_retry_interval: Option<i64>,
+    pub reg_keep_callid: Option<i64>,
+    pub reg_timer_interval: Option<i64>,
+    pub reg_random_delay: Option<i64>,
+    pub reg_active: Option<i64>,
+    pub reg_gc_interval: Option<i64>,
+    pub default_socket: Option<String>,
+    /// Read by the host scheduler (pacing of first registrations); checked here.
+    pub reg_max_per_second: Option<i64>,
+}
+
+/// The checked registration options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegParams {
+    /// host[:port][;params], no `sip:`; the row's contact_addr wins.
+    pub contact_addr: String,
+    /// Seconds; 0 disables a record after a failure (Kamailio).
+    pub retry_interval: u32,
+    pub keep_callid: bool,
+    pub timer_interval: u32,
+    pub random_delay: u32,
+    pub active: bool,
+    pub gc_interval: u32,
+    /// `proto:host:port`; the row's socket wins.
+    pub default_socket: String,
+}
+
+impl Default for RegParams {
+    fn default() -> Self {
+        RegParams {
+            contact_addr: String::new(),
+            retry_interval: 0,
+            keep_callid: false,
+            timer_interval: 90,
+            random_delay: 0,
+            active: true,
+            gc_interval: 150,
+            default_socket: String::new(),
+        }
+    }
+}
+
+/// A bad `reg_*` value: the key and why (wrapped into `ConfigError::Invalid`).
+pub type ParamError = (&'static str, String);
+
+fn seconds(key: &'static str, v: Option<i64>, default: u32, min: u32) -> Result<u32, ParamError> {
+    match v {
+        None => Ok(default),
+        Some(n) if n < i64::from(min) || n > i64::from(u32::MAX) => Err((
+            key,
+            format!("must be a number of seconds from {min}, got {n}"),
+        )),
+        Some(n) => Ok(n as u32),
+    }
+}
+
+fn flag(key: &'static str, v: Option<i64>, default: bool) -> Result<bool, ParamError> {
+    match v {
+        None => Ok(default),
+        Some(0) => Ok(false),
+        Some(1) => Ok(true),
+        Some(n) => Err((key, format!("must be 0 or 1, got {n}"))),
+    }
+}
+
+fn has_sip_scheme(addr: &str) -> bool {
+    let lower = addr.trim().to_ascii_lowercase();
+    lower.starts_with("sip:") || lower.starts_with("sips:")
+}
+
+impl RegParams {
+    pub fn from_raw(raw: &RawRegParams) -> Result<RegParams, ParamError> {
+        let d = RegParams::default();
+        let contact_addr = match &raw.reg_contact_addr {
+            None => d.contact_addr,
+            Some(a) if a.trim().is_empty() => {
+                return Err(("reg_contact_addr", "must not be empty".into()));
+            }
+            Some(a) if has_sip_scheme(a) => {
+                return Err((
+                    "reg_contact_addr",
+                    "is host[:port][;params], without sip:".into(),
+                ));
+            }
+            Some(a) if a.contains(['<', '>', ' ', '@']) => {
+                return Err((
+                    "reg_contact_addr",
+                    "is host[:port][;params] (no user, brackets or spaces)".into(),
+                ));
+            }
+            Some(a) => a.trim().to_owned(),
+        };
+        if let Some(n) = raw.reg_max_per_second
+            && n < 1
+        {
+            return Err(("reg_max_per_second", format!("must be at least 1, got {n}")));
+        }
+        let default_socket = match &raw.default_socket {
+            Some(s) if s.contains(' ') || s.is_empty() => {
+                return Err(("default_socket", "must be proto:host:port".into()));
+            }
+            Some(s) => s.clone(),
+            None => d.default_socket,
+        };
+        Ok(RegParams {
+            contact_addr,
+            retry_interval: seconds("reg_retry_interval", raw.reg_retry_interval, 0, 0)?,
+            keep_callid: flag("reg_keep_callid", raw.reg_keep_callid, false)?,
+            timer_interval: seconds("reg_timer_interval", raw.reg_timer_interval, 90, 1)?,
+            random_delay: seconds("reg_random_delay", raw.reg_random_delay, 0, 0)?,
+            active: flag("reg_active", raw.reg_active, true)?,
+            gc_interval: seconds("reg_gc_interval", raw.reg_gc_interval, 150, 1)?,
+            default_socket,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<RegParams, ParamError> {
+        RegParams::from_raw(&serde_json::from_str(json).unwrap())
+    }
+
+    #[test]
+    fn defaults_are_kamailios() {
+        let p = parse("{}").unwrap();
+        assert_eq!(p.timer_interval, 90);
+        assert_eq!(p.gc_interval, 150);
+        assert_eq!(p.retry_interval, 0);
+        assert!(p.active && !p.keep_callid);
+    }
+
+    #[test]
+    fn reads_the_issue_example() {
+        let p = parse(
+            r#"{"reg_contact_addr":"127.0.0.1:5060","reg_retry_interval":30,"reg_keep_callid":1}"#,
+        )
+        .unwrap();
+        assert_eq!(p.contact_addr, "127.0.0.1:5060");
+        assert_eq!(p.retry_interval, 30);
+        assert!(p.keep_callid);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert_eq!(
+            parse(r#"{"reg_keep_callid":2}"#).unwrap_err().0,
+            "reg_keep_callid"
+        );
+        assert_eq!(
+            parse(r#"{"reg_retry_interval":-1}"#).unwrap_err().0,
+            "reg_retry_interval"
+        );
+        assert_eq!(
+            parse(r#"{"reg_timer_interval":0}"#).unwrap_err().0,
+            "reg_timer_interval"
+        );
+        assert_eq!(
+            parse(r#"{"reg_contact_addr":"sip:a.test"}"#).unwrap_err().0,
+            "reg_contact_addr"
+        );
+        assert_eq!(parse(r#"{"reg_active":5}"#).unwrap_err().0, "reg_active");
+        assert_eq!(
+            parse(r#"{"reg_max_per_second":0}"#).unwrap_err().0,
+            "reg_max_per_second"
+        );
+        assert_eq!(
+            parse(r#"{"default_socket":""}"#).unwrap_err().0,
+            "default_socket"
+        );
+    }
+
+    #[test]
+    fn the_filter_config_reads_them_and_names_the_key() {
+        let options = crate::config::Options::from_json(
+            r#"{"reg_contact_addr":"127.0.0.1:5060","reg_retry_interval":30,"reg_keep_callid":1}"#,
+        )
+        .unwrap();
+        assert!(options.registration.keep_callid);
+        let err = crate::config::Options::from_json(r#"{"reg_keep_callid":7}"#).unwrap_err();
+        assert!(err.to_string().contains("reg_keep_callid"), "{err}");
+    }
+}
