@@ -77,7 +77,12 @@ impl Guest for Misbehave {
             Some("always") => true,
             Some(other) => return Err(format!("misbehave config: bad trigger {other:?}")),
         };
-        ITERATIONS.set(value.get("iterations").and_then(|n| n.as_u64()).unwrap_or(0));
+        ITERATIONS.set(
+            value
+                .get("iterations")
+                .and_then(|n| n.as_u64())
+                .unwrap_or(0),
+        );
         MODE.set(mode);
         ALWAYS.set(always);
         Ok(())
