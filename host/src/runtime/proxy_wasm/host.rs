@@ -53,7 +53,7 @@ pub struct Call {
 }
 
 impl Call {
-    pub fn new(input: &HookInput<'_>, _setup: &InstanceSetup) -> Self {
+    pub fn new(input: &HookInput<'_>) -> Self {
         let msg = &*input.msg;
         let mut headers = Vec::with_capacity(24);
         let is_request = msg.is_request();
@@ -96,7 +96,7 @@ impl Call {
     }
 
     /// Writes the header map and body edits back and says what the filter asked.
-    pub fn finish(self, msg: &mut Message, _paused: bool) -> Action {
+    pub fn finish(self, msg: &mut Message) -> Action {
         if let Some(reply) = self.local_response {
             return reply;
         }
@@ -118,7 +118,6 @@ impl Call {
         if self.body_edited {
             msg.set_body(self.body.into(), None);
         }
-        // A paused stream is never resumed on SIP: it goes on as it is.
         Action::Continue
     }
 
@@ -150,7 +149,6 @@ pub struct PwState {
     pub tick_every: Duration,
     pub tick_timer: Option<u64>,
     started: Instant,
-    metric_ids: Vec<usize>,
 }
 
 impl PwState {
@@ -168,7 +166,6 @@ impl PwState {
             tick_every: Duration::ZERO,
             tick_timer: None,
             started: Instant::now(),
-            metric_ids: Vec::new(),
         }
     }
 }
@@ -628,7 +625,6 @@ fn env_call(name: &str, mut caller: Caller<'_, PwState>, p: &[Val]) -> wasmtime:
                 }
             };
             drop(metrics);
-            c.data_mut().metric_ids.push(index);
             write_u32(c, arg(p, 3), index as u32 + 1)?;
             Ok(OK)
         }

@@ -191,7 +191,7 @@ impl FilterFactory for ProxyWasmFactory {
         store.data_mut().plugin_config = plugin_config;
         let accepted = metered(&mut store, &self.ticker, limit, |s| {
             for init in ["_initialize", "_start"] {
-                if let Some(f) = instance.get_typed_func::<(), ()>(&mut *s, init).ok() {
+                if let Ok(f) = instance.get_typed_func::<(), ()>(&mut *s, init) {
                     f.call(&mut *s, ())?;
                     break;
                 }
@@ -281,18 +281,18 @@ impl ProxyWasmInstance {
         self.next_context = self.next_context.checked_add(1).unwrap_or(ROOT_CONTEXT + 1);
         let id = self.next_context;
         let data = self.store.data_mut();
-        data.call = Some(Call::new(input, &data.setup));
+        data.call = Some(Call::new(input));
         let count = data.call.as_ref().map_or(0, Call::header_count) as i32;
         let body_len = input.msg.body().len() as i32;
         let cb = &self.callbacks;
         let result = metered(&mut self.store, &self.ticker, self.cpu_limit, |s| {
             cb.context_create.call(&mut *s, (id, ROOT_CONTEXT))?;
-            let mut paused = headers.call(&mut *s, (id, count, i32::from(body_len == 0)))? != 0;
+            let paused = headers.call(&mut *s, (id, count, i32::from(body_len == 0)))? != 0;
             if !paused
                 && body_len > 0
                 && let Some(body) = body
             {
-                paused = body.call(&mut *s, (id, body_len, 1))? != 0;
+                body.call(&mut *s, (id, body_len, 1))?;
             }
             if let Some(done) = &cb.done {
                 done.call(&mut *s, id)?;
@@ -303,14 +303,15 @@ impl ProxyWasmInstance {
             if let Some(delete) = &cb.delete {
                 delete.call(&mut *s, id)?;
             }
-            Ok(paused)
+            // A paused stream is never resumed on SIP: it goes on as edited.
+            Ok(())
         });
         let call = self.store.data_mut().call.take();
-        let paused = result?;
+        result?;
         let Some(call) = call else {
             return Ok(Action::Continue);
         };
-        Ok(call.finish(input.msg, paused))
+        Ok(call.finish(input.msg))
     }
 }
 
