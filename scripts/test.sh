@@ -34,12 +34,13 @@ echo "test: cargo fmt --check (workspace and fuzz/)"
 cargo fmt --all --check
 cargo fmt --all --check --manifest-path fuzz/Cargo.toml
 
-# The test filters are wasm-only, so the native pass leaves them out and the
-# wasm pass checks every wasm package (the uac filter in both) for its target.
+# The test filters are wasm-only, so the native pass leaves them out; the wasm
+# pass checks every component (the library of each wasm package) for its own
+# target. The uac filter's tests and benches are native and checked natively.
 echo "test: cargo clippy --workspace --all-targets ${exclude_args[*]}"
 cargo clippy --workspace --all-targets "${exclude_args[@]}" -- -D warnings
-echo "test: cargo clippy --target wasm32-wasip2 ${package_args[*]}"
-cargo clippy --target wasm32-wasip2 --all-targets "${package_args[@]}" -- -D warnings
+echo "test: cargo clippy --target wasm32-wasip2 --lib ${package_args[*]}"
+cargo clippy --target wasm32-wasip2 --lib "${package_args[@]}" -- -D warnings
 
 echo "test: building wasm filters: ${wasm_packages[*]}"
 cargo build --profile wasm --target wasm32-wasip2 "${package_args[@]}"

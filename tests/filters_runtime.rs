@@ -503,6 +503,13 @@ fn a_looping_tenant_does_not_hold_up_another() {
         looping.try_recv().is_err(),
         "the looping call must still run while the other tenant is served"
     );
+    // A restart of the busy tenant does not wait for its running call: the
+    // fresh instances are made aside and taken before the worker's next call.
+    rt.restart("slow").expect("restart");
+    assert!(
+        looping.try_recv().is_err(),
+        "restart returned only after the looping call ended"
+    );
     let result = looping
         .recv_timeout(Duration::from_secs(30))
         .expect("looping call ends");

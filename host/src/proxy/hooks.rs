@@ -57,7 +57,6 @@ pub enum Decision {
 /// parks the transaction and resumes it when the result arrives as an event.
 #[derive(Debug)]
 // Boxing would cost an allocation per call; the messages move in and out once each.
-#[allow(clippy::large_enum_variant)]
 pub enum HookCall {
     /// An incoming request (initial or in-dialog) before routing.
     Request { ctx: HookContext, msg: Message },

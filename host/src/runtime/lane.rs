@@ -54,6 +54,7 @@ pub fn spawn_lane(
     std::thread::Builder::new()
         .name(format!("siphost-filter-{name}-{lane}"))
         .spawn(move || {
+            lower_priority();
             Worker {
                 tenant,
                 lane,
@@ -62,6 +63,24 @@ pub fn spawn_lane(
             .run(queue)
         })?;
     Ok(jobs)
+}
+
+/// How much lower than the proxy's threads filter workers run (a nice
+/// increment): a filter burning its CPU budget must not delay the proxy's
+/// own message path, which every tenant shares.
+pub const WORKER_NICE: i32 = 5;
+
+/// Lowers the calling thread's priority by [`WORKER_NICE`] (Linux: the nice
+/// value is per thread). Failing that, the worker runs at the normal priority.
+fn lower_priority() {
+    // SAFETY: plain syscalls on the calling thread's own id.
+    unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        let current = libc::getpriority(libc::PRIO_PROCESS, tid);
+        if libc::setpriority(libc::PRIO_PROCESS, tid, current + WORKER_NICE) != 0 {
+            tracing::debug!("cannot lower a filter worker's priority");
+        }
+    }
 }
 
 struct Worker {

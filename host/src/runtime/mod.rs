@@ -165,10 +165,10 @@ impl Runtime {
             )));
         }
         let engine = Arc::new(FilterEngine::new(&options)?);
-        let services = Arc::new(Services {
-            tokio: tokio::runtime::Handle::try_current().ok(),
-            sender: std::sync::RwLock::new(None),
-        });
+        let services = Arc::new(
+            Services::start(tokio::runtime::Handle::try_current().ok())
+                .map_err(|e| FilterError::Engine(format!("background thread: {e}")))?,
+        );
         let mut built = Vec::with_capacity(tenants.len());
         let mut by_socket = HashMap::new();
         // Core modules exporting the proxy-wasm ABI go to its host, components to theirs.

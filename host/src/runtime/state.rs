@@ -33,6 +33,31 @@ pub const MAX_METRICS: usize = 256;
 pub struct Services {
     pub(crate) tokio: Option<tokio::runtime::Handle>,
     pub(crate) sender: RwLock<Option<Arc<dyn RequestSender>>>,
+    /// Work done off every message path (spare instances), one job at a time
+    /// on one long-lived thread: no thread is made or unmapped per job.
+    pub(crate) background: std::sync::mpsc::Sender<BackgroundJob>,
+}
+
+/// A job for the background thread.
+pub type BackgroundJob = Box<dyn FnOnce() + Send>;
+
+impl Services {
+    /// Services with their background thread; it ends when they are dropped.
+    pub fn start(tokio: Option<tokio::runtime::Handle>) -> std::io::Result<Self> {
+        let (background, jobs) = std::sync::mpsc::channel::<BackgroundJob>();
+        std::thread::Builder::new()
+            .name("siphost-spares".into())
+            .spawn(move || {
+                while let Ok(job) = jobs.recv() {
+                    job();
+                }
+            })?;
+        Ok(Self {
+            tokio,
+            sender: RwLock::new(None),
+            background,
+        })
+    }
 }
 
 /// Where timers and replies to originated requests go back to: the tenant,

@@ -200,11 +200,6 @@ impl Tenant {
         &self.shared.name
     }
 
-    /// Number of workers (instances of each filter that run at once).
-    pub fn workers(&self) -> usize {
-        self.lanes.len()
-    }
-
     /// Hands a hook call to the worker of its dialog (else its transaction),
     /// so one dialog's calls run in order. A full queue refuses new requests;
     /// replies and failures are always taken.
@@ -272,7 +267,8 @@ impl Tenant {
         }
     }
 
-    /// Makes a new spare for `lane` on a thread of its own, unless one is on its way.
+    /// Makes a new spare for `lane` on the background thread, unless one is
+    /// on its way.
     pub(crate) fn prepare_spare(self: &Arc<Self>, index: usize, lane: usize) {
         let Some(slot) = self.filters.get(index) else {
             return;
@@ -280,34 +276,35 @@ impl Tenant {
         if slot.preparing[lane].swap(true, Ordering::AcqRel) {
             return;
         }
-        let tenant = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("siphost-spare-{}", self.name()))
-            .spawn(move || {
-                let slot = &tenant.filters[index];
-                let version = slot.current.load_full();
-                match version.factory.instantiate(&tenant.setup(slot, lane)) {
-                    Ok(instance) => {
-                        let mut spare = lock(&slot.spares[lane]);
-                        if tenant.filters[index].current.load().generation == version.generation {
-                            *spare = Some(Spare {
-                                generation: version.generation,
-                                instance,
-                            });
-                        }
-                    }
-                    Err(e) => {
-                        TenantCounters::bump(&tenant.shared.counters.instantiate_errors);
-                        tracing::warn!(
-                            tenant = tenant.name(),
-                            filter = &*slot.label,
-                            "cannot prepare a spare instance: {e}"
-                        );
+        let tenant = Arc::downgrade(self);
+        let job = Box::new(move || {
+            let Some(tenant) = tenant.upgrade() else {
+                return;
+            };
+            let slot = &tenant.filters[index];
+            let version = slot.current.load_full();
+            match version.factory.instantiate(&tenant.setup(slot, lane)) {
+                Ok(instance) => {
+                    let mut spare = lock(&slot.spares[lane]);
+                    if slot.current.load().generation == version.generation {
+                        *spare = Some(Spare {
+                            generation: version.generation,
+                            instance,
+                        });
                     }
                 }
-                slot.preparing[lane].store(false, Ordering::Release);
-            });
-        if spawned.is_err() {
+                Err(e) => {
+                    TenantCounters::bump(&tenant.shared.counters.instantiate_errors);
+                    tracing::warn!(
+                        tenant = tenant.name(),
+                        filter = &*slot.label,
+                        "cannot prepare a spare instance: {e}"
+                    );
+                }
+            }
+            slot.preparing[lane].store(false, Ordering::Release);
+        });
+        if self.shared.services.background.send(job).is_err() {
             slot.preparing[lane].store(false, Ordering::Release);
         }
     }

@@ -96,8 +96,8 @@ pub enum SendFailure {
     WriteQueueFull(SocketAddr),
     #[error("socket error: {0}")]
     Socket(Arc<io::Error>),
-    #[error("TCP connection to {0} closed before the message was queued")]
-    Closed(SocketAddr),
+    #[error("TCP connection {0} is closed")]
+    Gone(ConnId),
 }
 
 /// The core's end of one TCP connection: its bounded write queue, and the signal that makes
@@ -130,9 +130,10 @@ pub(crate) fn conn_queue(limit: usize) -> (ConnWriter, ConnQueue) {
     )
 }
 
-/// The TCP side kept by the core: open connections by id and by peer address.
+/// One open TCP connection as the driver keeps it: its write queue and its peer.
 struct Connection {
     writer: ConnWriter,
+    remote: SocketAddr,
 }
 
 /// Settings shared with connection tasks.
@@ -146,12 +147,12 @@ pub(crate) struct TcpShared {
     pub(crate) next_id: Arc<AtomicU64>,
 }
 
-/// Bound sockets plus the TCP connection table; owned by the proxy core.
+/// Bound sockets plus the write queues of open TCP connections; owned by the proxy's driver,
+/// which carries out what the core decides (which connection carries what).
 pub struct Transport {
     listeners: Vec<Listener>,
     udp: Vec<Option<Arc<UdpSocket>>>,
     connections: HashMap<ConnId, Connection>,
-    by_remote: HashMap<SocketAddr, ConnId>,
     tcp: TcpShared,
 }
 
@@ -209,7 +210,6 @@ impl Transport {
                 listeners,
                 udp,
                 connections: HashMap::new(),
-                by_remote: HashMap::new(),
                 tcp,
             },
             udp: UdpReceiver::new(udp_read),
@@ -225,24 +225,10 @@ impl Transport {
         self.listeners.get(index)
     }
 
-    /// The listener to send from towards a peer over `kind`: the preferred one when it has
-    /// that transport, else the first of that transport with the same IP family, else any.
-    pub fn pick_listener(
-        &self,
-        kind: TransportKind,
-        preferred: Option<usize>,
-        remote: &SocketAddr,
-    ) -> Option<usize> {
-        if let Some(index) = preferred
-            && self.listeners.get(index).is_some_and(|l| l.kind == kind)
-        {
-            return Some(index);
-        }
-        let same_family = self
-            .listeners
-            .iter()
-            .position(|l| l.kind == kind && l.local.is_ipv4() == remote.is_ipv4());
-        same_family.or_else(|| self.listeners.iter().position(|l| l.kind == kind))
+    /// The counter TCP connection ids come from; the core takes ids for the connections it
+    /// opens from it too, so accepted and opened ones never share one.
+    pub fn conn_ids(&self) -> Arc<AtomicU64> {
+        self.tcp.next_id.clone()
     }
 
     /// Sends over UDP from `listener`. A full socket buffer drops the datagram: UDP is lossy
@@ -261,83 +247,57 @@ impl Transport {
         }
     }
 
-    /// Sends over TCP: on `conn` when it is still open, else on an open connection to
-    /// `remote`, else on a new connection to it. Returns the connection used. A connection
-    /// whose write queue is full is closed: its peer stopped reading.
-    pub fn send_tcp(
+    /// Opens connection `conn` to `remote`; messages written to it wait until it is up.
+    pub fn connect(
         &mut self,
-        conn: Option<ConnId>,
+        conn: ConnId,
         remote: SocketAddr,
         listener: usize,
-        data: Bytes,
-    ) -> Result<ConnId, SendFailure> {
-        let existing = conn
-            .filter(|id| self.connections.contains_key(id))
-            .or_else(|| self.by_remote.get(&remote).copied());
-        if let Some(id) = existing
-            && let Some(connection) = self.connections.get(&id)
-        {
-            match connection.writer.queue.try_send(data.clone()) {
-                Ok(()) => return Ok(id),
-                Err(TrySendError::Full(_)) => {
-                    tracing::warn!(
-                        %remote,
-                        limit = self.tcp.write_queue,
-                        "TCP peer stopped reading, closing its connection"
-                    );
-                    connection.writer.abandon.notify_one();
-                    self.forget(id);
-                    return Err(SendFailure::WriteQueueFull(remote));
-                }
-                // The connection's task ended: open a new one.
-                Err(TrySendError::Closed(_)) => {}
-            }
-        }
+    ) -> Result<(), SendFailure> {
         if self.tcp.open.load(Ordering::Relaxed) >= self.tcp.max_connections {
             return Err(SendFailure::TooManyConnections);
         }
-        let id = self.tcp.next_id.fetch_add(1, Ordering::Relaxed);
         let (writer, queue) = conn_queue(self.tcp.write_queue);
-        // The queue holds the message until the connection is up.
-        writer
-            .queue
-            .try_send(data)
-            .map_err(|_| SendFailure::Closed(remote))?;
-        self.connections.insert(id, Connection { writer });
-        self.by_remote.insert(remote, id);
+        self.connections.insert(conn, Connection { writer, remote });
         self.tcp.open.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(tcp::connect(id, remote, listener, queue, self.tcp.clone()));
-        Ok(id)
+        tokio::spawn(tcp::connect(
+            conn,
+            remote,
+            listener,
+            queue,
+            self.tcp.clone(),
+        ));
+        Ok(())
     }
 
-    /// Drops a connection from the table (its task ends once its queue closes).
-    fn forget(&mut self, id: ConnId) {
-        self.connections.remove(&id);
-        self.by_remote.retain(|_, conn| *conn != id);
-    }
-
-    /// Sends `data` to `remote` over `kind` from `listener` (UDP) or a reused/new connection
-    /// (TCP). Returns the TCP connection used, if any.
-    pub fn send(
-        &mut self,
-        kind: TransportKind,
-        listener: usize,
-        remote: SocketAddr,
-        conn: Option<ConnId>,
-        data: Bytes,
-    ) -> Result<Option<ConnId>, SendFailure> {
-        match kind {
-            TransportKind::Udp => self
-                .send_udp(listener, remote, &data)
-                .map(|()| None)
-                .map_err(|e| SendFailure::Socket(Arc::new(e))),
-            TransportKind::Tcp => self.send_tcp(conn, remote, listener, data).map(Some),
+    /// Queues a message on connection `conn`. A connection whose write queue is full is
+    /// closed: its peer stopped reading.
+    pub fn write(&mut self, conn: ConnId, data: Bytes) -> Result<(), SendFailure> {
+        let Some(connection) = self.connections.get(&conn) else {
+            return Err(SendFailure::Gone(conn));
+        };
+        match connection.writer.queue.try_send(data) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                let remote = connection.remote;
+                tracing::warn!(
+                    %remote,
+                    limit = self.tcp.write_queue,
+                    "TCP peer stopped reading, closing its connection"
+                );
+                connection.writer.abandon.notify_one();
+                self.connections.remove(&conn);
+                Err(SendFailure::WriteQueueFull(remote))
+            }
+            Err(TrySendError::Closed(_)) => {
+                self.connections.remove(&conn);
+                Err(SendFailure::Gone(conn))
+            }
         }
     }
 
-    /// Applies a connection event to the table. Returns false for a `Closed` of a connection
-    /// the table no longer knows.
-    pub fn on_event(&mut self, event: &TransportEvent) -> bool {
+    /// Applies a connection event to the table of write queues.
+    pub fn on_event(&mut self, event: &TransportEvent) {
         match event {
             TransportEvent::Opened {
                 conn,
@@ -345,31 +305,42 @@ impl Transport {
                 writer,
                 ..
             } => {
-                self.connections.insert(
-                    *conn,
-                    Connection {
-                        writer: writer.clone(),
-                    },
-                );
-                self.by_remote.insert(*remote, *conn);
-                true
+                let connection = Connection {
+                    writer: writer.clone(),
+                    remote: *remote,
+                };
+                self.connections.insert(*conn, connection);
             }
-            TransportEvent::Closed { conn, remote, .. } => {
-                let known = self.connections.remove(conn).is_some();
-                if self.by_remote.get(remote) == Some(conn) {
-                    self.by_remote.remove(remote);
-                }
-                known
+            TransportEvent::Closed { conn, .. } => {
+                self.connections.remove(conn);
             }
-            TransportEvent::Message { .. } => true,
+            TransportEvent::Message { .. } => {}
         }
     }
 
     /// Closes every TCP connection (their tasks end when their queues close).
     pub fn close_all(&mut self) {
         self.connections.clear();
-        self.by_remote.clear();
     }
+}
+
+/// The listener to send from towards a peer over `kind`: the preferred one when it has that
+/// transport, else the first of that transport with the same IP family, else any.
+pub fn pick_listener(
+    listeners: &[Listener],
+    kind: TransportKind,
+    preferred: Option<usize>,
+    remote: &SocketAddr,
+) -> Option<usize> {
+    if let Some(index) = preferred
+        && listeners.get(index).is_some_and(|l| l.kind == kind)
+    {
+        return Some(index);
+    }
+    let same_family = listeners
+        .iter()
+        .position(|l| l.kind == kind && l.local.is_ipv4() == remote.is_ipv4());
+    same_family.or_else(|| listeners.iter().position(|l| l.kind == kind))
 }
 
 /// The IP to advertise for a socket bound to `ip`: itself, or for a wildcard bind the address
@@ -415,18 +386,22 @@ mod tests {
         });
         let message = Bytes::from_static(b"OPTIONS sip:x SIP/2.0\r\n\r\n");
         for _ in 0..2 {
-            let sent = transport.send_tcp(Some(7), remote, 0, message.clone());
-            assert!(matches!(sent, Ok(7)), "{sent:?}");
+            let written = transport.write(7, message.clone());
+            assert!(written.is_ok(), "{written:?}");
         }
-        let sent = transport.send_tcp(Some(7), remote, 0, message.clone());
+        let written = transport.write(7, message.clone());
         assert!(
-            matches!(sent, Err(SendFailure::WriteQueueFull(peer)) if peer == remote),
-            "{sent:?}"
+            matches!(written, Err(SendFailure::WriteQueueFull(peer)) if peer == remote),
+            "{written:?}"
         );
         tokio::time::timeout(Duration::from_secs(1), stuck.abandon.notified())
             .await
             .expect("the connection's task is told to close");
-        assert!(transport.connections.is_empty() && transport.by_remote.is_empty());
+        assert!(transport.connections.is_empty());
+        assert!(matches!(
+            transport.write(7, message),
+            Err(SendFailure::Gone(7))
+        ));
         // What was queued is still there for the task; nothing more was added.
         let mut queued = 0;
         while stuck.queue.try_recv().is_ok() {

@@ -23,6 +23,8 @@ use crate::runtime::state::lock;
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Idle ticks after which the ticker parks until the next hook call.
 const TICKER_LINGER_TICKS: u32 = 50;
+/// Bytes of a freed instance's linear memory reset in place for reuse.
+const KEEP_RESIDENT: usize = 1 << 20;
 /// Length of the SHA-256 trailer of a cached artifact.
 const TRAILER: usize = 32;
 
@@ -92,11 +94,20 @@ impl FilterEngine {
             .total_memories(instances.saturating_mul(2))
             .max_memories_per_component(2)
             .max_memory_size(options.max_memory_bytes)
-            .max_unused_warm_slots(instances.min(100));
+            .max_unused_warm_slots(instances.min(100))
+            // A filter that times out on every message is re-instantiated as
+            // often: reset its memory with memset rather than madvise, so
+            // slot reuse takes no mm lock and sends no TLB shootdown to the
+            // proxy's threads.
+            .linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(KEEP_RESIDENT / 16);
         let mut config = Config::new();
         config
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .epoch_interruption(true)
+            // Data segments are copied in instead of mapped: no mmap per
+            // instantiation (see KEEP_RESIDENT).
+            .memory_init_cow(false)
             .wasm_component_model(true);
         let engine = Engine::new(&config).map_err(|e| FilterError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);

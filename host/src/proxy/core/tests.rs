@@ -1,0 +1,411 @@
+//! Deterministic tests of the core: events in, outputs out, time passed in — no sockets, no
+//! sleeps. The proxy listens on 127.0.0.1:5060 (UDP) and routes to the UAS by default.
+
+use std::sync::Mutex;
+
+use super::*;
+use crate::proxy::hooks::NoFilters;
+
+const PROXY: &str = "127.0.0.1:5060";
+const UAC: &str = "127.0.0.1:5070";
+const UAS: &str = "127.0.0.1:5090";
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse().expect("test address")
+}
+
+struct Harness {
+    core: Core,
+    decisions: mpsc::UnboundedReceiver<Internal>,
+    t0: Instant,
+}
+
+fn harness(hooks: Arc<dyn FilterHooks>) -> Harness {
+    harness_routed_to(UAS, hooks)
+}
+
+fn harness_routed_to(default_route: &str, hooks: Arc<dyn FilterHooks>) -> Harness {
+    let text = format!(
+        "[[listen]]\ntransport = \"udp\"\naddress = \"{PROXY}\"\n\
+         [proxy]\nrecord_route = true\ndefault_route = \"sip:{default_route}\"\n"
+    );
+    let config = Config::parse(&text).expect("test config");
+    let listeners = vec![Listener {
+        kind: TransportKind::Udp,
+        local: addr(PROXY),
+        host: "127.0.0.1".to_owned(),
+    }];
+    let (internal, decisions) = mpsc::unbounded_channel();
+    let stats = Arc::new(ProxyStats::default());
+    let conn_ids = Arc::new(AtomicU64::new(1));
+    let core = Core::new(&config, listeners, conn_ids, hooks, stats, internal).expect("core");
+    Harness {
+        core,
+        decisions,
+        t0: Instant::now(),
+    }
+}
+
+impl Harness {
+    /// A datagram from `from` at `at` after the start; returns what the core sent.
+    fn receive(&mut self, from: &str, text: &str, at: Duration) -> Vec<(SocketAddr, Message)> {
+        let source = Source {
+            kind: TransportKind::Udp,
+            listener: 0,
+            remote: addr(from),
+            conn: None,
+        };
+        self.core
+            .on_message(Bytes::from(text.to_owned()), source, self.t0 + at);
+        self.sent()
+    }
+
+    fn timers(&mut self, at: Duration) -> Vec<(SocketAddr, Message)> {
+        self.core.on_timers(self.t0 + at);
+        self.sent()
+    }
+
+    /// Feeds the filters' decisions that arrived so far.
+    fn decisions(&mut self, at: Duration) -> Vec<(SocketAddr, Message)> {
+        while let Ok(internal) = self.decisions.try_recv() {
+            self.core.on_internal(internal, self.t0 + at);
+        }
+        self.sent()
+    }
+
+    fn sent(&mut self) -> Vec<(SocketAddr, Message)> {
+        self.core
+            .outputs
+            .drain(..)
+            .map(|output| match output {
+                Output::Datagram { remote, data, .. } => {
+                    (remote, Message::parse(data).expect("output parses"))
+                }
+                other => panic!("unexpected output {other:?}"),
+            })
+            .collect()
+    }
+}
+
+fn sip(lines: &[&str]) -> String {
+    format!("{}\r\nContent-Length: 0\r\n\r\n", lines.join("\r\n"))
+}
+
+fn request(method: &str, branch: &str, call_id: &str) -> String {
+    sip(&[
+        &format!("{method} sip:bob@{PROXY} SIP/2.0"),
+        &format!("Via: SIP/2.0/UDP {UAC};branch={branch}"),
+        "Max-Forwards: 70",
+        "From: <sip:alice@example.com>;tag=a1",
+        "To: <sip:bob@example.com>",
+        &format!("Call-ID: {call_id}"),
+        &format!("CSeq: 1 {method}"),
+    ])
+}
+
+/// The UAS's answer to a forwarded request, echoing its Vias.
+fn answer(request: &Message, status: u16, reason: &str) -> String {
+    let mut lines = vec![format!("SIP/2.0 {status} {reason}")];
+    lines.extend(request.headers("Via").map(|via| format!("Via: {via}")));
+    lines.push(format!("From: {}", request.header("From").expect("From")));
+    lines.push(format!("To: {};tag=b1", request.header("To").expect("To")));
+    lines.push(format!("Call-ID: {}", request.call_id().expect("Call-ID")));
+    lines.push(format!("CSeq: {}", request.header("CSeq").expect("CSeq")));
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    sip(&refs)
+}
+
+fn statuses(sent: &[(SocketAddr, Message)], to: &str) -> Vec<u16> {
+    sent.iter()
+        .filter(|(remote, _)| *remote == addr(to))
+        .filter_map(|(_, msg)| msg.status())
+        .collect()
+}
+
+fn requests_to<'a>(sent: &'a [(SocketAddr, Message)], to: &str) -> Vec<&'a Message> {
+    sent.iter()
+        .filter(|(remote, msg)| *remote == addr(to) && msg.is_request())
+        .map(|(_, msg)| msg)
+        .collect()
+}
+
+const MS: Duration = Duration::from_millis(1);
+
+#[test]
+fn invite_is_forwarded_retransmitted_on_timer_a_and_answered() {
+    let mut h = harness(Arc::new(NoFilters));
+    let sent = h.receive(
+        UAC,
+        &request("INVITE", "z9hG4bKa1", "call-a"),
+        Duration::ZERO,
+    );
+    assert_eq!(statuses(&sent, UAC), [100]);
+    let forwarded = requests_to(&sent, UAS);
+    assert_eq!(forwarded.len(), 1);
+    let forwarded = forwarded[0].clone();
+    assert_eq!(forwarded.max_forwards(), Some(69));
+    assert_eq!(forwarded.headers("Via").count(), 2);
+    assert!(forwarded.header("Record-Route").is_some());
+
+    // Timer A (T1 = 500 ms): the INVITE goes again, unchanged.
+    assert!(h.timers(499 * MS).is_empty());
+    let again = h.timers(500 * MS);
+    assert_eq!(requests_to(&again, UAS).len(), 1);
+    assert_eq!(again[0].1.to_bytes(), forwarded.to_bytes());
+
+    let sent = h.receive(UAS, &answer(&forwarded, 180, "Ringing"), 600 * MS);
+    assert_eq!(statuses(&sent, UAC), [180]);
+    let sent = h.receive(UAS, &answer(&forwarded, 200, "OK"), 700 * MS);
+    assert_eq!(statuses(&sent, UAC), [200]);
+    assert_eq!(sent[0].1.headers("Via").count(), 1, "our Via removed");
+    // Proceeding stopped Timer A: nothing more goes downstream.
+    assert!(requests_to(&h.timers(5000 * MS), UAS).is_empty());
+}
+
+#[test]
+fn unanswered_invite_ends_408_at_timer_b() {
+    let mut h = harness(Arc::new(NoFilters));
+    h.receive(
+        UAC,
+        &request("INVITE", "z9hG4bKb1", "call-b"),
+        Duration::ZERO,
+    );
+    let mut invites = 1;
+    let mut upstream = Vec::new();
+    for step in 1..=66 {
+        let sent = h.timers(step * 500 * MS);
+        invites += requests_to(&sent, UAS).len();
+        upstream.extend(statuses(&sent, UAC).into_iter().map(|s| (step * 500, s)));
+    }
+    // Sent at 0, 0.5, 1.5, 3.5, 7.5, 15.5 and 31.5 s; Timer B fires at 64·T1 = 32 s, and the
+    // 408 goes again on Timer G (T1) while no ACK comes.
+    assert_eq!(invites, 7);
+    assert_eq!(upstream, [(32_000, 408), (32_500, 408)]);
+}
+
+/// Hooks that hold the calls of the kinds given until the test lets them go.
+#[derive(Default)]
+struct Holding {
+    requests: bool,
+    held: Mutex<Vec<(HookCall, HookDone)>>,
+}
+
+impl FilterHooks for Holding {
+    fn submit(&self, call: HookCall, done: HookDone) -> Submitted {
+        if matches!(call, HookCall::Request { .. }) != self.requests {
+            return Submitted::NoFilter(call);
+        }
+        self.held.lock().expect("held").push((call, done));
+        Submitted::Queued
+    }
+}
+
+impl Holding {
+    fn count(&self) -> usize {
+        self.held.lock().expect("held").len()
+    }
+
+    /// Lets the oldest held call go on untouched.
+    fn release_first(&self) {
+        let (call, done) = self.held.lock().expect("held").remove(0);
+        done(HookResult {
+            call,
+            decision: Decision::Continue,
+        });
+    }
+}
+
+#[test]
+fn cancel_of_a_parked_invite_is_answered_and_the_invite_ends_487() {
+    let hooks = Arc::new(Holding {
+        requests: true,
+        ..Holding::default()
+    });
+    let mut h = harness(hooks.clone());
+    let invite = request("INVITE", "z9hG4bKc1", "call-c");
+    assert_eq!(
+        statuses(&h.receive(UAC, &invite, Duration::ZERO), UAC),
+        [100]
+    );
+    assert_eq!(hooks.count(), 1);
+    // A retransmission is absorbed by the server transaction: no second filter call.
+    assert_eq!(statuses(&h.receive(UAC, &invite, 400 * MS), UAC), [100]);
+    assert_eq!(hooks.count(), 1);
+    let cancel = request("CANCEL", "z9hG4bKc1", "call-c");
+    let sent = h.receive(UAC, &cancel, 450 * MS);
+    assert_eq!(statuses(&sent, UAC), [200]);
+    assert!(requests_to(&sent, UAS).is_empty());
+
+    hooks.release_first();
+    let sent = h.decisions(500 * MS);
+    assert_eq!(statuses(&sent, UAC), [487]);
+    assert!(requests_to(&sent, UAS).is_empty(), "never forwarded");
+    assert!(h.core.parked.is_empty());
+}
+
+#[test]
+fn replies_of_one_context_pass_the_reply_hook_in_order() {
+    let hooks = Arc::new(Holding::default());
+    let mut h = harness(hooks.clone());
+    let sent = h.receive(
+        UAC,
+        &request("INVITE", "z9hG4bKd1", "call-d"),
+        Duration::ZERO,
+    );
+    let forwarded = requests_to(&sent, UAS)[0].clone();
+    let sent = h.receive(UAS, &answer(&forwarded, 180, "Ringing"), 10 * MS);
+    assert!(statuses(&sent, UAC).is_empty(), "180 with its filters");
+    let sent = h.receive(UAS, &answer(&forwarded, 200, "OK"), 20 * MS);
+    assert!(statuses(&sent, UAC).is_empty());
+    assert_eq!(hooks.count(), 1, "the 200 waits for the 180's decision");
+
+    hooks.release_first();
+    assert_eq!(statuses(&h.decisions(30 * MS), UAC), [180]);
+    assert_eq!(hooks.count(), 1, "now the 200 is with the filters");
+    hooks.release_first();
+    assert_eq!(statuses(&h.decisions(40 * MS), UAC), [200]);
+    assert!(
+        h.core.contexts.is_empty(),
+        "context closed once its lane is empty"
+    );
+}
+
+#[test]
+fn max_forwards_zero_gets_483_and_malformed_gets_400() {
+    let mut h = harness(Arc::new(NoFilters));
+    let text =
+        request("INVITE", "z9hG4bKmf", "call-mf").replace("Max-Forwards: 70", "Max-Forwards: 0");
+    let sent = h.receive(UAC, &text, Duration::ZERO);
+    assert_eq!(statuses(&sent, UAC), [483]);
+    assert!(requests_to(&sent, UAS).is_empty());
+
+    let broken =
+        request("INVITE", "z9hG4bKbad", "call-bad").replace("CSeq: 1 INVITE", "CSeq: one INVITE");
+    h.core.on_message(
+        Bytes::from(broken),
+        Source {
+            kind: TransportKind::Udp,
+            listener: 0,
+            remote: addr(UAC),
+            conn: None,
+        },
+        h.t0,
+    );
+    let raw: Vec<Output> = h.core.outputs.drain(..).collect();
+    let [Output::Datagram { remote, data, .. }] = raw.as_slice() else {
+        panic!("one datagram expected: {raw:?}");
+    };
+    let text = String::from_utf8_lossy(data);
+    assert_eq!(*remote, addr(UAC));
+    assert!(
+        text.starts_with("SIP/2.0 400 ") && text.contains("Call-ID: call-bad"),
+        "{text}"
+    );
+    assert_eq!(h.core.stats.malformed.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn proxy_require_gets_420_naming_the_unsupported_tags() {
+    let mut h = harness(Arc::new(NoFilters));
+    let text = request("INVITE", "z9hG4bKpr", "call-pr").replace(
+        "Max-Forwards: 70",
+        "Max-Forwards: 70\r\nProxy-Require: foo\r\nProxy-Require: bar, baz",
+    );
+    let sent = h.receive(UAC, &text, Duration::ZERO);
+    assert_eq!(statuses(&sent, UAC), [420]);
+    assert_eq!(sent[0].1.header("Unsupported"), Some("foo, bar, baz"));
+    assert!(requests_to(&sent, UAS).is_empty());
+}
+
+#[test]
+fn request_routed_back_to_us_is_a_loop() {
+    let mut h = harness_routed_to(PROXY, Arc::new(NoFilters));
+    let sent = h.receive(
+        UAC,
+        &request("INVITE", "z9hG4bKloop", "call-loop"),
+        Duration::ZERO,
+    );
+    let looped = requests_to(&sent, PROXY)[0].clone();
+    let sent = h.receive(PROXY, &String::from_utf8_lossy(&looped.to_bytes()), MS);
+    assert_eq!(statuses(&sent, PROXY), [482]);
+}
+
+#[test]
+fn lone_cancel_with_max_forwards_zero_gets_483() {
+    let mut h = harness(Arc::new(NoFilters));
+    let text =
+        request("CANCEL", "z9hG4bKmf0", "call-mf0").replace("Max-Forwards: 70", "Max-Forwards: 0");
+    let sent = h.receive(UAC, &text, Duration::ZERO);
+    assert_eq!(statuses(&sent, UAC), [483]);
+    assert!(requests_to(&sent, UAS).is_empty());
+}
+
+#[test]
+fn stray_response_goes_upstream_only_under_our_via() {
+    let mut h = harness(Arc::new(NoFilters));
+    let stale = |top: &str| {
+        sip(&[
+            "SIP/2.0 487 Request Terminated",
+            &format!("Via: SIP/2.0/UDP {top};branch=z9hG4bKgone"),
+            &format!("Via: SIP/2.0/UDP {UAC};branch=z9hG4bKuacgone"),
+            "From: <sip:alice@example.com>;tag=a1",
+            "To: <sip:bob@example.com>;tag=b1",
+            "Call-ID: call-gone",
+            "CSeq: 1 INVITE",
+        ])
+    };
+    // A final after our transaction ended (no client transaction matches) still goes on.
+    let sent = h.receive(UAS, &stale(PROXY), Duration::ZERO);
+    assert_eq!(statuses(&sent, UAC), [487]);
+    assert_eq!(sent[0].1.header_values("Via").count(), 1);
+    // Not our Via on top: not ours to route.
+    assert!(h.receive(UAS, &stale(UAS), MS).is_empty());
+    // Only our Via: it was for us and goes nowhere.
+    let only_ours = stale(PROXY).replace(
+        &format!("Via: SIP/2.0/UDP {UAC};branch=z9hG4bKuacgone\r\n"),
+        "",
+    );
+    assert!(h.receive(UAS, &only_ours, 2 * MS).is_empty());
+}
+
+#[test]
+fn unanswered_non_invite_is_resent_on_timer_e_and_ends_408_at_timer_f() {
+    let mut h = harness(Arc::new(NoFilters));
+    let sent = h.receive(
+        UAC,
+        &request("OPTIONS", "z9hG4bKo1", "call-o"),
+        Duration::ZERO,
+    );
+    let first = requests_to(&sent, UAS)[0].to_bytes();
+    let again = h.timers(500 * MS);
+    assert_eq!(
+        requests_to(&again, UAS)[0].to_bytes(),
+        first,
+        "Timer E resends it unchanged"
+    );
+    let mut upstream = Vec::new();
+    for step in 2..=64 {
+        upstream.extend(statuses(&h.timers(step * 500 * MS), UAC));
+    }
+    assert_eq!(upstream, [408], "Timer F at 64·T1");
+}
+
+#[test]
+fn overloaded_filters_answer_a_request_503_with_retry_after() {
+    struct Full;
+    impl FilterHooks for Full {
+        fn submit(&self, call: HookCall, _done: HookDone) -> Submitted {
+            Submitted::Overloaded(call)
+        }
+    }
+    let mut h = harness(Arc::new(Full));
+    let sent = h.receive(
+        UAC,
+        &request("INVITE", "z9hG4bKf1", "call-f"),
+        Duration::ZERO,
+    );
+    assert_eq!(statuses(&sent, UAC), [100, 503]);
+    assert_eq!(sent[1].1.header("Retry-After"), Some(OVERLOAD_RETRY_AFTER));
+    assert!(requests_to(&sent, UAS).is_empty());
+    assert_eq!(h.core.stats.overloaded.load(Ordering::Relaxed), 1);
+}
