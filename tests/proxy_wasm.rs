@@ -144,3 +144,24 @@ fn runs_beside_a_component_filter_and_swaps_with_one() {
     rt.request_blocking(&mut ctx(), &mut msg);
     assert_eq!(msg.header("X-Proxy-Wasm"), Some("hello"));
 }
+
+#[test]
+fn the_tenant_memory_limit_binds_proxy_wasm_modules() {
+    // The module's own initial memory (stack and data, over 1 MiB for a
+    // wasip1 std build) does not fit in a 1 MiB tenant: refused at load.
+    let mut config = tenant(vec![filter(proxy_wasm_filter())]);
+    config.memory_limit_mib = 1;
+    let options = EngineOptions {
+        max_instances: 64,
+        max_memory_bytes: 64 << 20,
+        cache_dir: None,
+    };
+    let err = Runtime::new(&[config], options)
+        .err()
+        .expect("over the limit");
+    let text = err.to_string();
+    assert!(
+        text.contains("memory") || text.contains("limit"),
+        "unexpected error: {text}"
+    );
+}
