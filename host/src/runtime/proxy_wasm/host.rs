@@ -745,3 +745,51 @@ fn wasi_call(name: &str, mut caller: Caller<'_, PwState>, p: &[Val]) -> wasmtime
         _ => Ok(ERRNO_NOTCAPABLE),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_maps_round_trip_in_order_with_repeats() {
+        let pairs = vec![
+            (":method".to_string(), "INVITE".to_string()),
+            (
+                "Via".to_string(),
+                "SIP/2.0/UDP a;branch=z9hG4bK1".to_string(),
+            ),
+            (
+                "Via".to_string(),
+                "SIP/2.0/UDP b;branch=z9hG4bK2".to_string(),
+            ),
+            ("Subject".to_string(), String::new()),
+        ];
+        let bytes = serialize_map(&pairs);
+        assert_eq!(&bytes[..4], &4u32.to_le_bytes());
+        assert_eq!(parse_map(&bytes), Some(pairs));
+    }
+
+    #[test]
+    fn truncated_header_map_is_refused_not_read_past() {
+        let bytes = serialize_map(&[("To".to_string(), "<sip:b@x>".to_string())]);
+        assert_eq!(parse_map(&bytes[..bytes.len() - 3]), None);
+        assert_eq!(parse_map(&[9, 0, 0, 0]), None);
+    }
+
+    #[test]
+    fn configurations_come_from_the_filter_table() {
+        let (vm, plugin) = configurations(r#"{"vm_config":"v","plugin_config":"p"}"#);
+        assert_eq!((vm.as_slice(), plugin.as_slice()), (&b"v"[..], &b"p"[..]));
+        let (vm, plugin) = configurations(r#"{"deny":["x"]}"#);
+        assert!(vm.is_empty());
+        assert_eq!(plugin, br#"{"deny":["x"]}"#.to_vec());
+        assert_eq!(configurations("{}"), (Vec::new(), Vec::new()));
+    }
+
+    #[test]
+    fn sip_header_names_compare_as_sip_does_and_pseudo_headers_exactly() {
+        assert!(header_eq("User-Agent", "user-agent"));
+        assert!(header_eq("v", "Via"));
+        assert!(!header_eq(":path", ":PATH"));
+    }
+}

@@ -351,3 +351,15 @@ impl FilterInstance for ProxyWasmInstance {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::is_core_module;
+
+    #[test]
+    fn core_modules_and_components_are_told_apart_by_their_layer() {
+        assert!(is_core_module(b"\0asm\x01\0\0\0"));
+        assert!(!is_core_module(b"\0asm\x0d\0\x01\0"));
+        assert!(!is_core_module(b"\0asm"));
+    }
+}
