@@ -6,6 +6,7 @@ pub mod config;
 pub mod cpu;
 pub mod instance;
 pub mod lane;
+pub mod proxy_wasm;
 pub mod state;
 pub mod tenant;
 
@@ -170,8 +171,10 @@ impl Runtime {
         );
         let mut built = Vec::with_capacity(tenants.len());
         let mut by_socket = HashMap::new();
+        // Core modules exporting the proxy-wasm ABI go to its host, components to theirs.
+        let loader = Arc::new(proxy_wasm::AbiLoader::new(engine.clone()));
         for (i, config) in tenants.iter().enumerate() {
-            built.push(Tenant::new(config, services.clone(), engine.clone())?);
+            built.push(Tenant::new(config, services.clone(), loader.clone())?);
             for entry in &config.listen {
                 let socket = parse_listen(entry).map_err(FilterError::BadRequest)?;
                 by_socket.insert(socket, i);
