@@ -25,6 +25,9 @@ for manifest in tests/filters/*/Cargo.toml; do
     wasm_packages+=("$name")
     exclude_args+=(--exclude "$name")
 done
+# The proxy-wasm example is a core module for wasm32-wasip1 (its proxy_* imports do not
+# link natively).
+exclude_args+=(--exclude proxy-wasm-filter)
 package_args=()
 for package in "${wasm_packages[@]}"; do
     package_args+=(-p "$package")
@@ -41,9 +44,11 @@ echo "test: cargo clippy --workspace --all-targets ${exclude_args[*]}"
 cargo clippy --workspace --all-targets "${exclude_args[@]}" -- -D warnings
 echo "test: cargo clippy --target wasm32-wasip2 --lib ${package_args[*]}"
 cargo clippy --target wasm32-wasip2 --lib "${package_args[@]}" -- -D warnings
+cargo clippy --target wasm32-wasip1 --lib -p proxy-wasm-filter -- -D warnings
 
 echo "test: building wasm filters: ${wasm_packages[*]}"
 cargo build --profile wasm --target wasm32-wasip2 "${package_args[@]}"
+cargo build --profile wasm --target wasm32-wasip1 -p proxy-wasm-filter
 
 echo "test: cargo test --workspace ${exclude_args[*]}"
 cargo test --workspace "${exclude_args[@]}"

@@ -7,9 +7,9 @@
 //! - SIPp callers that authenticate themselves (MD5 only in SIPp 3.6) prove the edge.
 //! - A small UDP caller driven by `uac_filter::digest` proves the filter's answers
 //!   (MD5 and SHA-256, nc counting, the wrong-password stop) against Kamailio.
-//! - siphost with the uac filter in front of the edge is the end-to-end
-//!   check; `uac_auth()` is wired (filter/tests/auth.rs), but these stay ignored until
-//!   the host links `wasi:random/insecure-seed` for the guest (see the ignore reason).
+//! - siphost with the uac filter (examples/trunk-auth.toml's rule) in front of the edge
+//!   is the end-to-end check: MD5 over UDP, SHA-256 over TCP, and a wrong
+//!   password passing the 407 back.
 
 mod common;
 
@@ -659,13 +659,11 @@ fn reference_kamailio_uac_auth_keeps_the_cseq() {
 }
 
 #[test]
-#[ignore = "host: the filter traps at configure — regex-lite (t_check_status) seeds a HashMap via wasi:random/insecure-seed@0.2.6, which the sandbox linker leaves undefined; and a debug siphost compiles the component in ~30 s"]
 fn udp_siphost_answers_md5_for_the_caller() {
     siphost_answers_for_the_caller("uac_auth_siphost_udp", "edge-auth.cfg", Transport::Udp);
 }
 
 #[test]
-#[ignore = "host: the filter traps at configure — regex-lite (t_check_status) seeds a HashMap via wasi:random/insecure-seed@0.2.6, which the sandbox linker leaves undefined; and a debug siphost compiles the component in ~30 s"]
 fn tcp_siphost_answers_sha256_for_the_caller() {
     siphost_answers_for_the_caller(
         "uac_auth_siphost_tcp",
@@ -675,7 +673,6 @@ fn tcp_siphost_answers_sha256_for_the_caller() {
 }
 
 #[test]
-#[ignore = "host: the filter traps at configure — regex-lite (t_check_status) seeds a HashMap via wasi:random/insecure-seed@0.2.6, which the sandbox linker leaves undefined; and a debug siphost compiles the component in ~30 s"]
 fn siphost_with_a_wrong_password_passes_the_407_back() {
     let test = "uac_auth_siphost_wrong";
     let scratch = Scratch::new(test);

@@ -138,7 +138,7 @@ impl FilterEngine {
         component: &Component,
     ) -> wasmtime::Result<wasmtime::component::InstancePre<HostState>> {
         let mut linker = self.linker.clone();
-        linker.define_unknown_imports_as_traps(component)?;
+        stub_unlinked_imports(&mut linker, component, &self.engine)?;
         linker.instantiate_pre(component)
     }
 
@@ -205,6 +205,71 @@ impl FilterEngine {
             .map_err(|e| FilterError::Compile(format!("{}: {e:#}", path.display())))?;
         Ok((component, LoadSource::Compiled))
     }
+}
+
+/// The interfaces [`add_sandbox_wasi`] and the WIT bindings link, by name without version:
+/// the linker matches any compatible 0.2.x version a guest asks for.
+const LINKED_INTERFACES: &[&str] = &[
+    "wasi:clocks/wall-clock",
+    "wasi:clocks/monotonic-clock",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+    "wasi:cli/exit",
+    "wasi:cli/environment",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+];
+
+/// Defines a trapping stub for every function (and a placeholder for every resource) of
+/// each imported interface this host does not link: filesystem, sockets, unknown
+/// interfaces. Unlike wasmtime's `define_unknown_imports_as_traps`, which matches names
+/// exactly, an interface linked at another compatible version (a guest's
+/// `wasi:random/insecure-seed@0.2.6` against the host's 0.2.12) is left to the linker's
+/// version matching instead of being shadowed by a stub.
+fn stub_unlinked_imports(
+    linker: &mut Linker<HostState>,
+    component: &Component,
+    engine: &Engine,
+) -> wasmtime::Result<()> {
+    use wasmtime::component::ResourceType;
+    use wasmtime::component::types::ComponentItem;
+
+    let ty = component.component_type();
+    for (name, import) in ty.imports(engine) {
+        let base = name.split('@').next().unwrap_or(name);
+        if base.starts_with("siphost:filter/") || LINKED_INTERFACES.contains(&base) {
+            continue;
+        }
+        let ComponentItem::ComponentInstance(instance) = import.ty else {
+            continue;
+        };
+        let mut stubs = linker.instance(name)?;
+        for (item, export) in instance.exports(engine) {
+            match export.ty {
+                ComponentItem::ComponentFunc(_) => {
+                    let full = format!("{name}#{item}");
+                    stubs.func_new(item, move |_, _, _, _| {
+                        Err(wasmtime::format_err!("{full}: not available to filters"))
+                    })?;
+                }
+                ComponentItem::Resource(_) => {
+                    stubs.resource(item, ResourceType::host::<()>(), |_, _| Ok(()))?;
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The WASI 0.2 subset a Rust std guest needs: clocks, random, cli (args and
