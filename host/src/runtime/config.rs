@@ -174,8 +174,7 @@ pub fn validate_tenants(tenants: &[TenantConfig]) -> Result<(), String> {
         if let Some(access) = &tenant.access {
             access.validate().map_err(|e| format!("{at}.{e}"))?;
         }
-        // `[tenant.registrations]` counts too once it exists (the lead passes it here).
-        crate::access::config::check_tenant_identification(tenant, false)
+        crate::access::config::check_tenant_identification(tenant, tenant.registrations.is_some())
             .map_err(|e| format!("{at}.{e}"))?;
     }
     Ok(())
@@ -249,11 +248,18 @@ mod tests {
     #[test]
     fn registrations_section_is_optional_and_validated() {
         let tenants = parse(
-            "[[tenant]]\nname = \"a\"\n[tenant.registrations]\ndb_url = \"sqlite:///tmp/uac.db\"\n",
+            "[[tenant]]\nname = \"a\"\n[tenant.registrations]\ndb_url = \"sqlite:///tmp/uac.db\"\n\
+             [[tenant.access.endpoint]]\nname = \"pbx\"\nsource = [\"127.0.0.1/32\"]\n",
         )
         .expect("valid");
         let registrations = tenants[0].registrations.as_ref().expect("section");
         assert_eq!(registrations.table, "uacreg");
+        // A registration store holds credentials: no identification, no start.
+        let err = parse(
+            "[[tenant]]\nname = \"a\"\n[tenant.registrations]\ndb_url = \"sqlite:///tmp/uac.db\"\n",
+        )
+        .expect_err("unidentified");
+        assert!(err.starts_with("tenant[0]."), "{err}");
         let err =
             parse("[[tenant]]\nname = \"a\"\n[tenant.registrations]\ndb_url = \"oracle://x\"\n")
                 .expect_err("bad url");
