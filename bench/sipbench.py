@@ -307,13 +307,21 @@ def start_siphost(label, siphost_bin, config, workdir):
     return proc, log_path
 
 
-def start_kamailio(label, port, next_hop, workdir):
-    """Runs Kamailio with bench/kamailio-relay.cfg until it answers an OPTIONS."""
-    template = (BENCH / "kamailio-relay.cfg").read_text()
-    config = workdir / f"{label}.cfg"
-    config.write_text(
-        template.replace("@LISTEN_UDP@", f"{LOOPBACK}:{port}").replace("@NEXT_HOP@", next_hop)
+def start_kamailio(label, port, next_hop, workdir, template=BENCH / "kamailio-relay.cfg"):
+    """Runs Kamailio with a config template (bench/kamailio-relay.cfg unless told) until
+    it answers an OPTIONS. @LISTEN_UDP@ and @LISTEN_TCP@ become 127.0.0.1:port (free for
+    both, see free_port), @NEXT_HOP@ the next hop; a placeholder left over is an error."""
+    text = (
+        Path(template).read_text()
+        .replace("@LISTEN_UDP@", f"{LOOPBACK}:{port}")
+        .replace("@LISTEN_TCP@", f"{LOOPBACK}:{port}")
+        .replace("@NEXT_HOP@", next_hop)
     )
+    left = sorted(set(re.findall(r"@[A-Z_]+@", text)))
+    if left:
+        sys.exit(f"{template}: placeholders the bench does not fill: {', '.join(left)}")
+    config = workdir / f"{label}.cfg"
+    config.write_text(text)
     rundir = workdir / f"{label}-run"
     rundir.mkdir()
     log_path = workdir / f"{label}.log"
