@@ -53,6 +53,8 @@ fn tenant(filters: Vec<FilterConfig>) -> TenantConfig {
         filter: filters,
         workers: 1,
         queue_limit: 1000,
+        access: None,
+        registrations: None,
     }
 }
 
@@ -75,6 +77,7 @@ fn ctx() -> HookContext {
         transaction_key: "z9hG4bKtest".to_string(),
         record_route_params: None,
         own_route: None,
+        endpoint: None,
     }
 }
 
