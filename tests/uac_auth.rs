@@ -673,15 +673,25 @@ fn tcp_siphost_answers_sha256_for_the_caller() {
 }
 
 #[test]
-fn siphost_with_a_wrong_password_passes_the_407_back() {
-    let test = "uac_auth_siphost_wrong";
+fn udp_siphost_with_a_wrong_password_passes_the_407_back() {
+    wrong_password_passes_the_407_back("uac_auth_siphost_wrong_udp", Transport::Udp);
+}
+
+#[test]
+fn tcp_siphost_with_a_wrong_password_passes_the_407_back() {
+    wrong_password_passes_the_407_back("uac_auth_siphost_wrong_tcp", Transport::Tcp);
+}
+
+/// Every call with a wrong trunk password ends in the edge's 407 at the caller: the filter
+/// answers once, the edge challenges again, and the failure goes back (never a loop).
+fn wrong_password_passes_the_407_back(test: &str, transport: Transport) {
     let scratch = Scratch::new(test);
-    let provider = provider(&scratch, test, "edge-auth.cfg", Transport::Udp, 1);
+    let provider = provider(&scratch, test, "edge-auth.cfg", transport, 1);
     let siphost_ports = PortBlock::reserve(&format!("{test}-siphost"), 1);
     let port = siphost_ports.port(0);
     let _siphost = Siphost::start(
         &scratch,
-        &siphost_config(port, provider.edge_port, Transport::Udp, "wrongpass"),
+        &siphost_config(port, provider.edge_port, transport, "wrongpass"),
     );
     let final_checks =
         HeaderChecks::new("final").matches("Proxy-Authenticate", 1, "realm=.trunk[.]test");
@@ -697,7 +707,7 @@ fn siphost_with_a_wrong_password_passes_the_407_back() {
         SippRole {
             name: "caller",
             scenario: scratch.write("caller.xml", &caller_xml),
-            transport: Transport::Udp,
+            transport,
             ports: PortBlock::reserve(&format!("{test}-caller"), 5),
             remote: Some(port),
             calls: 3,
