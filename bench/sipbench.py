@@ -273,7 +273,7 @@ class SiphostConfig:
 def tenant_counters(siphost_bin, admin_port):
     """{tenant: counters} from filter.list over siphost's admin endpoint."""
     result = subprocess.run(
-        [str(siphost_bin), "rpc", "--admin", f"{LOOPBACK}:{admin_port}", "filter.list"],
+        [str(siphost_bin), "rpc", "--json", "--admin", f"{LOOPBACK}:{admin_port}", "filter.list"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=10,
     )
     if result.returncode != 0:
