@@ -180,36 +180,30 @@ pub trait CallBlocking {
 
 impl<T: FilterHooks + ?Sized> CallBlocking for T {
     fn request_blocking(&self, ctx: &mut HookContext, msg: &mut Message) -> Decision {
-        let call = HookCall::Request {
-            ctx: ctx.clone(),
-            msg: msg.clone(),
-        };
-        match call_and_wait(self, call) {
-            Some(HookResult {
-                call: HookCall::Request { ctx: c, msg: m },
-                decision,
-            }) => {
-                (*ctx, *msg) = (c, m);
-                decision
-            }
-            _ => Decision::Drop,
-        }
+        in_place(self, ctx, msg, |ctx, msg| HookCall::Request { ctx, msg })
     }
 
     fn reply_blocking(&self, ctx: &mut HookContext, msg: &mut Message) -> Decision {
-        let call = HookCall::Reply {
-            ctx: ctx.clone(),
-            msg: msg.clone(),
-        };
-        match call_and_wait(self, call) {
-            Some(HookResult {
-                call: HookCall::Reply { ctx: c, msg: m },
-                decision,
-            }) => {
-                (*ctx, *msg) = (c, m);
-                decision
-            }
-            _ => Decision::Drop,
+        in_place(self, ctx, msg, |ctx, msg| HookCall::Reply { ctx, msg })
+    }
+}
+
+/// Runs a one-message call on copies and writes the filters' edits back; a lost call
+/// reads as a drop.
+fn in_place<H: FilterHooks + ?Sized>(
+    hooks: &H,
+    ctx: &mut HookContext,
+    msg: &mut Message,
+    call: impl FnOnce(HookContext, Message) -> HookCall,
+) -> Decision {
+    match call_and_wait(hooks, call(ctx.clone(), msg.clone())) {
+        Some(HookResult {
+            call: HookCall::Request { ctx: c, msg: m } | HookCall::Reply { ctx: c, msg: m },
+            decision,
+        }) => {
+            (*ctx, *msg) = (c, m);
+            decision
         }
+        _ => Decision::Drop,
     }
 }
