@@ -76,7 +76,24 @@ pub enum HookCall {
     },
 }
 
+/// Seconds a refused caller is told to wait when its tenant is overloaded.
+pub const OVERLOAD_RETRY_AFTER: &str = "5";
+
 impl HookCall {
+    /// What the proxy does with a call its tenant's full queue refused: a request is
+    /// answered 503 with Retry-After; a reply or failure goes on without the filters, since
+    /// its transaction already exists.
+    pub fn overloaded(&self) -> Decision {
+        match self {
+            HookCall::Request { .. } => Decision::Reply {
+                code: 503,
+                reason: "Service Unavailable".to_owned(),
+                headers: vec![("Retry-After".to_owned(), OVERLOAD_RETRY_AFTER.to_owned())],
+            },
+            HookCall::Reply { .. } | HookCall::Failure { .. } => Decision::Continue,
+        }
+    }
+
     /// The call's context.
     pub fn ctx(&self) -> &HookContext {
         match self {
@@ -156,14 +173,7 @@ pub fn call_and_wait<H: FilterHooks + ?Sized>(hooks: &H, call: HookCall) -> Opti
             decision: Decision::Continue,
         }),
         Submitted::Overloaded(call) => {
-            let decision = match call {
-                HookCall::Request { .. } => Decision::Reply {
-                    code: 503,
-                    reason: "Service Unavailable".to_owned(),
-                    headers: vec![("Retry-After".to_owned(), "5".to_owned())],
-                },
-                HookCall::Reply { .. } | HookCall::Failure { .. } => Decision::Continue,
-            };
+            let decision = call.overloaded();
             Some(HookResult { call, decision })
         }
     }

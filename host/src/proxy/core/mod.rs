@@ -22,6 +22,8 @@ use siphost_transaction::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::handle::{Command, CommandReceiver, ProxyStats, SendError};
+#[cfg(test)]
+use super::hooks::OVERLOAD_RETRY_AFTER;
 use super::hooks::{Decision, FilterHooks, HookCall, HookContext, HookDone, HookResult, Submitted};
 use super::routing::{
     Identities, MAGIC_COOKIE, Router, is_loop, loop_hash, make_branch, preprocess_route,
@@ -48,9 +50,6 @@ use stateless::*;
 
 #[cfg(test)]
 mod tests;
-
-/// Retry-After (seconds) of the 503 answering a request whose tenant's filter queue is full.
-const OVERLOAD_RETRY_AFTER: &str = "5";
 
 /// Ids of the core's tables. One counter hands them all out; the types keep a server id from
 /// being looked up among clients.
@@ -383,21 +382,10 @@ impl Core {
                 self.resume(parked, HookResult { call, decision }, now);
             }
             Submitted::Overloaded(call) => {
-                let decision = match call {
-                    HookCall::Request { .. } => {
-                        ProxyStats::bump(&self.stats.overloaded);
-                        Decision::Reply {
-                            code: 503,
-                            reason: reason_for(503).to_owned(),
-                            headers: vec![(
-                                "Retry-After".to_owned(),
-                                OVERLOAD_RETRY_AFTER.to_owned(),
-                            )],
-                        }
-                    }
-                    // Their transaction exists already: never refused, the filter is skipped.
-                    HookCall::Reply { .. } | HookCall::Failure { .. } => Decision::Continue,
-                };
+                if matches!(call, HookCall::Request { .. }) {
+                    ProxyStats::bump(&self.stats.overloaded);
+                }
+                let decision = call.overloaded();
                 self.resume(parked, HookResult { call, decision }, now);
             }
         }
