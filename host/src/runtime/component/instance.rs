@@ -15,7 +15,8 @@ use super::imports::{CpuBudget, HostState, PRIMARY, SECONDARY};
 use crate::runtime::FilterError;
 use crate::runtime::cpu::thread_cpu_time;
 use crate::runtime::instance::{
-    Action, FilterFactory, FilterInstance, FilterLoader, Hook, HookInput, InstanceSetup, Loaded,
+    Action, FilterFactory, FilterInstance, FilterLoader, Hook, HookInput, InstanceSetup, Interest,
+    Loaded,
 };
 use crate::runtime::state::TenantCounters;
 use siphost_sip::Message;
@@ -250,5 +251,9 @@ impl FilterInstance for ComponentInstance {
                 .siphost_filter_handler()
                 .call_rpc(store, method, params)
         })
+    }
+
+    fn interest(&self) -> Interest {
+        self.store.data().interest
     }
 }
