@@ -81,19 +81,28 @@ fn config(ports: &Ports, fr_timeout_ms: u32) -> String {
     text
 }
 
-/// A SIPp UAS taking `calls` MESSAGEs with `checks`, answering `status`.
+/// A SIPp UAS taking `calls` MESSAGEs whose body matches `body` (a POSIX ERE; `None`:
+/// any) and whose headers pass `checks`, answering `status`.
 fn message_phone(
     scratch: &Scratch,
     name: &'static str,
     ports: PortBlock,
+    body: Option<&str>,
     checks: &HeaderChecks,
     status: &str,
     calls: u32,
 ) -> Sipp {
+    let body_check = body.map_or(String::new(), |regex| {
+        format!(
+            r#"<ereg regexp="{regex}" search_in="body" check_it="true" assign_to="body"/>
+      <log message="body [$body]"/>
+      "#
+        )
+    });
     let xml = render(
         "sipp/uas_message.xml",
         &[
-            ("MESSAGE_CHECKS", checks.xml()),
+            ("MESSAGE_CHECKS", format!("{body_check}{}", checks.xml())),
             ("STATUS", status.to_owned()),
         ],
     );
@@ -206,36 +215,15 @@ fn an_emergency_call_goes_on_and_the_monitor_gets_a_message() {
         )
         .matches("CSeq", 1, "^ *10 MESSAGE$")
         .matches("Content-Type", 1, "^ *text/plain$");
-    let body_check = format!(
-        r#"<ereg regexp="^Emergency call to 112 from sip:sipp@127[.]0[.]0[.]1:[0-9]+ [(]Call-ID [^)]+[)]$" search_in="body" check_it="true" assign_to="body"/>
-      <log message="body [$body]"/>"#
+    let mut monitor = message_phone(
+        &scratch,
+        "monitor",
+        monitor_ports,
+        Some("^Emergency call to 112 from sip:sipp@127[.]0[.]0[.]1:[0-9]+ [(]Call-ID [^)]+[)]$"),
+        &checks,
+        "200 OK",
+        CALLS,
     );
-    let monitor = {
-        let xml = render(
-            "sipp/uas_message.xml",
-            &[
-                (
-                    "MESSAGE_CHECKS",
-                    format!("{body_check}\n      {}", checks.xml()),
-                ),
-                ("STATUS", "200 OK".to_owned()),
-            ],
-        );
-        Sipp::start(
-            &scratch,
-            SippRole {
-                name: "monitor",
-                scenario: scratch.write("monitor.xml", &xml),
-                transport: Transport::Udp,
-                ports: monitor_ports,
-                remote: None,
-                calls: CALLS,
-                rate: None,
-                timeout: SIPP_TIMEOUT,
-            },
-        )
-    };
-    let mut monitor = monitor;
     let mut callee = callee(&scratch, callee_ports, ports.proxy, CALLS);
     let siphost = Siphost::start(&scratch, &config(&ports, 5000));
     let mut caller = caller(&scratch, test, ports.proxy, "112", CALLS);
@@ -315,32 +303,16 @@ fn backup_alerted(test: &str, monitor_status: Option<&str>, evcode: u16, evtype:
         1,
         &format!("^ *.sip:backup@127[.]0[.]0[.]1:{}.$", ports.backup),
     );
-    let body_check = format!(
-        r#"<ereg regexp="^monitor failed: evcode={evcode} evtype={evtype} evparam=[^ ]+$" search_in="body" check_it="true" assign_to="body"/>
-      <log message="body [$body]"/>"#
-    );
-    let xml = render(
-        "sipp/uas_message.xml",
-        &[
-            (
-                "MESSAGE_CHECKS",
-                format!("{body_check}\n      {}", report.xml()),
-            ),
-            ("STATUS", "200 OK".to_owned()),
-        ],
-    );
-    let mut backup = Sipp::start(
+    let mut backup = message_phone(
         &scratch,
-        SippRole {
-            name: "backup",
-            scenario: scratch.write("backup.xml", &xml),
-            transport: Transport::Udp,
-            ports: backup_ports,
-            remote: None,
-            calls: 1,
-            rate: None,
-            timeout: SIPP_TIMEOUT,
-        },
+        "backup",
+        backup_ports,
+        Some(&format!(
+            "^monitor failed: evcode={evcode} evtype={evtype} evparam=[^ ]+$"
+        )),
+        &report,
+        "200 OK",
+        1,
     );
     // No monitor at all: its port stays reserved and silent.
     let (monitor, _silent) = match monitor_status {
@@ -349,6 +321,7 @@ fn backup_alerted(test: &str, monitor_status: Option<&str>, evcode: u16, evtype:
                 &scratch,
                 "monitor",
                 monitor_ports,
+                None,
                 &HeaderChecks::new("monitor"),
                 status,
                 1,
@@ -451,30 +424,14 @@ fn uac_req_send_over_rpc_reaches_the_monitor_and_is_counted() {
         .matches("Call-ID", 1, "^ *rpc-call-1$")
         .matches("CSeq", 1, "^ *5 MESSAGE$")
         .matches("Content-Type", 1, "^ *text/plain$");
-    let body_check = r#"<ereg regexp="^sent over rpc$" search_in="body" check_it="true" assign_to="body"/>
-      <log message="body [$body]"/>"#;
-    let xml = render(
-        "sipp/uas_message.xml",
-        &[
-            (
-                "MESSAGE_CHECKS",
-                format!("{body_check}\n      {}", checks.xml()),
-            ),
-            ("STATUS", "200 OK".to_owned()),
-        ],
-    );
-    let mut monitor = Sipp::start(
+    let mut monitor = message_phone(
         &scratch,
-        SippRole {
-            name: "monitor",
-            scenario: scratch.write("monitor.xml", &xml),
-            transport: Transport::Udp,
-            ports: monitor_ports,
-            remote: None,
-            calls: 1,
-            rate: None,
-            timeout: SIPP_TIMEOUT,
-        },
+        "monitor",
+        monitor_ports,
+        Some("^sent over rpc$"),
+        &checks,
+        "200 OK",
+        1,
     );
     let mut text = config(&ports, 5000);
     text.push_str(&format!("\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n"));

@@ -238,16 +238,36 @@ impl UacReq {
     /// The value as `$uac_req(field)` reads it; `None` for an unset string.
     /// `apasswd` reads back too (rules may compare it), but never goes to a log.
     pub fn get(&self, field: ReqField) -> Option<String> {
-        if field == ReqField::All {
-            return None;
-        }
-        if field.is_number() {
-            let mut copy = self.clone();
-            return Some(copy.number_mut(field).to_string());
-        }
-        let mut copy = self.clone();
-        let text = std::mem::take(copy.text_mut(field));
-        (!text.is_empty()).then_some(text)
+        let number = match field {
+            ReqField::Flags => self.flags,
+            ReqField::Evroute => self.evroute,
+            ReqField::Cseqno => self.cseqno,
+            ReqField::FrTimeout => self.fr_timeout,
+            ReqField::FrInvTimeout => self.fr_inv_timeout,
+            ReqField::Evcode => self.evcode,
+            ReqField::Evtype => self.evtype,
+            ReqField::All => return None,
+            text => {
+                let value = match text {
+                    ReqField::Method => &self.method,
+                    ReqField::Ruri => &self.ruri,
+                    ReqField::Furi => &self.furi,
+                    ReqField::Turi => &self.turi,
+                    ReqField::Ouri => &self.ouri,
+                    ReqField::Hdrs => &self.hdrs,
+                    ReqField::Body => &self.body,
+                    ReqField::Callid => &self.callid,
+                    ReqField::Sock => &self.sock,
+                    ReqField::Auser => &self.auser,
+                    ReqField::Apasswd => &self.apasswd,
+                    ReqField::Evparam => &self.evparam,
+                    ReqField::Ftag => &self.ftag,
+                    _ => &self.ttag,
+                };
+                return (!value.is_empty()).then(|| value.clone());
+            }
+        };
+        Some(number.to_string())
     }
 
     /// Whether a reply must come back to the filter: to answer a challenge or to raise
