@@ -8,10 +8,11 @@ use std::cell::RefCell;
 use exports::siphost::filter::handler::Guest;
 use siphost::filter::interest::{self, Hooks};
 use siphost::filter::log::{self, Level as WitLevel};
+use siphost::filter::transport::{self, OutgoingRequest as WitRequest, SendOptions};
 use siphost::filter::types::{Action, Context as WitContext, Message, Reply};
 use siphost::filter::{dialog_state, metrics};
 
-use crate::host::{Context, HostState, Level, SipMessage, Verdict};
+use crate::host::{Context, HostState, Level, OutgoingRequest, SipMessage, Verdict};
 use crate::uac::Uac;
 
 thread_local! {
@@ -111,6 +112,24 @@ impl HostState for WitHost {
             chunk.copy_from_slice(&h.finish().to_le_bytes()[..chunk.len()]);
         }
     }
+    fn send_request(&mut self, request: &OutgoingRequest) -> Result<u64, String> {
+        let wit = WitRequest {
+            method: request.method.clone(),
+            request_uri: request.request_uri.clone(),
+            headers: request.headers.clone(),
+            body: request.body.clone(),
+            next_hop: request.next_hop.clone(),
+        };
+        match request.timeout_ms {
+            None => transport::send_request(&wit),
+            Some(ms) => transport::send_request_with(
+                &wit,
+                SendOptions {
+                    timeout_ms: Some(ms),
+                },
+            ),
+        }
+    }
 }
 
 fn context(ctx: WitContext) -> Context {
@@ -203,12 +222,23 @@ impl Guest for UacFilter {
         })
     }
 
-    fn on_local_reply(_request_id: u64, _reply: &Message) {}
+    fn on_local_reply(request_id: u64, reply: &Message) {
+        UAC.with(|u| {
+            if let Some(uac) = u.borrow().as_ref() {
+                uac.on_local_reply(request_id, &mut WitMessage(reply), &mut WitHost);
+            }
+        });
+    }
 
     fn on_timer(_token: u64) {}
 
-    fn rpc(method: String, _params: String) -> Result<String, String> {
-        Err(format!("uac filter: unknown rpc method {method:?}"))
+    fn rpc(method: String, params: String) -> Result<String, String> {
+        UAC.with(|u| match (u.borrow().as_ref(), method.as_str()) {
+            (Some(uac), crate::req_send::rpc::METHOD) => {
+                crate::req_send::rpc::req_send(uac, &params, &mut WitHost)
+            }
+            _ => Err(format!("uac filter: unknown rpc method {method:?}")),
+        })
     }
 }
 

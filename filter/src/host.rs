@@ -57,6 +57,30 @@ pub trait HostState {
     fn counter_add(&mut self, name: &str, value: u64);
     /// Fill `buf` with unpredictable bytes (AEAD nonces).
     fn random_bytes(&mut self, buf: &mut [u8]);
+    /// Send a request in its own client transaction (WIT `transport.send-request`); its
+    /// final reply comes back to [`crate::uac::Uac::on_local_reply`] with the returned id.
+    /// A host without a transport refuses.
+    fn send_request(&mut self, request: &OutgoingRequest) -> Result<u64, String> {
+        Err(format!(
+            "this host cannot send requests ({} not sent)",
+            request.method
+        ))
+    }
+}
+
+/// A request the filter originates (`uac_req_send`). The host adds Via, Max-Forwards and
+/// Content-Length; From, To, Call-ID and CSeq are among `headers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingRequest {
+    pub method: String,
+    pub request_uri: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// Send there instead of the Request-URI (a SIP URI).
+    pub next_hop: Option<String>,
+    /// Wait this long for the final reply (a local 408 after it); `None`: the host's
+    /// transaction timers (64 x T1).
+    pub timeout_ms: Option<u32>,
 }
 
 /// Where a hook call happens (the WIT `context` record).

@@ -14,6 +14,7 @@ pub mod memory;
 pub mod nameaddr;
 pub mod reg;
 pub mod replace;
+pub mod req_send;
 pub mod restore;
 pub mod rules;
 pub mod uac;

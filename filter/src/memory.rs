@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::host::{HostState, Level, SipMessage};
+use crate::host::{HostState, Level, OutgoingRequest, SipMessage};
 
 /// A SIP message as a start line and ordered header lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,6 +170,8 @@ pub struct MemHost {
     pub counters: HashMap<String, u64>,
     /// Next value of the byte source.
     pub seed: u8,
+    /// Requests sent, with the id each got (1, 2, ...).
+    pub sent: Vec<(u64, OutgoingRequest)>,
 }
 
 impl HostState for MemHost {
@@ -219,5 +221,11 @@ impl HostState for MemHost {
             *b = self.seed;
             self.seed = self.seed.wrapping_add(1);
         }
+    }
+
+    fn send_request(&mut self, request: &OutgoingRequest) -> Result<u64, String> {
+        let id = self.sent.len() as u64 + 1;
+        self.sent.push((id, request.clone()));
+        Ok(id)
     }
 }

@@ -7,8 +7,10 @@ use crate::config::{ConfigError, Options, RestoreMode};
 use crate::host::{Context, HostState, Level, SipMessage, Verdict};
 use crate::nameaddr::{NameAddr, param_in, route_params};
 use crate::replace::{self, Field, replace_value};
+use crate::req_send::{self, UacReq};
 use crate::restore::{self, NONCE_LEN, Sealed};
 use crate::rules::action::Action;
+use crate::rules::pvar::Scope;
 use crate::rules::{Hook, Rule};
 
 /// Counter of stored originals that could not be opened or decoded.
@@ -49,6 +51,69 @@ impl Touched {
             Field::From => &mut self.from,
             Field::To => &mut self.to,
         }
+    }
+}
+
+/// One hook call's run of the rules: headers touched so far, the `$uac_req` fields as
+/// set (they start empty in every hook call; in `uac:reply` with the sent request's), and
+/// the event being handled.
+#[derive(Debug, Default)]
+struct Run<'e> {
+    touched: Touched,
+    uac_req: UacReq,
+    event: Option<&'e str>,
+    event_vars: &'e [(String, String)],
+}
+
+impl Run<'_> {
+    fn scope(&self) -> Scope<'_> {
+        Scope {
+            uac_req: Some(&self.uac_req),
+            event: self.event_vars,
+        }
+    }
+}
+
+/// The message of an event that has none (a registration outcome): every field absent.
+struct NoMessage;
+
+impl SipMessage for NoMessage {
+    fn is_request(&self) -> bool {
+        false
+    }
+    fn method(&self) -> Option<String> {
+        None
+    }
+    fn request_uri(&self) -> Option<String> {
+        None
+    }
+    fn status(&self) -> Option<u16> {
+        None
+    }
+    fn reason(&self) -> Option<String> {
+        None
+    }
+    fn header(&self, _: &str) -> Option<String> {
+        None
+    }
+    fn headers(&self, _: &str) -> Vec<String> {
+        Vec::new()
+    }
+    fn body(&self) -> Vec<u8> {
+        Vec::new()
+    }
+    // Event rules may not edit messages (checked at configure); nothing to change here.
+    fn set_header(&mut self, _: &str, _: &str) {}
+    fn add_header(&mut self, _: &str, _: &str) {}
+    fn remove_header(&mut self, _: &str) -> u32 {
+        0
+    }
+    fn record_route_params(&self) -> Option<String> {
+        None
+    }
+    fn set_record_route_params(&mut self, _: Option<&str>) {}
+    fn source(&self) -> String {
+        String::new()
     }
 }
 
@@ -120,20 +185,20 @@ impl Uac {
         M: SipMessage + ?Sized,
         H: HostState + ?Sized,
     {
-        let mut touched = Touched::default();
+        let mut run = Run::default();
         auth::renumber_request(ctx, msg, host);
         if ctx.in_dialog && self.opts.restore_mode == RestoreMode::Auto {
             if self.opts.restore_dlg {
                 for field in [Field::From, Field::To] {
-                    self.restore_from_dialog(field, ctx, msg, host, &mut touched);
+                    self.restore_from_dialog(field, ctx, msg, host, &mut run.touched);
                 }
             } else {
                 for field in [Field::From, Field::To] {
-                    self.restore_from_route(field, true, ctx, msg, host, &mut touched);
+                    self.restore_from_route(field, true, ctx, msg, host, &mut run.touched);
                 }
             }
         }
-        self.run_rules(Hook::Request, ctx, msg, None, host, &mut touched)
+        self.run_rules(Hook::Request, ctx, msg, None, host, &mut run)
     }
 
     /// onreply_route: put back what the request's From/To were before this filter changed
@@ -149,7 +214,7 @@ impl Uac {
                 self.restore_reply(field, ctx, msg, host);
             }
         }
-        self.run_rules(Hook::Reply, ctx, msg, None, host, &mut Touched::default())
+        self.run_rules(Hook::Reply, ctx, msg, None, host, &mut Run::default())
     }
 
     /// failure_route: the failure rules over the request as sent, with the reply for
@@ -171,8 +236,75 @@ impl Uac {
             request,
             Some(reply),
             host,
-            &mut Touched::default(),
+            &mut Run::default(),
         )
+    }
+
+    /// The final reply (or the host's local 408/503) to a request `uac_req_send()` sent:
+    /// a 401/407 is answered with `auser`/`apasswd`, and with `evroute` set the rules of
+    /// `uac:reply` run over the reply with `$uac_req(...)` as sent plus `evcode`/`evtype`.
+    pub fn on_local_reply<M, H>(&self, request_id: u64, reply: &mut M, host: &mut H)
+    where
+        M: SipMessage + ?Sized,
+        H: HostState + ?Sized,
+    {
+        let Some(uac_req) = req_send::on_reply(request_id, &*reply, host) else {
+            return;
+        };
+        let mut run = Run {
+            uac_req,
+            event: Some(req_send::EVENT_REPLY),
+            ..Run::default()
+        };
+        self.run_rules(
+            Hook::Event,
+            &Context::default(),
+            reply,
+            None,
+            host,
+            &mut run,
+        );
+    }
+
+    /// Raises event `name` (e.g. `uac:reg-ok`, `uac:reg-failed`): the `on = "event"` rules
+    /// for it run, reading `vars` as `$event(name)`, with empty `$uac_req` fields (so a rule
+    /// can set them and `uac_req_send()`). Nothing runs when no rule handles it.
+    pub fn raise_event<H: HostState + ?Sized>(
+        &self,
+        name: &str,
+        vars: &[(String, String)],
+        host: &mut H,
+    ) {
+        if !self.opts.rules.handles_event(name) {
+            return;
+        }
+        let mut run = Run {
+            event: Some(name),
+            event_vars: vars,
+            ..Run::default()
+        };
+        self.run_rules(
+            Hook::Event,
+            &Context::default(),
+            &mut NoMessage,
+            None,
+            host,
+            &mut run,
+        );
+    }
+
+    /// `uac_req_send()` for a caller outside the rules (the `uac.req_send` RPC): sends the
+    /// request the fields describe and returns its id.
+    pub fn req_send<H: HostState + ?Sized>(
+        &self,
+        req: &UacReq,
+        host: &mut H,
+    ) -> Result<u64, String> {
+        let sent = req_send::send(req, host);
+        if sent.is_err() {
+            host.counter_add(req_send::REQ_FAILED, 1);
+        }
+        sent
     }
 
     fn run_rules<M, H>(
@@ -182,7 +314,7 @@ impl Uac {
         msg: &mut M,
         reply: Option<&M>,
         host: &mut H,
-        touched: &mut Touched,
+        run: &mut Run<'_>,
     ) -> Verdict
     where
         M: SipMessage + ?Sized,
@@ -190,12 +322,20 @@ impl Uac {
     {
         let rules: &[Rule] = self.opts.rules.for_hook(hook);
         for rule in rules {
-            if rule.when.as_ref().is_some_and(|w| !w.eval(&*msg, reply)) {
+            if let (Some(want), Some(event)) = (rule.event.as_deref(), run.event)
+                && !want.eq_ignore_ascii_case(event)
+            {
+                continue;
+            }
+            if rule
+                .when
+                .as_ref()
+                .is_some_and(|w| !w.eval_in(&*msg, reply, run.scope()))
+            {
                 continue;
             }
             for action in &rule.actions {
-                if let Flow::Stop(v) = self.run_action(action, hook, ctx, msg, reply, host, touched)
-                {
+                if let Flow::Stop(v) = self.run_action(action, hook, ctx, msg, reply, host, run) {
                     return v;
                 }
             }
@@ -212,7 +352,7 @@ impl Uac {
         msg: &mut M,
         reply: Option<&M>,
         host: &mut H,
-        touched: &mut Touched,
+        run: &mut Run<'_>,
     ) -> Flow
     where
         M: SipMessage + ?Sized,
@@ -227,20 +367,37 @@ impl Uac {
                 };
                 let display = display
                     .as_ref()
-                    .map(|d| d.render(&*msg, reply).into_owned());
-                let uri = uri.render(&*msg, reply).into_owned();
-                self.replace(field, display.as_deref(), &uri, ctx, msg, host, touched)
+                    .map(|d| d.render_in(&*msg, reply, run.scope()).into_owned());
+                let uri = uri.render_in(&*msg, reply, run.scope()).into_owned();
+                self.replace(
+                    field,
+                    display.as_deref(),
+                    &uri,
+                    ctx,
+                    msg,
+                    host,
+                    &mut run.touched,
+                )
             }
             Action::RestoreFrom => {
-                self.restore_from_route(Field::From, false, ctx, msg, host, touched);
+                self.restore_from_route(Field::From, false, ctx, msg, host, &mut run.touched);
                 Ok(())
             }
             Action::RestoreTo => {
-                self.restore_from_route(Field::To, false, ctx, msg, host, touched);
+                self.restore_from_route(Field::To, false, ctx, msg, host, &mut run.touched);
                 Ok(())
             }
+            Action::SetUacReq { field, value } => {
+                let value = value
+                    .as_ref()
+                    .map(|t| t.render_in(&*msg, reply, run.scope()).into_owned());
+                run.uac_req
+                    .set(*field, value.as_deref())
+                    .map_err(|e| e.to_string())
+            }
+            Action::UacReqSend => self.req_send(&run.uac_req, host).map(|_| ()),
             Action::AppendHf(t) => {
-                let line = t.render(&*msg, reply);
+                let line = t.render_in(&*msg, reply, run.scope());
                 let line = line.trim_end_matches(['\r', '\n']);
                 match line.split_once(':') {
                     Some((name, value)) if !value.contains(['\r', '\n']) => {
@@ -255,7 +412,9 @@ impl Uac {
                 Ok(())
             }
             Action::SlSendReply { code, reason } => {
-                let reason = reason.render(&*msg, reply).replace(['\r', '\n'], " ");
+                let reason = reason
+                    .render_in(&*msg, reply, run.scope())
+                    .replace(['\r', '\n'], " ");
                 return Flow::Stop(Verdict::Reply {
                     code: *code,
                     reason,

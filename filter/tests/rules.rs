@@ -66,7 +66,8 @@ fn configure_errors_name_the_rule_and_the_text() {
             rule("request", Some("$rU =~ \"(\""), &["exit"]),
             "bad regex \"(\"",
         ),
-        (rule("event", None, &["exit"]), "unknown hook \"event\""),
+        (rule("event", None, &["exit"]), "needs `event = \"name\"`"),
+        (rule("eventx", None, &["exit"]), "unknown hook \"eventx\""),
         (
             rule("reply", None, &["sl_send_reply(403, \"no\")"]),
             "sl_send_reply cannot be used in a reply rule",

@@ -4,6 +4,7 @@
 use super::lex::{Token, tokenize};
 use super::pvar::Template;
 use super::{Hook, RuleErrorKind};
+use crate::req_send::{ReqField, UacReq};
 
 /// A parsed call from a `do` list. Executed by [`crate::uac::Uac`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +35,13 @@ pub enum Action {
     /// `uac_auth()`, `uac_auth(mode)`, `uac_auth_mode(vmode)`: answer the reply's digest
     /// challenges on the request (failure hook). A failure ends the rules, the reply goes back.
     UacAuth(AuthMode),
+    /// `$uac_req(field) = value` (`$null`: clear; `$uac_req(all) = $null` clears all).
+    SetUacReq {
+        field: ReqField,
+        value: Option<Template>,
+    },
+    /// `uac_req_send()`: send the request the `$uac_req` fields describe.
+    UacReqSend,
     /// `drop()`.
     Drop,
     /// `exit`: stop the rules of this hook.
@@ -73,6 +81,8 @@ const ALL: &[Hook] = &[Hook::Request, Hook::Reply, Hook::Failure];
 const REQUEST: &[Hook] = &[Hook::Request];
 const REQUEST_FAILURE: &[Hook] = &[Hook::Request, Hook::Failure];
 const FAILURE: &[Hook] = &[Hook::Failure];
+/// Every hook, event rules included (Kamailio's ANY_ROUTE).
+const ANY: &[Hook] = &[Hook::Request, Hook::Reply, Hook::Failure, Hook::Event];
 
 /// Every function a rule may call. To add one: an [`Action`] variant, an entry here, and its
 /// arm in `Uac::run_action` (the compiler asks for the arm).
@@ -191,6 +201,12 @@ pub const FUNCTIONS: &[Function] = &[
         build: |a| Ok(Action::UacAuth(AuthMode::Template(template(&a[0])?))),
     },
     Function {
+        name: "uac_req_send",
+        arities: &[0],
+        hooks: ANY,
+        build: |_| Ok(Action::UacReqSend),
+    },
+    Function {
         name: "drop",
         arities: &[0],
         hooks: ALL,
@@ -199,7 +215,7 @@ pub const FUNCTIONS: &[Function] = &[
     Function {
         name: "exit",
         arities: &[0],
-        hooks: ALL,
+        hooks: ANY,
         build: |_| Ok(Action::Exit),
     },
 ];
@@ -222,6 +238,9 @@ fn display_uri(args: &[Arg]) -> Result<(Option<Template>, Template), RuleErrorKi
 /// Parses one `do` entry (`name(args)` or a bare `exit` / `drop`) for a hook.
 pub fn parse(text: &str, hook: Hook) -> Result<Action, RuleErrorKind> {
     let tokens = tokenize(text)?;
+    if let Some(Token::Pvar(..)) = tokens.first() {
+        return assignment(&tokens);
+    }
     let (name, rest) = match tokens.split_first() {
         Some((Token::Ident(name), rest)) => (name.clone(), rest),
         _ => return Err(RuleErrorKind::Syntax("expected a function call".into())),
@@ -258,6 +277,58 @@ pub fn parse(text: &str, hook: Hook) -> Result<Action, RuleErrorKind> {
         });
     }
     (function.build)(&args)
+}
+
+/// `$uac_req(field) = value`: the only assignable variables are the `$uac_req` fields
+/// (every hook may set them). A literal value is checked here, a template when it runs.
+fn assignment(tokens: &[Token]) -> Result<Action, RuleErrorKind> {
+    let bad = |why: String| RuleErrorKind::BadAssignment(why);
+    let (name, arg, value) = match tokens {
+        [Token::Pvar(name, arg), Token::Assign, value] => (name, arg, value),
+        _ => {
+            return Err(RuleErrorKind::Syntax(
+                "expected `$uac_req(field) = value` or a function call".into(),
+            ));
+        }
+    };
+    if name != "uac_req" {
+        return Err(bad(format!(
+            "only $uac_req(...) fields can be assigned, not ${name}"
+        )));
+    }
+    let field = arg.as_deref().and_then(ReqField::parse).ok_or_else(|| {
+        RuleErrorKind::UnknownVariable(format!("$uac_req({})", arg.as_deref().unwrap_or("")))
+    })?;
+    let value = match value {
+        Token::Pvar(n, None) if n == "null" => None,
+        Token::Str(s) => Some(Template::parse(s)?),
+        Token::Int(n) => Some(Template::parse(&n.to_string())?),
+        Token::Pvar(n, a) => Some(Template::parse(&match a {
+            Some(a) => format!("${n}({a})"),
+            None => format!("${n}"),
+        })?),
+        other => {
+            return Err(RuleErrorKind::Syntax(format!(
+                "expected a string, an integer, a variable or $null, found {other:?}"
+            )));
+        }
+    };
+    // Literal values (and $null) are checked now, so a typo fails at configure.
+    let literal = match &value {
+        None => Some(None),
+        Some(t) if t.is_literal() => Some(Some(t.literal_prefix())),
+        Some(_) => None,
+    };
+    if let Some(literal) = literal {
+        UacReq::default()
+            .set(field, literal)
+            .map_err(|e| bad(e.to_string()))?;
+    } else if field.is_read_only() || field == ReqField::All {
+        UacReq::default()
+            .set(field, Some(""))
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    Ok(Action::SetUacReq { field, value })
 }
 
 fn arguments(tokens: &[Token]) -> Result<Vec<Arg>, RuleErrorKind> {

@@ -4,7 +4,7 @@
 use regex_lite::Regex;
 
 use super::lex::Token;
-use super::pvar::Pvar;
+use super::pvar::{Pvar, Scope};
 use super::{Hook, RuleErrorKind};
 use crate::host::SipMessage;
 use crate::nameaddr::NameAddr;
@@ -38,9 +38,9 @@ enum Value {
 }
 
 impl Operand {
-    fn value<M: SipMessage + ?Sized>(&self, msg: &M, reply: Option<&M>) -> Value {
+    fn value<M: SipMessage + ?Sized>(&self, msg: &M, reply: Option<&M>, scope: Scope<'_>) -> Value {
         match self {
-            Operand::Var(v) => v.get(msg, reply).map_or(Value::Null, Value::Str),
+            Operand::Var(v) => v.get_in(msg, reply, scope).map_or(Value::Null, Value::Str),
             Operand::Str(s) => Value::Str(s.clone()),
             Operand::Int(n) => Value::Int(*n),
         }
@@ -58,17 +58,29 @@ fn equal(a: &Value, b: &Value) -> bool {
 
 impl Expr {
     pub fn eval<M: SipMessage + ?Sized>(&self, msg: &M, reply: Option<&M>) -> bool {
+        self.eval_in(msg, reply, Scope::default())
+    }
+
+    /// Evaluated with the `$uac_req` fields and event variables of `scope`.
+    pub fn eval_in<M: SipMessage + ?Sized>(
+        &self,
+        msg: &M,
+        reply: Option<&M>,
+        scope: Scope<'_>,
+    ) -> bool {
         match self {
-            Expr::Or(a, b) => a.eval(msg, reply) || b.eval(msg, reply),
-            Expr::And(a, b) => a.eval(msg, reply) && b.eval(msg, reply),
-            Expr::Not(e) => !e.eval(msg, reply),
-            Expr::Compare(a, eq, b) => equal(&a.value(msg, reply), &b.value(msg, reply)) == *eq,
-            Expr::Matches(a, re) => match a.value(msg, reply) {
+            Expr::Or(a, b) => a.eval_in(msg, reply, scope) || b.eval_in(msg, reply, scope),
+            Expr::And(a, b) => a.eval_in(msg, reply, scope) && b.eval_in(msg, reply, scope),
+            Expr::Not(e) => !e.eval_in(msg, reply, scope),
+            Expr::Compare(a, eq, b) => {
+                equal(&a.value(msg, reply, scope), &b.value(msg, reply, scope)) == *eq
+            }
+            Expr::Matches(a, re) => match a.value(msg, reply, scope) {
                 Value::Null => false,
                 Value::Str(s) => re.is_match(&s),
                 Value::Int(n) => re.is_match(&n.to_string()),
             },
-            Expr::Truthy(a) => match a.value(msg, reply) {
+            Expr::Truthy(a) => match a.value(msg, reply, scope) {
                 Value::Null => false,
                 Value::Str(s) => !s.is_empty() && s != "0",
                 Value::Int(n) => n != 0,

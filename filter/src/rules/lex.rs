@@ -14,6 +14,8 @@ pub enum Token {
     Eq,
     Ne,
     Match,
+    /// `=`: an assignment (`$uac_req(method) = "MESSAGE"` in a `do` entry).
+    Assign,
     Str(String),
     Int(i64),
     /// A pseudo-variable: name and, for `$hdr(Name)`, its argument.
@@ -64,6 +66,10 @@ pub fn tokenize(text: &str) -> Result<Vec<Token>, RuleErrorKind> {
             }
             b'!' => {
                 out.push(Token::Not);
+                i += 1;
+            }
+            b'=' => {
+                out.push(Token::Assign);
                 i += 1;
             }
             b'"' | b'\'' => {
@@ -187,6 +193,14 @@ mod tests {
             matches!(tokenize("\"open"), Err(RuleErrorKind::Syntax(m)) if m.contains("unterminated"))
         );
         assert!(matches!(tokenize("a # b"), Err(RuleErrorKind::Syntax(m)) if m.contains("'#'")));
+        assert_eq!(
+            tokenize("$uac_req(method) = 'MESSAGE'").unwrap(),
+            vec![
+                Token::Pvar("uac_req".into(), Some("method".into())),
+                Token::Assign,
+                Token::Str("MESSAGE".into()),
+            ]
+        );
         assert!(
             matches!(tokenize("$hdr(X"), Err(RuleErrorKind::Syntax(m)) if m.contains("unclosed"))
         );

@@ -5,8 +5,8 @@
 //!   string templates; [`action`]: the function table (`FUNCTIONS`) and [`action::Action`].
 //! - Adding a function: a variant of [`action::Action`], an entry in [`action::FUNCTIONS`]
 //!   (name, argument counts, hooks, builder), and its arm in `Uac::run_action`.
-//! - Adding a hook (`on = "event"` and the like): a variant of [`Hook`] and its name in
-//!   [`Hook::parse`]; the rule set keeps one list per hook.
+//! - Adding a hook: a variant of [`Hook`] and its name in [`Hook::parse`]; the rule set
+//!   keeps one list per hook. `on = "event"` rules also name their event (`event = ...`).
 
 pub mod action;
 pub mod expr;
@@ -21,12 +21,14 @@ use thiserror::Error;
 use action::Action;
 use expr::Expr;
 
-/// Where rules run: Kamailio's request_route, onreply_route, failure_route.
+/// Where rules run: Kamailio's request_route, onreply_route, failure_route, and
+/// event_route[name] (`on = "event"` with `event = "uac:reply"` and the like).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hook {
     Request,
     Reply,
     Failure,
+    Event,
 }
 
 impl Hook {
@@ -35,6 +37,7 @@ impl Hook {
             "request" => Ok(Hook::Request),
             "reply" => Ok(Hook::Reply),
             "failure" => Ok(Hook::Failure),
+            "event" => Ok(Hook::Event),
             other => Err(RuleErrorKind::UnknownHook(other.to_owned())),
         }
     }
@@ -46,6 +49,7 @@ impl fmt::Display for Hook {
             Hook::Request => "request",
             Hook::Reply => "reply",
             Hook::Failure => "failure",
+            Hook::Event => "event",
         })
     }
 }
@@ -55,6 +59,9 @@ impl fmt::Display for Hook {
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     pub on: String,
+    /// `on = "event"`: the event's name (`uac:reply`, `uac:reg-ok`, ...).
+    #[serde(default)]
+    pub event: Option<String>,
     #[serde(default)]
     pub when: Option<String>,
     #[serde(rename = "do")]
@@ -66,8 +73,16 @@ pub struct RuleConfig {
 pub enum RuleErrorKind {
     #[error("syntax: {0}")]
     Syntax(String),
-    #[error("unknown hook {0:?} (request, reply or failure)")]
+    #[error("unknown hook {0:?} (request, reply, failure or event)")]
     UnknownHook(String),
+    #[error("on = \"event\" needs `event = \"name\"` (e.g. \"uac:reply\")")]
+    NoEventName,
+    #[error("`event` is only for on = \"event\" rules")]
+    EventNameOutsideEvent,
+    #[error("event name {0:?} must be non-empty, without spaces")]
+    BadEventName(String),
+    #[error("{0}")]
+    BadAssignment(String),
     #[error("unknown function {0}")]
     UnknownFunction(String),
     #[error("{function} takes {expected} arguments, got {got}")]
@@ -100,6 +115,8 @@ pub struct RuleError {
 /// A checked rule.
 #[derive(Debug, Clone)]
 pub struct Rule {
+    /// The event an `on = "event"` rule handles.
+    pub event: Option<String>,
     pub when: Option<Expr>,
     pub actions: Vec<Action>,
 }
@@ -110,6 +127,7 @@ pub struct RuleSet {
     pub request: Vec<Rule>,
     pub reply: Vec<Rule>,
     pub failure: Vec<Rule>,
+    pub event: Vec<Rule>,
 }
 
 impl RuleSet {
@@ -122,6 +140,20 @@ impl RuleSet {
                 kind,
             };
             let hook = Hook::parse(&raw.on).map_err(|k| err(&raw.on, k))?;
+            let event = match (hook, &raw.event) {
+                (Hook::Event, Some(name)) => {
+                    let name = name.trim();
+                    if name.is_empty() || name.contains(char::is_whitespace) {
+                        return Err(err(name, RuleErrorKind::BadEventName(name.to_owned())));
+                    }
+                    Some(name.to_owned())
+                }
+                (Hook::Event, None) => return Err(err(&raw.on, RuleErrorKind::NoEventName)),
+                (_, Some(name)) => {
+                    return Err(err(name, RuleErrorKind::EventNameOutsideEvent));
+                }
+                (_, None) => None,
+            };
             let when = match &raw.when {
                 Some(text) => {
                     let tokens = lex::tokenize(text).map_err(|k| err(text, k))?;
@@ -137,11 +169,16 @@ impl RuleSet {
                 .iter()
                 .map(|text| action::parse(text, hook).map_err(|k| err(text, k)))
                 .collect::<Result<Vec<_>, _>>()?;
-            let rule = Rule { when, actions };
+            let rule = Rule {
+                event,
+                when,
+                actions,
+            };
             match hook {
                 Hook::Request => set.request.push(rule),
                 Hook::Reply => set.reply.push(rule),
                 Hook::Failure => set.failure.push(rule),
+                Hook::Event => set.event.push(rule),
             }
         }
         Ok(set)
@@ -152,6 +189,16 @@ impl RuleSet {
             Hook::Request => &self.request,
             Hook::Reply => &self.reply,
             Hook::Failure => &self.failure,
+            Hook::Event => &self.event,
         }
+    }
+
+    /// Whether any rule handles event `name` (names compare case-insensitively).
+    pub fn handles_event(&self, name: &str) -> bool {
+        self.event.iter().any(|r| {
+            r.event
+                .as_deref()
+                .is_some_and(|e| e.eq_ignore_ascii_case(name))
+        })
     }
 }

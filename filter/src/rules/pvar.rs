@@ -6,6 +6,15 @@ use std::borrow::Cow;
 use super::RuleErrorKind;
 use crate::host::SipMessage;
 use crate::nameaddr::{NameAddr, UriParts};
+use crate::req_send::{ReqField, UacReq};
+
+/// What a hook call knows beside its messages: the `$uac_req(...)` fields as set so far,
+/// and the variables of the event being handled (`$event(name)`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scope<'a> {
+    pub uac_req: Option<&'a UacReq>,
+    pub event: &'a [(String, String)],
+}
 
 /// A pseudo-variable, checked at configure.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +35,10 @@ pub enum Pvar {
     SourcePort,
     UserAgent,
     Header(String),
+    /// `$uac_req(field)`.
+    UacReq(ReqField),
+    /// `$event(name)`: a variable of the event an `on = "event"` rule handles.
+    Event(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +68,14 @@ impl Pvar {
         if name == "hdr" {
             let a = arg.filter(|a| valid_header_name(a)).ok_or_else(unknown)?;
             return Ok(Pvar::Header(a.to_owned()));
+        }
+        if name == "uac_req" {
+            let field = arg.and_then(ReqField::parse).ok_or_else(unknown)?;
+            return Ok(Pvar::UacReq(field));
+        }
+        if name == "event" {
+            let a = arg.filter(|a| valid_header_name(a)).ok_or_else(unknown)?;
+            return Ok(Pvar::Event(a.to_owned()));
         }
         if arg.is_some() {
             return Err(unknown());
@@ -91,7 +112,23 @@ impl Pvar {
     /// The value in this hook call; `None` when absent. `reply` is the reply of a failure
     /// hook, which `$rs` and `$rr` read.
     pub fn get<M: SipMessage + ?Sized>(&self, msg: &M, reply: Option<&M>) -> Option<String> {
+        self.get_in(msg, reply, Scope::default())
+    }
+
+    /// The value with the `$uac_req` fields and event variables of `scope`.
+    pub fn get_in<M: SipMessage + ?Sized>(
+        &self,
+        msg: &M,
+        reply: Option<&M>,
+        scope: Scope<'_>,
+    ) -> Option<String> {
         match self {
+            Pvar::UacReq(field) => scope.uac_req.and_then(|r| r.get(*field)),
+            Pvar::Event(name) => scope
+                .event
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone()),
             Pvar::Null => None,
             Pvar::Method => msg.method().or_else(|| cseq_method(msg)),
             Pvar::RUri => msg.request_uri(),
@@ -193,6 +230,11 @@ impl Template {
         Ok(Template { parts })
     }
 
+    /// Whether the template has no variable (its whole text is [`Self::literal_prefix`]).
+    pub fn is_literal(&self) -> bool {
+        self.parts.iter().all(|p| matches!(p, Part::Text(_)))
+    }
+
     /// The literal text before the first variable.
     pub fn literal_prefix(&self) -> &str {
         match self.parts.first() {
@@ -202,6 +244,16 @@ impl Template {
     }
 
     pub fn render<M: SipMessage + ?Sized>(&self, msg: &M, reply: Option<&M>) -> Cow<'_, str> {
+        self.render_in(msg, reply, Scope::default())
+    }
+
+    /// Rendered with the `$uac_req` fields and event variables of `scope`.
+    pub fn render_in<M: SipMessage + ?Sized>(
+        &self,
+        msg: &M,
+        reply: Option<&M>,
+        scope: Scope<'_>,
+    ) -> Cow<'_, str> {
         match self.parts.as_slice() {
             [] => Cow::Borrowed(""),
             [Part::Text(t)] => Cow::Borrowed(t),
@@ -210,7 +262,9 @@ impl Template {
                 for p in parts {
                     match p {
                         Part::Text(t) => out.push_str(t),
-                        Part::Var(v) => out.push_str(&v.get(msg, reply).unwrap_or_default()),
+                        Part::Var(v) => {
+                            out.push_str(&v.get_in(msg, reply, scope).unwrap_or_default())
+                        }
                     }
                 }
                 Cow::Owned(out)

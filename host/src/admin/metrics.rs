@@ -21,6 +21,7 @@ use crate::proxy::ProxyHandle;
 use crate::proxy::hooks::{FilterHooks, HookCall, HookDone, HookResult, Submitted};
 use crate::runtime::Runtime;
 use crate::runtime::config::{ListenTransport, TenantConfig, parse_listen};
+use crate::runtime::state::MetricValue;
 
 /// The content type of [`HostMetrics::encode`] (OpenMetrics text, which Prometheus reads).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -412,6 +413,38 @@ impl Collector for HostView {
                             ],
                             n.load(Relaxed),
                         )
+                    })
+                }),
+            )?;
+            // What the filters count themselves (the WIT `metrics` import, e.g. the uac
+            // filter's uac_req_sent or uac_auth_answered), by tenant and the filter's name.
+            let defined: Vec<(String, Vec<(String, MetricValue)>)> = tenants
+                .iter()
+                .map(|t| (t.name().to_string(), t.shared.metrics.snapshot()))
+                .collect();
+            encode_counters(
+                &mut encoder,
+                "siphost_filter_metric",
+                "Counters the tenant's filters define (WIT metrics.counter-add), by name",
+                defined.iter().flat_map(|(tenant, values)| {
+                    values.iter().filter_map(move |(name, value)| match value {
+                        MetricValue::Counter(n) => {
+                            Some(([("tenant", tenant.clone()), ("name", name.clone())], *n))
+                        }
+                        MetricValue::Gauge(_) => None,
+                    })
+                }),
+            )?;
+            encode_gauges(
+                &mut encoder,
+                "siphost_filter_gauge",
+                "Gauges the tenant's filters define (WIT metrics.gauge-set), by name",
+                defined.iter().flat_map(|(tenant, values)| {
+                    values.iter().filter_map(move |(name, value)| match value {
+                        MetricValue::Gauge(n) => {
+                            Some(([("tenant", tenant.clone()), ("name", name.clone())], *n))
+                        }
+                        MetricValue::Counter(_) => None,
                     })
                 }),
             )?;

@@ -8,6 +8,7 @@ pub mod methods;
 pub mod metrics;
 pub mod registrations;
 pub mod status;
+pub mod uac_send;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -151,6 +152,7 @@ impl Router {
                 Ok(json!({"tenant": tenant, "elapsed_ms": elapsed.as_secs_f64() * 1000.0}))
             },
         );
+        let rt = runtime.clone();
         self.register(
             "filter.rpc",
             "Calls a filter's own rpc export. Params: tenant, method, params?, index?",
@@ -166,11 +168,12 @@ impl Router {
                     Some(other) => other.to_string(),
                 };
                 let index = param_index(params, 3, "index")?.unwrap_or(0);
-                let answer = runtime.filter_rpc(&tenant, &method, &call_params, index)?;
+                let answer = rt.filter_rpc(&tenant, &method, &call_params, index)?;
                 // A filter answers JSON; anything else is passed on as a string.
                 Ok(serde_json::from_str(&answer).unwrap_or(Value::String(answer)))
             },
         );
+        uac_send::register(&mut self, runtime);
         self
     }
 

@@ -166,6 +166,20 @@ impl TenantShared {
         message: Message,
         next_hop: Option<String>,
     ) -> Result<u64, String> {
+        self.send_request_within(lane, filter, message, next_hop, None)
+    }
+
+    /// [`Self::send_request`], giving up after `timeout` (`transport.send-request-with`):
+    /// the filter then gets the local 408, and a final reply arriving later is dropped
+    /// (the client transaction itself runs on to its own end).
+    pub fn send_request_within(
+        self: &Arc<Self>,
+        lane: usize,
+        filter: usize,
+        message: Message,
+        next_hop: Option<String>,
+        timeout: Option<Duration>,
+    ) -> Result<u64, String> {
         let Some(handle) = self.services.tokio.clone() else {
             return Err("sending requests needs the host's async runtime".into());
         };
@@ -190,7 +204,13 @@ impl TenantShared {
         let shared = self.clone();
         let original = message.clone();
         handle.spawn(async move {
-            let outcome = sender.send_request(message, next_hop).await;
+            let sending = sender.send_request(message, next_hop);
+            let outcome = match timeout {
+                Some(limit) => tokio::time::timeout(limit, sending)
+                    .await
+                    .unwrap_or(Err(SendFailure::Timeout)),
+                None => sending.await,
+            };
             shared.pending_requests.fetch_sub(1, Ordering::AcqRel);
             let reply = match outcome {
                 Ok(reply) => reply,
@@ -405,6 +425,16 @@ impl Metrics {
         apply(&mut metric);
         values.insert(name.to_string(), metric);
         Ok(())
+    }
+
+    /// Every metric the tenant's filters defined, by name (for `/metrics`).
+    pub fn snapshot(&self) -> Vec<(String, MetricValue)> {
+        let mut all: Vec<(String, MetricValue)> = lock(&self.values)
+            .iter()
+            .map(|(name, value)| (name.clone(), *value))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
     }
 
     pub fn to_json(&self) -> Value {

@@ -414,6 +414,26 @@ impl transport::Host for HostState {
                 .send_request(self.lane, self.filter_index, message, next_hop)
         }))
     }
+
+    fn send_request_with(
+        &mut self,
+        request: transport::OutgoingRequest,
+        options: transport::SendOptions,
+    ) -> wasmtime::Result<Result<u64, String>> {
+        let next_hop = request.next_hop.clone();
+        let timeout = options
+            .timeout_ms
+            .map(|ms| Duration::from_millis(u64::from(ms)));
+        Ok(build_request(&request).and_then(|message| {
+            self.shared.send_request_within(
+                self.lane,
+                self.filter_index,
+                message,
+                next_hop,
+                timeout,
+            )
+        }))
+    }
 }
 
 impl timers::Host for HostState {
