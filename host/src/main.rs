@@ -159,6 +159,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let runtime = siphost::runtime::Runtime::new(&config.tenant, options)
             .context("cannot load the tenants' filters")?;
         runtime.set_request_sender(Arc::new(handle.clone()));
+        runtime
+            .start_registrations(&config.tenant)
+            .await
+            .context("cannot start the tenants' remote registrations")?;
         router = router.with_runtime(runtime.clone());
         runtime_for_admin = Some(runtime.clone());
         runtime

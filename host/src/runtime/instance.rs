@@ -8,6 +8,7 @@ use std::time::Duration;
 use siphost_sip::Message;
 
 use super::FilterError;
+use crate::registrations::scheduler::Due;
 use super::state::TenantShared;
 use crate::proxy::hooks::HookContext;
 
@@ -66,6 +67,10 @@ pub trait FilterInstance: Send {
     fn local_reply(&mut self, request_id: u64, reply: &mut Message) -> Result<(), FilterError>;
     /// The filter's own admin call; the inner error is the filter's answer.
     fn rpc(&mut self, method: &str, params: &str) -> Result<Result<String, String>, FilterError>;
+    /// Remote registrations now due (`registration-handler.on-registration-due`).
+    /// Only instances of factories that [`FilterFactory::handles_registrations`]
+    /// are ever given them.
+    fn registrations_due(&mut self, due: &[Due]) -> Result<(), FilterError>;
 }
 
 /// What a new instance is given: its tenant, its place, its limits.
@@ -87,6 +92,9 @@ pub struct InstanceSetup {
 pub trait FilterFactory: Send + Sync {
     /// A fresh instance, configured.
     fn instantiate(&self, setup: &InstanceSetup) -> Result<Box<dyn FilterInstance>, FilterError>;
+    /// Whether its instances take remote registrations (the component
+    /// exports `registration-handler`).
+    fn handles_registrations(&self) -> bool;
 }
 
 /// Where a loaded filter came from.

@@ -112,7 +112,7 @@ impl FilterEngine {
         let engine = Engine::new(&config).map_err(|e| FilterError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         add_sandbox_wasi(&mut linker).map_err(|e| FilterError::Engine(format!("{e:#}")))?;
-        v0_1::Filter::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+        v0_1::FilterWithRegistrations::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
             &mut linker,
             |state| state,
         )

@@ -1,7 +1,9 @@
 //! The wit-bindgen glue: the WIT message and imports behind the crate's traits, and the
-//! exported hooks handing over to [`Uac`]. No uac logic lives here.
+//! exported hooks handing over to [`Uac`] and the registrar. No uac logic lives here.
 
-wit_bindgen::generate!({ world: "filter", path: "../wit" });
+wit_bindgen::generate!({ world: "filter-with-registrations", path: "../wit" });
+
+mod registrations;
 
 use std::cell::RefCell;
 
@@ -146,6 +148,7 @@ struct UacFilter;
 impl Guest for UacFilter {
     fn configure(config: String) -> Result<(), String> {
         let uac = Uac::configure(&config).map_err(|e| e.to_string())?;
+        registrations::configure(uac.options().registration.clone());
         UAC.with(|u| *u.borrow_mut() = Some(uac));
         Ok(())
     }
@@ -189,12 +192,16 @@ impl Guest for UacFilter {
         })
     }
 
-    fn on_local_reply(_request_id: u64, _reply: &Message) {}
+    fn on_local_reply(request_id: u64, reply: &Message) {
+        // Only registrations originate requests so far.
+        registrations::on_local_reply(request_id, reply);
+    }
 
     fn on_timer(_token: u64) {}
 
-    fn rpc(method: String, _params: String) -> Result<String, String> {
-        Err(format!("uac filter: unknown rpc method {method:?}"))
+    fn rpc(method: String, params: String) -> Result<String, String> {
+        registrations::rpc(&method, &params)
+            .unwrap_or_else(|| Err(format!("uac filter: unknown rpc method {method:?}")))
     }
 }
 

@@ -1,0 +1,471 @@
+//! Remote registrations end to end: siphost with the uac filter and an SQLite
+//! uacreg table registers accounts with a real Kamailio 5.6 registrar
+//! (auth_db, www_challenge with qop=auth) over UDP sockets.
+//!
+//! The registrar logs one `REG user=… ci=… cs=… auth=…` line per REGISTER it
+//! receives; the tests count those lines and read siphost's `uac.reg_dump`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Kamailio, LOOPBACK, PortBlock, Scratch, Siphost};
+use serde_json::Value;
+
+fn uac_wasm() -> PathBuf {
+    let dir = match std::env::var_os("SIPHOST_FILTER_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => std::env::current_exe()
+            .expect("test binary path")
+            .ancestors()
+            .nth(3)
+            .expect("target dir")
+            .join("wasm32-wasip2")
+            .join("wasm"),
+    };
+    let path = dir.join("uac_filter.wasm");
+    assert!(
+        path.exists(),
+        "{} missing: build the uac filter first",
+        path.display()
+    );
+    path
+}
+
+/// Runs sqlite3 on `db` with `sql` on stdin.
+fn sqlite(db: &Path, sql: &str) {
+    use std::io::Write;
+    let mut child = Command::new("sqlite3")
+        .arg(db)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("sqlite3 runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(sql.as_bytes())
+        .expect("write sql");
+    assert!(child.wait().expect("sqlite3 exits").success(), "sqlite3 failed");
+}
+
+/// One account: its uacreg row and its subscriber row at the registrar.
+struct Account {
+    uuid: String,
+    password: String,
+    /// What the uacreg row says (a wrong one for the wrong-password test).
+    configured_password: String,
+    expires: u32,
+}
+
+fn accounts(prefix: &str, n: usize, expires: u32) -> Vec<Account> {
+    (0..n)
+        .map(|i| Account {
+            uuid: format!("{prefix}{i:04}"),
+            password: format!("pw-{prefix}-{i}"),
+            configured_password: format!("pw-{prefix}-{i}"),
+            expires,
+        })
+        .collect()
+}
+
+const REALM: &str = "reg.test";
+
+/// The registrar's subscriber table (Kamailio's auth_db schema, plain passwords).
+fn registrar_db(scratch: &Scratch, accounts: &[Account]) -> PathBuf {
+    let db = scratch.path().join("registrar.db");
+    let mut sql = String::from(
+        "CREATE TABLE version (table_name VARCHAR(32) NOT NULL, table_version INTEGER DEFAULT 0 NOT NULL);\n\
+         INSERT INTO version VALUES ('subscriber', 7);\n\
+         CREATE TABLE subscriber (id INTEGER PRIMARY KEY NOT NULL, username VARCHAR(64) DEFAULT '' NOT NULL, \
+         domain VARCHAR(64) DEFAULT '' NOT NULL, password VARCHAR(64) DEFAULT '' NOT NULL, \
+         ha1 VARCHAR(128) DEFAULT '' NOT NULL, ha1b VARCHAR(128) DEFAULT '' NOT NULL);\n\
+         BEGIN;\n",
+    );
+    for a in accounts {
+        sql.push_str(&format!(
+            "INSERT INTO subscriber (username, domain, password) VALUES ('{}', '{REALM}', '{}');\n",
+            a.uuid, a.password
+        ));
+    }
+    sql.push_str("COMMIT;\n");
+    sqlite(&db, &sql);
+    db
+}
+
+/// siphost's uacreg table (Kamailio's schema, version 5), created like a
+/// Kamailio user would have it.
+fn uacreg_db(scratch: &Scratch, accounts: &[Account], registrar: u16) -> PathBuf {
+    let db = scratch.path().join("uac.db");
+    let mut sql = String::from(
+        "CREATE TABLE version (table_name VARCHAR(32) NOT NULL, table_version INTEGER DEFAULT 0 NOT NULL);\n\
+         INSERT INTO version VALUES ('uacreg', 5);\n\
+         CREATE TABLE uacreg (id INTEGER PRIMARY KEY NOT NULL, l_uuid VARCHAR(64) DEFAULT '' NOT NULL, \
+         l_username VARCHAR(64) DEFAULT '' NOT NULL, l_domain VARCHAR(64) DEFAULT '' NOT NULL, \
+         r_username VARCHAR(64) DEFAULT '' NOT NULL, r_domain VARCHAR(64) DEFAULT '' NOT NULL, \
+         realm VARCHAR(64) DEFAULT '' NOT NULL, auth_username VARCHAR(64) DEFAULT '' NOT NULL, \
+         auth_password VARCHAR(64) DEFAULT '' NOT NULL, auth_ha1 VARCHAR(128) DEFAULT '' NOT NULL, \
+         auth_proxy VARCHAR(255) DEFAULT '' NOT NULL, expires INTEGER DEFAULT 0 NOT NULL, \
+         flags INTEGER DEFAULT 0 NOT NULL, reg_delay INTEGER DEFAULT 0 NOT NULL, \
+         contact_addr VARCHAR(255) DEFAULT '' NOT NULL, socket VARCHAR(128) DEFAULT '' NOT NULL, \
+         CONSTRAINT uacreg_l_uuid_idx UNIQUE (l_uuid));\n\
+         BEGIN;\n",
+    );
+    for a in accounts {
+        sql.push_str(&format!(
+            "INSERT INTO uacreg (l_uuid, l_username, l_domain, r_username, r_domain, realm, \
+             auth_username, auth_password, auth_proxy, expires) VALUES \
+             ('{u}', 'local-{u}', 'local.test', '{u}', '{REALM}', '{REALM}', '{u}', '{p}', \
+             'sip:{LOOPBACK}:{registrar}', {e});\n",
+            u = a.uuid,
+            p = a.configured_password,
+            e = a.expires,
+        ));
+    }
+    sql.push_str("COMMIT;\n");
+    sqlite(&db, &sql);
+    db
+}
+
+fn start_registrar(
+    scratch: &Scratch,
+    port: u16,
+    db: &Path,
+    min_expires: u32,
+    algorithm: &str,
+) -> Kamailio {
+    Kamailio::start_with(
+        scratch,
+        "registrar.cfg",
+        port,
+        &[
+            ("LISTEN_UDP", format!("{LOOPBACK}:{port}")),
+            ("DB", db.display().to_string()),
+            ("MIN_EXPIRES", min_expires.to_string()),
+            ("ALGORITHM", algorithm.to_owned()),
+        ],
+    )
+}
+
+fn siphost_config(sip: u16, admin: u16, db: &Path, extra_modparams: &str) -> String {
+    format!(
+        r#"[log]
+level = "info"
+
+[[listen]]
+transport = "udp"
+address = "{LOOPBACK}:{sip}"
+
+[transaction]
+t1_ms = 100
+
+[admin]
+listen = "{LOOPBACK}:{admin}"
+
+[[tenant]]
+name = "default"
+listen = ["udp:{LOOPBACK}:{sip}"]
+cpu_limit_ms = 50
+
+[tenant.registrations]
+db_url = "sqlite://{db}"
+
+[[tenant.filter]]
+path = "{wasm}"
+
+[tenant.filter.config]
+reg_contact_addr = "{LOOPBACK}:{sip}"
+reg_keep_callid = 1
+{extra_modparams}
+"#,
+        db = db.display(),
+        wasm = uac_wasm().display(),
+    )
+}
+
+/// `siphost rpc --json METHOD PARAMS…` against the admin endpoint.
+fn rpc(admin: u16, method: &str, params: &[&str]) -> Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_siphost"))
+        .args(["rpc", "--admin", &format!("{LOOPBACK}:{admin}"), "--json", method])
+        .args(params)
+        .output()
+        .expect("siphost rpc runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "siphost rpc {method} failed: {text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("rpc {method} answered {text:?}: {e}"))
+}
+
+/// Records with ONLINE (4) set, by `uac.reg_dump`.
+fn online(admin: u16) -> usize {
+    rpc(admin, "uac.reg_dump", &[])
+        .as_array()
+        .expect("reg_dump answers a list")
+        .iter()
+        .filter(|r| r["flags"].as_u64().is_some_and(|f| f & 4 != 0))
+        .count()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// One REGISTER as the registrar logged it.
+#[derive(Debug, Clone)]
+struct Seen {
+    user: String,
+    call_id: String,
+    authorized: bool,
+}
+
+fn registers(kamailio: &Kamailio) -> Vec<Seen> {
+    let text = std::fs::read_to_string(kamailio.peer.log_path()).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let rest = &line[line.find("REG user=")? + "REG user=".len()..];
+            let mut parts = rest.split_whitespace();
+            let user = parts.next()?.to_owned();
+            let call_id = parts.next()?.strip_prefix("ci=")?.to_owned();
+            let _cseq = parts.next()?;
+            let authorized = parts.next()? == "auth=yes";
+            Some(Seen {
+                user,
+                call_id,
+                authorized,
+            })
+        })
+        .collect()
+}
+
+fn kill_9(siphost: &mut Siphost) {
+    let pid = siphost.peer.pid().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .expect("kill runs")
+            .success()
+    );
+    siphost.peer.wait_exit(Duration::from_secs(5));
+}
+
+/// 1,000 accounts register (digest, qop=auth) and each refreshes its
+/// binding in the same Call-ID (reg_keep_callid) before it ends; refreshes
+/// are spread, not sent in one burst.
+#[test]
+fn thousand_accounts_register_and_refresh() {
+    const N: usize = 1000;
+    const EXPIRES: u32 = 12;
+    let scratch = Scratch::new("reg-thousand");
+    let ports = PortBlock::reserve("registrations_registrar::thousand", 3);
+    let (sip, admin, registrar) = (ports.port(0), ports.port(1), ports.port(2));
+    let accounts = accounts("t", N, EXPIRES);
+    let kamailio = start_registrar(
+        &scratch,
+        registrar,
+        &registrar_db(&scratch, &accounts),
+        5,
+        "MD5",
+    );
+    let db = uacreg_db(&scratch, &accounts, registrar);
+    let started = Instant::now();
+    let _siphost = Siphost::start(&scratch, &siphost_config(sip, admin, &db, ""));
+    wait_for("1,000 accounts online", Duration::from_secs(30), || {
+        online(admin) == N
+    });
+    let registered_in = started.elapsed();
+    // Every account got a challenge and then an authorized REGISTER.
+    let first = registers(&kamailio);
+    let authorized: usize = first.iter().filter(|s| s.authorized).count();
+    assert!(authorized >= N, "{authorized} authorized REGISTERs");
+    // Refreshes come within 50–80 % of the 12 s binding.
+    thread::sleep(Duration::from_secs(u64::from(EXPIRES)));
+    let seen = registers(&kamailio);
+    let mut per_user: HashMap<&str, Vec<&Seen>> = HashMap::new();
+    for s in seen.iter().filter(|s| s.authorized) {
+        per_user.entry(&s.user).or_default().push(s);
+    }
+    let refreshed = per_user.values().filter(|v| v.len() >= 2).count();
+    assert_eq!(refreshed, N, "accounts refreshed");
+    for (user, seen) in &per_user {
+        assert!(
+            seen.iter().all(|s| s.call_id == seen[0].call_id),
+            "{user} changed its Call-ID on refresh"
+        );
+    }
+    assert_eq!(online(admin), N, "still online after refreshing");
+    let counters = rpc(admin, "uac.reg_info", &["l_uuid", "t0000"]);
+    assert_eq!(counters["last_status"], 200, "{counters}");
+    assert!(
+        counters.get("auth_password").is_none() && !counters.to_string().contains("pw-t-0"),
+        "reg_info leaks the password: {counters}"
+    );
+    eprintln!("1,000 accounts registered in {registered_in:?}");
+}
+
+/// A registrar with min_expires above the row's Expires answers 423; the
+/// filter retries with Min-Expires and keeps it for later refreshes.
+#[test]
+fn interval_too_brief_is_retried_with_min_expires() {
+    let scratch = Scratch::new("reg-423");
+    let ports = PortBlock::reserve("registrations_registrar::423", 3);
+    let (sip, admin, registrar) = (ports.port(0), ports.port(1), ports.port(2));
+    let accounts = accounts("m", 3, 30);
+    let _kamailio = start_registrar(
+        &scratch,
+        registrar,
+        &registrar_db(&scratch, &accounts),
+        120,
+        "MD5",
+    );
+    let db = uacreg_db(&scratch, &accounts, registrar);
+    let _siphost = Siphost::start(&scratch, &siphost_config(sip, admin, &db, ""));
+    wait_for("3 accounts online", Duration::from_secs(15), || {
+        online(admin) == 3
+    });
+    let info = rpc(admin, "uac.reg_info", &["l_uuid", "m0000"]);
+    let remaining = info["timer_expires"].as_u64().unwrap_or(0).saturating_sub(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs(),
+    );
+    assert!(
+        remaining > 100,
+        "the binding should last Min-Expires (120 s), not the row's 30 s: {info}"
+    );
+}
+
+/// A wrong password fails, and retries back off (1 s, 2 s, 4 s … with
+/// jitter) instead of storming the registrar.
+#[test]
+fn wrong_password_backs_off() {
+    let scratch = Scratch::new("reg-wrong-pw");
+    let ports = PortBlock::reserve("registrations_registrar::wrong_pw", 3);
+    let (sip, admin, registrar) = (ports.port(0), ports.port(1), ports.port(2));
+    let mut accounts = accounts("w", 2, 60);
+    accounts[1].configured_password = "not-the-password".to_owned();
+    let kamailio = start_registrar(
+        &scratch,
+        registrar,
+        &registrar_db(&scratch, &accounts),
+        5,
+        "MD5",
+    );
+    let db = uacreg_db(&scratch, &accounts, registrar);
+    let _siphost = Siphost::start(
+        &scratch,
+        &siphost_config(sip, admin, &db, "reg_retry_interval = 1"),
+    );
+    thread::sleep(Duration::from_secs(8));
+    let bad: Vec<Seen> = registers(&kamailio)
+        .into_iter()
+        .filter(|s| s.user == "w0001")
+        .collect();
+    // Attempts at about 0, 1–1.5, 3–4.5 and 7–10 s: each a challenge and one
+    // authorized try. A storm would be hundreds.
+    assert!(
+        (4..=8).contains(&bad.len()),
+        "{} REGISTERs for the wrong password in 8 s: {bad:?}",
+        bad.len()
+    );
+    let info = rpc(admin, "uac.reg_info", &["l_uuid", "w0001"]);
+    assert_eq!(info["last_status"], 401, "{info}");
+    assert!(info["failures"].as_u64().unwrap_or(0) >= 2, "{info}");
+    assert!(!info.to_string().contains("not-the-password"), "{info}");
+    assert_eq!(online(admin), 1, "the good account registered");
+}
+
+/// The registrar stops; refreshes fail and back off with jitter. When it
+/// comes back every account recovers, without a synchronized burst.
+#[test]
+fn registrar_restart_recovers_without_a_burst() {
+    const N: usize = 200;
+    let scratch = Scratch::new("reg-restart");
+    let ports = PortBlock::reserve("registrations_registrar::restart", 3);
+    let (sip, admin, registrar) = (ports.port(0), ports.port(1), ports.port(2));
+    let accounts = accounts("r", N, 10);
+    let registrar_db = registrar_db(&scratch, &accounts);
+    let mut kamailio = start_registrar(&scratch, registrar, &registrar_db, 5, "MD5");
+    let db = uacreg_db(&scratch, &accounts, registrar);
+    let _siphost = Siphost::start(
+        &scratch,
+        &siphost_config(sip, admin, &db, "reg_retry_interval = 2"),
+    );
+    wait_for("200 accounts online", Duration::from_secs(20), || {
+        online(admin) == N
+    });
+    kamailio.peer.stop();
+    // Bindings (10 s) run out while refreshes time out (64 × T1 = 6.4 s).
+    thread::sleep(Duration::from_secs(14));
+    let kamailio = start_registrar(&scratch, registrar, &registrar_db, 5, "MD5");
+    let back = Instant::now();
+    wait_for("recovery", Duration::from_secs(30), || online(admin) == N);
+    let recovered_in = back.elapsed();
+    let seen = registers(&kamailio);
+    // The log of the new registrar only: REGISTERs per second of recovery.
+    let total = seen.len();
+    assert!(total >= 2 * N, "{total} REGISTERs after the restart");
+    let secs = recovered_in.as_secs_f64().max(1.0);
+    eprintln!("recovered {N} accounts in {recovered_in:?} with {total} REGISTERs");
+    // Retries are spread over the backoff window (2–8 s plus 50 % jitter),
+    // not sent together: the recovery takes more than a second.
+    assert!(secs > 1.5, "all {N} accounts came back in one burst ({secs} s)");
+}
+
+/// siphost killed with -9 and restarted, and a hot swap of the filter:
+/// still-valid bindings are not registered again (SHA-256 digest here).
+#[test]
+fn kill_9_and_filter_swap_register_nothing_again() {
+    const N: usize = 100;
+    let scratch = Scratch::new("reg-kill");
+    let ports = PortBlock::reserve("registrations_registrar::kill9", 3);
+    let (sip, admin, registrar) = (ports.port(0), ports.port(1), ports.port(2));
+    let accounts = accounts("k", N, 120);
+    let kamailio = start_registrar(
+        &scratch,
+        registrar,
+        &registrar_db(&scratch, &accounts),
+        5,
+        "SHA-256",
+    );
+    let db = uacreg_db(&scratch, &accounts, registrar);
+    let config = siphost_config(sip, admin, &db, "");
+    let mut siphost = Siphost::start(&scratch, &config);
+    wait_for("100 accounts online", Duration::from_secs(20), || {
+        online(admin) == N
+    });
+    // Refreshes are due at 60–96 s of the 120 s bindings: nothing is due now.
+    let before = registers(&kamailio).len();
+    let swapped = rpc(admin, "filter.reload", &["default"]);
+    assert!(swapped.is_object(), "{swapped}");
+    thread::sleep(Duration::from_secs(3));
+    assert_eq!(online(admin), N, "the swap kept every binding");
+    assert_eq!(
+        registers(&kamailio).len(),
+        before,
+        "the filter swap sent REGISTERs"
+    );
+    // The live state is flushed once a second.
+    thread::sleep(Duration::from_millis(1500));
+    kill_9(&mut siphost);
+    let _siphost = Siphost::start(&scratch, &config);
+    thread::sleep(Duration::from_secs(4));
+    assert_eq!(online(admin), N, "the restart kept every binding");
+    assert_eq!(
+        registers(&kamailio).len(),
+        before,
+        "the restart after kill -9 sent REGISTERs for valid bindings"
+    );
+}
