@@ -266,7 +266,10 @@ impl FilterInstance for ComponentInstance {
 
     fn rpc(&mut self, method: &str, params: &str) -> Result<Result<String, String>, FilterError> {
         let filter = self.bindings.as_ref().ok_or_else(not_set_up)?;
-        metered(&mut self.store, &self.ticker, self.cpu_limit, |store| {
+        // Admin calls are off the message path and may walk every record
+        // (uac.reg_dump): they get the setup budget at least.
+        let limit = self.cpu_limit.max(SETUP_CPU_LIMIT);
+        metered(&mut self.store, &self.ticker, limit, |store| {
             filter.call_rpc(store, method, params)
         })
     }
