@@ -423,18 +423,20 @@ fn registrar_restart_recovers_without_a_burst() {
     let db = uacreg_db(&scratch, &accounts, registrar);
     let _siphost = Siphost::start(
         &scratch,
+        // Timer F of 64 × 20 ms: few attempts are in flight when the registrar returns.
         &siphost_config(
             sip,
             admin,
             &db,
             "reg_retry_interval = 2\nreg_max_per_second = 25",
-        ),
+        )
+        .replace("t1_ms = 100", "t1_ms = 20"),
     );
     wait_for("200 accounts online", Duration::from_secs(20), || {
         online(admin) == N
     });
     kamailio.peer.stop();
-    // Bindings (10 s) run out while refreshes time out (64 × T1 = 6.4 s).
+    // Bindings (10 s) run out while refreshes time out and retries back off.
     thread::sleep(Duration::from_secs(14));
     let kamailio = start_registrar(&scratch, registrar, &registrar_db, 5, "MD5");
     let back = Instant::now();
@@ -447,9 +449,9 @@ fn registrar_restart_recovers_without_a_burst() {
         "recovered {N} accounts in {recovered_in:?}: {total} REGISTERs, at most {busiest} in one second"
     );
     assert!(total >= 2 * N, "{total} REGISTERs after the restart");
-    // New attempts start at most 25 a second. What arrives together are the
-    // retransmissions of the attempts in flight when the registrar came back
-    // (at most 25/s × Timer F of 6.4 s), not every account at once.
+    // New attempts start at most 25 a second; on top of them come the
+    // retransmissions of the attempts in flight when the registrar returned
+    // (at most 25/s × Timer F of 1.28 s). Not every account at once.
     let first_tries = seen.iter().filter(|s| !s.authorized).count();
     let busiest = busiest_second(&seen.iter().filter(|s| !s.authorized).cloned().collect::<Vec<_>>());
     assert!(
@@ -502,4 +504,81 @@ fn kill_9_and_filter_swap_register_nothing_again() {
         before,
         "the restart after kill -9 sent REGISTERs for valid bindings"
     );
+}
+
+/// `examples/remote-registration.toml` as shipped (ports and paths moved):
+/// accounts register with the provider, and a call the provider sends to an
+/// account's contact reaches the local PBX addressed to the local user.
+#[test]
+fn remote_registration_example_registers_and_routes_calls_back() {
+    use std::net::UdpSocket;
+    let scratch = Scratch::new("reg-example");
+    let ports = PortBlock::reserve("registrations_registrar::example", 4);
+    let (sip, admin, registrar, pbx) = (ports.port(0), ports.port(1), ports.port(2), ports.port(3));
+    let accounts = accounts("e", 2, 60);
+    let _kamailio = start_registrar(
+        &scratch,
+        registrar,
+        &registrar_db(&scratch, &accounts),
+        5,
+        "MD5",
+    );
+    let db = uacreg_db(&scratch, &accounts, registrar);
+    let example = common::tests_dir().join("../examples/remote-registration.toml");
+    let text = std::fs::read_to_string(&example).expect("example");
+    let mut config = text.clone();
+    for (from, to) in [
+        ("127.0.0.1:5060", format!("{LOOPBACK}:{sip}")),
+        ("sip:127.0.0.1:5090", format!("sip:{LOOPBACK}:{pbx}")),
+        ("\"pbx.local\"", "\"local.test\"".to_owned()),
+        ("127.0.0.1:5081", format!("{LOOPBACK}:{admin}")),
+        ("sqlite://target/siphost/remote-reg.db", format!("sqlite://{}", db.display())),
+        (
+            "target/wasm32-wasip2/wasm/uac_filter.wasm",
+            uac_wasm().display().to_string(),
+        ),
+    ] {
+        assert!(text.contains(from), "the example lost {from}");
+        config = config.replace(from, &to);
+    }
+    let pbx_socket = UdpSocket::bind((LOOPBACK, pbx)).expect("pbx socket");
+    pbx_socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let _siphost = Siphost::start(&scratch, &config);
+    wait_for("2 accounts online", Duration::from_secs(15), || {
+        online(admin) == 2
+    });
+    // The provider calls the contact it holds for e0001: sip:e0001@siphost.
+    let provider = UdpSocket::bind((LOOPBACK, 0)).expect("provider socket");
+    let local = provider.local_addr().expect("addr").port();
+    let invite = format!(
+        "INVITE sip:e0001@{LOOPBACK}:{sip} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {LOOPBACK}:{local};branch=z9hG4bK-example-1\r\n\
+         From: <sip:caller@{REALM}>;tag=p1\r\n\
+         To: <sip:e0001@{LOOPBACK}:{sip}>\r\n\
+         Call-ID: example-call-1\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:caller@{LOOPBACK}:{local}>\r\n\
+         Max-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    provider
+        .send_to(invite.as_bytes(), (LOOPBACK, sip))
+        .expect("send INVITE");
+    let mut buf = [0u8; 8192];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (n, _) = pbx_socket.recv_from(&mut buf).expect("the PBX gets the call");
+        let text = String::from_utf8_lossy(&buf[..n]);
+        if text.starts_with("INVITE ") {
+            assert!(
+                text.starts_with("INVITE sip:local-e0001@local.test SIP/2.0\r\n"),
+                "the call reached the PBX as {}",
+                text.lines().next().unwrap_or_default()
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no INVITE at the PBX");
+    }
 }

@@ -8,7 +8,7 @@ use crate::host::{Context, HostState, Level, SipMessage, Verdict};
 use crate::nameaddr::{NameAddr, param_in, route_params};
 use crate::replace::{self, Field, replace_value};
 use crate::restore::{self, NONCE_LEN, Sealed};
-use crate::rules::action::Action;
+use crate::rules::action::{Action, UriTarget};
 use crate::rules::{Hook, Rule};
 
 /// Counter of stored originals that could not be opened or decoded.
@@ -41,7 +41,75 @@ impl Touched {
 /// How one action ended.
 enum Flow {
     Next,
+    /// A test-like action was false: the rest of this rule's `do` list is skipped.
+    SkipRule,
     Stop(Verdict),
+}
+
+/// UNIX seconds now (the registration status compares binding ends with it).
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The uac_reg_* rule functions. A false result (Kamailio's negative return) skips the
+/// rest of the rule's `do` list; a store error is logged and counts as false.
+fn reg_action<M, H>(action: &Action, msg: &mut M, reply: Option<&M>, host: &mut H) -> Flow
+where
+    M: SipMessage + ?Sized,
+    H: HostState + ?Sized,
+{
+    use crate::reg::functions;
+    let Some(store) = host.registrations() else {
+        host.log(Level::Warn, "uac: uac_reg_* needs the host's registrations");
+        return Flow::SkipRule;
+    };
+    let now_ms = unix_now_ms();
+    let outcome: Result<bool, String> = match action {
+        Action::RegLookup { uuid, dst } => {
+            let uuid = uuid.render(&*msg, reply).into_owned();
+            match functions::lookup(store, &uuid) {
+                Some(uri) => {
+                    match dst {
+                        UriTarget::RequestUri => msg.set_request_uri(&uri),
+                        UriTarget::NextHop => msg.set_next_hop(&uri),
+                    }
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
+        }
+        Action::RegStatus(uuid) => {
+            let uuid = uuid.render(&*msg, reply).into_owned();
+            Ok(functions::status(store, &uuid, now_ms / 1000) == 1)
+        }
+        Action::RegSetEnabled {
+            attr,
+            value,
+            enabled,
+        } => {
+            let value = value.render(&*msg, reply).into_owned();
+            functions::set_enabled(store, *attr, &value, *enabled, now_ms)
+                .map(|n| n > 0)
+                .map_err(|e| e.to_string())
+        }
+        Action::RegRefresh(uuid) => {
+            let uuid = uuid.render(&*msg, reply).into_owned();
+            functions::refresh(store, &uuid).map_err(|e| e.to_string())
+        }
+        _ => unreachable!("only registration actions come here"),
+    };
+    match outcome {
+        Ok(true) => Flow::Next,
+        Ok(false) => Flow::SkipRule,
+        Err(why) => {
+            host.log(Level::Warn, &format!("uac: {why}"));
+            host.counter_add(ACTION_FAILED, 1);
+            Flow::SkipRule
+        }
+    }
 }
 
 /// Dialog variable names for one header: Kamailio's restore_dlg names.
@@ -169,9 +237,10 @@ impl Uac {
                 continue;
             }
             for action in &rule.actions {
-                if let Flow::Stop(v) = self.run_action(action, hook, ctx, msg, reply, host, touched)
-                {
-                    return v;
+                match self.run_action(action, hook, ctx, msg, reply, host, touched) {
+                    Flow::Next => {}
+                    Flow::SkipRule => break,
+                    Flow::Stop(v) => return v,
                 }
             }
         }
@@ -257,6 +326,10 @@ impl Uac {
                 }
                 Ok(())
             }
+            Action::RegLookup { .. }
+            | Action::RegStatus(_)
+            | Action::RegSetEnabled { .. }
+            | Action::RegRefresh(_) => return reg_action(action, msg, reply, host),
             Action::Drop => return Flow::Stop(Verdict::Drop),
             Action::Exit => return Flow::Stop(Verdict::Continue),
         };

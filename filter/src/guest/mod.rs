@@ -64,9 +64,24 @@ impl SipMessage for WitMessage<'_> {
     fn source(&self) -> String {
         self.0.source().address
     }
+    fn set_request_uri(&mut self, uri: &str) {
+        self.0.set_request_uri(uri)
+    }
+    fn set_next_hop(&mut self, uri: &str) {
+        self.0.set_next_hop(Some(uri))
+    }
 }
 
-struct WitHost;
+/// The WIT imports as the uac logic's host; `store` is the registrations import.
+struct WitHost {
+    store: registrations::WitStore,
+}
+
+fn wit_host() -> WitHost {
+    WitHost {
+        store: registrations::WitStore,
+    }
+}
 
 impl HostState for WitHost {
     fn dialog_get(&self, dialog: &str, name: &str) -> Option<String> {
@@ -97,6 +112,9 @@ impl HostState for WitHost {
     }
     fn counter_add(&mut self, name: &str, value: u64) {
         metrics::counter_add(name, value);
+    }
+    fn registrations(&mut self) -> Option<&mut dyn crate::reg::store::RegistrationStore> {
+        Some(&mut self.store)
     }
     fn random_bytes(&mut self, buf: &mut [u8]) {
         // std seeds its hasher keys from wasi:random once per thread and steps them on each
@@ -167,7 +185,7 @@ impl Guest for UacFilter {
                     ),
                 );
             }
-            uac.on_request(&context(ctx), &mut WitMessage(request), &mut WitHost)
+            uac.on_request(&context(ctx), &mut WitMessage(request), &mut wit_host())
         })
     }
 
@@ -177,7 +195,7 @@ impl Guest for UacFilter {
                 let status = reply.status().unwrap_or_default();
                 log::write(WitLevel::Debug, &format!("{} reply {status}", ctx.tenant));
             }
-            uac.on_reply(&context(ctx), &mut WitMessage(reply), &mut WitHost)
+            uac.on_reply(&context(ctx), &mut WitMessage(reply), &mut wit_host())
         })
     }
 
@@ -187,7 +205,7 @@ impl Guest for UacFilter {
                 &context(ctx),
                 &mut WitMessage(request),
                 &WitMessage(reply),
-                &mut WitHost,
+                &mut wit_host(),
             )
         })
     }

@@ -43,7 +43,7 @@ fn hex(host: &mut super::WitHost, bytes: usize) -> String {
 }
 
 fn fresh() -> Fresh {
-    let mut host = super::WitHost;
+    let mut host = super::wit_host();
     Fresh {
         call_id: hex(&mut host, 16),
         from_tag: hex(&mut host, 8),

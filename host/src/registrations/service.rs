@@ -184,7 +184,11 @@ impl Registrations {
     pub fn update_state(&self, id: RecordId, mut state: LiveState) -> Result<(), ServiceError> {
         let mut inner = self.blocking();
         state.next_due_ms = inner.scheduler.due(id).map_or(0, |(at, _)| at);
-        Self::set(&mut inner, id, state)
+        Self::set(&mut inner, id, state)?;
+        drop(inner);
+        // The driver sleeps while nothing is dirty: wake it to flush.
+        self.wake.notify_one();
+        Ok(())
     }
 
     /// A success: the refresh is scheduled from `granted_secs`.
@@ -372,7 +376,7 @@ impl Registrations {
             let filter = live.registration_filter();
             let now = now_ms();
             let mut due: Vec<Due> = Vec::new();
-            let wakeup = {
+            let (wakeup, dirty) = {
                 let mut inner = self.inner.lock().await;
                 if filter.is_some() {
                     while due.len() < MAX_BATCH {
@@ -382,7 +386,7 @@ impl Registrations {
                         }
                     }
                 }
-                inner.scheduler.next_wakeup(now)
+                (inner.scheduler.next_wakeup(now), !inner.dirty.is_empty())
             };
             let full = due.len() == MAX_BATCH;
             match filter {
@@ -407,14 +411,26 @@ impl Registrations {
                 tokio::task::yield_now().await;
                 continue;
             }
-            let sleep = match (filter, wakeup) {
-                (Some(_), Some(at)) => Duration::from_millis(at.saturating_sub(now_ms())),
-                _ => FLUSH_INTERVAL,
-            }
-            .min(FLUSH_INTERVAL);
-            tokio::select! {
-                _ = tokio::time::sleep(sleep) => {}
-                _ = self.wake.notified() => {}
+            // Idle (nothing due, nothing to write): sleep until a call wakes us.
+            let due_in = match (filter, wakeup) {
+                (Some(_), Some(at)) => Some(Duration::from_millis(at.saturating_sub(now_ms()))),
+                (None, Some(_)) => Some(FLUSH_INTERVAL),
+                (_, None) => None,
+            };
+            let sleep = match (due_in, dirty) {
+                (Some(d), true) => Some(d.min(FLUSH_INTERVAL)),
+                (Some(d), false) => Some(d),
+                (None, true) => Some(FLUSH_INTERVAL),
+                (None, false) => None,
+            };
+            match sleep {
+                Some(sleep) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(sleep) => {}
+                        _ = self.wake.notified() => {}
+                    }
+                }
+                None => self.wake.notified().await,
             }
         }
         self.flush().await;
