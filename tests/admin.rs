@@ -618,10 +618,13 @@ fn no_secret_in_logs_rpc_metrics_or_page() {
         for method in methods.as_array().expect("methods") {
             let name = method.as_str().expect("name");
             outputs.push(rpc(admin, "system.methodHelp", json!([name])).to_string());
+            // uac.reg_* answer from a tenant's registrations (this host has none; they
+            // are called in tests/registrations_registrar.rs).
             if !matches!(
                 name,
                 "filter.reload" | "filter.restart" | "filter.rpc" | "system.methodHelp"
-            ) {
+            ) && !name.starts_with("uac.reg_")
+            {
                 outputs.push(rpc(admin, name, json!([])).to_string());
             }
         }

@@ -864,7 +864,10 @@ async fn plain_world_filters_load_beside_registrations() {
     let plain = rt.tenant("plain").expect("plain");
     assert_eq!(plain.registration_filter(), None);
     assert!(plain.shared.registrations.get().is_some());
-    assert_eq!(rt.tenant("uac").expect("uac").registration_filter(), Some(0));
+    assert_eq!(
+        rt.tenant("uac").expect("uac").registration_filter(),
+        Some(0)
+    );
     let rt2 = rt.clone();
     let decision = tokio::task::spawn_blocking(move || {
         let mut msg = invite("");

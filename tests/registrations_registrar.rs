@@ -50,7 +50,10 @@ fn sqlite(db: &Path, sql: &str) {
         .expect("stdin")
         .write_all(sql.as_bytes())
         .expect("write sql");
-    assert!(child.wait().expect("sqlite3 exits").success(), "sqlite3 failed");
+    assert!(
+        child.wait().expect("sqlite3 exits").success(),
+        "sqlite3 failed"
+    );
 }
 
 /// One account: its uacreg row and its subscriber row at the registrar.
@@ -197,7 +200,13 @@ reg_keep_callid = 1
 /// `siphost rpc --json METHOD PARAMS…` against the admin endpoint.
 fn rpc(admin: u16, method: &str, params: &[&str]) -> Value {
     let output = Command::new(env!("CARGO_BIN_EXE_siphost"))
-        .args(["rpc", "--admin", &format!("{LOOPBACK}:{admin}"), "--json", method])
+        .args([
+            "rpc",
+            "--admin",
+            &format!("{LOOPBACK}:{admin}"),
+            "--json",
+            method,
+        ])
         .args(params)
         .output()
         .expect("siphost rpc runs");
@@ -230,6 +239,20 @@ fn online(admin: u16) -> usize {
         .count()
 }
 
+/// The admin endpoint's Prometheus text.
+fn metrics(admin: u16) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect((LOOPBACK, admin)).expect("admin");
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {LOOPBACK}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answer");
+    answer
+}
+
 fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done() {
@@ -246,6 +269,8 @@ struct Seen {
     authorized: bool,
     /// UNIX second the registrar received it.
     at: u64,
+    /// The digest algorithm of an authorized REGISTER (MD5 or SHA-256).
+    algorithm: Option<String>,
 }
 
 fn registers(kamailio: &Kamailio) -> Vec<Seen> {
@@ -259,11 +284,16 @@ fn registers(kamailio: &Kamailio) -> Vec<Seen> {
             let _cseq = parts.next()?;
             let authorized = parts.next()? == "auth=yes";
             let at = parts.next()?.strip_prefix("t=")?.parse().ok()?;
+            let algorithm = parts
+                .next()
+                .and_then(|a| a.strip_prefix("alg="))
+                .map(str::to_owned);
             Some(Seen {
                 user,
                 call_id,
                 authorized,
                 at,
+                algorithm,
             })
         })
         .collect()
@@ -310,6 +340,13 @@ fn thousand_accounts_register_and_refresh() {
     let first = registers(&kamailio);
     let authorized: usize = first.iter().filter(|s| s.authorized).count();
     assert!(authorized >= N, "{authorized} authorized REGISTERs");
+    assert!(
+        first
+            .iter()
+            .filter(|s| s.authorized)
+            .all(|s| s.algorithm.as_deref() == Some("MD5")),
+        "an answer to an MD5 challenge was not MD5"
+    );
     // Refreshes come within 50–80 % of the 12 s binding.
     thread::sleep(Duration::from_secs(u64::from(EXPIRES)));
     let seen = registers(&kamailio);
@@ -453,7 +490,13 @@ fn registrar_restart_recovers_without_a_burst() {
     // retransmissions of the attempts in flight when the registrar returned
     // (at most 25/s × Timer F of 1.28 s). Not every account at once.
     let first_tries = seen.iter().filter(|s| !s.authorized).count();
-    let busiest = busiest_second(&seen.iter().filter(|s| !s.authorized).cloned().collect::<Vec<_>>());
+    let busiest = busiest_second(
+        &seen
+            .iter()
+            .filter(|s| !s.authorized)
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
     assert!(
         busiest * 2 <= first_tries,
         "{busiest} of {first_tries} accounts came back in the same second"
@@ -482,8 +525,16 @@ fn kill_9_and_filter_swap_register_nothing_again() {
     wait_for("100 accounts online", Duration::from_secs(20), || {
         online(admin) == N
     });
+    // The registrar challenged with SHA-256 and the answers used it.
+    let seen = registers(&kamailio);
+    assert!(
+        seen.iter()
+            .filter(|s| s.authorized)
+            .all(|s| s.algorithm.as_deref() == Some("SHA-256")),
+        "an answer was not SHA-256"
+    );
     // Refreshes are due at 60–96 s of the 120 s bindings: nothing is due now.
-    let before = registers(&kamailio).len();
+    let before = seen.len();
     let swapped = rpc(admin, "filter.reload", &["default"]);
     assert!(swapped.is_object(), "{swapped}");
     thread::sleep(Duration::from_secs(3));
@@ -499,6 +550,13 @@ fn kill_9_and_filter_swap_register_nothing_again() {
     let _siphost = Siphost::start(&scratch, &config);
     thread::sleep(Duration::from_secs(4));
     assert_eq!(online(admin), N, "the restart kept every binding");
+    let scrape = metrics(admin);
+    assert!(
+        scrape.contains(&format!(
+            "siphost_uac_registrations{{tenant=\"default\",state=\"online\"}} {N}"
+        )),
+        "{scrape}"
+    );
     assert_eq!(
         registers(&kamailio).len(),
         before,
@@ -532,7 +590,10 @@ fn remote_registration_example_registers_and_routes_calls_back() {
         ("sip:127.0.0.1:5090", format!("sip:{LOOPBACK}:{pbx}")),
         ("\"pbx.local\"", "\"local.test\"".to_owned()),
         ("127.0.0.1:5081", format!("{LOOPBACK}:{admin}")),
-        ("sqlite://target/siphost/remote-reg.db", format!("sqlite://{}", db.display())),
+        (
+            "sqlite://target/siphost/remote-reg.db",
+            format!("sqlite://{}", db.display()),
+        ),
         (
             "target/wasm32-wasip2/wasm/uac_filter.wasm",
             uac_wasm().display().to_string(),
@@ -569,7 +630,9 @@ fn remote_registration_example_registers_and_routes_calls_back() {
     let mut buf = [0u8; 8192];
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let (n, _) = pbx_socket.recv_from(&mut buf).expect("the PBX gets the call");
+        let (n, _) = pbx_socket
+            .recv_from(&mut buf)
+            .expect("the PBX gets the call");
         let text = String::from_utf8_lossy(&buf[..n]);
         if text.starts_with("INVITE ") {
             assert!(

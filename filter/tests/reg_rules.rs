@@ -114,7 +114,10 @@ fn status_is_a_test_and_disable_enable_change_the_record() {
     uac.on_request(&ctx(), &mut invite("sip:on@h"), &mut host);
     let store = host.registrations.as_ref().expect("store");
     assert_eq!(store.get("u1").expect("u1").1.flags & flags::DISABLED, 0);
-    assert!(store.next_due(id).is_some(), "enabling schedules the record");
+    assert!(
+        store.next_due(id).is_some(),
+        "enabling schedules the record"
+    );
 }
 
 #[test]
@@ -136,13 +139,17 @@ fn refresh_rereads_the_table() {
 #[test]
 fn bad_arguments_are_rejected_at_configure() {
     for (rule, why) in [
-        ("uac_reg_lookup(\"$rU\", \"$fu\")", "must be \"$ru\" or \"$du\""),
+        (
+            "uac_reg_lookup(\"$rU\", \"$fu\")",
+            "must be \"$ru\" or \"$du\"",
+        ),
         ("uac_reg_enable(\"socket\", \"x\")", "is not l_uuid"),
         ("uac_reg_status()", "takes 1 arguments"),
     ] {
-        let err = Uac::configure(&json!({ "rule": [{ "on": "request", "do": [rule] }] }).to_string())
-            .err()
-            .unwrap_or_else(|| panic!("{rule} accepted"));
+        let err =
+            Uac::configure(&json!({ "rule": [{ "on": "request", "do": [rule] }] }).to_string())
+                .err()
+                .unwrap_or_else(|| panic!("{rule} accepted"));
         assert!(err.to_string().contains(why), "{rule}: {err}");
     }
 }
@@ -153,6 +160,9 @@ fn without_a_store_registration_actions_are_false() {
         "do": ["uac_reg_lookup(\"u1\", \"$ru\")", "sl_send_reply(200, \"x\")"] }]));
     let mut host = MemHost::default();
     let mut msg = invite("sip:u1@h");
-    assert_eq!(uac.on_request(&ctx(), &mut msg, &mut host), Verdict::Continue);
+    assert_eq!(
+        uac.on_request(&ctx(), &mut msg, &mut host),
+        Verdict::Continue
+    );
     assert_eq!(msg.request_uri().as_deref(), Some("sip:u1@h"));
 }

@@ -170,9 +170,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Metrics: counted at the hook door, read from the proxy and tenants at scrape time.
     let metrics = siphost::admin::metrics::HostMetrics::new(
         handle.clone(),
-        runtime_for_admin,
+        runtime_for_admin.clone(),
         &config.tenant,
     );
+    if let Some(runtime) = runtime_for_admin
+        && config.tenant.iter().any(|t| t.registrations.is_some())
+    {
+        metrics.set_registration_source(Arc::new(
+            siphost::admin::registrations::RuntimeRegistrations(runtime),
+        ));
+    }
     let hooks = metrics.meter_hooks(hooks);
     siphost::admin::methods::register(&mut router, metrics.clone());
     if let Some(address) = config.admin.listen {

@@ -297,15 +297,8 @@ pub fn rpc(method: &str, params: &str) -> Option<Result<String, String>> {
         return None;
     }
     let answer = with_registrar(|registrar| {
-        let answer = rpc::call(
-            &mut WitStore,
-            registrar,
-            method,
-            params,
-            now_ms(),
-            fresh(),
-        )
-        .map_err(|e| e.to_string())?;
+        let answer = rpc::call(&mut WitStore, registrar, method, params, now_ms(), fresh())
+            .map_err(|e| e.to_string())?;
         if let Some(outgoing) = answer.send {
             send(registrar, outgoing);
         }

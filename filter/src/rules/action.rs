@@ -2,9 +2,9 @@
 //! its argument counts and hooks, and the parsed [`Action`]s it builds.
 
 use super::lex::{Token, tokenize};
-use crate::reg::store::LookupKey;
 use super::pvar::Template;
 use super::{Hook, RuleErrorKind};
+use crate::reg::store::LookupKey;
 
 /// A parsed call from a `do` list. Executed by [`crate::uac::Uac`].
 #[derive(Debug, Clone, PartialEq, Eq)]

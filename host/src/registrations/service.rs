@@ -7,6 +7,7 @@
 //! the driver about once a second, so a `kill -9` loses at most that second.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -45,6 +46,47 @@ pub enum ServiceError {
     NoRuntime,
 }
 
+/// Records per admin state (online, ongoing, offline, disabled; the order of
+/// `admin::registrations::RegistrationState::ALL`), kept beside the table so
+/// scrapes read them without the lock.
+#[derive(Default)]
+struct StateCounts([AtomicU64; 4]);
+
+impl StateCounts {
+    fn slot(flags: u32) -> usize {
+        use crate::admin::registrations::RegistrationState as S;
+        match S::from_kamailio_flags(flags) {
+            S::Online => 0,
+            S::Ongoing => 1,
+            S::Offline => 2,
+            S::Disabled => 3,
+        }
+    }
+
+    fn change(&self, old: Option<u32>, new: Option<u32>) {
+        if let Some(old) = old {
+            self.0[Self::slot(old)].fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(new) = new {
+            self.0[Self::slot(new)].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn recount(&self, table: &RegistrationTable) {
+        let mut counts = [0u64; 4];
+        for (_, _, state) in table.iter() {
+            counts[Self::slot(state.flags)] += 1;
+        }
+        for (slot, count) in self.0.iter().zip(counts) {
+            slot.store(count, Ordering::Relaxed);
+        }
+    }
+
+    pub fn get(&self) -> [u64; 4] {
+        std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed))
+    }
+}
+
 struct Inner {
     table: RegistrationTable,
     scheduler: Scheduler<StdRng>,
@@ -60,6 +102,7 @@ pub struct Registrations {
     /// Woken when the schedule changed, so the driver recomputes its sleep.
     wake: Notify,
     tokio: tokio::runtime::Handle,
+    states: StateCounts,
 }
 
 /// UNIX milliseconds now.
@@ -100,7 +143,10 @@ impl Registrations {
             skipped = skipped.len(),
             "remote registrations loaded"
         );
+        let states = StateCounts::default();
+        states.recount(&table);
         Ok(Arc::new(Registrations {
+            states,
             tenant: Arc::from(tenant),
             store,
             inner: Mutex::new(Inner {
@@ -132,19 +178,13 @@ impl Registrations {
 
     pub fn get(&self, id: RecordId) -> Option<(RecordId, Account, LiveState)> {
         let inner = self.blocking();
-        inner
-            .table
-            .get(id)
-            .map(|(a, s)| (id, a.clone(), s.clone()))
+        inner.table.get(id).map(|(a, s)| (id, a.clone(), s.clone()))
     }
 
     pub fn get_by_uuid(&self, l_uuid: &str) -> Option<(RecordId, Account, LiveState)> {
         let inner = self.blocking();
         let id = inner.table.find_uuid(l_uuid)?;
-        inner
-            .table
-            .get(id)
-            .map(|(a, s)| (id, a.clone(), s.clone()))
+        inner.table.get(id).map(|(a, s)| (id, a.clone(), s.clone()))
     }
 
     /// Up to `limit` ids above `after`, ascending.
@@ -174,8 +214,11 @@ impl Registrations {
         })
     }
 
-    fn set(inner: &mut Inner, id: RecordId, state: LiveState) -> Result<(), ServiceError> {
+    fn set(&self, inner: &mut Inner, id: RecordId, state: LiveState) -> Result<(), ServiceError> {
+        let old = inner.table.get(id).map(|(_, s)| s.flags);
+        let new = state.flags;
         inner.table.set_state(id, state)?;
+        self.states.change(old, Some(new));
         inner.dirty.insert(id);
         Ok(())
     }
@@ -184,7 +227,7 @@ impl Registrations {
     pub fn update_state(&self, id: RecordId, mut state: LiveState) -> Result<(), ServiceError> {
         let mut inner = self.blocking();
         state.next_due_ms = inner.scheduler.due(id).map_or(0, |(at, _)| at);
-        Self::set(&mut inner, id, state)?;
+        self.set(&mut inner, id, state)?;
         drop(inner);
         // The driver sleeps while nothing is dirty: wake it to flush.
         self.wake.notify_one();
@@ -206,7 +249,7 @@ impl Registrations {
             .scheduler
             .registered(id, now_ms(), granted_secs)
             .unwrap_or(0);
-        Self::set(&mut inner, id, state)?;
+        self.set(&mut inner, id, state)?;
         drop(inner);
         self.wake.notify_one();
         Ok(())
@@ -223,7 +266,7 @@ impl Registrations {
             .scheduler
             .failed(id, now_ms(), state.failures.max(1))
             .unwrap_or(0);
-        Self::set(&mut inner, id, state)?;
+        self.set(&mut inner, id, state)?;
         drop(inner);
         self.wake.notify_one();
         Ok(())
@@ -241,7 +284,7 @@ impl Registrations {
             None => inner.scheduler.unschedule(id),
         }
         state.next_due_ms = at_ms.unwrap_or(0);
-        Self::set(&mut inner, id, state)?;
+        self.set(&mut inner, id, state)?;
         drop(inner);
         self.wake.notify_one();
         Ok(())
@@ -265,7 +308,9 @@ impl Registrations {
             expires: record.expires,
             ..LiveState::default()
         };
+        let flags = state.flags;
         let id = inner.table.insert(record, state)?;
+        self.states.change(None, Some(flags));
         if !disabled {
             inner.scheduler.add_initial(id, now_ms(), reg_delay);
         }
@@ -278,7 +323,8 @@ impl Registrations {
     /// uacreg row is deleted too. The persisted live state goes either way.
     pub fn remove(&self, id: RecordId, persist: bool) -> Result<(), ServiceError> {
         let mut inner = self.blocking();
-        let (account, _) = inner.table.remove(id)?;
+        let (account, state) = inner.table.remove(id)?;
+        self.states.change(Some(state.flags), None);
         inner.scheduler.unschedule(id);
         inner.dirty.remove(&id);
         drop(inner);
@@ -297,6 +343,7 @@ impl Registrations {
         let mut inner = self.blocking();
         let (diff, skipped) = self.block_on(self.store.reload(&mut inner.table))?;
         log_skipped(&self.tenant, &skipped);
+        self.states.recount(&inner.table);
         let now = now_ms();
         let Inner {
             table,
@@ -337,19 +384,36 @@ impl Registrations {
         self.blocking().table.counters()
     }
 
-    /// Counters from async code (admin, tests).
-    pub async fn counters_async(&self) -> Counters {
-        self.inner.lock().await.table.counters()
+    /// Records per admin state: online, ongoing, offline, disabled. Lock-free.
+    pub fn state_counts(&self) -> [u64; 4] {
+        self.states.get()
     }
 
-    /// Every record's id, account and state (admin views, tests).
-    pub async fn snapshot(&self) -> Vec<(RecordId, Account, LiveState)> {
-        let inner = self.inner.lock().await;
-        inner
-            .table
-            .iter()
-            .map(|(id, a, s)| (id, a.clone(), s.clone()))
-            .collect()
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// Up to `limit` records matching `query` (l_uuid or `r_username@r_domain`,
+    /// case-insensitive), for the status page. Never waits: while the table is
+    /// busy it answers `None`.
+    pub fn search(&self, query: &str, limit: usize) -> Option<Vec<(Account, LiveState)>> {
+        let inner = self.inner.try_lock().ok()?;
+        let query = query.to_lowercase();
+        Some(
+            inner
+                .table
+                .iter()
+                .filter(|(_, a, _)| {
+                    query.is_empty()
+                        || a.l_uuid().to_lowercase().contains(&query)
+                        || format!("{}@{}", a.r_username(), a.r_domain())
+                            .to_lowercase()
+                            .contains(&query)
+                })
+                .take(limit)
+                .map(|(_, a, s)| (a.clone(), s.clone()))
+                .collect(),
+        )
     }
 
     /// Writes the dirty live state; on failure it stays dirty for the next try.
@@ -360,7 +424,10 @@ impl Registrations {
         }
         let ids: Vec<RecordId> = inner.dirty.drain().collect();
         if let Err(e) = self.store.save_states(&inner.table, &ids).await {
-            tracing::warn!(tenant = &*self.tenant, "cannot persist registration state: {e}");
+            tracing::warn!(
+                tenant = &*self.tenant,
+                "cannot persist registration state: {e}"
+            );
             inner.dirty.extend(ids);
         }
     }

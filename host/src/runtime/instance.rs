@@ -8,9 +8,9 @@ use std::time::Duration;
 use siphost_sip::Message;
 
 use super::FilterError;
-use crate::registrations::scheduler::Due;
 use super::state::TenantShared;
 use crate::proxy::hooks::HookContext;
+use crate::registrations::scheduler::Due;
 
 /// Which handler export a chain run calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -210,11 +210,8 @@ impl Runtime {
     /// persisted live state and starts the driver that hands due records to
     /// the tenant's registration filter. Scheduler settings (`reg_*`) come
     /// from that filter's config table. Call once, inside the tokio runtime.
-    pub async fn start_registrations(
-        &self,
-        configs: &[TenantConfig],
-    ) -> Result<(), FilterError> {
-        use crate::registrations::{Registrations, RegistrationStore, SchedulerConfig};
+    pub async fn start_registrations(&self, configs: &[TenantConfig]) -> Result<(), FilterError> {
+        use crate::registrations::{RegistrationStore, Registrations, SchedulerConfig};
         for (i, config) in configs.iter().enumerate() {
             let Some(registrations) = &config.registrations else {
                 continue;
@@ -231,14 +228,10 @@ impl Runtime {
             };
             let store = RegistrationStore::open(registrations, &config.name)
                 .await
-                .map_err(|e| {
-                    FilterError::BadRequest(format!("tenant[{i}].registrations: {e}"))
-                })?;
+                .map_err(|e| FilterError::BadRequest(format!("tenant[{i}].registrations: {e}")))?;
             let service = Registrations::load(&config.name, store, scheduler)
                 .await
-                .map_err(|e| {
-                    FilterError::BadRequest(format!("tenant[{i}].registrations: {e}"))
-                })?;
+                .map_err(|e| FilterError::BadRequest(format!("tenant[{i}].registrations: {e}")))?;
             if tenant.shared.registrations.set(service.clone()).is_err() {
                 return Err(FilterError::BadRequest(format!(
                     "tenant {}: registrations started twice",

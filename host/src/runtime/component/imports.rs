@@ -564,11 +564,7 @@ impl registrations::Host for HostState {
             .map(|r| r.list(after, limit))
             .unwrap_or_default())
     }
-    fn find(
-        &mut self,
-        key: registrations::LookupKey,
-        value: String,
-    ) -> wasmtime::Result<Vec<u32>> {
+    fn find(&mut self, key: registrations::LookupKey, value: String) -> wasmtime::Result<Vec<u32>> {
         Ok(self
             .registrations()
             .map(|r| r.find(lookup_key(key), &value))

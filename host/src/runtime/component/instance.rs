@@ -12,9 +12,9 @@ use super::bindings::v0_1::exports::siphost::filter::{handler, registration_hand
 use super::bindings::v0_1::siphost::filter::types;
 use super::engine::{EPOCH_TICK, EpochTicker, FilterEngine};
 use super::imports::{CpuBudget, HostState, PRIMARY, SECONDARY};
+use crate::registrations::scheduler::{Due, DueReason};
 use crate::runtime::FilterError;
 use crate::runtime::cpu::thread_cpu_time;
-use crate::registrations::scheduler::{Due, DueReason};
 use crate::runtime::instance::{
     Action, FilterFactory, FilterInstance, FilterLoader, Hook, HookInput, InstanceSetup, Loaded,
 };
@@ -254,11 +254,7 @@ impl FilterInstance for ComponentInstance {
         call.source = None;
         call.local = None;
         let result = metered(&mut self.store, &self.ticker, self.cpu_limit, |store| {
-            filter.call_on_local_reply(
-                store,
-                request_id,
-                Resource::new_borrow(PRIMARY),
-            )
+            filter.call_on_local_reply(store, request_id, Resource::new_borrow(PRIMARY))
         });
         self.store.data_mut().call.give_back(PRIMARY, reply, true);
         result
