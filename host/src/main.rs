@@ -168,6 +168,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         runtime
     };
     // Metrics: counted at the hook door, read from the proxy and tenants at scrape time.
+    let runtime_for_flush = runtime_for_admin.clone();
     let metrics = siphost::admin::metrics::HostMetrics::new(
         handle.clone(),
         runtime_for_admin.clone(),
@@ -202,6 +203,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tokio::spawn(proxy.run())
         .await
         .context("the proxy core stopped abnormally")?;
+    // A clean stop persists the registrations' last second of live state too.
+    if let Some(runtime) = runtime_for_flush {
+        runtime.flush_registrations().await;
+    }
     Ok(())
 }
 

@@ -243,6 +243,15 @@ impl Runtime {
         Ok(())
     }
 
+    /// Writes every tenant's unsaved registration state (at shutdown).
+    pub async fn flush_registrations(&self) {
+        for tenant in &self.tenants {
+            if let Some(registrations) = tenant.shared.registrations.get() {
+                registrations.flush().await;
+            }
+        }
+    }
+
     pub fn tenant(&self, name: &str) -> Option<&Arc<Tenant>> {
         self.tenants.iter().find(|t| t.name() == name)
     }
