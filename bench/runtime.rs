@@ -1,11 +1,12 @@
 //! Filter runtime benchmark: a hook as the proxy submits it (a realistic INVITE,
 //! the full context, the hand-off to the tenant's worker and back) with a no-op
-//! filter against no filter, instantiation, hot swap to a different component
+//! filter, the uac filter passing through (it declares no hook, so no hand-off) and
+//! the uac filter anonymizing, against no filter; instantiation, hot swap to a different component
 //! (new bytes: compiled, or from a precompiled artifact), and resident memory of
 //! 1,000 idle tenants. Criterion measures some; a percentile pass prints p50/p99.
 //!
 //! Build the filters first:
-//! `cargo build --profile wasm --target wasm32-wasip2 -p filter-noop`, then
+//! `cargo build --profile wasm --target wasm32-wasip2 -p filter-noop -p uac-filter`, then
 //! `cargo bench -p siphost --bench runtime`.
 
 use std::hint::black_box;
@@ -58,15 +59,41 @@ fn wasm_dir() -> PathBuf {
         .join("wasm")
 }
 
-fn noop_path() -> PathBuf {
-    let path = wasm_dir().join("filter_noop.wasm");
+fn filter_path(file: &str) -> PathBuf {
+    let path = wasm_dir().join(file);
     assert!(
         path.exists(),
-        "{} missing: cargo build --profile wasm --target wasm32-wasip2 -p filter-noop",
+        "{} missing: cargo build --profile wasm --target wasm32-wasip2 -p filter-noop -p uac-filter",
         path.display()
     );
     path
 }
+
+fn noop_path() -> PathBuf {
+    filter_path("filter_noop.wasm")
+}
+
+/// A tenant whose chain is the uac filter with this configuration.
+fn uac_tenant(name: &str, port: u16, config: &str) -> TenantConfig {
+    let mut t = tenant(name, port);
+    t.filter = vec![FilterConfig {
+        path: filter_path("uac_filter.wasm"),
+        config: toml::from_str(config).expect("uac config"),
+        watch_ms: None,
+    }];
+    t
+}
+
+/// examples/uac.toml's filter: no rules.
+const UAC_PASS_THROUGH: &str = "";
+/// examples/anonymize.toml's filter.
+const UAC_ANONYMIZE: &str = r#"
+restore_mode = "auto"
+[[rule]]
+on = "request"
+when = 'is_method("INVITE") && !has_totag()'
+do = ['uac_replace_from("\"Anonymous\"", "sip:anonymous@anonymous.invalid")']
+"#;
 
 fn cache_dir() -> PathBuf {
     wasm_dir().join("bench-artifact-cache")
@@ -169,9 +196,15 @@ fn bench_messages(c: &mut Criterion, rt: &Arc<Runtime>) {
     group.bench_function("no_filter", |b| {
         b.iter(|| msg = Some(black_box(hook(&NoFilters, msg.take().expect("msg"), 5070))))
     });
-    group.bench_function("noop_filter", |b| {
-        b.iter(|| msg = Some(black_box(hook(&**rt, msg.take().expect("msg"), 5070))))
-    });
+    for (name, port) in [
+        ("noop_filter", 5070),
+        ("uac_pass_through", 5071),
+        ("uac_anonymize", 5072),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| msg = Some(black_box(hook(&**rt, msg.take().expect("msg"), port))))
+        });
+    }
     group.finish();
     c.bench_function("instantiate_and_configure", |b| {
         b.iter(|| rt.restart("t").expect("restart"))
@@ -209,7 +242,11 @@ fn rss_kib() -> u64 {
 }
 
 fn main() {
-    let rt = runtime(&[tenant("t", 5070)]);
+    let rt = runtime(&[
+        tenant("t", 5070),
+        uac_tenant("pass", 5071, UAC_PASS_THROUGH),
+        uac_tenant("anon", 5072, UAC_ANONYMIZE),
+    ]);
     let mut c = Criterion::default().configure_from_args();
     bench_messages(&mut c, &rt);
     c.final_summary();
@@ -227,6 +264,17 @@ fn main() {
             msg = Some(black_box(hook(&*rt, msg.take().expect("msg"), 5070)));
         }),
     );
+    for (label, port) in [
+        ("on-request, uac pass-through     ", 5071),
+        ("on-request, uac anonymize        ", 5072),
+    ] {
+        percentiles(
+            label,
+            sample(200_000, || {
+                msg = Some(black_box(hook(&*rt, msg.take().expect("msg"), port)));
+            }),
+        );
+    }
     percentiles(
         "instantiate + configure          ",
         sample(500, || {

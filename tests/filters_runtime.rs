@@ -884,3 +884,89 @@ async fn plain_world_filters_load_beside_registrations() {
         .expect("uac.reg_dump");
     assert_eq!(dump, "[]");
 }
+
+/// The uac filter with only a failure rule declares only `failures`: the initial INVITE
+/// and its replies go on without a hand-off (no hook runs). Once `uac_auth()` has
+/// answered a challenge, the dialog holds its CSeq bookkeeping, so the next in-dialog
+/// request reaches the filter although it declared no request hook.
+#[test]
+fn a_filter_gets_the_hooks_it_declared_and_every_message_carrying_its_state() {
+    let auth = filter_config(
+        &filter("uac_filter"),
+        json!({
+            "credential": ["alice:trunk.test:secret"],
+            "rule": [{"on": "failure", "when": "t_check_status(\"401|407\")", "do": ["uac_auth()", "t_relay()"]}],
+        }),
+    );
+    let mut lean = tenant("lean", 5072, FailurePolicy::FailOpen, vec![auth]);
+    lean.access = Some(
+        toml::from_str("[[endpoint]]\nname = \"local\"\nsource = [\"127.0.0.1/32\"]\n")
+            .expect("access config"),
+    );
+    let rt = Runtime::new(&[lean], options(&shared_cache())).expect("runtime");
+    let (first, _) = submit(&rt, request_call(5072, Some("c1@test"), ""));
+    assert!(matches!(first, Submitted::NoFilter(_)), "{first:?}");
+    let (provisional, _) = submit(
+        &rt,
+        HookCall::Reply {
+            ctx: ctx(5072, Some("c1@test")),
+            msg: reply(180, ""),
+        },
+    );
+    assert!(matches!(provisional, Submitted::NoFilter(_)));
+    assert_eq!(counter(&rt, "lean", "calls"), 0, "no hook may have run");
+
+    let challenge = reply(
+        401,
+        "WWW-Authenticate: Digest realm=\"trunk.test\", nonce=\"n1\", qop=\"auth\", algorithm=MD5\r\n",
+    );
+    let (failure, answered) = submit(
+        &rt,
+        HookCall::Failure {
+            ctx: ctx(5072, Some("c1@test")),
+            request: invite(""),
+            reply: Box::new(challenge),
+        },
+    );
+    assert!(matches!(failure, Submitted::Queued));
+    let result = answered.recv().expect("failure hook answered");
+    assert!(
+        matches!(result.decision, Decision::Resend { .. }),
+        "{:?}",
+        result.decision
+    );
+    assert_eq!(counter(&rt, "lean", "calls"), 1);
+
+    let bye = Message::parse(Bytes::from_static(
+        b"BYE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKbye\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>;tag=b1\r\nCall-ID: c1@test\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+    ))
+    .expect("BYE parses");
+    let (in_dialog, done) = submit(
+        &rt,
+        HookCall::Request {
+            ctx: ctx(5072, Some("c1@test")),
+            msg: bye,
+        },
+    );
+    assert!(matches!(in_dialog, Submitted::Queued), "{in_dialog:?}");
+    let renumbered = done.recv().expect("in-dialog request answered");
+    let HookCall::Request { msg, .. } = renumbered.call else {
+        panic!("a request comes back")
+    };
+    assert_eq!(
+        msg.header("CSeq"),
+        Some("3 BYE"),
+        "CSeq follows the resent INVITE"
+    );
+    // Another call without state stays off the filter.
+    let mut fresh = ctx(5072, Some("c2@test"));
+    fresh.transaction_key = "z9hG4bKother".to_string();
+    let (other, _) = submit(
+        &rt,
+        HookCall::Request {
+            ctx: fresh,
+            msg: invite(""),
+        },
+    );
+    assert!(matches!(other, Submitted::NoFilter(_)));
+}

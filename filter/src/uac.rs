@@ -22,6 +22,20 @@ pub struct Uac {
     opts: Options,
 }
 
+/// The hooks a configuration acts on for every message: what the filter declares to the
+/// host (WIT `interest.need`) so it is not handed messages it would pass untouched.
+/// Restoring From/To and renumbering CSeq after an authenticated branch need no hook of
+/// their own: they follow state this filter keeps with the host (transaction and dialog
+/// variables, parameters in its Record-Route), and the host delivers every message
+/// carrying such state whatever was declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HookNeeds {
+    pub initial_requests: bool,
+    pub in_dialog_requests: bool,
+    pub replies: bool,
+    pub failures: bool,
+}
+
 /// Per message: which headers were already replaced or restored (at most once each).
 #[derive(Debug, Default)]
 struct Touched {
@@ -155,6 +169,17 @@ impl Uac {
 
     pub fn options(&self) -> &Options {
         &self.opts
+    }
+
+    /// The hooks this configuration needs for every message: those with rules.
+    pub fn hook_needs(&self) -> HookNeeds {
+        let has = |hook| !self.opts.rules.for_hook(hook).is_empty();
+        HookNeeds {
+            initial_requests: has(Hook::Request),
+            in_dialog_requests: has(Hook::Request),
+            replies: has(Hook::Reply),
+            failures: has(Hook::Failure),
+        }
     }
 
     /// request_route: restore in-dialog requests (auto / restore_dlg), then the request rules.

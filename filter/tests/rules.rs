@@ -552,3 +552,35 @@ fn rust_api_replace_from_and_to_keep_the_restore_bookkeeping() {
             .is_err()
     );
 }
+
+#[test]
+fn a_configuration_needs_only_the_hooks_it_has_rules_for() {
+    use uac_filter::uac::HookNeeds;
+    assert_eq!(uac(json!({})).hook_needs(), HookNeeds::default());
+    let auth = uac(json!({
+        "credential": ["u:r:p"],
+        "rule": [rule("failure", Some(r#"t_check_status("401|407")"#), &["uac_auth()", "t_relay()"])],
+    }));
+    assert_eq!(
+        auth.hook_needs(),
+        HookNeeds {
+            failures: true,
+            ..HookNeeds::default()
+        }
+    );
+    let anonymize = uac(json!({
+        "rule": [
+            rule("request", Some(r#"is_method("INVITE") && !has_totag()"#), &[r#"uac_replace_from("", "sip:anonymous@anonymous.invalid")"#]),
+            rule("reply", None, &[r#"append_hf("X-Seen: 1\r\n")"#]),
+        ],
+    }));
+    assert_eq!(
+        anonymize.hook_needs(),
+        HookNeeds {
+            initial_requests: true,
+            in_dialog_requests: true,
+            replies: true,
+            failures: false,
+        }
+    );
+}

@@ -8,6 +8,7 @@ mod registrations;
 use std::cell::RefCell;
 
 use exports::siphost::filter::handler::Guest;
+use siphost::filter::interest::{self, Hooks};
 use siphost::filter::log::{self, Level as WitLevel};
 use siphost::filter::types::{Action, Context as WitContext, Message, Reply};
 use siphost::filter::{dialog_state, metrics};
@@ -167,6 +168,19 @@ impl Guest for UacFilter {
     fn configure(config: String) -> Result<(), String> {
         let uac = Uac::configure(&config).map_err(|e| e.to_string())?;
         registrations::configure(uac.options().registration.clone());
+        let needs = uac.hook_needs();
+        let hooks = [
+            (needs.initial_requests, Hooks::INITIAL_REQUESTS),
+            (needs.in_dialog_requests, Hooks::IN_DIALOG_REQUESTS),
+            (needs.replies, Hooks::REPLIES),
+            (needs.failures, Hooks::FAILURES),
+        ];
+        interest::need(
+            hooks
+                .into_iter()
+                .filter(|(needed, _)| *needed)
+                .fold(Hooks::empty(), |all, (_, flag)| all | flag),
+        );
         UAC.with(|u| *u.borrow_mut() = Some(uac));
         Ok(())
     }

@@ -481,7 +481,6 @@ impl FilterHooks for MeteredHooks {
             HookCall::Reply { .. } => 1,
             HookCall::Failure { .. } => 2,
         };
-        door.calls[hook].inc();
         let latency = door.latency[hook].clone();
         let started = Instant::now();
         let timed: HookDone = Box::new(move |result: HookResult| {
@@ -489,8 +488,16 @@ impl FilterHooks for MeteredHooks {
             done(result);
         });
         let submitted = self.inner.submit(call, timed);
-        if matches!(submitted, Submitted::Overloaded(_)) {
-            door.overloaded.inc();
+        match submitted {
+            // No filter needed the message: it never went through the door.
+            Submitted::NoFilter(_) => {}
+            Submitted::Queued => {
+                door.calls[hook].inc();
+            }
+            Submitted::Overloaded(_) => {
+                door.calls[hook].inc();
+                door.overloaded.inc();
+            }
         }
         submitted
     }

@@ -244,6 +244,14 @@ pub fn record_route_value(listener: &Listener, params: &str) -> String {
     )
 }
 
+/// Whether this host's own Route value (as [`record_route_value`] wrote it) carries
+/// parameters a filter added after `;lr`.
+pub fn carries_filter_params(own_route: &str) -> bool {
+    own_route
+        .find(";lr")
+        .is_some_and(|at| own_route[at + 3..].starts_with(';'))
+}
+
 /// Whether a request may create a dialog and so gets a Record-Route (out of dialog, and not
 /// a REGISTER, ACK or CANCEL).
 pub fn wants_record_route(msg: &Message) -> bool {
@@ -311,6 +319,12 @@ mod tests {
         assert!(!us.is_us("127.0.0.2", Some(5060)));
         assert!(us.uri_is_us("<sip:127.0.0.1:5060;transport=udp;lr>"));
         assert!(!us.uri_is_us("<sip:127.0.0.1:5090;lr>"));
+        assert!(carries_filter_params(
+            "<sip:127.0.0.1:5060;transport=udp;lr;vsf=x>"
+        ));
+        assert!(!carries_filter_params(
+            "<sip:127.0.0.1:5060;transport=udp;lr>"
+        ));
     }
 
     #[test]

@@ -31,6 +31,49 @@ impl Hook {
     }
 }
 
+/// The hooks a filter takes for every message (WIT `interest.need`). A hook
+/// outside it reaches the filter only when the message's dialog or transaction
+/// holds state the tenant's filters keep with the host (see `Tenant::wants`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interest(u8);
+
+impl Interest {
+    pub const INITIAL_REQUESTS: Interest = Interest(1);
+    pub const IN_DIALOG_REQUESTS: Interest = Interest(2);
+    pub const REPLIES: Interest = Interest(4);
+    pub const FAILURES: Interest = Interest(8);
+    /// What a filter that declares nothing gets.
+    pub const ALL: Interest = Interest(15);
+    pub const NONE: Interest = Interest(0);
+
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// From stored bits; unknown bits are kept (they only widen the interest).
+    pub fn from_bits(bits: u8) -> Interest {
+        Interest(bits)
+    }
+
+    pub fn union(self, other: Interest) -> Interest {
+        Interest(self.0 | other.0)
+    }
+
+    pub fn contains(self, other: Interest) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The bit a hook call on `msg` needs.
+    pub fn of(hook: Hook, msg: &Message) -> Interest {
+        match hook {
+            Hook::Request if msg.to_tag().is_some() => Interest::IN_DIALOG_REQUESTS,
+            Hook::Request => Interest::INITIAL_REQUESTS,
+            Hook::Reply => Interest::REPLIES,
+            Hook::Failure => Interest::FAILURES,
+        }
+    }
+}
+
 /// What one filter asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -71,6 +114,10 @@ pub trait FilterInstance: Send {
     /// Only instances of factories that [`FilterFactory::handles_registrations`]
     /// are ever given them.
     fn registrations_due(&mut self, due: &[Due]) -> Result<(), FilterError>;
+    /// The hooks the filter declared while it was configured.
+    fn interest(&self) -> Interest {
+        Interest::ALL
+    }
 }
 
 /// What a new instance is given: its tenant, its place, its limits.

@@ -256,6 +256,12 @@ impl VariableStore {
         (written.elapsed() < self.ttl).then(|| value.clone())
     }
 
+    /// Whether `scope` holds any variable (expired ones count until swept:
+    /// the answer may only err towards delivering a message).
+    pub fn holds(&self, scope: &str) -> bool {
+        lock(&self.entries).values.contains_key(scope)
+    }
+
     /// Writes or (with `None`) deletes a variable.
     pub fn set(&self, scope: &str, name: &str, value: Option<String>) -> Result<(), String> {
         let now = Instant::now();

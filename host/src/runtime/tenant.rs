@@ -2,7 +2,7 @@
 //! limits, failure policy, and the workers that run its calls off the proxy loop.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Sender, sync_channel};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -13,10 +13,13 @@ use siphost_sip::Message;
 
 use super::FilterError;
 use super::config::{FailurePolicy, FilterConfig, TenantConfig};
-use super::instance::{FilterFactory, FilterInstance, FilterLoader, InstanceSetup, LoadSource};
+use super::instance::{
+    FilterFactory, FilterInstance, FilterLoader, Hook, InstanceSetup, Interest, LoadSource,
+};
 use super::lane::{Job, spawn_lane};
 use super::state::{FilterEvents, Services, TenantCounters, TenantShared, lock};
 use crate::proxy::hooks::{HookCall, HookDone, Submitted};
+use crate::proxy::routing;
 
 /// One loaded version of a filter. A restart makes a new generation of the
 /// same code; workers replace instances of an older generation before a call.
@@ -25,6 +28,35 @@ pub struct FilterVersion {
     pub sha256: String,
     pub generation: u64,
     pub(crate) factory: Arc<dyn FilterFactory>,
+    /// What its instances declared (`Interest` bits): everything until one is made.
+    pub(crate) interest: AtomicU8,
+}
+
+impl FilterVersion {
+    fn new(
+        path: PathBuf,
+        sha256: String,
+        generation: u64,
+        factory: Arc<dyn FilterFactory>,
+    ) -> Self {
+        Self {
+            path,
+            sha256,
+            generation,
+            factory,
+            interest: AtomicU8::new(Interest::ALL.bits()),
+        }
+    }
+
+    /// Records what an instance of this version declared.
+    pub(crate) fn learn_interest(&self, instance: &dyn FilterInstance) {
+        self.interest
+            .store(instance.interest().bits(), Ordering::Relaxed);
+    }
+
+    fn interest(&self) -> Interest {
+        Interest::from_bits(self.interest.load(Ordering::Relaxed))
+    }
 }
 
 /// An instance made ahead of need for one worker.
@@ -120,10 +152,9 @@ impl Tenant {
                 let version = slot.current.load();
                 let at =
                     |e: FilterError| e.context(&format!("tenant {}: {}", config.name, slot.label));
-                instances.push(Some((
-                    version.generation,
-                    version.factory.instantiate(&setup).map_err(at)?,
-                )));
+                let instance = version.factory.instantiate(&setup).map_err(at)?;
+                version.learn_interest(&*instance);
+                instances.push(Some((version.generation, instance)));
                 *lock(&slot.spares[lane]) = Some(Spare {
                     generation: version.generation,
                     instance: version.factory.instantiate(&setup).map_err(at)?,
@@ -184,12 +215,12 @@ impl Tenant {
             label: Arc::from(format!("{index}:{name}")),
             config_json: Arc::from(config_json),
             watch_ms: filter.watch_ms,
-            current: ArcSwap::from_pointee(FilterVersion {
-                path: filter.path.clone(),
-                sha256: loaded.sha256,
-                generation: 0,
-                factory: loaded.factory,
-            }),
+            current: ArcSwap::from_pointee(FilterVersion::new(
+                filter.path.clone(),
+                loaded.sha256,
+                0,
+                loaded.factory,
+            )),
             reload_lock: Mutex::new(()),
             spares: (0..workers).map(|_| Mutex::new(None)).collect(),
             preparing: (0..workers).map(|_| AtomicBool::new(false)).collect(),
@@ -204,6 +235,9 @@ impl Tenant {
     /// so one dialog's calls run in order. A full queue refuses new requests;
     /// replies and failures are always taken.
     pub fn submit(&self, call: HookCall, done: HookDone) -> Submitted {
+        if !self.wants(&call) {
+            return Submitted::NoFilter(call);
+        }
         let counted = matches!(call, HookCall::Request { .. });
         if counted && self.queued.fetch_add(1, Ordering::AcqRel) >= self.queue_limit {
             self.queued.fetch_sub(1, Ordering::AcqRel);
@@ -228,6 +262,36 @@ impl Tenant {
                 }
             }
         }
+    }
+
+    /// Whether the chain must see this call: some filter declared its hook, or
+    /// the message carries state the tenant's filters keep with the host (dialog
+    /// or transaction variables, or parameters in this host's own Route), which
+    /// only a filter can act on. Otherwise the message goes on without the
+    /// hand-off to a worker.
+    fn wants(&self, call: &HookCall) -> bool {
+        let (hook, msg) = match call {
+            HookCall::Request { msg, .. } => (Hook::Request, msg),
+            HookCall::Reply { msg, .. } => (Hook::Reply, msg),
+            HookCall::Failure { request, .. } => (Hook::Failure, request),
+        };
+        let needed = Interest::of(hook, msg);
+        if self
+            .filters
+            .iter()
+            .any(|slot| slot.current.load().interest().contains(needed))
+        {
+            return true;
+        }
+        let ctx = call.ctx();
+        ctx.own_route
+            .as_deref()
+            .is_some_and(routing::carries_filter_params)
+            || ctx
+                .dialog_key
+                .as_deref()
+                .is_some_and(|dialog| self.shared.dialog_vars.holds(dialog))
+            || self.shared.transaction_vars.holds(&ctx.transaction_key)
     }
 
     /// A counted request finished.
@@ -321,6 +385,9 @@ impl Tenant {
         for lane in 0..self.lanes.len() {
             spares.push(version.factory.instantiate(&self.setup(slot, lane))?);
         }
+        if let Some(first) = spares.first() {
+            version.learn_interest(&**first);
+        }
         let generation = version.generation;
         for (lane, instance) in spares.into_iter().enumerate() {
             *lock(&slot.spares[lane]) = Some(Spare {
@@ -349,12 +416,12 @@ impl Tenant {
             .unwrap_or_else(|| slot.current.load().path.clone());
         let swapped = self.loader.load(&path).and_then(|loaded| {
             let sha256 = loaded.sha256.clone();
-            let version = FilterVersion {
-                path: path.clone(),
-                sha256: loaded.sha256,
-                generation: self.generation(),
-                factory: loaded.factory,
-            };
+            let version = FilterVersion::new(
+                path.clone(),
+                loaded.sha256,
+                self.generation(),
+                loaded.factory,
+            );
             let previous = self.publish(slot, version)?;
             Ok((sha256, previous, loaded.source))
         });
@@ -396,12 +463,12 @@ impl Tenant {
             let current = slot.current.load_full();
             self.publish(
                 slot,
-                FilterVersion {
-                    path: current.path.clone(),
-                    sha256: current.sha256.clone(),
-                    generation: self.generation(),
-                    factory: current.factory.clone(),
-                },
+                FilterVersion::new(
+                    current.path.clone(),
+                    current.sha256.clone(),
+                    self.generation(),
+                    current.factory.clone(),
+                ),
             )?;
         }
         Ok(started.elapsed())

@@ -13,9 +13,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::MessageRef;
 use super::bindings::v0_1::siphost::filter::{
-    config, dialog_state, log, metrics, registrations, timers, transport, types,
+    config, dialog_state, interest, log, metrics, registrations, timers, transport, types,
 };
-use crate::runtime::instance::InstanceSetup;
+use crate::runtime::instance::{InstanceSetup, Interest};
 use crate::runtime::state::TenantShared;
 
 /// Parsed once per store: the message a slot holds between hook calls.
@@ -181,6 +181,8 @@ pub struct HostState {
     pub(crate) config_json: Arc<str>,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) call: CallState,
+    /// What the filter declared with `interest.need` (everything until it does).
+    pub(crate) interest: Interest,
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
 }
@@ -196,6 +198,7 @@ impl HostState {
             config_json: setup.config_json.clone(),
             limiter: MemoryLimiter::new(setup.memory_bytes),
             call: CallState::new()?,
+            interest: Interest::ALL,
             // No preopens, no env, no args, no network: the sandbox gives nothing.
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
@@ -666,6 +669,28 @@ impl registrations::Host for HostState {
             let c = r.counters();
             (c.regtotal, c.regactive, c.regdisabled)
         }))
+    }
+}
+
+impl interest::Host for HostState {
+    fn need(&mut self, hooks: interest::Hooks) -> wasmtime::Result<()> {
+        let bits = [
+            (
+                interest::Hooks::INITIAL_REQUESTS,
+                Interest::INITIAL_REQUESTS,
+            ),
+            (
+                interest::Hooks::IN_DIALOG_REQUESTS,
+                Interest::IN_DIALOG_REQUESTS,
+            ),
+            (interest::Hooks::REPLIES, Interest::REPLIES),
+            (interest::Hooks::FAILURES, Interest::FAILURES),
+        ];
+        self.interest = bits
+            .into_iter()
+            .filter(|(flag, _)| hooks.contains(*flag))
+            .fold(Interest::NONE, |all, (_, bit)| all.union(bit));
+        Ok(())
     }
 }
 

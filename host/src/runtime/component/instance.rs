@@ -16,7 +16,8 @@ use crate::registrations::scheduler::{Due, DueReason};
 use crate::runtime::FilterError;
 use crate::runtime::cpu::thread_cpu_time;
 use crate::runtime::instance::{
-    Action, FilterFactory, FilterInstance, FilterLoader, Hook, HookInput, InstanceSetup, Loaded,
+    Action, FilterFactory, FilterInstance, FilterLoader, Hook, HookInput, InstanceSetup, Interest,
+    Loaded,
 };
 use crate::runtime::state::TenantCounters;
 use siphost_sip::Message;
@@ -280,6 +281,10 @@ impl FilterInstance for ComponentInstance {
         metered(&mut self.store, &self.ticker, self.cpu_limit, |store| {
             exports.call_on_registration_due(store, &due)
         })
+    }
+
+    fn interest(&self) -> Interest {
+        self.store.data().interest
     }
 }
 
