@@ -820,6 +820,71 @@ async fn blocking_wasi_calls_on_a_tokio_worker_trap_instead_of_crashing() {
     }
 }
 
+/// The WIT grew a `registrations` import and a `registration-handler` export, in the
+/// world `filter-with-registrations`. A filter built for the plain `filter` world (noop)
+/// still loads and runs, also in a tenant with `[tenant.registrations]`, whose
+/// registrations then stay idle; the uac filter exports the handler and takes them.
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_world_filters_load_beside_registrations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registrations = |name: &str| {
+        Some(siphost::registrations::RegistrationsConfig {
+            db_url: format!("sqlite://{}/{name}.db", dir.path().display()),
+            table: "uacreg".to_owned(),
+        })
+    };
+    // A tenant holding registrations must identify who may send through it.
+    let access = || {
+        Some(
+            toml::from_str("[[endpoint]]\nname = \"local\"\nsource = [\"127.0.0.1/32\"]")
+                .expect("access section"),
+        )
+    };
+    let mut plain = tenant(
+        "plain",
+        5071,
+        FailurePolicy::FailOpen,
+        vec![filter_config(&filter("filter_noop"), json!({}))],
+    );
+    plain.registrations = registrations("plain");
+    plain.access = access();
+    let mut uac = tenant(
+        "uac",
+        5072,
+        FailurePolicy::FailOpen,
+        vec![filter_config(&filter("uac_filter"), json!({}))],
+    );
+    uac.registrations = registrations("uac");
+    uac.access = access();
+    let configs = [plain, uac];
+    let rt = Runtime::new(&configs, options(&shared_cache())).expect("runtime");
+    rt.start_registrations(&configs)
+        .await
+        .expect("registrations start");
+    let plain = rt.tenant("plain").expect("plain");
+    assert_eq!(plain.registration_filter(), None);
+    assert!(plain.shared.registrations.get().is_some());
+    assert_eq!(
+        rt.tenant("uac").expect("uac").registration_filter(),
+        Some(0)
+    );
+    let rt2 = rt.clone();
+    let decision = tokio::task::spawn_blocking(move || {
+        let mut msg = invite("");
+        rt2.request_blocking(&mut ctx(5071, None), &mut msg)
+    })
+    .await
+    .expect("hook call");
+    assert_eq!(decision, Decision::Continue);
+    // The uac filter answers its registration RPC from the (empty) store.
+    let rt3 = rt.clone();
+    let dump = tokio::task::spawn_blocking(move || rt3.filter_rpc("uac", "uac.reg_dump", "[]", 0))
+        .await
+        .expect("rpc call")
+        .expect("uac.reg_dump");
+    assert_eq!(dump, "[]");
+}
+
 /// The uac filter with only a failure rule declares only `failures`: the initial INVITE
 /// and its replies go on without a hand-off (no hook runs). Once `uac_auth()` has
 /// answered a challenge, the dialog holds its CSeq bookkeeping, so the next in-dialog

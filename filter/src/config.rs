@@ -79,6 +79,9 @@ struct Raw {
     reg_active: Option<i64>,
     reg_gc_interval: Option<i64>,
     reg_max_per_second: Option<i64>,
+    reg_retry_max_interval: Option<i64>,
+    reg_refresh_min_percent: Option<i64>,
+    reg_refresh_max_percent: Option<i64>,
     default_socket: Option<String>,
 }
 
@@ -254,6 +257,9 @@ impl Options {
             reg_gc_interval: raw.reg_gc_interval,
             default_socket: raw.default_socket,
             reg_max_per_second: raw.reg_max_per_second,
+            reg_retry_max_interval: raw.reg_retry_max_interval,
+            reg_refresh_min_percent: raw.reg_refresh_min_percent,
+            reg_refresh_max_percent: raw.reg_refresh_max_percent,
         })
         .map_err(|(key, why)| ConfigError::Invalid { key, why })?;
         Ok(Options {

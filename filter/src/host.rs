@@ -40,6 +40,10 @@ pub trait SipMessage {
     fn set_record_route_params(&mut self, params: Option<&str>);
     /// Source address as "ip:port" (IPv6 in brackets).
     fn source(&self) -> String;
+    /// Replace the Request-URI (`$ru`; requests only).
+    fn set_request_uri(&mut self, uri: &str);
+    /// Choose the next hop (`$du`, a SIP URI).
+    fn set_next_hop(&mut self, uri: &str);
 }
 
 /// Host services that outlive one message.
@@ -57,6 +61,10 @@ pub trait HostState {
     fn counter_add(&mut self, name: &str, value: u64);
     /// Fill `buf` with unpredictable bytes (AEAD nonces).
     fn random_bytes(&mut self, buf: &mut [u8]);
+    /// The tenant's remote registrations (the uac_reg_* functions); `None` where the
+    /// host offers none.
+    fn registrations(&mut self) -> Option<&mut dyn crate::reg::store::RegistrationStore>;
+
     /// Send a request in its own client transaction (WIT `transport.send-request`); its
     /// final reply comes back to [`crate::uac::Uac::on_local_reply`] with the returned id.
     /// A host without a transport refuses.

@@ -15,6 +15,8 @@ pub struct MemMessage {
     pub rr_params: Option<String>,
     /// Source address, "ip:port".
     pub source: String,
+    /// The next hop chosen by a rule (`$du`).
+    pub next_hop: Option<String>,
 }
 
 /// Compact header forms (RFC 3261 §7.3.3 and extensions) to full names.
@@ -54,6 +56,7 @@ impl MemMessage {
             body: body.to_owned(),
             rr_params: None,
             source: "127.0.0.1:5060".into(),
+            next_hop: None,
         })
     }
 
@@ -74,6 +77,21 @@ impl MemMessage {
 }
 
 impl SipMessage for MemMessage {
+    fn set_request_uri(&mut self, uri: &str) {
+        if !self.is_request() {
+            return;
+        }
+        let mut parts = self.start.splitn(3, ' ');
+        let (method, _, version) = (parts.next(), parts.next(), parts.next());
+        if let (Some(method), Some(version)) = (method, version) {
+            self.start = format!("{method} {uri} {version}");
+        }
+    }
+
+    fn set_next_hop(&mut self, uri: &str) {
+        self.next_hop = Some(uri.to_owned());
+    }
+
     fn is_request(&self) -> bool {
         !self.start.starts_with("SIP/")
     }
@@ -172,6 +190,8 @@ pub struct MemHost {
     pub seed: u8,
     /// Requests sent, with the id each got (1, 2, ...).
     pub sent: Vec<(u64, OutgoingRequest)>,
+    /// The registrations the uac_reg_* functions see (`None`: no store).
+    pub registrations: Option<crate::reg::store::MemoryStore>,
 }
 
 impl HostState for MemHost {
@@ -214,6 +234,12 @@ impl HostState for MemHost {
 
     fn counter_add(&mut self, name: &str, value: u64) {
         *self.counters.entry(name.to_owned()).or_default() += value;
+    }
+
+    fn registrations(&mut self) -> Option<&mut dyn crate::reg::store::RegistrationStore> {
+        self.registrations
+            .as_mut()
+            .map(|s| s as &mut dyn crate::reg::store::RegistrationStore)
     }
 
     fn random_bytes(&mut self, buf: &mut [u8]) {

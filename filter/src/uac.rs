@@ -9,7 +9,7 @@ use crate::nameaddr::{NameAddr, param_in, route_params};
 use crate::replace::{self, Field, replace_value};
 use crate::req_send::{self, UacReq};
 use crate::restore::{self, NONCE_LEN, Sealed};
-use crate::rules::action::Action;
+use crate::rules::action::{Action, UriTarget};
 use crate::rules::pvar::Scope;
 use crate::rules::{Hook, Rule};
 
@@ -104,6 +104,8 @@ impl SipMessage for NoMessage {
     }
     // Event rules may not edit messages (checked at configure); nothing to change here.
     fn set_header(&mut self, _: &str, _: &str) {}
+    fn set_request_uri(&mut self, _: &str) {}
+    fn set_next_hop(&mut self, _: &str) {}
     fn add_header(&mut self, _: &str, _: &str) {}
     fn remove_header(&mut self, _: &str) -> u32 {
         0
@@ -120,7 +122,75 @@ impl SipMessage for NoMessage {
 /// How one action ended.
 enum Flow {
     Next,
+    /// A test-like action was false: the rest of this rule's `do` list is skipped.
+    SkipRule,
     Stop(Verdict),
+}
+
+/// UNIX seconds now (the registration status compares binding ends with it).
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The uac_reg_* rule functions. A false result (Kamailio's negative return) skips the
+/// rest of the rule's `do` list; a store error is logged and counts as false.
+fn reg_action<M, H>(action: &Action, msg: &mut M, reply: Option<&M>, host: &mut H) -> Flow
+where
+    M: SipMessage + ?Sized,
+    H: HostState + ?Sized,
+{
+    use crate::reg::functions;
+    let Some(store) = host.registrations() else {
+        host.log(Level::Warn, "uac: uac_reg_* needs the host's registrations");
+        return Flow::SkipRule;
+    };
+    let now_ms = unix_now_ms();
+    let outcome: Result<bool, String> = match action {
+        Action::RegLookup { uuid, dst } => {
+            let uuid = uuid.render(&*msg, reply).into_owned();
+            match functions::lookup(store, &uuid) {
+                Some(uri) => {
+                    match dst {
+                        UriTarget::RequestUri => msg.set_request_uri(&uri),
+                        UriTarget::NextHop => msg.set_next_hop(&uri),
+                    }
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
+        }
+        Action::RegStatus(uuid) => {
+            let uuid = uuid.render(&*msg, reply).into_owned();
+            Ok(functions::status(store, &uuid, now_ms / 1000) == 1)
+        }
+        Action::RegSetEnabled {
+            attr,
+            value,
+            enabled,
+        } => {
+            let value = value.render(&*msg, reply).into_owned();
+            functions::set_enabled(store, *attr, &value, *enabled, now_ms)
+                .map(|n| n > 0)
+                .map_err(|e| e.to_string())
+        }
+        Action::RegRefresh(uuid) => {
+            let uuid = uuid.render(&*msg, reply).into_owned();
+            functions::refresh(store, &uuid).map_err(|e| e.to_string())
+        }
+        _ => unreachable!("only registration actions come here"),
+    };
+    match outcome {
+        Ok(true) => Flow::Next,
+        Ok(false) => Flow::SkipRule,
+        Err(why) => {
+            host.log(Level::Warn, &format!("uac: {why}"));
+            host.counter_add(ACTION_FAILED, 1);
+            Flow::SkipRule
+        }
+    }
 }
 
 /// Dialog variable names for one header: Kamailio's restore_dlg names.
@@ -335,8 +405,10 @@ impl Uac {
                 continue;
             }
             for action in &rule.actions {
-                if let Flow::Stop(v) = self.run_action(action, hook, ctx, msg, reply, host, run) {
-                    return v;
+                match self.run_action(action, hook, ctx, msg, reply, host, run) {
+                    Flow::Next => {}
+                    Flow::SkipRule => break,
+                    Flow::Stop(v) => return v,
                 }
             }
         }
@@ -441,6 +513,10 @@ impl Uac {
                 }
                 Ok(())
             }
+            Action::RegLookup { .. }
+            | Action::RegStatus(_)
+            | Action::RegSetEnabled { .. }
+            | Action::RegRefresh(_) => return reg_action(action, msg, reply, host),
             Action::Drop => return Flow::Stop(Verdict::Drop),
             Action::Exit => return Flow::Stop(Verdict::Continue),
         };

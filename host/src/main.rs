@@ -159,16 +159,28 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let runtime = siphost::runtime::Runtime::new(&config.tenant, options)
             .context("cannot load the tenants' filters")?;
         runtime.set_request_sender(Arc::new(handle.clone()));
+        runtime
+            .start_registrations(&config.tenant)
+            .await
+            .context("cannot start the tenants' remote registrations")?;
         router = router.with_runtime(runtime.clone());
         runtime_for_admin = Some(runtime.clone());
         runtime
     };
     // Metrics: counted at the hook door, read from the proxy and tenants at scrape time.
+    let runtime_for_flush = runtime_for_admin.clone();
     let metrics = siphost::admin::metrics::HostMetrics::new(
         handle.clone(),
-        runtime_for_admin,
+        runtime_for_admin.clone(),
         &config.tenant,
     );
+    if let Some(runtime) = runtime_for_admin
+        && config.tenant.iter().any(|t| t.registrations.is_some())
+    {
+        metrics.set_registration_source(Arc::new(
+            siphost::admin::registrations::RuntimeRegistrations(runtime),
+        ));
+    }
     let hooks = metrics.meter_hooks(hooks);
     siphost::admin::methods::register(&mut router, metrics.clone());
     if let Some(address) = config.admin.listen {
@@ -191,6 +203,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tokio::spawn(proxy.run())
         .await
         .context("the proxy core stopped abnormally")?;
+    // A clean stop persists the registrations' last second of live state too.
+    if let Some(runtime) = runtime_for_flush {
+        runtime.flush_registrations().await;
+    }
     Ok(())
 }
 

@@ -546,14 +546,36 @@ impl Kamailio {
     /// an OPTIONS over UDP and listens on TCP.
     pub fn start(scratch: &Scratch, config: &str, port: u16, next_hop: &str) -> Kamailio {
         let address = format!("{LOOPBACK}:{port}");
-        let rendered = render(
-            &format!("kamailio/{config}"),
+        let kamailio = Self::start_with(
+            scratch,
+            config,
+            port,
             &[
                 ("LISTEN_UDP", address.clone()),
                 ("LISTEN_TCP", address),
                 ("NEXT_HOP", next_hop.to_owned()),
             ],
         );
+        Self::await_tcp(kamailio)
+    }
+
+    fn await_tcp(mut kamailio: Kamailio) -> Kamailio {
+        let port = kamailio.port;
+        kamailio
+            .peer
+            .wait_until("listening on TCP", || port_is_bound(Transport::Tcp, port));
+        kamailio
+    }
+
+    /// Renders `tests/kamailio/<config>` with `vars`, starts Kamailio and
+    /// waits until it answers an OPTIONS over UDP on `port`.
+    pub fn start_with(
+        scratch: &Scratch,
+        config: &str,
+        port: u16,
+        vars: &[(&str, String)],
+    ) -> Kamailio {
+        let rendered = render(&format!("kamailio/{config}"), vars);
         let config_path = scratch.write(&format!("kamailio-{port}.cfg"), &rendered);
         let runtime_dir = scratch.path().join(format!("kamailio-{port}-run"));
         fs::create_dir_all(&runtime_dir)
@@ -570,7 +592,6 @@ impl Kamailio {
         let log = scratch.path().join(format!("kamailio-{port}.log"));
         let mut peer = Peer::spawn("kamailio", command, &log, false);
         peer.wait_until("answering OPTIONS on UDP", || sip_options_ping(port));
-        peer.wait_until("listening on TCP", || port_is_bound(Transport::Tcp, port));
         Kamailio { peer, port }
     }
 }

@@ -163,6 +163,11 @@ impl Registrar {
     }
 
     /// Requests in flight.
+    /// The record a REGISTER in flight belongs to.
+    pub fn record_of(&self, request_id: u64) -> Option<RecordId> {
+        self.pending.get(&request_id).map(|a| a.record)
+    }
+
     pub fn pending(&self) -> usize {
         self.pending.len()
     }

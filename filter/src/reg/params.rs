@@ -17,6 +17,11 @@ pub struct RawRegParams {
     pub default_socket: Option<String>,
     /// Read by the host scheduler (pacing of first registrations); checked here.
     pub reg_max_per_second: Option<i64>,
+    /// Read by the host scheduler (the retry backoff's cap); checked here.
+    pub reg_retry_max_interval: Option<i64>,
+    /// Read by the host scheduler (the refresh window); checked here.
+    pub reg_refresh_min_percent: Option<i64>,
+    pub reg_refresh_max_percent: Option<i64>,
 }
 
 /// The checked registration options.
@@ -105,6 +110,19 @@ impl RegParams {
         {
             return Err(("reg_max_per_second", format!("must be at least 1, got {n}")));
         }
+        // The host's scheduler reads these from the same table and checks how they relate;
+        // here only their range, so a typo fails the filter's configure too.
+        seconds("reg_retry_max_interval", raw.reg_retry_max_interval, 0, 0)?;
+        for (key, value) in [
+            ("reg_refresh_min_percent", raw.reg_refresh_min_percent),
+            ("reg_refresh_max_percent", raw.reg_refresh_max_percent),
+        ] {
+            if let Some(n) = value
+                && !(1..=95).contains(&n)
+            {
+                return Err((key, format!("must be within 1..=95, got {n}")));
+            }
+        }
         let default_socket = match &raw.default_socket {
             Some(s) if s.contains(' ') || s.is_empty() => {
                 return Err(("default_socket", "must be proto:host:port".into()));
@@ -131,6 +149,20 @@ mod tests {
 
     fn parse(json: &str) -> Result<RegParams, ParamError> {
         RegParams::from_raw(&serde_json::from_str(json).unwrap())
+    }
+
+    #[test]
+    fn the_host_schedulers_keys_are_accepted_and_range_checked() {
+        parse(r#"{"reg_retry_max_interval": 600, "reg_refresh_min_percent": 40, "reg_refresh_max_percent": 70}"#)
+            .unwrap();
+        assert_eq!(
+            parse(r#"{"reg_refresh_max_percent": 99}"#).unwrap_err().0,
+            "reg_refresh_max_percent"
+        );
+        assert_eq!(
+            parse(r#"{"reg_retry_max_interval": -1}"#).unwrap_err().0,
+            "reg_retry_max_interval"
+        );
     }
 
     #[test]

@@ -165,7 +165,7 @@ struct MemoryRecord {
 }
 
 /// An in-memory store: `table` plays the uacreg table, `records` the loaded set.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct MemoryStore {
     table: Vec<(Account, Credentials)>,
     records: HashMap<RecordId, MemoryRecord>,

@@ -5,6 +5,7 @@ use super::lex::{Token, tokenize};
 use super::pvar::Template;
 use super::{Hook, RuleErrorKind};
 use crate::req_send::{ReqField, UacReq};
+use crate::reg::store::LookupKey;
 
 /// A parsed call from a `do` list. Executed by [`crate::uac::Uac`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +43,23 @@ pub enum Action {
     },
     /// `uac_req_send()`: send the request the `$uac_req` fields describe.
     UacReqSend,
+    /// `uac_reg_lookup(uuid, dst)`: `dst` (`$ru` or `$du`) becomes the local AoR
+    /// `sip:l_username@l_domain` of record `uuid`. No such record: the rest of the rule's
+    /// `do` list is skipped (Kamailio's false).
+    RegLookup { uuid: Template, dst: UriTarget },
+    /// `uac_reg_status(uuid)`: true when registered (1); otherwise the rest of the `do`
+    /// list is skipped (−1 not found, −2 in progress, −3 disabled, −99 waiting).
+    RegStatus(Template),
+    /// `uac_reg_enable(attr, value)` / `uac_reg_disable(attr, value)`: every record whose
+    /// `attr` (l_uuid, l_username, r_username, auth_username) is `value`; none: skip the rest.
+    RegSetEnabled {
+        attr: LookupKey,
+        value: Template,
+        enabled: bool,
+    },
+    /// `uac_reg_refresh(uuid)`: re-read the table (unchanged rows keep their state); the
+    /// record gone afterwards: skip the rest.
+    RegRefresh(Template),
     /// `drop()`.
     Drop,
     /// `exit`: stop the rules of this hook.
@@ -54,6 +72,15 @@ pub enum AuthMode {
     Fixed(u32),
     /// `uac_auth_mode(vmode)`: read per call.
     Template(Template),
+}
+
+/// Where `uac_reg_lookup` writes its URI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UriTarget {
+    /// `$ru`: the Request-URI.
+    RequestUri,
+    /// `$du`: the next hop.
+    NextHop,
 }
 
 /// `uac_auth` mode flag: the password is HA1.
@@ -207,6 +234,50 @@ pub const FUNCTIONS: &[Function] = &[
         build: |_| Ok(Action::UacReqSend),
     },
     Function {
+        name: "uac_reg_lookup",
+        arities: &[2],
+        hooks: REQUEST_FAILURE,
+        build: |a| {
+            let dst = match &a[1] {
+                Arg::Str(s) if s == "$ru" => UriTarget::RequestUri,
+                Arg::Str(s) if s == "$du" => UriTarget::NextHop,
+                other => {
+                    return Err(RuleErrorKind::BadArgument(format!(
+                        "uac_reg_lookup destination {other:?} must be \"$ru\" or \"$du\""
+                    )));
+                }
+            };
+            Ok(Action::RegLookup {
+                uuid: template(&a[0])?,
+                dst,
+            })
+        },
+    },
+    Function {
+        name: "uac_reg_status",
+        arities: &[1],
+        hooks: ALL,
+        build: |a| Ok(Action::RegStatus(template(&a[0])?)),
+    },
+    Function {
+        name: "uac_reg_enable",
+        arities: &[2],
+        hooks: ALL,
+        build: |a| set_enabled(a, true),
+    },
+    Function {
+        name: "uac_reg_disable",
+        arities: &[2],
+        hooks: ALL,
+        build: |a| set_enabled(a, false),
+    },
+    Function {
+        name: "uac_reg_refresh",
+        arities: &[1],
+        hooks: ALL,
+        build: |a| Ok(Action::RegRefresh(template(&a[0])?)),
+    },
+    Function {
         name: "drop",
         arities: &[0],
         hooks: ALL,
@@ -225,6 +296,24 @@ fn template(arg: &Arg) -> Result<Template, RuleErrorKind> {
         Arg::Str(s) => Template::parse(s),
         Arg::Int(n) => Template::parse(&n.to_string()),
     }
+}
+
+fn set_enabled(args: &[Arg], enabled: bool) -> Result<Action, RuleErrorKind> {
+    let attr = match &args[0] {
+        Arg::Str(name) => LookupKey::parse(name),
+        Arg::Int(_) => None,
+    }
+    .ok_or_else(|| {
+        RuleErrorKind::BadArgument(format!(
+            "attribute {:?} is not l_uuid, l_username, r_username or auth_username",
+            args[0]
+        ))
+    })?;
+    Ok(Action::RegSetEnabled {
+        attr,
+        value: template(&args[1])?,
+        enabled,
+    })
 }
 
 fn display_uri(args: &[Arg]) -> Result<(Option<Template>, Template), RuleErrorKind> {

@@ -419,6 +419,10 @@ mod tests {
         for (name, text) in [
             ("proxy.toml", include_str!("../../../examples/proxy.toml")),
             ("uac.toml", include_str!("../../../examples/uac.toml")),
+            (
+                "remote-registration.toml",
+                include_str!("../../../examples/remote-registration.toml"),
+            ),
         ] {
             let config = crate::config::Config::parse(text).expect(name);
             assert!(!config.tenant.is_empty(), "{name} has no tenant");

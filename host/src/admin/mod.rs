@@ -173,7 +173,11 @@ impl Router {
                 Ok(serde_json::from_str(&answer).unwrap_or(Value::String(answer)))
             },
         );
-        uac_send::register(&mut self, runtime);
+        uac_send::register(&mut self, runtime.clone());
+        for (name, help) in UAC_REG_METHODS {
+            let rt = runtime.clone();
+            self.register(name, help, move |params| uac_reg_call(&rt, name, params));
+        }
         self
     }
 
@@ -521,6 +525,102 @@ async fn serve_connection(mut stream: TcpStream, endpoint: Arc<Endpoint>) -> std
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(&answer.body).await?;
     stream.shutdown().await
+}
+
+/// Kamailio's uac RPC, top-level as in kamcmd. Each is answered by the
+/// tenant's registration filter. Params are Kamailio's; a first param
+/// `tenant=NAME` picks the tenant, which defaults to the only one running
+/// registrations.
+pub const UAC_REG_METHODS: [(&str, &str); 11] = [
+    (
+        "uac.reg_dump",
+        "Every remote registration record (no passwords). Params: [tenant=NAME]",
+    ),
+    (
+        "uac.reg_info",
+        "One record. Params: [tenant=NAME] attr (l_uuid, l_username, r_username, auth_username) value",
+    ),
+    (
+        "uac.reg_enable",
+        "Enables records (due a second later). Params: [tenant=NAME] attr value",
+    ),
+    (
+        "uac.reg_disable",
+        "Disables records. Params: [tenant=NAME] attr value",
+    ),
+    (
+        "uac.reg_reload",
+        "Re-reads the uacreg table; unchanged rows keep their live state. Params: [tenant=NAME]",
+    ),
+    (
+        "uac.reg_refresh",
+        "Re-reads the table and schedules the record. Params: [tenant=NAME] l_uuid",
+    ),
+    (
+        "uac.reg_active",
+        "Switches sending REGISTERs on (1) or off (0). Params: [tenant=NAME] mode",
+    ),
+    (
+        "uac.reg_add",
+        "Adds a record (Kamailio's 15 params). Params: [tenant=NAME] l_uuid l_username ...",
+    ),
+    (
+        "uac.reg_remove",
+        "Removes a record. Params: [tenant=NAME] l_uuid",
+    ),
+    (
+        "uac.reg_register",
+        "Sends a REGISTER for a record now. Params: [tenant=NAME] attr value",
+    ),
+    (
+        "uac.reg_unregister",
+        "Sends a REGISTER with Expires 0 for a record. Params: [tenant=NAME] attr value",
+    ),
+];
+
+/// Routes a `uac.reg_*` call to the tenant's registration filter.
+fn uac_reg_call(runtime: &Runtime, method: &str, params: &Value) -> Result<Value, RpcError> {
+    let mut list = match params {
+        Value::Null => Vec::new(),
+        Value::Array(items) => items.clone(),
+        other => vec![other.clone()],
+    };
+    let named = match list.first() {
+        Some(Value::String(first)) => first.strip_prefix("tenant=").map(str::to_owned),
+        _ => None,
+    };
+    if named.is_some() {
+        list.remove(0);
+    }
+    let running: Vec<_> = runtime
+        .tenants()
+        .iter()
+        .filter(|t| t.shared.registrations.get().is_some())
+        .collect();
+    let tenant = match (named, running.as_slice()) {
+        (Some(name), _) => runtime
+            .tenant(&name)
+            .ok_or_else(|| RpcError::invalid_params(format!("no tenant {name:?}")))?,
+        (None, [only]) => *only,
+        (None, []) => {
+            return Err(RpcError::invalid_params(
+                "no tenant has [tenant.registrations]",
+            ));
+        }
+        (None, _) => {
+            return Err(RpcError::invalid_params(
+                "several tenants run registrations: pass tenant=NAME as the first param",
+            ));
+        }
+    };
+    let index = tenant.registration_filter().ok_or_else(|| {
+        RpcError::invalid_params(format!(
+            "tenant {} has no filter taking registrations",
+            tenant.name()
+        ))
+    })?;
+    let answer = tenant.filter_rpc(index, method, &Value::Array(list).to_string())?;
+    Ok(serde_json::from_str(&answer).unwrap_or(Value::String(answer)))
 }
 
 #[cfg(test)]

@@ -99,6 +99,56 @@ pub fn kamailio_totals(counts: &[StateCount]) -> [(&'static str, u64); 3] {
     ]
 }
 
+/// The tenants' live registrations as the admin side sees them.
+pub struct RuntimeRegistrations(pub std::sync::Arc<crate::runtime::Runtime>);
+
+impl RegistrationSource for RuntimeRegistrations {
+    fn counts(&self) -> Vec<StateCount> {
+        self.0
+            .tenants()
+            .iter()
+            .filter_map(|t| t.shared.registrations.get())
+            .flat_map(|r| {
+                RegistrationState::ALL
+                    .iter()
+                    .zip(r.state_counts())
+                    .map(|(&state, count)| StateCount {
+                        tenant: r.tenant().to_owned(),
+                        state,
+                        count,
+                    })
+            })
+            .collect()
+    }
+
+    fn search(&self, query: &str, limit: usize) -> Vec<RegistrationSummary> {
+        let now = crate::registrations::service::now_ms() / 1000;
+        let mut found = Vec::new();
+        for r in self
+            .0
+            .tenants()
+            .iter()
+            .filter_map(|t| t.shared.registrations.get())
+        {
+            let tenant_matches = r.tenant().to_lowercase().contains(&query.to_lowercase());
+            let query = if tenant_matches { "" } else { query };
+            let Some(records) = r.search(query, limit.saturating_sub(found.len())) else {
+                continue;
+            };
+            found.extend(records.into_iter().map(|(a, s)| RegistrationSummary {
+                tenant: r.tenant().to_owned(),
+                l_uuid: a.l_uuid().to_owned(),
+                aor: format!("{}@{}", a.r_username(), a.r_domain()),
+                state: RegistrationState::from_kamailio_flags(s.flags),
+                last_status: (s.last_status != 0).then_some(s.last_status),
+                expires_in_s:
+                    (s.registered_until != 0).then(|| s.registered_until as i64 - now as i64),
+            }));
+        }
+        found
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

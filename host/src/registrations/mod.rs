@@ -8,12 +8,14 @@
 pub mod config;
 pub mod record;
 pub mod scheduler;
+pub mod service;
 pub mod store;
 pub mod table;
 
 pub use config::RegistrationsConfig;
 pub use record::{Account, LiveState, Record, RowError, Secret, flags};
 pub use scheduler::{Scheduler, SchedulerConfig};
+pub use service::Registrations;
 pub use store::{DbUrl, LoadedRows, RegistrationStore, SkippedRow, StoreError};
 pub use table::{Counters, LookupKey, RecordId, RegistrationTable, ReloadDiff, TableError};
 

@@ -10,6 +10,7 @@ use siphost_sip::Message;
 use super::FilterError;
 use super::state::TenantShared;
 use crate::proxy::hooks::HookContext;
+use crate::registrations::scheduler::Due;
 
 /// Which handler export a chain run calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +110,10 @@ pub trait FilterInstance: Send {
     fn local_reply(&mut self, request_id: u64, reply: &mut Message) -> Result<(), FilterError>;
     /// The filter's own admin call; the inner error is the filter's answer.
     fn rpc(&mut self, method: &str, params: &str) -> Result<Result<String, String>, FilterError>;
+    /// Remote registrations now due (`registration-handler.on-registration-due`).
+    /// Only instances of factories that [`FilterFactory::handles_registrations`]
+    /// are ever given them.
+    fn registrations_due(&mut self, due: &[Due]) -> Result<(), FilterError>;
     /// The hooks the filter declared while it was configured.
     fn interest(&self) -> Interest {
         Interest::ALL
@@ -134,6 +139,9 @@ pub struct InstanceSetup {
 pub trait FilterFactory: Send + Sync {
     /// A fresh instance, configured.
     fn instantiate(&self, setup: &InstanceSetup) -> Result<Box<dyn FilterInstance>, FilterError>;
+    /// Whether its instances take remote registrations (the component
+    /// exports `registration-handler`).
+    fn handles_registrations(&self) -> bool;
 }
 
 /// Where a loaded filter came from.

@@ -32,6 +32,11 @@ pub enum Job {
         request_id: u64,
         reply: Message,
     },
+    /// Remote registrations due now, for filter `filter` (first worker only).
+    RegistrationsDue {
+        filter: usize,
+        due: Vec<crate::registrations::scheduler::Due>,
+    },
     Rpc {
         filter: usize,
         method: String,
@@ -118,6 +123,12 @@ impl Worker {
                 } => {
                     let _ = self.with_instance(&tenant, filter, "on-local-reply", |i| {
                         i.local_reply(request_id, &mut reply)
+                    });
+                }
+                Job::RegistrationsDue { filter, due } => {
+                    // A failure is counted and logged; the records come back as stalled.
+                    let _ = self.with_instance(&tenant, filter, "on-registration-due", |i| {
+                        i.registrations_due(&due)
                     });
                 }
                 Job::Rpc {

@@ -206,6 +206,52 @@ impl Runtime {
             .unwrap_or_else(|p| p.into_inner()) = Some(sender);
     }
 
+    /// Opens each tenant's `[tenant.registrations]` store, loads it with its
+    /// persisted live state and starts the driver that hands due records to
+    /// the tenant's registration filter. Scheduler settings (`reg_*`) come
+    /// from that filter's config table. Call once, inside the tokio runtime.
+    pub async fn start_registrations(&self, configs: &[TenantConfig]) -> Result<(), FilterError> {
+        use crate::registrations::{RegistrationStore, Registrations, SchedulerConfig};
+        for (i, config) in configs.iter().enumerate() {
+            let Some(registrations) = &config.registrations else {
+                continue;
+            };
+            let tenant = self.named(&config.name)?.clone();
+            let modparams = tenant
+                .registration_filter()
+                .and_then(|index| config.filter.get(index).map(|f| (index, &f.config)));
+            let scheduler = match modparams {
+                Some((index, table)) => SchedulerConfig::from_modparams(table).map_err(|e| {
+                    FilterError::BadRequest(format!("tenant[{i}].filter[{index}].config.{e}"))
+                })?,
+                None => SchedulerConfig::default(),
+            };
+            let store = RegistrationStore::open(registrations, &config.name)
+                .await
+                .map_err(|e| FilterError::BadRequest(format!("tenant[{i}].registrations: {e}")))?;
+            let service = Registrations::load(&config.name, store, scheduler)
+                .await
+                .map_err(|e| FilterError::BadRequest(format!("tenant[{i}].registrations: {e}")))?;
+            if tenant.shared.registrations.set(service.clone()).is_err() {
+                return Err(FilterError::BadRequest(format!(
+                    "tenant {}: registrations started twice",
+                    config.name
+                )));
+            }
+            tokio::spawn(service.drive(Arc::downgrade(&tenant)));
+        }
+        Ok(())
+    }
+
+    /// Writes every tenant's unsaved registration state (at shutdown).
+    pub async fn flush_registrations(&self) {
+        for tenant in &self.tenants {
+            if let Some(registrations) = tenant.shared.registrations.get() {
+                registrations.flush().await;
+            }
+        }
+    }
+
     pub fn tenant(&self, name: &str) -> Option<&Arc<Tenant>> {
         self.tenants.iter().find(|t| t.name() == name)
     }

@@ -79,6 +79,8 @@ pub struct TenantShared {
     next_id: AtomicU64,
     pending_requests: AtomicUsize,
     events: OnceLock<Weak<dyn FilterEvents>>,
+    /// The tenant's remote registrations (`[tenant.registrations]`), once loaded.
+    pub registrations: OnceLock<Arc<crate::registrations::Registrations>>,
 }
 
 impl TenantShared {
@@ -94,6 +96,7 @@ impl TenantShared {
             next_id: AtomicU64::new(1),
             pending_requests: AtomicUsize::new(0),
             events: OnceLock::new(),
+            registrations: OnceLock::new(),
         }
     }
 

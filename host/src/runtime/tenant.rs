@@ -491,6 +491,27 @@ impl Tenant {
         );
     }
 
+    /// The first filter of the chain whose current version exports
+    /// `registration-handler` (looked up per batch, so a swap to or from such
+    /// a version takes effect at once).
+    pub fn registration_filter(&self) -> Option<usize> {
+        self.filters
+            .iter()
+            .position(|slot| slot.current.load().factory.handles_registrations())
+    }
+
+    /// Hands due registrations to filter `index` on the first worker, where
+    /// its `rpc` runs too, so one instance owns every registration in flight.
+    pub(crate) fn registrations_due(
+        &self,
+        index: usize,
+        due: Vec<crate::registrations::scheduler::Due>,
+    ) {
+        // A send fails only while the tenant is torn down; the records then
+        // come back as stalled if it ever runs again.
+        let _ = self.lanes[0].send(Job::RegistrationsDue { filter: index, due });
+    }
+
     /// Calls a filter's `rpc` export on the first worker's instance.
     pub fn filter_rpc(
         &self,

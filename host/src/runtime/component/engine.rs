@@ -112,10 +112,10 @@ impl FilterEngine {
         let engine = Engine::new(&config).map_err(|e| FilterError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         add_sandbox_wasi(&mut linker).map_err(|e| FilterError::Engine(format!("{e:#}")))?;
-        v0_1::Filter::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
-            &mut linker,
-            |state| state,
-        )
+        v0_1::FilterWithRegistrations::add_to_linker::<
+            HostState,
+            wasmtime::component::HasSelf<HostState>,
+        >(&mut linker, |state| state)
         .map_err(|e| FilterError::Engine(e.to_string()))?;
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);

@@ -13,7 +13,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::MessageRef;
 use super::bindings::v0_1::siphost::filter::{
-    config, dialog_state, interest, log, metrics, timers, transport, types,
+    config, dialog_state, interest, log, metrics, registrations, timers, transport, types,
 };
 use crate::runtime::instance::{InstanceSetup, Interest};
 use crate::runtime::state::TenantShared;
@@ -477,6 +477,218 @@ impl dialog_state::Host for HostState {
         value: Option<String>,
     ) -> wasmtime::Result<Result<(), String>> {
         Ok(self.shared.transaction_vars.set(&transaction, &name, value))
+    }
+}
+
+/// Converts the host's packed account to the WIT record (no credentials).
+fn wit_account(id: u32, a: &crate::registrations::Account) -> registrations::Account {
+    registrations::Account {
+        id,
+        l_uuid: a.l_uuid().to_owned(),
+        l_username: a.l_username().to_owned(),
+        l_domain: a.l_domain().to_owned(),
+        r_username: a.r_username().to_owned(),
+        r_domain: a.r_domain().to_owned(),
+        realm: a.realm().to_owned(),
+        auth_username: a.auth_username().to_owned(),
+        auth_proxy: a.auth_proxy().to_owned(),
+        expires: a.expires(),
+        row_flags: a.flags(),
+        reg_delay: a.reg_delay(),
+        contact_addr: a.contact_addr().to_owned(),
+        socket: a.socket().to_owned(),
+        contact_user: a.contact_user().to_owned(),
+    }
+}
+
+fn wit_state(s: crate::registrations::LiveState) -> registrations::LiveState {
+    registrations::LiveState {
+        flags: s.flags,
+        expires: s.expires,
+        registered_until: s.registered_until,
+        call_id: s.call_id,
+        cseq: s.cseq,
+        last_status: s.last_status,
+        last_reason: s.last_reason,
+        failures: s.failures,
+    }
+}
+
+/// The host's state from the filter's; the next due time is the scheduler's.
+fn host_state(s: registrations::LiveState) -> crate::registrations::LiveState {
+    crate::registrations::LiveState {
+        flags: s.flags & crate::registrations::flags::ALL,
+        expires: s.expires,
+        registered_until: s.registered_until,
+        call_id: s.call_id,
+        cseq: s.cseq,
+        last_status: s.last_status,
+        last_reason: s.last_reason,
+        failures: s.failures,
+        next_due_ms: 0,
+    }
+}
+
+fn lookup_key(key: registrations::LookupKey) -> crate::registrations::LookupKey {
+    use crate::registrations::LookupKey as K;
+    match key {
+        registrations::LookupKey::LUuid => K::LUuid,
+        registrations::LookupKey::LUsername => K::LUsername,
+        registrations::LookupKey::RUsername => K::RUsername,
+        registrations::LookupKey::AuthUsername => K::AuthUsername,
+    }
+}
+
+const NO_REGISTRATIONS: &str = "this tenant has no [tenant.registrations]";
+
+impl HostState {
+    fn registrations(&self) -> Option<&Arc<crate::registrations::Registrations>> {
+        self.shared.registrations.get()
+    }
+
+    /// Runs a store call that answers `result<_, string>`.
+    fn reg_call<T>(
+        &self,
+        f: impl FnOnce(
+            &crate::registrations::Registrations,
+        ) -> Result<T, crate::registrations::service::ServiceError>,
+    ) -> Result<T, String> {
+        match self.registrations() {
+            Some(r) => f(r).map_err(|e| e.to_string()),
+            None => Err(NO_REGISTRATIONS.to_owned()),
+        }
+    }
+}
+
+/// Every call is scoped to the filter's tenant: its own table only. Without
+/// `[tenant.registrations]` the table reads as empty and changes are refused.
+impl registrations::Host for HostState {
+    fn get(
+        &mut self,
+        l_uuid: String,
+    ) -> wasmtime::Result<Option<(registrations::Account, registrations::LiveState)>> {
+        Ok(self
+            .registrations()
+            .and_then(|r| r.get_by_uuid(&l_uuid))
+            .map(|(id, a, s)| (wit_account(id, &a), wit_state(s))))
+    }
+    fn get_by_id(
+        &mut self,
+        id: u32,
+    ) -> wasmtime::Result<Option<(registrations::Account, registrations::LiveState)>> {
+        Ok(self
+            .registrations()
+            .and_then(|r| r.get(id))
+            .map(|(id, a, s)| (wit_account(id, &a), wit_state(s))))
+    }
+    fn list(&mut self, after: Option<u32>, limit: u32) -> wasmtime::Result<Vec<u32>> {
+        Ok(self
+            .registrations()
+            .map(|r| r.list(after, limit))
+            .unwrap_or_default())
+    }
+    fn find(&mut self, key: registrations::LookupKey, value: String) -> wasmtime::Result<Vec<u32>> {
+        Ok(self
+            .registrations()
+            .map(|r| r.find(lookup_key(key), &value))
+            .unwrap_or_default())
+    }
+    fn credentials(&mut self, id: u32) -> wasmtime::Result<Option<registrations::Secret>> {
+        Ok(self
+            .registrations()
+            .and_then(|r| r.credentials(id))
+            .map(|(ha1, secret)| {
+                if ha1 {
+                    registrations::Secret::Ha1(secret)
+                } else {
+                    registrations::Secret::Password(secret)
+                }
+            }))
+    }
+    fn update_state(
+        &mut self,
+        id: u32,
+        state: registrations::LiveState,
+    ) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.reg_call(|r| r.update_state(id, host_state(state))))
+    }
+    fn registered(
+        &mut self,
+        id: u32,
+        state: registrations::LiveState,
+        granted_secs: u32,
+    ) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.reg_call(|r| r.registered(id, host_state(state), granted_secs)))
+    }
+    fn failed(
+        &mut self,
+        id: u32,
+        state: registrations::LiveState,
+    ) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.reg_call(|r| r.failed(id, host_state(state))))
+    }
+    fn schedule(
+        &mut self,
+        id: u32,
+        at_unix_ms: Option<u64>,
+    ) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.reg_call(|r| r.schedule(id, at_unix_ms)))
+    }
+    fn next_due(&mut self, id: u32) -> wasmtime::Result<Option<u64>> {
+        Ok(self.registrations().and_then(|r| r.next_due(id)))
+    }
+    fn add(
+        &mut self,
+        row: registrations::Account,
+        credentials: registrations::Secret,
+        persist: bool,
+    ) -> wasmtime::Result<Result<u32, String>> {
+        use crate::registrations::{Record, Secret};
+        let (auth_password, auth_ha1) = match credentials {
+            registrations::Secret::Password(p) => (Secret::new(p), Secret::default()),
+            registrations::Secret::Ha1(h) => (Secret::default(), Secret::new(h)),
+        };
+        let record = Record {
+            l_uuid: row.l_uuid,
+            l_username: row.l_username,
+            l_domain: row.l_domain,
+            r_username: row.r_username,
+            r_domain: row.r_domain,
+            realm: row.realm,
+            auth_username: row.auth_username,
+            auth_password,
+            auth_ha1,
+            auth_proxy: row.auth_proxy,
+            expires: row.expires,
+            flags: row.row_flags,
+            reg_delay: row.reg_delay,
+            contact_addr: row.contact_addr,
+            socket: row.socket,
+            contact_user: row.contact_user,
+        };
+        Ok(self.reg_call(|r| r.add(record, persist)))
+    }
+    fn remove(&mut self, id: u32, persist: bool) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.reg_call(|r| r.remove(id, persist)))
+    }
+    fn reload(&mut self) -> wasmtime::Result<Result<(u32, u32, u32, u32), String>> {
+        Ok(self.reg_call(|r| {
+            r.reload()
+                .map(|c| (c.added, c.changed, c.removed, c.unchanged))
+        }))
+    }
+    fn set_active(&mut self, active: bool) -> wasmtime::Result<bool> {
+        // Without a store nothing is scheduled; the mode reads as active.
+        Ok(self
+            .registrations()
+            .map(|r| r.set_active(active))
+            .unwrap_or(true))
+    }
+    fn counters(&mut self) -> wasmtime::Result<(u64, u64, u64)> {
+        Ok(self.registrations().map_or((0, 0, 0), |r| {
+            let c = r.counters();
+            (c.regtotal, c.regactive, c.regdisabled)
+        }))
     }
 }
 

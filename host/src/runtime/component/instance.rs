@@ -5,13 +5,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::Resource;
+use wasmtime::component::{InstancePre, Resource};
 use wasmtime::{Store, UpdateDeadline};
 
+use super::bindings::v0_1::exports::siphost::filter::{handler, registration_handler};
 use super::bindings::v0_1::siphost::filter::types;
-use super::bindings::v0_1::{Filter, FilterPre};
 use super::engine::{EPOCH_TICK, EpochTicker, FilterEngine};
 use super::imports::{CpuBudget, HostState, PRIMARY, SECONDARY};
+use crate::registrations::scheduler::{Due, DueReason};
 use crate::runtime::FilterError;
 use crate::runtime::cpu::thread_cpu_time;
 use crate::runtime::instance::{
@@ -40,9 +41,14 @@ pub fn classify(err: &wasmtime::Error, memory_refused: bool) -> FilterError {
     }
 }
 
-/// One loaded component, linked and ready to instantiate.
+/// One loaded component, linked and ready to instantiate. The export
+/// interfaces are looked up one by one: `handler` is required,
+/// `registration-handler` only present in filters of the
+/// `filter-with-registrations` world.
 pub struct ComponentFactory {
-    pre: FilterPre<HostState>,
+    pre: InstancePre<HostState>,
+    handler: handler::GuestIndices,
+    registrations: Option<registration_handler::GuestIndices>,
     ticker: Arc<EpochTicker>,
 }
 
@@ -52,11 +58,15 @@ impl FilterLoader for FilterEngine {
         let instance_pre = self
             .link(&component)
             .map_err(|e| FilterError::Instantiate(format!("{}: {e:#}", path.display())))?;
-        let pre = FilterPre::new(instance_pre)
+        let handler = handler::GuestIndices::new(&instance_pre)
             .map_err(|e| FilterError::Instantiate(format!("{}: {e:#}", path.display())))?;
+        // Absent in filters built for the plain `filter` world: they load as before.
+        let registrations = registration_handler::GuestIndices::new(&instance_pre).ok();
         Ok(Loaded {
             factory: Arc::new(ComponentFactory {
-                pre,
+                pre: instance_pre,
+                handler,
+                registrations,
                 ticker: self.ticker.clone(),
             }),
             sha256,
@@ -66,6 +76,10 @@ impl FilterLoader for FilterEngine {
 }
 
 impl FilterFactory for ComponentFactory {
+    fn handles_registrations(&self) -> bool {
+        self.registrations.is_some()
+    }
+
     fn instantiate(&self, setup: &InstanceSetup) -> Result<Box<dyn FilterInstance>, FilterError> {
         TenantCounters::bump(&setup.shared.counters.instantiations);
         let state = HostState::new(setup).map_err(|e| FilterError::Instantiate(e.to_string()))?;
@@ -83,17 +97,21 @@ impl FilterFactory for ComponentFactory {
             }
         });
         let setup_limit = SETUP_CPU_LIMIT.max(setup.cpu_limit);
-        let bindings = metered(&mut store, &self.ticker, setup_limit, |store| {
-            self.pre.instantiate(store)
+        let (bindings, registrations) = metered(&mut store, &self.ticker, setup_limit, |store| {
+            let instance = self.pre.instantiate(&mut *store)?;
+            let handler = self.handler.load(&mut *store, &instance)?;
+            let registrations = match &self.registrations {
+                Some(indices) => Some(indices.load(&mut *store, &instance)?),
+                None => None,
+            };
+            Ok((handler, registrations))
         })
         .map_err(|e| match e {
             FilterError::Guest(msg) => FilterError::Instantiate(msg),
             other => other,
         })?;
         metered(&mut store, &self.ticker, setup_limit, |store| {
-            bindings
-                .siphost_filter_handler()
-                .call_configure(store, &setup.config_json)
+            bindings.call_configure(store, &setup.config_json)
         })?
         .map_err(FilterError::Configure)?;
         Ok(Box::new(ComponentInstance {
@@ -105,6 +123,7 @@ impl FilterFactory for ComponentFactory {
                 own_route: None,
             },
             bindings: Some(bindings),
+            registrations,
             store,
             ticker: self.ticker.clone(),
             cpu_limit: setup.cpu_limit,
@@ -119,7 +138,9 @@ pub struct ComponentInstance {
     /// are lent per call.
     context: types::Context,
     /// Set once instantiation succeeded.
-    bindings: Option<Filter>,
+    bindings: Option<handler::Guest>,
+    /// The `registration-handler` export, when the filter has one.
+    registrations: Option<registration_handler::Guest>,
     ticker: Arc<EpochTicker>,
     cpu_limit: Duration,
 }
@@ -188,7 +209,7 @@ impl FilterInstance for ComponentInstance {
         let hook = input.hook;
         let wit_ctx = &self.context;
         let result = metered(&mut self.store, &self.ticker, self.cpu_limit, |store| {
-            let handler = filter.siphost_filter_handler();
+            let handler = filter;
             let primary = Resource::new_borrow(PRIMARY);
             match hook {
                 Hook::Request => handler.call_on_request(store, wit_ctx, primary),
@@ -220,7 +241,7 @@ impl FilterInstance for ComponentInstance {
     fn timer(&mut self, token: u64) -> Result<(), FilterError> {
         let filter = self.bindings.as_ref().ok_or_else(not_set_up)?;
         metered(&mut self.store, &self.ticker, self.cpu_limit, |store| {
-            filter.siphost_filter_handler().call_on_timer(store, token)
+            filter.call_on_timer(store, token)
         })
     }
 
@@ -234,11 +255,7 @@ impl FilterInstance for ComponentInstance {
         call.source = None;
         call.local = None;
         let result = metered(&mut self.store, &self.ticker, self.cpu_limit, |store| {
-            filter.siphost_filter_handler().call_on_local_reply(
-                store,
-                request_id,
-                Resource::new_borrow(PRIMARY),
-            )
+            filter.call_on_local_reply(store, request_id, Resource::new_borrow(PRIMARY))
         });
         self.store.data_mut().call.give_back(PRIMARY, reply, true);
         result
@@ -246,14 +263,37 @@ impl FilterInstance for ComponentInstance {
 
     fn rpc(&mut self, method: &str, params: &str) -> Result<Result<String, String>, FilterError> {
         let filter = self.bindings.as_ref().ok_or_else(not_set_up)?;
+        // Admin calls are off the message path and may walk every record
+        // (uac.reg_dump): they get the setup budget at least.
+        let limit = self.cpu_limit.max(SETUP_CPU_LIMIT);
+        metered(&mut self.store, &self.ticker, limit, |store| {
+            filter.call_rpc(store, method, params)
+        })
+    }
+
+    fn registrations_due(&mut self, due: &[Due]) -> Result<(), FilterError> {
+        let Some(exports) = self.registrations.as_ref() else {
+            return Err(FilterError::BadRequest(
+                "the filter does not export registration-handler".into(),
+            ));
+        };
+        let due: Vec<_> = due.iter().map(|d| (d.id, due_reason(d.reason))).collect();
         metered(&mut self.store, &self.ticker, self.cpu_limit, |store| {
-            filter
-                .siphost_filter_handler()
-                .call_rpc(store, method, params)
+            exports.call_on_registration_due(store, &due)
         })
     }
 
     fn interest(&self) -> Interest {
         self.store.data().interest
+    }
+}
+
+fn due_reason(reason: DueReason) -> registration_handler::DueReason {
+    match reason {
+        DueReason::Initial => registration_handler::DueReason::Initial,
+        DueReason::Refresh => registration_handler::DueReason::Refresh,
+        DueReason::Retry => registration_handler::DueReason::Retry,
+        DueReason::Requested => registration_handler::DueReason::Requested,
+        DueReason::Stalled => registration_handler::DueReason::Stalled,
     }
 }

@@ -139,6 +139,11 @@ struct Callbacks {
 }
 
 impl FilterFactory for ProxyWasmFactory {
+    /// The proxy-wasm ABI has no registration export.
+    fn handles_registrations(&self) -> bool {
+        false
+    }
+
     fn instantiate(&self, setup: &InstanceSetup) -> Result<Box<dyn FilterInstance>, FilterError> {
         TenantCounters::bump(&setup.shared.counters.instantiations);
         let tenant = lock(&self.tenants)
@@ -349,6 +354,16 @@ impl FilterInstance for ProxyWasmInstance {
         Ok(Err(format!(
             "proxy-wasm filters have no rpc method {method:?}"
         )))
+    }
+
+    fn registrations_due(
+        &mut self,
+        _due: &[crate::registrations::scheduler::Due],
+    ) -> Result<(), FilterError> {
+        // Never called: the factory says it handles no registrations.
+        Err(FilterError::BadRequest(
+            "proxy-wasm filters take no remote registrations".into(),
+        ))
     }
 }
 

@@ -1,7 +1,9 @@
 //! The wit-bindgen glue: the WIT message and imports behind the crate's traits, and the
-//! exported hooks handing over to [`Uac`]. No uac logic lives here.
+//! exported hooks handing over to [`Uac`] and the registrar. No uac logic lives here.
 
-wit_bindgen::generate!({ world: "filter", path: "../wit" });
+wit_bindgen::generate!({ world: "filter-with-registrations", path: "../wit" });
+
+mod registrations;
 
 use std::cell::RefCell;
 
@@ -17,6 +19,15 @@ use crate::uac::Uac;
 
 thread_local! {
     static UAC: RefCell<Option<Uac>> = const { RefCell::new(None) };
+}
+
+/// Runs the event rules of `name` (a registration outcome) with `vars` as `$event(...)`.
+fn raise_event(name: &str, vars: &[(String, String)]) {
+    UAC.with(|u| {
+        if let Some(uac) = u.borrow().as_ref() {
+            uac.raise_event(name, vars, &mut wit_host());
+        }
+    });
 }
 
 struct WitMessage<'a>(&'a Message);
@@ -64,9 +75,24 @@ impl SipMessage for WitMessage<'_> {
     fn source(&self) -> String {
         self.0.source().address
     }
+    fn set_request_uri(&mut self, uri: &str) {
+        self.0.set_request_uri(uri)
+    }
+    fn set_next_hop(&mut self, uri: &str) {
+        self.0.set_next_hop(Some(uri))
+    }
 }
 
-struct WitHost;
+/// The WIT imports as the uac logic's host; `store` is the registrations import.
+struct WitHost {
+    store: registrations::WitStore,
+}
+
+fn wit_host() -> WitHost {
+    WitHost {
+        store: registrations::WitStore,
+    }
+}
 
 impl HostState for WitHost {
     fn dialog_get(&self, dialog: &str, name: &str) -> Option<String> {
@@ -97,6 +123,9 @@ impl HostState for WitHost {
     }
     fn counter_add(&mut self, name: &str, value: u64) {
         metrics::counter_add(name, value);
+    }
+    fn registrations(&mut self) -> Option<&mut dyn crate::reg::store::RegistrationStore> {
+        Some(&mut self.store)
     }
     fn random_bytes(&mut self, buf: &mut [u8]) {
         // std seeds its hasher keys from wasi:random once per thread and steps them on each
@@ -166,6 +195,7 @@ struct UacFilter;
 impl Guest for UacFilter {
     fn configure(config: String) -> Result<(), String> {
         let uac = Uac::configure(&config).map_err(|e| e.to_string())?;
+        registrations::configure(uac.options().registration.clone());
         let needs = uac.hook_needs();
         let hooks = [
             (needs.initial_requests, Hooks::INITIAL_REQUESTS),
@@ -197,7 +227,7 @@ impl Guest for UacFilter {
                     ),
                 );
             }
-            uac.on_request(&context(ctx), &mut WitMessage(request), &mut WitHost)
+            uac.on_request(&context(ctx), &mut WitMessage(request), &mut wit_host())
         })
     }
 
@@ -207,7 +237,7 @@ impl Guest for UacFilter {
                 let status = reply.status().unwrap_or_default();
                 log::write(WitLevel::Debug, &format!("{} reply {status}", ctx.tenant));
             }
-            uac.on_reply(&context(ctx), &mut WitMessage(reply), &mut WitHost)
+            uac.on_reply(&context(ctx), &mut WitMessage(reply), &mut wit_host())
         })
     }
 
@@ -217,15 +247,20 @@ impl Guest for UacFilter {
                 &context(ctx),
                 &mut WitMessage(request),
                 &WitMessage(reply),
-                &mut WitHost,
+                &mut wit_host(),
             )
         })
     }
 
     fn on_local_reply(request_id: u64, reply: &Message) {
+        // Registrations and uac_req_send number their requests apart: whichever sent it
+        // takes the reply.
+        if registrations::on_local_reply(request_id, reply) {
+            return;
+        }
         UAC.with(|u| {
             if let Some(uac) = u.borrow().as_ref() {
-                uac.on_local_reply(request_id, &mut WitMessage(reply), &mut WitHost);
+                uac.on_local_reply(request_id, &mut WitMessage(reply), &mut wit_host());
             }
         });
     }
@@ -233,9 +268,12 @@ impl Guest for UacFilter {
     fn on_timer(_token: u64) {}
 
     fn rpc(method: String, params: String) -> Result<String, String> {
+        if let Some(answer) = registrations::rpc(&method, &params) {
+            return answer;
+        }
         UAC.with(|u| match (u.borrow().as_ref(), method.as_str()) {
             (Some(uac), crate::req_send::rpc::METHOD) => {
-                crate::req_send::rpc::req_send(uac, &params, &mut WitHost)
+                crate::req_send::rpc::req_send(uac, &params, &mut wit_host())
             }
             _ => Err(format!("uac filter: unknown rpc method {method:?}")),
         })

@@ -1,0 +1,505 @@
+//! A tenant's live registrations: store, table and scheduler joined behind the
+//! filter's WIT `registrations` import, and the driver task handing due records to the filter.
+//!
+//! The table and scheduler belong to the tenant, not to a filter instance, so a
+//! hot swap keeps every binding and schedule. Calls from the filter (on its
+//! worker thread) take the lock for a moment; database writes are batched by
+//! the driver about once a second, so a `kill -9` loses at most that second.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::sync::{Mutex, MutexGuard, Notify};
+
+use super::record::{Account, LiveState, Record, flags};
+use super::scheduler::{Due, DueReason, Scheduler, SchedulerConfig};
+use super::store::{RegistrationStore, SkippedRow, StoreError};
+use super::table::{Counters, LookupKey, RecordId, RegistrationTable};
+use crate::runtime::Tenant;
+
+/// How often dirty live state is written to the database.
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Records handed to the filter in one `on-registration-due` call at most.
+pub const MAX_BATCH: usize = 64;
+
+/// What `reload` changed, as `uac.reg_reload` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadCounts {
+    pub added: u32,
+    pub changed: u32,
+    pub removed: u32,
+    pub unchanged: u32,
+}
+
+/// A registration store call that failed (the WIT `result` error text).
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Table(#[from] super::table::TableError),
+    #[error("the database call needs the host's async runtime")]
+    NoRuntime,
+}
+
+/// Records per admin state (online, ongoing, offline, disabled; the order of
+/// `admin::registrations::RegistrationState::ALL`), kept beside the table so
+/// scrapes read them without the lock.
+#[derive(Default)]
+struct StateCounts([AtomicU64; 4]);
+
+impl StateCounts {
+    fn slot(flags: u32) -> usize {
+        use crate::admin::registrations::RegistrationState as S;
+        match S::from_kamailio_flags(flags) {
+            S::Online => 0,
+            S::Ongoing => 1,
+            S::Offline => 2,
+            S::Disabled => 3,
+        }
+    }
+
+    fn change(&self, old: Option<u32>, new: Option<u32>) {
+        if let Some(old) = old {
+            self.0[Self::slot(old)].fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(new) = new {
+            self.0[Self::slot(new)].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn recount(&self, table: &RegistrationTable) {
+        let mut counts = [0u64; 4];
+        for (_, _, state) in table.iter() {
+            counts[Self::slot(state.flags)] += 1;
+        }
+        for (slot, count) in self.0.iter().zip(counts) {
+            slot.store(count, Ordering::Relaxed);
+        }
+    }
+
+    pub fn get(&self) -> [u64; 4] {
+        std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed))
+    }
+}
+
+struct Inner {
+    table: RegistrationTable,
+    scheduler: Scheduler<StdRng>,
+    /// Records whose live state changed since the last flush.
+    dirty: HashSet<RecordId>,
+}
+
+/// One tenant's registrations.
+pub struct Registrations {
+    tenant: Arc<str>,
+    store: RegistrationStore,
+    inner: Mutex<Inner>,
+    /// Woken when the schedule changed, so the driver recomputes its sleep.
+    wake: Notify,
+    tokio: tokio::runtime::Handle,
+    states: StateCounts,
+}
+
+/// UNIX milliseconds now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn log_skipped(tenant: &str, skipped: &[SkippedRow]) {
+    for row in skipped {
+        tracing::warn!(tenant, "uacreg {row}");
+    }
+}
+
+impl Registrations {
+    /// Loads the table with its persisted live state and schedules every
+    /// record: a binding still valid is refreshed when planned, not now.
+    pub async fn load(
+        tenant: &str,
+        store: RegistrationStore,
+        config: SchedulerConfig,
+    ) -> Result<Arc<Registrations>, StoreError> {
+        let (table, skipped) = store.load().await?;
+        log_skipped(tenant, &skipped);
+        let mut scheduler = Scheduler::new(config, StdRng::from_os_rng());
+        let now = now_ms();
+        for (id, account, state) in table.iter() {
+            scheduler.restore(id, now, state, account.reg_delay());
+        }
+        let counters = table.counters();
+        tracing::info!(
+            tenant,
+            regtotal = counters.regtotal,
+            regactive = counters.regactive,
+            regdisabled = counters.regdisabled,
+            skipped = skipped.len(),
+            "remote registrations loaded"
+        );
+        let states = StateCounts::default();
+        states.recount(&table);
+        Ok(Arc::new(Registrations {
+            states,
+            tenant: Arc::from(tenant),
+            store,
+            inner: Mutex::new(Inner {
+                table,
+                scheduler,
+                dirty: HashSet::new(),
+            }),
+            wake: Notify::new(),
+            tokio: tokio::runtime::Handle::current(),
+        }))
+    }
+
+    /// The lock, from a filter worker thread (never from async code).
+    fn blocking(&self) -> MutexGuard<'_, Inner> {
+        self.inner.blocking_lock()
+    }
+
+    /// Runs a database call from a filter worker thread.
+    fn block_on<T>(
+        &self,
+        f: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, ServiceError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Inside the runtime a blocking wait would stall it.
+            return Err(ServiceError::NoRuntime);
+        }
+        Ok(self.tokio.block_on(f)?)
+    }
+
+    pub fn get(&self, id: RecordId) -> Option<(RecordId, Account, LiveState)> {
+        let inner = self.blocking();
+        inner.table.get(id).map(|(a, s)| (id, a.clone(), s.clone()))
+    }
+
+    pub fn get_by_uuid(&self, l_uuid: &str) -> Option<(RecordId, Account, LiveState)> {
+        let inner = self.blocking();
+        let id = inner.table.find_uuid(l_uuid)?;
+        inner.table.get(id).map(|(a, s)| (id, a.clone(), s.clone()))
+    }
+
+    /// Up to `limit` ids above `after`, ascending.
+    pub fn list(&self, after: Option<RecordId>, limit: u32) -> Vec<RecordId> {
+        let inner = self.blocking();
+        inner
+            .table
+            .iter()
+            .map(|(id, _, _)| id)
+            .filter(|&id| after.is_none_or(|after| id > after))
+            .take(limit as usize)
+            .collect()
+    }
+
+    pub fn find(&self, key: LookupKey, value: &str) -> Vec<RecordId> {
+        self.blocking().table.find(key, value)
+    }
+
+    /// The record's secret: `(true, ha1)` or `(false, password)`.
+    pub fn credentials(&self, id: RecordId) -> Option<(bool, String)> {
+        let inner = self.blocking();
+        let (account, _) = inner.table.get(id)?;
+        Some(if account.auth_password().is_empty() {
+            (true, account.auth_ha1().to_owned())
+        } else {
+            (false, account.auth_password().to_owned())
+        })
+    }
+
+    fn set(&self, inner: &mut Inner, id: RecordId, state: LiveState) -> Result<(), ServiceError> {
+        let old = inner.table.get(id).map(|(_, s)| s.flags);
+        let new = state.flags;
+        inner.table.set_state(id, state)?;
+        self.states.change(old, Some(new));
+        inner.dirty.insert(id);
+        Ok(())
+    }
+
+    /// Replaces the live state (the next due time stays the scheduler's).
+    pub fn update_state(&self, id: RecordId, mut state: LiveState) -> Result<(), ServiceError> {
+        let mut inner = self.blocking();
+        state.next_due_ms = inner.scheduler.due(id).map_or(0, |(at, _)| at);
+        self.set(&mut inner, id, state)?;
+        drop(inner);
+        // The driver sleeps while nothing is dirty: wake it to flush.
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// A success: the refresh is scheduled from `granted_secs`.
+    pub fn registered(
+        &self,
+        id: RecordId,
+        mut state: LiveState,
+        granted_secs: u32,
+    ) -> Result<(), ServiceError> {
+        let mut inner = self.blocking();
+        if inner.table.get(id).is_none() {
+            return Err(super::table::TableError::NoSuchRecord(id).into());
+        }
+        state.next_due_ms = inner
+            .scheduler
+            .registered(id, now_ms(), granted_secs)
+            .unwrap_or(0);
+        self.set(&mut inner, id, state)?;
+        drop(inner);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// A failure: the retry is scheduled with backoff (none with
+    /// `reg_retry_interval` 0).
+    pub fn failed(&self, id: RecordId, mut state: LiveState) -> Result<(), ServiceError> {
+        let mut inner = self.blocking();
+        if inner.table.get(id).is_none() {
+            return Err(super::table::TableError::NoSuchRecord(id).into());
+        }
+        state.next_due_ms = inner
+            .scheduler
+            .failed(id, now_ms(), state.failures.max(1))
+            .unwrap_or(0);
+        self.set(&mut inner, id, state)?;
+        drop(inner);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Due at `at_ms`, or out of the queue.
+    pub fn schedule(&self, id: RecordId, at_ms: Option<u64>) -> Result<(), ServiceError> {
+        let mut inner = self.blocking();
+        let Some((_, state)) = inner.table.get(id) else {
+            return Err(super::table::TableError::NoSuchRecord(id).into());
+        };
+        let mut state = state.clone();
+        match at_ms {
+            Some(at) => inner.scheduler.schedule_at(id, at, DueReason::Requested),
+            None => inner.scheduler.unschedule(id),
+        }
+        state.next_due_ms = at_ms.unwrap_or(0);
+        self.set(&mut inner, id, state)?;
+        drop(inner);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// When the record is due next (UNIX ms).
+    pub fn next_due(&self, id: RecordId) -> Option<u64> {
+        self.blocking().scheduler.due(id).map(|(at, _)| at)
+    }
+
+    /// `uac.reg_add`: into memory, and with `persist` into the uacreg table.
+    pub fn add(&self, record: Record, persist: bool) -> Result<RecordId, ServiceError> {
+        if persist {
+            self.block_on(self.store.insert_row(&record))?;
+        }
+        let mut inner = self.blocking();
+        let disabled = record.flags & flags::DISABLED != 0;
+        let reg_delay = record.reg_delay;
+        let state = LiveState {
+            flags: record.flags & flags::DISABLED,
+            expires: record.expires,
+            ..LiveState::default()
+        };
+        let flags = state.flags;
+        let id = inner.table.insert(record, state)?;
+        self.states.change(None, Some(flags));
+        if !disabled {
+            inner.scheduler.add_initial(id, now_ms(), reg_delay);
+        }
+        drop(inner);
+        self.wake.notify_one();
+        Ok(id)
+    }
+
+    /// `uac.reg_remove`: out of memory and the schedule; with `persist` the
+    /// uacreg row is deleted too. The persisted live state goes either way.
+    pub fn remove(&self, id: RecordId, persist: bool) -> Result<(), ServiceError> {
+        let mut inner = self.blocking();
+        let (account, state) = inner.table.remove(id)?;
+        self.states.change(Some(state.flags), None);
+        inner.scheduler.unschedule(id);
+        inner.dirty.remove(&id);
+        drop(inner);
+        let uuid = account.l_uuid().to_owned();
+        if persist {
+            self.block_on(self.store.delete_row(&uuid))?;
+        } else {
+            self.block_on(self.store.delete_states(&[uuid]))?;
+        }
+        Ok(())
+    }
+
+    /// `uac.reg_reload`: re-reads the table; unchanged rows keep their state
+    /// and schedule, edited and new rows start over, removed rows go.
+    pub fn reload(&self) -> Result<ReloadCounts, ServiceError> {
+        let mut inner = self.blocking();
+        let (diff, skipped) = self.block_on(self.store.reload(&mut inner.table))?;
+        log_skipped(&self.tenant, &skipped);
+        self.states.recount(&inner.table);
+        let now = now_ms();
+        let Inner {
+            table,
+            scheduler,
+            dirty,
+        } = &mut *inner;
+        for &id in diff.added.iter().chain(&diff.changed) {
+            scheduler.unschedule(id);
+            if let Some((account, state)) = table.get(id)
+                && state.flags & flags::DISABLED == 0
+            {
+                scheduler.add_initial(id, now, account.reg_delay());
+            }
+        }
+        for (id, _, _) in &diff.removed {
+            scheduler.unschedule(*id);
+            dirty.remove(id);
+        }
+        drop(inner);
+        self.wake.notify_one();
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Ok(ReloadCounts {
+            added: count(diff.added.len()),
+            changed: count(diff.changed.len()),
+            removed: count(diff.removed.len()),
+            unchanged: count(diff.unchanged),
+        })
+    }
+
+    /// `uac.reg_active`; returns the previous mode.
+    pub fn set_active(&self, active: bool) -> bool {
+        let previous = self.blocking().scheduler.set_active(active);
+        self.wake.notify_one();
+        previous
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.blocking().table.counters()
+    }
+
+    /// Records per admin state: online, ongoing, offline, disabled. Lock-free.
+    pub fn state_counts(&self) -> [u64; 4] {
+        self.states.get()
+    }
+
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// Up to `limit` records matching `query` (l_uuid or `r_username@r_domain`,
+    /// case-insensitive), for the status page. Never waits: while the table is
+    /// busy it answers `None`.
+    pub fn search(&self, query: &str, limit: usize) -> Option<Vec<(Account, LiveState)>> {
+        let inner = self.inner.try_lock().ok()?;
+        let query = query.to_lowercase();
+        Some(
+            inner
+                .table
+                .iter()
+                .filter(|(_, a, _)| {
+                    query.is_empty()
+                        || a.l_uuid().to_lowercase().contains(&query)
+                        || format!("{}@{}", a.r_username(), a.r_domain())
+                            .to_lowercase()
+                            .contains(&query)
+                })
+                .take(limit)
+                .map(|(_, a, s)| (a.clone(), s.clone()))
+                .collect(),
+        )
+    }
+
+    /// Writes the dirty live state; on failure it stays dirty for the next try.
+    pub async fn flush(&self) {
+        let mut inner = self.inner.lock().await;
+        if inner.dirty.is_empty() {
+            return;
+        }
+        let ids: Vec<RecordId> = inner.dirty.drain().collect();
+        if let Err(e) = self.store.save_states(&inner.table, &ids).await {
+            tracing::warn!(
+                tenant = &*self.tenant,
+                "cannot persist registration state: {e}"
+            );
+            inner.dirty.extend(ids);
+        }
+    }
+
+    /// The driver: hands due records to the tenant's registration filter on
+    /// its first worker, paced by the scheduler, and flushes state. Ends when
+    /// the tenant is gone.
+    pub async fn drive(self: Arc<Self>, tenant: Weak<Tenant>) {
+        let mut last_flush = tokio::time::Instant::now();
+        let mut warned = false;
+        loop {
+            let Some(live) = tenant.upgrade() else { break };
+            let filter = live.registration_filter();
+            let now = now_ms();
+            let mut due: Vec<Due> = Vec::new();
+            let (wakeup, dirty) = {
+                let mut inner = self.inner.lock().await;
+                if filter.is_some() {
+                    while due.len() < MAX_BATCH {
+                        match inner.scheduler.pop_due(now) {
+                            Some(d) => due.push(d),
+                            None => break,
+                        }
+                    }
+                }
+                (inner.scheduler.next_wakeup(now), !inner.dirty.is_empty())
+            };
+            let full = due.len() == MAX_BATCH;
+            match filter {
+                Some(filter) if !due.is_empty() => live.registrations_due(filter, due),
+                Some(_) => {}
+                None if !warned => {
+                    warned = true;
+                    tracing::warn!(
+                        tenant = &*self.tenant,
+                        "[tenant.registrations] is set but no filter exports registration-handler; \
+                         registrations stay idle"
+                    );
+                }
+                None => {}
+            }
+            drop(live);
+            if last_flush.elapsed() >= FLUSH_INTERVAL {
+                self.flush().await;
+                last_flush = tokio::time::Instant::now();
+            }
+            if full {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            // Idle (nothing due, nothing to write): sleep until a call wakes us.
+            let due_in = match (filter, wakeup) {
+                (Some(_), Some(at)) => Some(Duration::from_millis(at.saturating_sub(now_ms()))),
+                (None, Some(_)) => Some(FLUSH_INTERVAL),
+                (_, None) => None,
+            };
+            let sleep = match (due_in, dirty) {
+                (Some(d), true) => Some(d.min(FLUSH_INTERVAL)),
+                (Some(d), false) => Some(d),
+                (None, true) => Some(FLUSH_INTERVAL),
+                (None, false) => None,
+            };
+            match sleep {
+                Some(sleep) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(sleep) => {}
+                        _ = self.wake.notified() => {}
+                    }
+                }
+                None => self.wake.notified().await,
+            }
+        }
+        self.flush().await;
+    }
+}

@@ -1,0 +1,647 @@
+//! Remote registrations end to end: siphost with the uac filter and an SQLite
+//! uacreg table registers accounts with a real Kamailio 5.6 registrar
+//! (auth_db, www_challenge with qop=auth) over UDP sockets.
+//!
+//! The registrar logs one `REG user=… ci=… cs=… auth=…` line per REGISTER it
+//! receives; the tests count those lines and read siphost's `uac.reg_dump`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Kamailio, LOOPBACK, PortBlock, Scratch, Siphost};
+use serde_json::Value;
+
+fn uac_wasm() -> PathBuf {
+    let dir = match std::env::var_os("SIPHOST_FILTER_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => std::env::current_exe()
+            .expect("test binary path")
+            .ancestors()
+            .nth(3)
+            .expect("target dir")
+            .join("wasm32-wasip2")
+            .join("wasm"),
+    };
+    let path = dir.join("uac_filter.wasm");
+    assert!(
+        path.exists(),
+        "{} missing: build the uac filter first",
+        path.display()
+    );
+    path
+}
+
+/// Runs sqlite3 on `db` with `sql` on stdin.
+fn sqlite(db: &Path, sql: &str) {
+    use std::io::Write;
+    let mut child = Command::new("sqlite3")
+        .arg(db)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("sqlite3 runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(sql.as_bytes())
+        .expect("write sql");
+    assert!(
+        child.wait().expect("sqlite3 exits").success(),
+        "sqlite3 failed"
+    );
+}
+
+/// One account: its uacreg row and its subscriber row at the registrar.
+struct Account {
+    uuid: String,
+    password: String,
+    /// What the uacreg row says (a wrong one for the wrong-password test).
+    configured_password: String,
+    expires: u32,
+}
+
+fn accounts(prefix: &str, n: usize, expires: u32) -> Vec<Account> {
+    (0..n)
+        .map(|i| Account {
+            uuid: format!("{prefix}{i:04}"),
+            password: format!("pw-{prefix}-{i}"),
+            configured_password: format!("pw-{prefix}-{i}"),
+            expires,
+        })
+        .collect()
+}
+
+const REALM: &str = "reg.test";
+
+/// The registrar's subscriber table (Kamailio's auth_db schema, plain passwords).
+fn registrar_db(scratch: &Scratch, accounts: &[Account]) -> PathBuf {
+    let db = scratch.path().join("registrar.db");
+    let mut sql = String::from(
+        "CREATE TABLE version (table_name VARCHAR(32) NOT NULL, table_version INTEGER DEFAULT 0 NOT NULL);\n\
+         INSERT INTO version VALUES ('subscriber', 7);\n\
+         CREATE TABLE subscriber (id INTEGER PRIMARY KEY NOT NULL, username VARCHAR(64) DEFAULT '' NOT NULL, \
+         domain VARCHAR(64) DEFAULT '' NOT NULL, password VARCHAR(64) DEFAULT '' NOT NULL, \
+         ha1 VARCHAR(128) DEFAULT '' NOT NULL, ha1b VARCHAR(128) DEFAULT '' NOT NULL);\n\
+         BEGIN;\n",
+    );
+    for a in accounts {
+        sql.push_str(&format!(
+            "INSERT INTO subscriber (username, domain, password) VALUES ('{}', '{REALM}', '{}');\n",
+            a.uuid, a.password
+        ));
+    }
+    sql.push_str("COMMIT;\n");
+    sqlite(&db, &sql);
+    db
+}
+
+/// siphost's uacreg table (Kamailio's schema, version 5), created like a
+/// Kamailio user would have it.
+fn uacreg_db(scratch: &Scratch, accounts: &[Account], registrar: u16) -> PathBuf {
+    let db = scratch.path().join("uac.db");
+    let mut sql = String::from(
+        "CREATE TABLE version (table_name VARCHAR(32) NOT NULL, table_version INTEGER DEFAULT 0 NOT NULL);\n\
+         INSERT INTO version VALUES ('uacreg', 5);\n\
+         CREATE TABLE uacreg (id INTEGER PRIMARY KEY NOT NULL, l_uuid VARCHAR(64) DEFAULT '' NOT NULL, \
+         l_username VARCHAR(64) DEFAULT '' NOT NULL, l_domain VARCHAR(64) DEFAULT '' NOT NULL, \
+         r_username VARCHAR(64) DEFAULT '' NOT NULL, r_domain VARCHAR(64) DEFAULT '' NOT NULL, \
+         realm VARCHAR(64) DEFAULT '' NOT NULL, auth_username VARCHAR(64) DEFAULT '' NOT NULL, \
+         auth_password VARCHAR(64) DEFAULT '' NOT NULL, auth_ha1 VARCHAR(128) DEFAULT '' NOT NULL, \
+         auth_proxy VARCHAR(255) DEFAULT '' NOT NULL, expires INTEGER DEFAULT 0 NOT NULL, \
+         flags INTEGER DEFAULT 0 NOT NULL, reg_delay INTEGER DEFAULT 0 NOT NULL, \
+         contact_addr VARCHAR(255) DEFAULT '' NOT NULL, socket VARCHAR(128) DEFAULT '' NOT NULL, \
+         CONSTRAINT uacreg_l_uuid_idx UNIQUE (l_uuid));\n\
+         BEGIN;\n",
+    );
+    for a in accounts {
+        sql.push_str(&format!(
+            "INSERT INTO uacreg (l_uuid, l_username, l_domain, r_username, r_domain, realm, \
+             auth_username, auth_password, auth_proxy, expires) VALUES \
+             ('{u}', 'local-{u}', 'local.test', '{u}', '{REALM}', '{REALM}', '{u}', '{p}', \
+             'sip:{LOOPBACK}:{registrar}', {e});\n",
+            u = a.uuid,
+            p = a.configured_password,
+            e = a.expires,
+        ));
+    }
+    sql.push_str("COMMIT;\n");
+    sqlite(&db, &sql);
+    db
+}
+
+fn start_registrar(
+    scratch: &Scratch,
+    port: u16,
+    db: &Path,
+    min_expires: u32,
+    algorithm: &str,
+) -> Kamailio {
+    Kamailio::start_with(
+        scratch,
+        "registrar.cfg",
+        port,
+        &[
+            ("LISTEN_UDP", format!("{LOOPBACK}:{port}")),
+            ("DB", db.display().to_string()),
+            ("MIN_EXPIRES", min_expires.to_string()),
+            ("ALGORITHM", algorithm.to_owned()),
+        ],
+    )
+}
+
+fn siphost_config(sip: u16, admin: u16, db: &Path, extra_modparams: &str) -> String {
+    format!(
+        r#"[log]
+level = "info"
+
+[[listen]]
+transport = "udp"
+address = "{LOOPBACK}:{sip}"
+
+[transaction]
+t1_ms = 100
+
+[admin]
+listen = "{LOOPBACK}:{admin}"
+
+[[tenant]]
+name = "default"
+listen = ["udp:{LOOPBACK}:{sip}"]
+cpu_limit_ms = 50
+
+[tenant.registrations]
+db_url = "sqlite://{db}"
+
+[tenant.access]
+unidentified = "403"
+
+[[tenant.access.endpoint]]
+name = "local"
+source = ["127.0.0.1/32"]
+
+[[tenant.filter]]
+path = "{wasm}"
+
+[tenant.filter.config]
+reg_contact_addr = "{LOOPBACK}:{sip}"
+reg_keep_callid = 1
+{extra_modparams}
+"#,
+        db = db.display(),
+        wasm = uac_wasm().display(),
+    )
+}
+
+/// `siphost rpc --json METHOD PARAMS…` against the admin endpoint.
+fn rpc(admin: u16, method: &str, params: &[&str]) -> Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_siphost"))
+        .args([
+            "rpc",
+            "--admin",
+            &format!("{LOOPBACK}:{admin}"),
+            "--json",
+            method,
+        ])
+        .args(params)
+        .output()
+        .expect("siphost rpc runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "siphost rpc {method} failed: {text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("rpc {method} answered {text:?}: {e}"))
+}
+
+/// The most REGISTERs the registrar received in one second.
+fn busiest_second(seen: &[Seen]) -> usize {
+    let mut per_second: HashMap<u64, usize> = HashMap::new();
+    for s in seen {
+        *per_second.entry(s.at).or_default() += 1;
+    }
+    per_second.into_values().max().unwrap_or(0)
+}
+
+/// Records registered now (`uac_reg_status` 1: online and the binding not
+/// over), by `uac.reg_dump`.
+fn online(admin: u16) -> usize {
+    rpc(admin, "uac.reg_dump", &[])
+        .as_array()
+        .expect("reg_dump answers a list")
+        .iter()
+        .filter(|r| r["status"] == 1)
+        .count()
+}
+
+/// The admin endpoint's Prometheus text.
+fn metrics(admin: u16) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect((LOOPBACK, admin)).expect("admin");
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {LOOPBACK}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answer");
+    answer
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// One REGISTER as the registrar logged it.
+#[derive(Debug, Clone)]
+struct Seen {
+    user: String,
+    call_id: String,
+    authorized: bool,
+    /// UNIX second the registrar received it.
+    at: u64,
+    /// The digest algorithm of an authorized REGISTER (MD5 or SHA-256).
+    algorithm: Option<String>,
+}
+
+fn registers(kamailio: &Kamailio) -> Vec<Seen> {
+    let text = std::fs::read_to_string(kamailio.peer.log_path()).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let rest = &line[line.find("REG user=")? + "REG user=".len()..];
+            let mut parts = rest.split_whitespace();
+            let user = parts.next()?.to_owned();
+            let call_id = parts.next()?.strip_prefix("ci=")?.to_owned();
+            let _cseq = parts.next()?;
+            let authorized = parts.next()? == "auth=yes";
+            let at = parts.next()?.strip_prefix("t=")?.parse().ok()?;
+            let algorithm = parts
+                .next()
+                .and_then(|a| a.strip_prefix("alg="))
+                .map(str::to_owned);
+            Some(Seen {
+                user,
+                call_id,
+                authorized,
+                at,
+                algorithm,
+            })
+        })
+        .collect()
+}
+
+fn kill_9(siphost: &mut Siphost) {
+    let pid = siphost.peer.pid().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .expect("kill runs")
+            .success()
+    );
+    siphost.peer.wait_exit(Duration::from_secs(5));
+}
+
+/// 1,000 accounts register (digest, qop=auth) and each refreshes its
+/// binding in the same Call-ID (reg_keep_callid) before it ends; refreshes
+/// are spread, not sent in one burst.
+#[test]
+fn thousand_accounts_register_and_refresh() {
+    const N: usize = 1000;
+    const EXPIRES: u32 = 12;
+    let scratch = Scratch::new("reg-thousand");
+    let ports = PortBlock::reserve("registrations_registrar::thousand", 3);
+    let (sip, admin, registrar) = (ports.port(0), ports.port(1), ports.port(2));
+    let accounts = accounts("t", N, EXPIRES);
+    let kamailio = start_registrar(
+        &scratch,
+        registrar,
+        &registrar_db(&scratch, &accounts),
+        5,
+        "MD5",
+    );
+    let db = uacreg_db(&scratch, &accounts, registrar);
+    let started = Instant::now();
+    let _siphost = Siphost::start(&scratch, &siphost_config(sip, admin, &db, ""));
+    wait_for("1,000 accounts online", Duration::from_secs(30), || {
+        online(admin) == N
+    });
+    let registered_in = started.elapsed();
+    // Every account got a challenge and then an authorized REGISTER.
+    let first = registers(&kamailio);
+    let authorized: usize = first.iter().filter(|s| s.authorized).count();
+    assert!(authorized >= N, "{authorized} authorized REGISTERs");
+    assert!(
+        first
+            .iter()
+            .filter(|s| s.authorized)
+            .all(|s| s.algorithm.as_deref() == Some("MD5")),
+        "an answer to an MD5 challenge was not MD5"
+    );
+    // Refreshes come within 50–80 % of the 12 s binding.
+    thread::sleep(Duration::from_secs(u64::from(EXPIRES)));
+    let seen = registers(&kamailio);
+    let mut per_user: HashMap<&str, Vec<&Seen>> = HashMap::new();
+    for s in seen.iter().filter(|s| s.authorized) {
+        per_user.entry(&s.user).or_default().push(s);
+    }
+    let refreshed = per_user.values().filter(|v| v.len() >= 2).count();
+    assert_eq!(refreshed, N, "accounts refreshed");
+    for (user, seen) in &per_user {
+        assert!(
+            seen.iter().all(|s| s.call_id == seen[0].call_id),
+            "{user} changed its Call-ID on refresh"
+        );
+    }
+    assert_eq!(online(admin), N, "still online after refreshing");
+    let counters = rpc(admin, "uac.reg_info", &["l_uuid", "t0000"]);
+    assert_eq!(counters["last_status"], 200, "{counters}");
+    assert!(
+        counters.get("auth_password").is_none() && !counters.to_string().contains("pw-t-0"),
+        "reg_info leaks the password: {counters}"
+    );
+    eprintln!("1,000 accounts registered in {registered_in:?}");
+}
+
+/// A registrar with min_expires above the row's Expires answers 423; the
+/// filter retries with Min-Expires and keeps it for later refreshes.
+#[test]
+fn interval_too_brief_is_retried_with_min_expires() {
+    let scratch = Scratch::new("reg-423");
+    let ports = PortBlock::reserve("registrations_registrar::423", 3);
+    let (sip, admin, registrar) = (ports.port(0), ports.port(1), ports.port(2));
+    let accounts = accounts("m", 3, 30);
+    let _kamailio = start_registrar(
+        &scratch,
+        registrar,
+        &registrar_db(&scratch, &accounts),
+        120,
+        "MD5",
+    );
+    let db = uacreg_db(&scratch, &accounts, registrar);
+    let _siphost = Siphost::start(&scratch, &siphost_config(sip, admin, &db, ""));
+    wait_for("3 accounts online", Duration::from_secs(15), || {
+        online(admin) == 3
+    });
+    let info = rpc(admin, "uac.reg_info", &["l_uuid", "m0000"]);
+    let remaining = info["timer_expires"].as_u64().unwrap_or(0).saturating_sub(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs(),
+    );
+    assert!(
+        remaining > 100,
+        "the binding should last Min-Expires (120 s), not the row's 30 s: {info}"
+    );
+}
+
+/// A wrong password fails, and retries back off (1 s, 2 s, 4 s … with
+/// jitter) instead of storming the registrar.
+#[test]
+fn wrong_password_backs_off() {
+    let scratch = Scratch::new("reg-wrong-pw");
+    let ports = PortBlock::reserve("registrations_registrar::wrong_pw", 3);
+    let (sip, admin, registrar) = (ports.port(0), ports.port(1), ports.port(2));
+    let mut accounts = accounts("w", 2, 60);
+    accounts[1].configured_password = "not-the-password".to_owned();
+    let kamailio = start_registrar(
+        &scratch,
+        registrar,
+        &registrar_db(&scratch, &accounts),
+        5,
+        "MD5",
+    );
+    let db = uacreg_db(&scratch, &accounts, registrar);
+    let _siphost = Siphost::start(
+        &scratch,
+        &siphost_config(sip, admin, &db, "reg_retry_interval = 1"),
+    );
+    thread::sleep(Duration::from_secs(8));
+    let bad: Vec<Seen> = registers(&kamailio)
+        .into_iter()
+        .filter(|s| s.user == "w0001")
+        .collect();
+    // Attempts at about 0, 1–1.5, 3–4.5 and 7–10 s: each a challenge and one
+    // authorized try. A storm would be hundreds.
+    assert!(
+        (4..=8).contains(&bad.len()),
+        "{} REGISTERs for the wrong password in 8 s: {bad:?}",
+        bad.len()
+    );
+    let info = rpc(admin, "uac.reg_info", &["l_uuid", "w0001"]);
+    assert_eq!(info["last_status"], 401, "{info}");
+    assert!(info["failures"].as_u64().unwrap_or(0) >= 2, "{info}");
+    assert!(!info.to_string().contains("not-the-password"), "{info}");
+    assert_eq!(online(admin), 1, "the good account registered");
+}
+
+/// The registrar stops; refreshes fail and back off with jitter. When it
+/// comes back every account recovers, paced by reg_max_per_second instead of
+/// one synchronized burst (Kamailio sends every due record at the next tick).
+#[test]
+fn registrar_restart_recovers_without_a_burst() {
+    const N: usize = 200;
+    let scratch = Scratch::new("reg-restart");
+    let ports = PortBlock::reserve("registrations_registrar::restart", 3);
+    let (sip, admin, registrar) = (ports.port(0), ports.port(1), ports.port(2));
+    let accounts = accounts("r", N, 10);
+    let registrar_db = registrar_db(&scratch, &accounts);
+    let mut kamailio = start_registrar(&scratch, registrar, &registrar_db, 5, "MD5");
+    let db = uacreg_db(&scratch, &accounts, registrar);
+    let _siphost = Siphost::start(
+        &scratch,
+        // Timer F of 64 × 20 ms: few attempts are in flight when the registrar returns.
+        &siphost_config(
+            sip,
+            admin,
+            &db,
+            "reg_retry_interval = 2\nreg_max_per_second = 25",
+        )
+        .replace("t1_ms = 100", "t1_ms = 20"),
+    );
+    wait_for("200 accounts online", Duration::from_secs(20), || {
+        online(admin) == N
+    });
+    kamailio.peer.stop();
+    // Bindings (10 s) run out while refreshes time out and retries back off.
+    thread::sleep(Duration::from_secs(14));
+    let kamailio = start_registrar(&scratch, registrar, &registrar_db, 5, "MD5");
+    let back = Instant::now();
+    wait_for("recovery", Duration::from_secs(30), || online(admin) == N);
+    let recovered_in = back.elapsed();
+    let seen = registers(&kamailio);
+    let total = seen.len();
+    let busiest = busiest_second(&seen);
+    eprintln!(
+        "recovered {N} accounts in {recovered_in:?}: {total} REGISTERs, at most {busiest} in one second"
+    );
+    assert!(total >= 2 * N, "{total} REGISTERs after the restart");
+    // New attempts start at most 25 a second; on top of them come the
+    // retransmissions of the attempts in flight when the registrar returned
+    // (at most 25/s × Timer F of 1.28 s). Not every account at once.
+    let first_tries = seen.iter().filter(|s| !s.authorized).count();
+    let busiest = busiest_second(
+        &seen
+            .iter()
+            .filter(|s| !s.authorized)
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    assert!(
+        busiest * 2 <= first_tries,
+        "{busiest} of {first_tries} accounts came back in the same second"
+    );
+}
+
+/// siphost killed with -9 and restarted, and a hot swap of the filter:
+/// still-valid bindings are not registered again (SHA-256 digest here).
+#[test]
+fn kill_9_and_filter_swap_register_nothing_again() {
+    const N: usize = 100;
+    let scratch = Scratch::new("reg-kill");
+    let ports = PortBlock::reserve("registrations_registrar::kill9", 3);
+    let (sip, admin, registrar) = (ports.port(0), ports.port(1), ports.port(2));
+    let accounts = accounts("k", N, 120);
+    let kamailio = start_registrar(
+        &scratch,
+        registrar,
+        &registrar_db(&scratch, &accounts),
+        5,
+        "SHA-256",
+    );
+    let db = uacreg_db(&scratch, &accounts, registrar);
+    let config = siphost_config(sip, admin, &db, "");
+    let mut siphost = Siphost::start(&scratch, &config);
+    wait_for("100 accounts online", Duration::from_secs(20), || {
+        online(admin) == N
+    });
+    // The registrar challenged with SHA-256 and the answers used it.
+    let seen = registers(&kamailio);
+    assert!(
+        seen.iter()
+            .filter(|s| s.authorized)
+            .all(|s| s.algorithm.as_deref() == Some("SHA-256")),
+        "an answer was not SHA-256"
+    );
+    // Refreshes are due at 60–96 s of the 120 s bindings: nothing is due now.
+    let before = seen.len();
+    let swapped = rpc(admin, "filter.reload", &["default"]);
+    assert!(swapped.is_object(), "{swapped}");
+    thread::sleep(Duration::from_secs(3));
+    assert_eq!(online(admin), N, "the swap kept every binding");
+    assert_eq!(
+        registers(&kamailio).len(),
+        before,
+        "the filter swap sent REGISTERs"
+    );
+    // The live state is flushed once a second.
+    thread::sleep(Duration::from_millis(1500));
+    kill_9(&mut siphost);
+    let _siphost = Siphost::start(&scratch, &config);
+    thread::sleep(Duration::from_secs(4));
+    assert_eq!(online(admin), N, "the restart kept every binding");
+    let scrape = metrics(admin);
+    assert!(
+        scrape.contains(&format!(
+            "siphost_uac_registrations{{tenant=\"default\",state=\"online\"}} {N}"
+        )),
+        "{scrape}"
+    );
+    assert_eq!(
+        registers(&kamailio).len(),
+        before,
+        "the restart after kill -9 sent REGISTERs for valid bindings"
+    );
+}
+
+/// `examples/remote-registration.toml` as shipped (ports and paths moved):
+/// accounts register with the provider, and a call the provider sends to an
+/// account's contact reaches the local PBX addressed to the local user.
+#[test]
+fn remote_registration_example_registers_and_routes_calls_back() {
+    use std::net::UdpSocket;
+    let scratch = Scratch::new("reg-example");
+    let ports = PortBlock::reserve("registrations_registrar::example", 4);
+    let (sip, admin, registrar, pbx) = (ports.port(0), ports.port(1), ports.port(2), ports.port(3));
+    let accounts = accounts("e", 2, 60);
+    let _kamailio = start_registrar(
+        &scratch,
+        registrar,
+        &registrar_db(&scratch, &accounts),
+        5,
+        "MD5",
+    );
+    let db = uacreg_db(&scratch, &accounts, registrar);
+    let example = common::tests_dir().join("../examples/remote-registration.toml");
+    let text = std::fs::read_to_string(&example).expect("example");
+    let mut config = text.clone();
+    for (from, to) in [
+        ("127.0.0.1:5060", format!("{LOOPBACK}:{sip}")),
+        ("sip:127.0.0.1:5090", format!("sip:{LOOPBACK}:{pbx}")),
+        ("\"pbx.local\"", "\"local.test\"".to_owned()),
+        ("127.0.0.1:5081", format!("{LOOPBACK}:{admin}")),
+        (
+            "sqlite://target/siphost/remote-reg.db",
+            format!("sqlite://{}", db.display()),
+        ),
+        (
+            "target/wasm32-wasip2/wasm/uac_filter.wasm",
+            uac_wasm().display().to_string(),
+        ),
+    ] {
+        assert!(text.contains(from), "the example lost {from}");
+        config = config.replace(from, &to);
+    }
+    let pbx_socket = UdpSocket::bind((LOOPBACK, pbx)).expect("pbx socket");
+    pbx_socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let _siphost = Siphost::start(&scratch, &config);
+    wait_for("2 accounts online", Duration::from_secs(15), || {
+        online(admin) == 2
+    });
+    // The provider calls the contact it holds for e0001: sip:e0001@siphost.
+    let provider = UdpSocket::bind((LOOPBACK, 0)).expect("provider socket");
+    let local = provider.local_addr().expect("addr").port();
+    let invite = format!(
+        "INVITE sip:e0001@{LOOPBACK}:{sip} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {LOOPBACK}:{local};branch=z9hG4bK-example-1\r\n\
+         From: <sip:caller@{REALM}>;tag=p1\r\n\
+         To: <sip:e0001@{LOOPBACK}:{sip}>\r\n\
+         Call-ID: example-call-1\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:caller@{LOOPBACK}:{local}>\r\n\
+         Max-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    provider
+        .send_to(invite.as_bytes(), (LOOPBACK, sip))
+        .expect("send INVITE");
+    let mut buf = [0u8; 8192];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (n, _) = pbx_socket
+            .recv_from(&mut buf)
+            .expect("the PBX gets the call");
+        let text = String::from_utf8_lossy(&buf[..n]);
+        if text.starts_with("INVITE ") {
+            assert!(
+                text.starts_with("INVITE sip:local-e0001@local.test SIP/2.0\r\n"),
+                "the call reached the PBX as {}",
+                text.lines().next().unwrap_or_default()
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no INVITE at the PBX");
+    }
+}
