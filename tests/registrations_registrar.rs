@@ -410,8 +410,14 @@ fn interval_too_brief_is_retried_with_min_expires() {
 #[test]
 fn wrong_password_backs_off() {
     let scratch = Scratch::new("reg-wrong-pw");
-    let ports = PortBlock::reserve("registrations_registrar::wrong_pw", 3);
-    let (sip, admin, registrar) = (ports.port(0), ports.port(1), ports.port(2));
+    let ports = PortBlock::reserve("registrations_registrar::wrong_pw", 4);
+    let (sip, admin, registrar, watcher) =
+        (ports.port(0), ports.port(1), ports.port(2), ports.port(3));
+    // Each failed registration raises uac:reg-failed; its rule tells a watcher.
+    let watch = std::net::UdpSocket::bind((LOOPBACK, watcher)).expect("watcher socket");
+    watch
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
     let mut accounts = accounts("w", 2, 60);
     accounts[1].configured_password = "not-the-password".to_owned();
     let kamailio = start_registrar(
@@ -422,11 +428,29 @@ fn wrong_password_backs_off() {
         "MD5",
     );
     let db = uacreg_db(&scratch, &accounts, registrar);
-    let _siphost = Siphost::start(
-        &scratch,
-        &siphost_config(sip, admin, &db, "reg_retry_interval = 1"),
+    let on_failure = format!(
+        r#"reg_retry_interval = 1
+
+[[tenant.filter.config.rule]]
+on = "event"
+event = "uac:reg-failed"
+do = [
+    '$uac_req(method) = "MESSAGE"',
+    '$uac_req(ruri) = "sip:watch@{LOOPBACK}:{watcher}"',
+    '$uac_req(body) = "failed $event(l_uuid) $event(status)"',
+    'uac_req_send()',
+]
+"#
     );
-    thread::sleep(Duration::from_secs(8));
+    let _siphost = Siphost::start(&scratch, &siphost_config(sip, admin, &db, &on_failure));
+    let started = std::time::Instant::now();
+    let mut alerts = Vec::new();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < Duration::from_secs(8) {
+        if let Ok(n) = watch.recv(&mut buf) {
+            alerts.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
     let bad: Vec<Seen> = registers(&kamailio)
         .into_iter()
         .filter(|s| s.user == "w0001")
@@ -443,6 +467,20 @@ fn wrong_password_backs_off() {
     assert!(info["failures"].as_u64().unwrap_or(0) >= 2, "{info}");
     assert!(!info.to_string().contains("not-the-password"), "{info}");
     assert_eq!(online(admin), 1, "the good account registered");
+    let failed: Vec<&String> = alerts
+        .iter()
+        .filter(|m| m.starts_with("MESSAGE sip:watch@") && m.ends_with("failed w0001 401"))
+        .collect();
+    assert!(
+        failed.len() >= 2,
+        "one uac:reg-failed alert per failed attempt, got {alerts:?}"
+    );
+    assert!(
+        alerts
+            .iter()
+            .all(|m| !m.contains("w0000") && !m.contains("not-the-password")),
+        "only the failing account is reported, without its password: {alerts:?}"
+    );
 }
 
 /// The registrar stops; refreshes fail and back off with jitter. When it
