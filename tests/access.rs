@@ -445,7 +445,7 @@ source = ["127.0.0.1/32"]
 name = "office"
 source = ["127.0.0.5/32"]
 "#;
-    let text = config(proxy, callee.port, access) + &endpoint_rules();
+    let text = format!("{}{}", config(proxy, callee.port, access), endpoint_rules());
     let _siphost = Siphost::start(&scratch, &text);
     let mut pbx = caller(
         &scratch,
@@ -473,13 +473,12 @@ source = ["127.0.0.5/32"]
     office.assert_all_calls_succeeded();
 }
 
+/// (username, password, ha1, endpoint).
+type CredentialRow<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>);
+
 /// Creates table `table` in the SQLite file at `path` with these (username, password, ha1,
 /// endpoint) rows, as an operator would.
-fn sqlite_credentials(
-    path: &Path,
-    table: &str,
-    rows: &[(&str, Option<&str>, Option<&str>, Option<&str>)],
-) {
+fn sqlite_credentials(path: &Path, table: &str, rows: &[CredentialRow<'_>]) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -711,8 +710,11 @@ fn check_refuses_trunk_credentials_without_identification() {
             .expect("siphost check runs");
         (
             out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
         )
     };
     let filter = format!(

@@ -461,6 +461,18 @@ mod tests {
                 "[[endpoint]]\nname = \"a\"\nsource = [\"::1\"]\n[[endpoint]]\nname = \"a\"\nsource = [\"::2\"]",
                 "access.endpoint[1].name: duplicate endpoint",
             ),
+            (
+                "[credentials]\ntable = \"drop table\"",
+                "access.credentials.table: \"drop table\" is not a plain SQL identifier",
+            ),
+            (
+                "[credentials]\ntable = \"t\"\ndb_url = \"ftp://x\"",
+                "access.credentials.db_url: unsupported scheme",
+            ),
+            (
+                "[credentials]\ndb_url = \"sqlite:///x\"",
+                "missing field `table`",
+            ),
         ];
         for (text, expected) in cases {
             let err = access(text).expect_err(text);

@@ -3,6 +3,7 @@
 //! never waits on the database.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -185,16 +186,15 @@ impl CredentialTable {
         let mut skipped = Vec::new();
         for row in &rows {
             match credentials_from_row(row) {
-                Ok((username, credentials)) => {
-                    if loaded.contains_key(&username) {
-                        skipped.push(SkippedRow {
-                            username,
-                            why: "username given again",
-                        });
-                    } else {
-                        loaded.insert(username, credentials);
+                Ok((username, credentials)) => match loaded.entry(username) {
+                    Entry::Occupied(first) => skipped.push(SkippedRow {
+                        username: first.key().clone(),
+                        why: "username given again",
+                    }),
+                    Entry::Vacant(slot) => {
+                        slot.insert(credentials);
                     }
-                }
+                },
                 Err(skip) => skipped.push(skip),
             }
         }
