@@ -63,9 +63,9 @@ pub enum Verdict {
     Drop,
 }
 
-/// Where a password or HA1 comes from. The config-backed table below is one; a
-/// database-backed one (the tenant's registration store) keeps rows in memory and
-/// implements this, since a check must not wait on I/O.
+/// Where a password or HA1 comes from: the config ([`ConfigCredentials`]) or, in front of
+/// a database table, [`table::TableCredentials`], which keeps the rows in memory since a
+/// check must not wait on I/O.
 pub trait CredentialStore: Send {
     /// The secret of `username` in `realm`, and the endpoint it identifies.
     fn lookup(&self, username: &str, realm: &str) -> Option<StoredCredentials>;

@@ -144,7 +144,14 @@ impl CredentialTable {
         let url = DbUrl::parse(db_url)?;
         validate_table_name(table).map_err(TableError::TableName)?;
         let driver_url = match &url {
-            DbUrl::Sqlite(path) => format!("sqlite://{}?mode=rw", path.display()),
+            DbUrl::Sqlite(path) => {
+                let path = path.to_string_lossy();
+                let escaped = path
+                    .replace('%', "%25")
+                    .replace('?', "%3F")
+                    .replace('#', "%23");
+                format!("sqlite://{escaped}?mode=rw")
+            }
             DbUrl::Postgres(u) | DbUrl::MySql(u) => u.clone(),
         };
         let pool = AnyPoolOptions::new()
