@@ -1,5 +1,5 @@
-//! Test filter built against `siphost:filter@0.1.0` as first published, before
-//! `message.endpoint` was added (a frozen copy in `wit/`, never to be edited): a host with
+//! Test filter built against `siphost:filter@0.1.0` as it was before `interest` and
+//! `message.endpoint` were added (a frozen copy in `wit/`, never to be edited): a host with
 //! additive 0.1 changes must keep loading and running it.
 
 wit_bindgen::generate!({ world: "filter", path: "wit" });
