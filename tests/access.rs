@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::net::{TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use md5::{Digest, Md5};
 
 use common::{
     HeaderChecks, PortBlock, Scratch, Siphost, Sipp, SippRole, Transport, record_route_regex,
-    render, sip_uri, siphost_proxy_config,
+    render, sip_uri, siphost_proxy_config, wasm_filter,
 };
 
 const SIPP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -274,9 +274,9 @@ fn a_flood_from_an_unidentified_source_does_not_stop_real_calls() {
     );
 }
 
-/// Sends an INVITE from `source` over UDP and returns the Proxy-Authenticate value of the
-/// 407 it gets.
-fn fetch_challenge(proxy: u16, source: &str) -> String {
+/// Sends an INVITE from `source` over UDP, with `extra` header lines (CRLF-terminated),
+/// and returns the reply.
+fn send_invite(proxy: u16, source: &str, cseq: u32, extra: &str) -> String {
     let socket = UdpSocket::bind((source, 0)).expect("bind");
     socket
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -284,20 +284,26 @@ fn fetch_challenge(proxy: u16, source: &str) -> String {
     let local = socket.local_addr().expect("local");
     let invite = format!(
         "INVITE sip:service@127.0.0.1:{proxy} SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {local};branch=z9hG4bK-fetch\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bK-fetch{cseq}\r\n\
          From: <sip:fetch@{source}>;tag=fetch\r\n\
          To: <sip:service@127.0.0.1:{proxy}>\r\n\
          Call-ID: fetch-challenge\r\n\
-         CSeq: 1 INVITE\r\n\
+         CSeq: {cseq} INVITE\r\n\
          Max-Forwards: 70\r\n\
-         Content-Length: 0\r\n\r\n"
+         {extra}Content-Length: 0\r\n\r\n"
     );
     socket
         .send_to(invite.as_bytes(), ("127.0.0.1", proxy))
         .expect("send");
     let mut buf = [0u8; 4096];
-    let n = socket.recv(&mut buf).expect("a 407");
-    let reply = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let n = socket.recv(&mut buf).expect("a reply");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Sends an INVITE from `source` over UDP and returns the Proxy-Authenticate value of the
+/// 407 it gets.
+fn fetch_challenge(proxy: u16, source: &str) -> String {
+    let reply = send_invite(proxy, source, 1, "");
     assert!(reply.starts_with("SIP/2.0 407 "), "{reply}");
     reply
         .lines()
@@ -382,29 +388,6 @@ fn credentials_sent_again_with_the_same_nonce_count_are_refused() {
     again.assert_all_calls_succeeded();
 }
 
-/// The uac filter component (`cargo build --profile wasm --target wasm32-wasip2 -p
-/// uac-filter`): `$SIPHOST_FILTER_DIR`, else next to this test binary's target dir.
-fn uac_filter() -> PathBuf {
-    let dir = match std::env::var_os("SIPHOST_FILTER_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => {
-            let exe = std::env::current_exe().expect("test binary path");
-            exe.ancestors()
-                .nth(3)
-                .expect("target dir")
-                .join("wasm32-wasip2")
-                .join("wasm")
-        }
-    };
-    let path = dir.join("uac_filter.wasm");
-    assert!(
-        path.exists(),
-        "{} missing: build it first (cargo build --profile wasm --target wasm32-wasip2 -p uac-filter)",
-        path.display()
-    );
-    path
-}
-
 /// The uac filter in tenant "trunk"'s chain: endpoint "office" is refused by a rule, every
 /// other request gets `X-Endpoint: $endpoint`.
 fn endpoint_rules() -> String {
@@ -422,7 +405,7 @@ do = ['sl_send_reply(403, "Endpoint $endpoint refused")']
 on = "request"
 do = ['append_hf("X-Endpoint: $endpoint\r\n")']
 "#,
-        uac_filter().display()
+        wasm_filter("uac_filter").display()
     )
 }
 
@@ -602,10 +585,12 @@ fn digest_credentials_from_a_sqlite_table_and_access_counters_in_metrics() {
     // Credentials for a username no row has: unidentified, 403.
     let challenge = fetch_challenge(proxy, "127.0.0.6");
     let uri = format!("sip:service@127.0.0.1:{proxy}");
-    let reply = send_invite_with(
+    let authorization = credentials(&challenge, "mallory", "x", &uri);
+    let reply = send_invite(
         proxy,
         "127.0.0.6",
-        &credentials(&challenge, "mallory", "x", &uri),
+        2,
+        &format!("Proxy-Authorization: {authorization}\r\n"),
     );
     assert!(reply.starts_with("SIP/2.0 403 "), "{reply}");
 
@@ -636,33 +621,6 @@ fn digest_credentials_from_a_sqlite_table_and_access_counters_in_metrics() {
     assert_eq!(event("stale"), 0.0);
     assert_eq!(event("replayed"), 0.0);
     assert_eq!(event("rate_limited"), 0.0);
-}
-
-/// Sends an INVITE with `authorization` as Proxy-Authorization from `source` and returns
-/// the reply.
-fn send_invite_with(proxy: u16, source: &str, authorization: &str) -> String {
-    let socket = UdpSocket::bind((source, 0)).expect("bind");
-    socket
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let local = socket.local_addr().expect("local");
-    let invite = format!(
-        "INVITE sip:service@127.0.0.1:{proxy} SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {local};branch=z9hG4bK-given\r\n\
-         From: <sip:given@{source}>;tag=given\r\n\
-         To: <sip:service@127.0.0.1:{proxy}>\r\n\
-         Call-ID: given-credentials\r\n\
-         CSeq: 2 INVITE\r\n\
-         Max-Forwards: 70\r\n\
-         Proxy-Authorization: {authorization}\r\n\
-         Content-Length: 0\r\n\r\n"
-    );
-    socket
-        .send_to(invite.as_bytes(), ("127.0.0.1", proxy))
-        .expect("send");
-    let mut buf = [0u8; 4096];
-    let n = socket.recv(&mut buf).expect("a reply");
-    String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
 /// A credentials table that is not there stops the start with a message naming it.
@@ -719,7 +677,7 @@ fn check_refuses_trunk_credentials_without_identification() {
     };
     let filter = format!(
         "[[tenant.filter]]\npath = \"{}\"\n[tenant.filter.config]\ncredential = [\"u:r:p\"]\n",
-        uac_filter().display()
+        wasm_filter("uac_filter").display()
     );
     let (code, out) = check("filter.toml", &filter);
     assert_eq!(code, Some(2), "{out}");
