@@ -294,11 +294,6 @@ impl CredentialTables {
     pub fn rows(&self, tenant: &str) -> Option<Arc<ArcSwap<Rows>>> {
         self.by_tenant.get(tenant).cloned()
     }
-
-    /// Files `rows` as `tenant`'s (for tests and embedders that read them themselves).
-    pub fn insert(&mut self, tenant: &str, rows: Arc<ArcSwap<Rows>>) {
-        self.by_tenant.insert(tenant.to_owned(), rows);
-    }
 }
 
 fn spawn_reload(
