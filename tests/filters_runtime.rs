@@ -4,7 +4,7 @@
 //! the artifact cache.
 //!
 //! Needs the test filters built first:
-//! `cargo build --profile wasm --target wasm32-wasip2 -p uac-filter -p filter-noop -p filter-misbehave -p filter-mark-a -p filter-mark-b`
+//! `cargo build --profile wasm --target wasm32-wasip2 -p uac-filter -p filter-noop -p filter-misbehave -p filter-mark-a -p filter-mark-b -p filter-wit-baseline`
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -37,7 +37,7 @@ fn filter(name: &str) -> PathBuf {
     let path = filter_dir().join(format!("{name}.wasm"));
     assert!(
         path.exists(),
-        "{} missing: build the test filters first (cargo build --profile wasm --target wasm32-wasip2 -p uac-filter -p filter-noop -p filter-misbehave -p filter-mark-a -p filter-mark-b)",
+        "{} missing: build the test filters first (cargo build --profile wasm --target wasm32-wasip2 -p uac-filter -p filter-noop -p filter-misbehave -p filter-mark-a -p filter-mark-b -p filter-wit-baseline)",
         path.display()
     );
     path
@@ -169,6 +169,110 @@ fn noop_filter_passes_messages_untouched() {
         Decision::Continue
     );
     assert_eq!(counter(&rt, "t", "calls"), 2);
+}
+
+/// Names the component imports from `siphost:filter/types@0.1.0`.
+fn imported_types_functions(path: &Path) -> Vec<String> {
+    let engine = wasmtime::Engine::default();
+    let component = wasmtime::component::Component::from_file(&engine, path).expect("component");
+    let ty = component.component_type();
+    let (_, types) = ty
+        .imports(&engine)
+        .find(|(name, _)| *name == "siphost:filter/types@0.1.0")
+        .expect("imports the types interface");
+    let wasmtime::component::types::ComponentItem::ComponentInstance(instance) = types.ty else {
+        panic!("types is not an instance import");
+    };
+    instance
+        .exports(&engine)
+        .map(|(name, _)| name.to_string())
+        .collect()
+}
+
+/// `message.endpoint` was added to 0.1 after filters were built against it: a component
+/// built from the WIT of before (tests/filters/wit-baseline, a frozen copy) does not
+/// import it, and still links against, instantiates in and runs on this host.
+#[test]
+fn a_component_built_before_message_endpoint_still_loads_and_runs() {
+    let path = filter("filter_wit_baseline");
+    let imported = imported_types_functions(&path);
+    assert!(
+        imported.iter().any(|n| n == "[method]message.source"),
+        "{imported:?}"
+    );
+    assert!(
+        !imported.iter().any(|n| n == "[method]message.endpoint"),
+        "the baseline must be built without message.endpoint: {imported:?}"
+    );
+    let cache = shared_cache();
+    let f = filter_config(&path, json!({}));
+    let rt = Runtime::new(
+        &[tenant("t", 5070, FailurePolicy::FailOpen, vec![f])],
+        options(&cache),
+    )
+    .expect("a host with message.endpoint loads the baseline");
+    let mut msg = invite("");
+    let mut context = ctx(5070, None);
+    context.endpoint = Some("pbx".into());
+    assert_eq!(
+        rt.request_blocking(&mut context, &mut msg),
+        Decision::Continue
+    );
+    assert_eq!(
+        msg.header("X-Baseline"),
+        Some("t INVITE from 127.0.0.1:5999")
+    );
+    assert_eq!(counter(&rt, "t", "traps"), 0);
+}
+
+/// The uac filter reads `$endpoint` through `message.endpoint`, on requests and on the
+/// replies of the same transaction.
+#[test]
+fn uac_rules_read_the_identified_endpoint() {
+    let cache = shared_cache();
+    let path = filter("uac_filter");
+    assert!(
+        imported_types_functions(&path)
+            .iter()
+            .any(|n| n == "[method]message.endpoint")
+    );
+    let f = filter_config(
+        &path,
+        json!({"rule": [
+            {"on": "request", "when": "$endpoint == \"blocked\"", "do": ["sl_send_reply(403, \"Endpoint $endpoint refused\")"]},
+            {"on": "request", "do": ["append_hf(\"X-Endpoint: $endpoint\\r\\n\")"]},
+            {"on": "reply", "when": "$endpoint != $null", "do": ["append_hf(\"X-Reply-Endpoint: $endpoint\\r\\n\")"]},
+        ]}),
+    );
+    let rt = Runtime::new(
+        &[tenant("t", 5070, FailurePolicy::FailOpen, vec![f])],
+        options(&cache),
+    )
+    .expect("runtime");
+    let mut context = ctx(5070, None);
+    context.endpoint = Some("pbx".into());
+    let mut msg = invite("");
+    assert_eq!(
+        rt.request_blocking(&mut context, &mut msg),
+        Decision::Continue
+    );
+    assert_eq!(msg.header("X-Endpoint"), Some("pbx"));
+    assert_eq!(context.endpoint.as_deref(), Some("pbx"), "given back");
+    let mut r = reply(200, "");
+    assert_eq!(rt.reply_blocking(&mut context, &mut r), Decision::Continue);
+    assert_eq!(r.header("X-Reply-Endpoint"), Some("pbx"));
+    let mut unidentified = invite("");
+    assert_eq!(
+        rt.request_blocking(&mut ctx(5070, None), &mut unidentified),
+        Decision::Continue
+    );
+    assert_eq!(unidentified.header("X-Endpoint"), Some(""));
+    let mut blocked = ctx(5070, None);
+    blocked.endpoint = Some("blocked".into());
+    assert!(matches!(
+        rt.request_blocking(&mut blocked, &mut invite("")),
+        Decision::Reply { code: 403, ref reason, .. } if reason == "Endpoint blocked refused"
+    ));
 }
 
 #[test]

@@ -9,37 +9,15 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{
     HeaderChecks, PortBlock, Scratch, Siphost, Sipp, SippRole, Transport, record_route_regex,
-    render, sip_uri, siphost_proxy_config,
+    render, sip_uri, siphost_proxy_config, wasm_filter,
 };
 use serde_json::{Value, json};
 
 const SIPP_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn filter(name: &str) -> PathBuf {
-    let dir = match std::env::var_os("SIPHOST_FILTER_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => {
-            let exe = std::env::current_exe().expect("test binary path");
-            exe.ancestors()
-                .nth(3)
-                .expect("target dir")
-                .join("wasm32-wasip2")
-                .join("wasm")
-        }
-    };
-    let path = dir.join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} missing: build the test filters first",
-        path.display()
-    );
-    path
-}
 
 /// siphost on `good` (tenant "good", marking filter a) and `bad` (tenant
 /// "bad", `bad_filter`), forwarding to the callee, admin on `admin`.
@@ -63,7 +41,7 @@ path = "{mark_a}"
 
 {bad_filter}
 "#,
-        mark_a = filter("filter_mark_a").display(),
+        mark_a = wasm_filter("filter_mark_a").display(),
     ));
     text
 }
@@ -231,7 +209,7 @@ cpu_limit_ms = {cpu_limit_ms}
 path = "{}"
 config = {{ mode = "{mode}", trigger = "always" }}
 "#,
-        filter("filter_misbehave").display()
+        wasm_filter("filter_misbehave").display()
     );
     let checks = HeaderChecks::new("invite")
         .matches("X-Filter-Version", 1, "^ *a$")
@@ -348,7 +326,7 @@ fn hot_swap_ten_times_under_load_drops_no_call() {
     );
 
     // 60 calls at 10/s last 6 s: swap every 400 ms once calls flow.
-    let versions = [filter("filter_mark_b"), filter("filter_mark_a")];
+    let versions = [wasm_filter("filter_mark_b"), wasm_filter("filter_mark_a")];
     let mut swap_ms = Vec::new();
     let mut swapped_at = Vec::new();
     let epoch_us = || {
@@ -493,7 +471,7 @@ cpu_limit_ms = 20
 path = "{}"
 config = {{ mode = "loop", trigger = "always" }}
 "#,
-        filter("filter_misbehave").display()
+        wasm_filter("filter_misbehave").display()
     );
     let checks = HeaderChecks::new("invite")
         .matches("X-Filter-Version", 1, "^ *a$")

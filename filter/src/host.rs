@@ -44,6 +44,9 @@ pub trait SipMessage {
     fn set_request_uri(&mut self, uri: &str);
     /// Choose the next hop (`$du`, a SIP URI).
     fn set_next_hop(&mut self, uri: &str);
+    /// The endpoint the host's access control identified the request as (`$endpoint`);
+    /// the same for the replies of that request.
+    fn endpoint(&self) -> Option<String>;
 }
 
 /// Host services that outlive one message.

@@ -17,6 +17,8 @@ pub struct MemMessage {
     pub source: String,
     /// The next hop chosen by a rule (`$du`).
     pub next_hop: Option<String>,
+    /// The endpoint the host identified the request as.
+    pub endpoint: Option<String>,
 }
 
 /// Compact header forms (RFC 3261 §7.3.3 and extensions) to full names.
@@ -57,6 +59,7 @@ impl MemMessage {
             rr_params: None,
             source: "127.0.0.1:5060".into(),
             next_hop: None,
+            endpoint: None,
         })
     }
 
@@ -175,6 +178,10 @@ impl SipMessage for MemMessage {
 
     fn source(&self) -> String {
         self.source.clone()
+    }
+
+    fn endpoint(&self) -> Option<String> {
+        self.endpoint.clone()
     }
 }
 

@@ -117,6 +117,9 @@ impl SipMessage for NoMessage {
     fn source(&self) -> String {
         String::new()
     }
+    fn endpoint(&self) -> Option<String> {
+        None
+    }
 }
 
 /// How one action ended.

@@ -189,6 +189,37 @@ fn conditions_and_variables() {
 }
 
 #[test]
+fn endpoint_reads_what_access_control_identified() {
+    let u = uac(json!({"rule": [
+        rule("request", Some("$endpoint == \"blocked\""), &["sl_send_reply(403, \"Not for $endpoint\")"]),
+        rule("request", Some("$endpoint != $null"), &["append_hf(\"X-Endpoint: $endpoint\\r\\n\")"]),
+    ]}));
+    let mut host = MemHost::default();
+    let mut m = invite();
+    m.endpoint = Some("pbx".into());
+    assert_eq!(
+        u.on_request(&initial("t"), &mut m, &mut host),
+        Verdict::Continue
+    );
+    assert_eq!(m.header("X-Endpoint").as_deref(), Some("pbx"));
+    let mut m = invite();
+    assert_eq!(
+        u.on_request(&initial("t"), &mut m, &mut host),
+        Verdict::Continue
+    );
+    assert_eq!(m.header("X-Endpoint"), None, "no endpoint: $null");
+    let mut m = invite();
+    m.endpoint = Some("blocked".into());
+    assert_eq!(
+        u.on_request(&initial("t"), &mut m, &mut host),
+        Verdict::Reply {
+            code: 403,
+            reason: "Not for blocked".into()
+        }
+    );
+}
+
+#[test]
 fn actions_headers_reply_drop_exit() {
     let u = uac(json!({"rule": [
         rule("request", Some("$rU == \"bob\""), &["append_hf(\"X-To-User: $tU@$td\\r\\n\")", "remove_hf(\"User-Agent\")"]),

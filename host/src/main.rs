@@ -192,7 +192,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     for listener in bound.transport.listeners() {
         tracing::info!(transport = %listener.kind, address = %listener.local, "listening");
     }
-    let proxy = Proxy::new(&config, bound, hooks, commands)?;
+    let credentials = siphost::access::table::CredentialTables::open(&config).await?;
+    let proxy = Proxy::with_credentials(&config, bound, hooks, commands, &credentials)?;
     tokio::spawn(stop_on_signal(
         handle.clone(),
         Duration::from_millis(config.shutdown.grace_ms),

@@ -505,6 +505,29 @@ impl Siphost {
     }
 }
 
+/// A wasm32-wasip2 filter component built with `--profile wasm`: in `$SIPHOST_FILTER_DIR`,
+/// else in `<target>/wasm32-wasip2/wasm` beside this test binary's target dir.
+pub fn wasm_filter(name: &str) -> PathBuf {
+    let dir = match std::env::var_os("SIPHOST_FILTER_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let exe = std::env::current_exe().expect("test binary path");
+            exe.ancestors()
+                .nth(3)
+                .expect("target dir")
+                .join("wasm32-wasip2")
+                .join("wasm")
+        }
+    };
+    let path = dir.join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} missing: build the filters first (cargo build --profile wasm --target wasm32-wasip2 -p <crate>)",
+        path.display()
+    );
+    path
+}
+
 /// A siphost config listening on UDP and TCP `port`, record-routing and
 /// forwarding every request without a Route to `default_route`.
 pub fn siphost_proxy_config(port: u16, default_route: &str, t1_ms: u32) -> String {

@@ -81,6 +81,9 @@ impl SipMessage for WitMessage<'_> {
     fn set_next_hop(&mut self, uri: &str) {
         self.0.set_next_hop(Some(uri))
     }
+    fn endpoint(&self) -> Option<String> {
+        self.0.endpoint()
+    }
 }
 
 /// The WIT imports as the uac logic's host; `store` is the registrations import.

@@ -34,6 +34,8 @@ pub enum Pvar {
     SourceIp,
     SourcePort,
     UserAgent,
+    /// `$endpoint`: the endpoint `[tenant.access]` identified the request as.
+    Endpoint,
     Header(String),
     /// `$uac_req(field)`.
     UacReq(ReqField),
@@ -105,6 +107,7 @@ impl Pvar {
             "si" => Pvar::SourceIp,
             "sp" => Pvar::SourcePort,
             "ua" => Pvar::UserAgent,
+            "endpoint" => Pvar::Endpoint,
             _ => return Err(unknown()),
         })
     }
@@ -163,6 +166,8 @@ impl Pvar {
             Pvar::SourceIp => split_address(&msg.source()).map(|(ip, _)| ip.to_owned()),
             Pvar::SourcePort => split_address(&msg.source()).map(|(_, port)| port.to_owned()),
             Pvar::UserAgent => msg.header("User-Agent"),
+            // On a failure hook `msg` is the request, which carries it.
+            Pvar::Endpoint => msg.endpoint(),
             Pvar::Header(name) => msg.header(name),
         }
     }

@@ -7,6 +7,8 @@ use serde::Deserialize;
 
 use super::digest::Algorithm;
 use super::network::Network;
+use crate::registrations::config::validate_table_name;
+use crate::registrations::{DbUrl, RegistrationsConfig};
 use crate::runtime::config::TenantConfig;
 
 /// A tenant's access policy. Endpoints are tried in this order: by source address, by
@@ -37,6 +39,47 @@ pub struct AccessConfig {
     /// The tenant's endpoints.
     #[serde(default)]
     pub endpoint: Vec<EndpointConfig>,
+    /// More endpoints identified by digest username, from a database table.
+    #[serde(default)]
+    pub credentials: Option<CredentialsTableConfig>,
+}
+
+/// `[tenant.access.credentials]`: digest credentials from a table with the columns
+/// `username`, `password`, `ha1`, `ha1_sha256`, `endpoint` (see `access::table`). Each
+/// row is an endpoint identified by its username that must authenticate; a username of
+/// a `[[tenant.access.endpoint]]` wins over a row.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsTableConfig {
+    /// The table's name (a plain SQL identifier).
+    pub table: String,
+    /// Its database; the tenant's store (`[tenant.registrations].db_url`) when not set.
+    #[serde(default)]
+    pub db_url: Option<String>,
+    /// Seconds between re-reads of the table; 0 reads it once, at start.
+    #[serde(default = "default_reload_s")]
+    pub reload_s: u64,
+}
+
+impl CredentialsTableConfig {
+    /// The database URL: its own, else the tenant's registration store's.
+    pub fn db_url<'a>(&'a self, registrations: Option<&'a RegistrationsConfig>) -> Option<&'a str> {
+        self.db_url
+            .as_deref()
+            .or(registrations.map(|r| r.db_url.as_str()))
+    }
+
+    fn validate(&self) -> Result<(), AccessConfigError> {
+        validate_table_name(&self.table).map_err(|why| fail("access.credentials.table", why))?;
+        if let Some(url) = &self.db_url {
+            DbUrl::parse(url).map_err(|e| fail("access.credentials.db_url", e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+fn default_reload_s() -> u64 {
+    60
 }
 
 /// One endpoint: who it is (any of `source`, `from`, `username`) and whether it must
@@ -190,6 +233,9 @@ impl AccessConfig {
         if limit.table_size == 0 {
             return Err(fail("access.rate_limit.table_size", "must be at least 1"));
         }
+        if let Some(credentials) = &self.credentials {
+            credentials.validate()?;
+        }
         let mut names = HashSet::new();
         let mut usernames = HashSet::new();
         for (i, endpoint) in self.endpoint.iter().enumerate() {
@@ -303,10 +349,18 @@ pub fn check_tenant_identification(
     tenant: &TenantConfig,
     has_registrations: bool,
 ) -> Result<(), AccessConfigError> {
+    if let Some(credentials) = tenant.access.as_ref().and_then(|a| a.credentials.as_ref())
+        && credentials.db_url(tenant.registrations.as_ref()).is_none()
+    {
+        return Err(fail(
+            "access.credentials.db_url",
+            "not set, and the tenant has no [tenant.registrations] db_url to share",
+        ));
+    }
     let identifies = tenant
         .access
         .as_ref()
-        .is_some_and(|access| !access.endpoint.is_empty());
+        .is_some_and(|access| !access.endpoint.is_empty() || access.credentials.is_some());
     if identifies {
         return Ok(());
     }
@@ -406,6 +460,18 @@ mod tests {
             (
                 "[[endpoint]]\nname = \"a\"\nsource = [\"::1\"]\n[[endpoint]]\nname = \"a\"\nsource = [\"::2\"]",
                 "access.endpoint[1].name: duplicate endpoint",
+            ),
+            (
+                "[credentials]\ntable = \"drop table\"",
+                "access.credentials.table: \"drop table\" is not a plain SQL identifier",
+            ),
+            (
+                "[credentials]\ntable = \"t\"\ndb_url = \"ftp://x\"",
+                "access.credentials.db_url: unsupported scheme",
+            ),
+            (
+                "[credentials]\ndb_url = \"sqlite:///x\"",
+                "missing field `table`",
             ),
         ];
         for (text, expected) in cases {

@@ -8,9 +8,11 @@ pub mod config;
 pub mod digest;
 pub mod network;
 pub mod rate;
+pub mod table;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use siphost_sip::{Message, Method};
@@ -61,9 +63,9 @@ pub enum Verdict {
     Drop,
 }
 
-/// Where a password or HA1 comes from. The config-backed table below is one; a
-/// database-backed one (the tenant's registration store) keeps rows in memory and
-/// implements this, since a check must not wait on I/O.
+/// Where a password or HA1 comes from: the config ([`ConfigCredentials`]) or, in front of
+/// a database table, [`table::TableCredentials`], which keeps the rows in memory since a
+/// check must not wait on I/O.
 pub trait CredentialStore: Send {
     /// The secret of `username` in `realm`, and the endpoint it identifies.
     fn lookup(&self, username: &str, realm: &str) -> Option<StoredCredentials>;
@@ -147,15 +149,60 @@ impl CredentialStore for ConfigCredentials {
     }
 }
 
-/// Counters of what the checks decided, for logs and stats.
+/// A snapshot of [`AccessCounters`].
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct AccessStats {
     pub allowed: u64,
     pub challenged: u64,
     pub refused: u64,
     pub dropped: u64,
+    pub unidentified: u64,
+    pub auth_failed: u64,
+    pub stale: u64,
     pub rate_limited: u64,
     pub replays: u64,
+}
+
+/// What the checks decided, counted for `/metrics`; shared by a tenant's listeners and
+/// read at scrape time. `allowed + challenged + refused + dropped` is every check; the
+/// others say why.
+#[derive(Debug, Default)]
+pub struct AccessCounters {
+    pub allowed: AtomicU64,
+    pub challenged: AtomicU64,
+    pub refused: AtomicU64,
+    pub dropped: AtomicU64,
+    /// No endpoint claimed the request (then refused or dropped per `unidentified`).
+    pub unidentified: AtomicU64,
+    /// Credentials for our realm were given and were wrong or unusable.
+    pub auth_failed: AtomicU64,
+    /// A right answer on an expired nonce (challenged again with `stale=true`).
+    pub stale: AtomicU64,
+    /// Dropped because the source's token bucket was empty.
+    pub rate_limited: AtomicU64,
+    /// A (nonce, nc) pair seen before (refused).
+    pub replays: AtomicU64,
+}
+
+impl AccessCounters {
+    pub fn snapshot(&self) -> AccessStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        AccessStats {
+            allowed: get(&self.allowed),
+            challenged: get(&self.challenged),
+            refused: get(&self.refused),
+            dropped: get(&self.dropped),
+            unidentified: get(&self.unidentified),
+            auth_failed: get(&self.auth_failed),
+            stale: get(&self.stale),
+            rate_limited: get(&self.rate_limited),
+            replays: get(&self.replays),
+        }
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 struct CompiledEndpoint {
@@ -183,7 +230,7 @@ pub struct AccessControl {
     replays: ReplayTable,
     /// Serial of the next nonce.
     next_nonce: u64,
-    stats: AccessStats,
+    counters: Arc<AccessCounters>,
 }
 
 impl std::fmt::Debug for AccessControl {
@@ -191,7 +238,7 @@ impl std::fmt::Debug for AccessControl {
         f.debug_struct("AccessControl")
             .field("realm", &self.realm)
             .field("endpoints", &self.endpoints.len())
-            .field("stats", &self.stats)
+            .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
 }
@@ -269,7 +316,7 @@ impl AccessControl {
             limiter: RateLimiter::new(&config.rate_limit),
             replays: ReplayTable::new(REPLAY_TABLE_SIZE),
             next_nonce: 0,
-            stats: AccessStats::default(),
+            counters: Arc::default(),
         })
     }
 
@@ -278,7 +325,13 @@ impl AccessControl {
     }
 
     pub fn stats(&self) -> AccessStats {
-        self.stats
+        self.counters.snapshot()
+    }
+
+    /// Counts into `counters` from now on (a tenant's listeners share one set).
+    pub fn with_counters(mut self, counters: Arc<AccessCounters>) -> AccessControl {
+        self.counters = counters;
+        self
     }
 
     /// Decides what becomes of request `msg` from `source`. `now` is wall-clock time since
@@ -291,12 +344,13 @@ impl AccessControl {
         now: Duration,
     ) -> Verdict {
         let verdict = self.decide(msg, canonical(source.ip()), target, now);
-        match &verdict {
-            Verdict::Allow(_) => self.stats.allowed += 1,
-            Verdict::Challenge(_) => self.stats.challenged += 1,
-            Verdict::Refuse(_) => self.stats.refused += 1,
-            Verdict::Drop => self.stats.dropped += 1,
-        }
+        let counters = &self.counters;
+        bump(match &verdict {
+            Verdict::Allow(_) => &counters.allowed,
+            Verdict::Challenge(_) => &counters.challenged,
+            Verdict::Refuse(_) => &counters.refused,
+            Verdict::Drop => &counters.dropped,
+        });
         verdict
     }
 
@@ -314,7 +368,7 @@ impl AccessControl {
                 return Verdict::Drop;
             }
             if by_address.is_none() && !self.limiter.take(source, now) {
-                self.stats.rate_limited += 1;
+                bump(&self.counters.rate_limited);
                 return Verdict::Drop;
             }
             return Verdict::Allow(by_address.map(|(i, by)| self.endpoint(i, by)));
@@ -327,7 +381,7 @@ impl AccessControl {
             return Verdict::Allow(Some(self.endpoint(i, by)));
         }
         if !self.limiter.has_token(source, now) {
-            self.stats.rate_limited += 1;
+            bump(&self.counters.rate_limited);
             return Verdict::Drop;
         }
         let credentials = self.our_credentials(msg);
@@ -347,6 +401,7 @@ impl AccessControl {
             if credentials.is_none() && self.credentials.identifies_by_username() {
                 return self.challenge(msg, target, now, false);
             }
+            bump(&self.counters.unidentified);
             tracing::info!(%source, realm = %self.realm, "request from an unidentified source");
             return match self.unidentified {
                 Unidentified::Forbidden => {
@@ -360,16 +415,20 @@ impl AccessControl {
         };
         match self.authenticate(msg, credentials.as_ref(), &username, now) {
             AuthOutcome::Ok => Verdict::Allow(Some(endpoint)),
-            AuthOutcome::Stale => self.challenge(msg, target, now, true),
+            AuthOutcome::Stale => {
+                bump(&self.counters.stale);
+                self.challenge(msg, target, now, true)
+            }
             AuthOutcome::Challenge { failed } => {
                 self.limiter.take(source, now);
                 if failed {
+                    bump(&self.counters.auth_failed);
                     tracing::info!(%source, user = %username, "digest authentication failed");
                 }
                 self.challenge(msg, target, now, false)
             }
             AuthOutcome::Replay => {
-                self.stats.replays += 1;
+                bump(&self.counters.replays);
                 self.limiter.take(source, now);
                 tracing::info!(%source, user = %username, "replayed digest nonce count");
                 Verdict::Refuse(Box::new(self.reply(msg, 403, "Replayed Credentials")))

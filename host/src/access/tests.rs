@@ -476,3 +476,103 @@ fn consume_credentials_removes_only_ours() {
     );
     assert_eq!(msg.header("Authorization"), None);
 }
+
+/// Rows of a credentials table identify endpoints by username (the table's `endpoint`
+/// name), behind the config's own usernames; unknown sources are challenged, not refused.
+#[test]
+fn table_rows_identify_by_username_behind_the_config() {
+    use self::table::{Rows, TableCredentials};
+    let config: AccessConfig = toml::from_str(CONFIG).expect("access config");
+    let mut rows = Rows::new();
+    for (username, password, endpoint) in [
+        ("dbuser", "dbpass", "from-table"),
+        ("branch", "shadowed", "shadowed"),
+    ] {
+        rows.insert(
+            username.to_owned(),
+            StoredCredentials {
+                endpoint: Arc::from(endpoint),
+                secret: Secret::Password(password.to_owned()),
+            },
+        );
+    }
+    let rows = Arc::new(arc_swap::ArcSwap::from_pointee(rows));
+    let store = Box::new(TableCredentials::new(&config.endpoint, rows.clone()));
+    let mut access =
+        AccessControl::with_store("acme", &config, SECRET, store).expect("valid config");
+    let source = from_ip("192.0.2.9");
+    let reply = challenge_of(access.check(&invite("x@y"), source, Target::Relayed, at(T0)));
+    let challenge = reply
+        .header("Proxy-Authenticate")
+        .expect("challenge")
+        .to_owned();
+    let with = |user: &str, password: &str, nc: u32| {
+        request(
+            "INVITE",
+            "x@y",
+            &format!(
+                "Proxy-Authorization: {}\r\n",
+                answer(&challenge, user, password, nc, "INVITE")
+            ),
+        )
+    };
+    let endpoint = allowed(access.check(
+        &with("dbuser", "dbpass", 1),
+        source,
+        Target::Relayed,
+        at(T0),
+    ))
+    .expect("a table row authenticates");
+    assert_eq!(&*endpoint.name, "from-table");
+    assert_eq!(endpoint.by, IdentifiedBy::Username);
+    // The config's "branch" wins over the row of the same username.
+    challenge_of(access.check(
+        &with("branch", "shadowed", 2),
+        source,
+        Target::Relayed,
+        at(T0),
+    ));
+    // A row removed by a reload stops working at once.
+    rows.store(Arc::new(Rows::new()));
+    assert!(matches!(
+        access.check(
+            &with("dbuser", "dbpass", 3),
+            source,
+            Target::Relayed,
+            at(T0)
+        ),
+        Verdict::Refuse(_)
+    ));
+    let stats = access.stats();
+    assert_eq!(
+        (
+            stats.challenged,
+            stats.allowed,
+            stats.refused,
+            stats.auth_failed,
+            stats.unidentified
+        ),
+        (2, 1, 1, 1, 1)
+    );
+}
+
+/// The listeners of one tenant count into one shared set.
+#[test]
+fn counters_are_shared_by_a_tenants_listeners() {
+    let counters = Arc::new(AccessCounters::default());
+    let mut udp = control(CONFIG).with_counters(counters.clone());
+    let mut tcp = control(CONFIG).with_counters(counters.clone());
+    for access in [&mut udp, &mut tcp] {
+        assert!(matches!(
+            access.check(
+                &invite("x@y"),
+                from_ip("192.0.2.1"),
+                Target::Relayed,
+                at(T0)
+            ),
+            Verdict::Challenge(_)
+        ));
+    }
+    assert_eq!(counters.snapshot().challenged, 2);
+    assert_eq!(udp.stats(), tcp.stats());
+}

@@ -17,6 +17,7 @@ use prometheus_client::registry::Registry;
 
 use super::registrations::{RegistrationSource, StateCount};
 use super::status::RateHistory;
+use crate::access::AccessCounters;
 use crate::proxy::ProxyHandle;
 use crate::proxy::hooks::{FilterHooks, HookCall, HookDone, HookResult, Submitted};
 use crate::runtime::Runtime;
@@ -318,6 +319,57 @@ fn encode_gauges<const N: usize>(
     Ok(())
 }
 
+/// `[tenant.access]`'s decisions per tenant: every check in exactly one `outcome`, and
+/// the reasons behind them as `event`s.
+fn encode_access(
+    encoder: &mut DescriptorEncoder<'_>,
+    tenants: &[(String, Arc<AccessCounters>)],
+) -> Result<(), std::fmt::Error> {
+    encode_counters(
+        encoder,
+        "siphost_access_requests",
+        "Requests checked by a tenant's access control, by outcome (allowed, challenged: \
+         401/407 sent, refused: 403 sent, dropped)",
+        tenants.iter().flat_map(|(tenant, c)| {
+            [
+                ("allowed", &c.allowed),
+                ("challenged", &c.challenged),
+                ("refused", &c.refused),
+                ("dropped", &c.dropped),
+            ]
+            .map(|(outcome, n)| {
+                (
+                    [("tenant", tenant.clone()), ("outcome", outcome.to_string())],
+                    n.load(Relaxed),
+                )
+            })
+        }),
+    )?;
+    encode_counters(
+        encoder,
+        "siphost_access_events",
+        "Why access control refused, dropped or challenged, by event (unidentified: no \
+         endpoint claimed the request; auth_failed: wrong credentials; stale: right answer \
+         on an expired nonce; replayed: a nonce count used again; rate_limited: the source's \
+         bucket was empty)",
+        tenants.iter().flat_map(|(tenant, c)| {
+            [
+                ("unidentified", &c.unidentified),
+                ("auth_failed", &c.auth_failed),
+                ("stale", &c.stale),
+                ("replayed", &c.replays),
+                ("rate_limited", &c.rate_limited),
+            ]
+            .map(|(event, n)| {
+                (
+                    [("tenant", tenant.clone()), ("event", event.to_string())],
+                    n.load(Relaxed),
+                )
+            })
+        }),
+    )
+}
+
 impl Collector for HostView {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let start = encoder.encode_descriptor(
@@ -358,6 +410,10 @@ impl Collector for HostView {
         ] {
             let family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             ConstCounter::new(counter.load(Relaxed)).encode(family)?;
+        }
+
+        if let Some(access) = stats.access.get() {
+            encode_access(&mut encoder, access)?;
         }
 
         if let Some(runtime) = &self.runtime {

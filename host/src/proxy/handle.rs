@@ -2,13 +2,14 @@
 //! uac_req_send), shutdown, and counters, all through one command queue.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use siphost_sip::Message;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::access::AccessCounters;
 use crate::transport::{NextHopError, ResolveError, TransportKind};
 
 /// How many commands may wait for the core.
@@ -60,6 +61,8 @@ pub struct ProxyStats {
     pub overloaded: AtomicU64,
     /// TCP connections closed because the peer stopped reading (`[tcp] write_queue` full).
     pub slow_peers_dropped: AtomicU64,
+    /// Each tenant's access counters (tenants with `[tenant.access]`), set once by the core.
+    pub access: OnceLock<Vec<(String, Arc<AccessCounters>)>>,
 }
 
 impl ProxyStats {

@@ -6,7 +6,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use siphost_sip::Uri;
 
 use super::*;
-use crate::access::{AccessControl, Target, Verdict};
+use crate::access::table::{CredentialTables, TableCredentials};
+use crate::access::{
+    AccessControl, AccessCounters, ConfigCredentials, CredentialStore, Target, Verdict,
+};
 use crate::runtime::config::{ListenTransport, parse_listen};
 
 impl Core {
@@ -50,12 +53,17 @@ impl Core {
 pub(super) fn access_by_listener(
     config: &Config,
     listeners: &[Listener],
+    stats: &ProxyStats,
+    credentials: &CredentialTables,
 ) -> Result<FxHashMap<usize, AccessControl>, ProxyError> {
     let mut by_listener = FxHashMap::default();
+    let mut counters_by_tenant = Vec::new();
     for tenant in &config.tenant {
         let Some(access) = &tenant.access else {
             continue;
         };
+        let counters = Arc::new(AccessCounters::default());
+        counters_by_tenant.push((tenant.name.clone(), counters.clone()));
         for entry in &tenant.listen {
             let (transport, address) =
                 parse_listen(entry).map_err(|why| ProxyError::TenantListen {
@@ -68,13 +76,21 @@ pub(super) fn access_by_listener(
             };
             // One instance per listener: the UDP and TCP sockets of a tenant keep separate
             // replay tables and buckets, which only makes each smaller.
-            let control =
-                AccessControl::new(&tenant.name, access, rand::random()).map_err(|source| {
-                    ProxyError::Access {
-                        tenant: tenant.name.clone(),
-                        source,
-                    }
-                })?;
+            let store: Box<dyn CredentialStore> = match &access.credentials {
+                None => Box::new(ConfigCredentials::new(&access.endpoint)),
+                Some(_) => {
+                    let rows = credentials
+                        .rows(&tenant.name)
+                        .ok_or_else(|| ProxyError::CredentialsNotOpened(tenant.name.clone()))?;
+                    Box::new(TableCredentials::new(&access.endpoint, rows))
+                }
+            };
+            let control = AccessControl::with_store(&tenant.name, access, rand::random(), store)
+                .map_err(|source| ProxyError::Access {
+                    tenant: tenant.name.clone(),
+                    source,
+                })?
+                .with_counters(counters.clone());
             if let Some(i) = listeners
                 .iter()
                 .position(|l| l.kind == kind && l.local == address)
@@ -83,5 +99,7 @@ pub(super) fn access_by_listener(
             }
         }
     }
+    // Already set when a second core shares these stats (tests); the first one's stay.
+    let _ = stats.access.set(counters_by_tenant);
     Ok(by_listener)
 }

@@ -24,6 +24,11 @@ pub enum ProxyError {
     },
     #[error("tenant {tenant:?}: listen entry {why}")]
     TenantListen { tenant: String, why: String },
+    #[error(
+        "tenant {0:?}: [tenant.access.credentials] is configured but its table was not \
+         opened (CredentialTables::open)"
+    )]
+    CredentialsNotOpened(String),
 }
 
 /// The proxy: build with [`Proxy::new`], then [`Proxy::run`] until shutdown.
@@ -46,6 +51,18 @@ impl Proxy {
         hooks: Arc<dyn FilterHooks>,
         commands: CommandReceiver,
     ) -> Result<Proxy, ProxyError> {
+        Self::with_credentials(config, bound, hooks, commands, &CredentialTables::default())
+    }
+
+    /// As [`Proxy::new`], with the tenants' credentials tables (`[tenant.access.credentials]`)
+    /// opened by the caller (see [`CredentialTables::open`]).
+    pub fn with_credentials(
+        config: &Config,
+        bound: Bound,
+        hooks: Arc<dyn FilterHooks>,
+        commands: CommandReceiver,
+        credentials: &CredentialTables,
+    ) -> Result<Proxy, ProxyError> {
         let (internal, internal_rx) = mpsc::unbounded_channel();
         let listeners = bound.transport.listeners().to_vec();
         let conn_ids = bound.transport.conn_ids();
@@ -56,6 +73,7 @@ impl Proxy {
             hooks,
             commands.stats,
             internal.clone(),
+            credentials,
         )?;
         Ok(Proxy {
             core,

@@ -29,6 +29,7 @@ use super::routing::{
     Identities, MAGIC_COOKIE, Router, is_loop, loop_hash, make_branch, preprocess_route,
     record_route_value, stateless_branch, via_transport, via_value, wants_record_route,
 };
+use crate::access::table::CredentialTables;
 use crate::config::Config;
 use crate::transport::{
     Bound, ConnId, Listener, NextHop, ResolveError, Resolver, SendFailure, Source, Transport,
@@ -253,6 +254,7 @@ impl Core {
         hooks: Arc<dyn FilterHooks>,
         stats: Arc<ProxyStats>,
         internal: mpsc::UnboundedSender<Internal>,
+        credentials: &CredentialTables,
     ) -> Result<Core, ProxyError> {
         let t = &config.transaction;
         let timer_config = TimerConfig::new(
@@ -261,7 +263,7 @@ impl Core {
             Duration::from_millis(t.t4_ms),
         )?;
         Ok(Core {
-            access: access::access_by_listener(config, &listeners)?,
+            access: access::access_by_listener(config, &listeners, &stats, credentials)?,
             us: Identities::new(&listeners),
             listeners,
             conns: ConnTable::new(conn_ids),

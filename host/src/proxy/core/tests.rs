@@ -38,7 +38,17 @@ fn harness_routed_to(default_route: &str, hooks: Arc<dyn FilterHooks>) -> Harnes
     let (internal, decisions) = mpsc::unbounded_channel();
     let stats = Arc::new(ProxyStats::default());
     let conn_ids = Arc::new(AtomicU64::new(1));
-    let core = Core::new(&config, listeners, conn_ids, hooks, stats, internal).expect("core");
+    let credentials = CredentialTables::default();
+    let core = Core::new(
+        &config,
+        listeners,
+        conn_ids,
+        hooks,
+        stats,
+        internal,
+        &credentials,
+    )
+    .expect("core");
     Harness {
         core,
         decisions,

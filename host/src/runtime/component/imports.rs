@@ -96,6 +96,8 @@ pub struct CallState {
     pub transport: &'static str,
     pub source: Option<SocketAddr>,
     pub local: Option<SocketAddr>,
+    /// The endpoint access control identified the call's request as.
+    pub endpoint: Option<String>,
 }
 
 impl CallState {
@@ -111,6 +113,7 @@ impl CallState {
             transport: "",
             source: None,
             local: None,
+            endpoint: None,
         })
     }
 
@@ -357,6 +360,10 @@ impl types::HostMessage for HostState {
     }
     fn serialize(&mut self, m: Resource<MessageRef>) -> wasmtime::Result<Vec<u8>> {
         Ok(self.call.message(&m)?.to_bytes().to_vec())
+    }
+    fn endpoint(&mut self, m: Resource<MessageRef>) -> wasmtime::Result<Option<String>> {
+        self.call.message(&m)?;
+        Ok(self.call.endpoint.clone())
     }
     fn drop(&mut self, _m: Resource<MessageRef>) -> wasmtime::Result<()> {
         // Handles are only ever lent as borrows; the host owns every message.

@@ -203,6 +203,7 @@ impl FilterInstance for ComponentInstance {
         call.transport = ctx.transport;
         call.source = Some(ctx.source);
         call.local = Some(ctx.local);
+        call.endpoint = ctx.endpoint.take();
         if let Some(reply) = input.failure_reply.as_deref_mut() {
             call.lend(SECONDARY, reply);
         }
@@ -226,6 +227,7 @@ impl FilterInstance for ComponentInstance {
         ctx.transaction_key = std::mem::take(&mut self.context.transaction_key);
         ctx.own_route = self.context.own_route.take();
         let call = &mut self.store.data_mut().call;
+        ctx.endpoint = call.endpoint.take();
         call.give_back(PRIMARY, msg, result.is_err());
         if let Some(reply) = input.failure_reply.as_deref_mut() {
             call.give_back(SECONDARY, reply, true);
@@ -254,6 +256,7 @@ impl FilterInstance for ComponentInstance {
         call.transport = "";
         call.source = None;
         call.local = None;
+        call.endpoint = None;
         let result = metered(&mut self.store, &self.ticker, self.cpu_limit, |store| {
             filter.call_on_local_reply(store, request_id, Resource::new_borrow(PRIMARY))
         });
