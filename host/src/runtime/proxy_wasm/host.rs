@@ -2,16 +2,16 @@
 //! a SIP message lent per call; what SIP cannot do answers a valid status.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::RngCore;
-use siphost_sip::{Message, Uri, same_header_name};
+use siphost_sip::{Bytes, Message, Uri, same_header_name};
 use wasmtime::{Caller, Extern, Linker, Module, Val};
 
 use super::super::component::imports::MemoryLimiter;
 use super::super::instance::{Action, HookInput, InstanceSetup};
-use super::super::state::lock;
+use super::super::state::{TenantShared, lock};
 
 // proxy-wasm statuses.
 const OK: i32 = 0;
@@ -19,6 +19,7 @@ const NOT_FOUND: i32 = 1;
 const BAD_ARGUMENT: i32 = 2;
 const EMPTY: i32 = 7;
 const CAS_MISMATCH: i32 = 8;
+const INTERNAL_FAILURE: i32 = 10;
 // WASI errno values.
 const ERRNO_SUCCESS: i32 = 0;
 const ERRNO_BADF: i32 = 8;
@@ -32,11 +33,33 @@ const BUFFER_RESPONSE_BODY: i32 = 1;
 const BUFFER_VM_CONFIGURATION: i32 = 6;
 const BUFFER_PLUGIN_CONFIGURATION: i32 = 7;
 
+/// Timer tokens from here up carry a queue id: `on_queue_ready` for it.
+pub const QUEUE_READY_TOKEN: u64 = 1 << 32;
+/// Items one shared queue holds; enqueueing more answers NotFound (the SDK's
+/// error value), so a module cannot grow host memory outside its limit.
+pub const MAX_QUEUE_ITEMS: usize = 10_000;
+
+/// One shared queue: its items and the VM that registered it last, which gets
+/// `on_queue_ready` when an item arrives (as in Envoy).
+struct SharedQueue {
+    name: String,
+    items: VecDeque<Vec<u8>>,
+    owner: Option<QueueOwner>,
+}
+
+/// Where a queue's `on_queue_ready` goes: the worker and chain slot of the
+/// registering VM (whichever instance holds that slot then).
+struct QueueOwner {
+    shared: Weak<TenantShared>,
+    lane: usize,
+    filter: usize,
+}
+
 /// Shared data, queues and metrics of one tenant (every VM of it sees them).
 #[derive(Default)]
 pub struct TenantData {
     kv: Mutex<HashMap<String, (Vec<u8>, u32)>>,
-    queues: Mutex<Vec<(String, VecDeque<Vec<u8>>)>>,
+    queues: Mutex<Vec<SharedQueue>>,
     metrics: Mutex<Vec<(String, i32, i64)>>,
 }
 
@@ -339,6 +362,28 @@ fn map_of(state: &mut PwState, map: i32) -> Option<&mut Call> {
     (map == wanted).then_some(call)
 }
 
+/// The reply `send_local_response` asks for. The host computes Content-Length;
+/// a body without a Content-Type is `text/plain`, as Envoy sends it.
+fn local_reply(code: u16, reason: String, headers: Vec<(String, String)>, body: Vec<u8>) -> Action {
+    let mut headers: Vec<(String, String)> = headers
+        .into_iter()
+        .filter(|(n, _)| !same_header_name(n, "Content-Length"))
+        .collect();
+    if !body.is_empty()
+        && !headers
+            .iter()
+            .any(|(n, _)| same_header_name(n, "Content-Type"))
+    {
+        headers.push(("Content-Type".into(), "text/plain".into()));
+    }
+    Action::Reply {
+        code,
+        reason,
+        headers,
+        body: Bytes::from(body),
+    }
+}
+
 fn reason(code: u16) -> &'static str {
     match code {
         400 => "Bad Request",
@@ -399,19 +444,19 @@ fn env_call(name: &str, mut caller: Caller<'_, PwState>, p: &[Val]) -> wasmtime:
             c.data_mut().tick_period = Some(Duration::from_millis(arg(p, 0) as u32 as u64));
             Ok(OK)
         }
+        // A map the message does not have (trailers, the other direction's
+        // headers, an HTTP call's response) reads as empty and ignores edits:
+        // the SDKs accept only Ok from these calls and panic on anything else.
         "proxy_get_header_map_size" => {
-            let size = map_of(c.data_mut(), arg(p, 0)).map(|m| serialize_map(&m.headers).len());
-            match size {
-                Some(n) => write_u32(c, arg(p, 1), n as u32).map(|_| OK),
-                None => Ok(NOT_FOUND),
-            }
+            let bytes =
+                map_of(c.data_mut(), arg(p, 0)).map_or_else(Vec::new, |m| m.headers.clone());
+            let size = serialize_map(&bytes).len();
+            write_u32(c, arg(p, 1), size as u32).map(|_| OK)
         }
         "proxy_get_header_map_pairs" => {
-            let bytes = map_of(c.data_mut(), arg(p, 0)).map(|m| serialize_map(&m.headers));
-            match bytes {
-                Some(b) => give(c, &b, arg(p, 1), arg(p, 2)).map(|_| OK),
-                None => Ok(NOT_FOUND),
-            }
+            let bytes = map_of(c.data_mut(), arg(p, 0))
+                .map_or_else(|| serialize_map(&[]), |m| serialize_map(&m.headers));
+            give(c, &bytes, arg(p, 1), arg(p, 2)).map(|_| OK)
         }
         "proxy_set_header_map_pairs" => {
             let bytes = read(c, arg(p, 1), arg(p, 2))?;
@@ -419,7 +464,7 @@ fn env_call(name: &str, mut caller: Caller<'_, PwState>, p: &[Val]) -> wasmtime:
                 return Ok(BAD_ARGUMENT);
             };
             let Some(call) = map_of(c.data_mut(), arg(p, 0)) else {
-                return Ok(NOT_FOUND);
+                return Ok(OK);
             };
             call.headers = pairs;
             call.headers_edited = true;
@@ -438,7 +483,7 @@ fn env_call(name: &str, mut caller: Caller<'_, PwState>, p: &[Val]) -> wasmtime:
             let key = read_str(c, arg(p, 1), arg(p, 2))?;
             let value = read_str(c, arg(p, 3), arg(p, 4))?;
             let Some(call) = map_of(c.data_mut(), arg(p, 0)) else {
-                return Ok(NOT_FOUND);
+                return Ok(OK);
             };
             match call.find(&key) {
                 Some(i) if name == "proxy_replace_header_map_value" => {
@@ -463,7 +508,7 @@ fn env_call(name: &str, mut caller: Caller<'_, PwState>, p: &[Val]) -> wasmtime:
         "proxy_remove_header_map_value" => {
             let key = read_str(c, arg(p, 1), arg(p, 2))?;
             let Some(call) = map_of(c.data_mut(), arg(p, 0)) else {
-                return Ok(NOT_FOUND);
+                return Ok(OK);
             };
             call.headers
                 .retain(|(n, _)| !header_eq(n, &key) || n.starts_with(':'));
@@ -496,8 +541,10 @@ fn env_call(name: &str, mut caller: Caller<'_, PwState>, p: &[Val]) -> wasmtime:
             let (start, size) = (arg(p, 1) as u32 as usize, arg(p, 2) as u32 as usize);
             let new = read(c, arg(p, 3), arg(p, 4))?;
             let kind = arg(p, 0);
+            // Like header maps, a buffer the message does not have ignores
+            // edits with Ok, the only status the SDKs accept here.
             let Some(call) = c.data_mut().call.as_mut() else {
-                return Ok(NOT_FOUND);
+                return Ok(OK);
             };
             let ours = if call.is_request {
                 BUFFER_REQUEST_BODY
@@ -505,7 +552,7 @@ fn env_call(name: &str, mut caller: Caller<'_, PwState>, p: &[Val]) -> wasmtime:
                 BUFFER_RESPONSE_BODY
             };
             if kind != ours {
-                return Ok(NOT_FOUND);
+                return Ok(OK);
             }
             let start = start.min(call.body.len());
             let end = start.saturating_add(size).min(call.body.len());
@@ -516,23 +563,23 @@ fn env_call(name: &str, mut caller: Caller<'_, PwState>, p: &[Val]) -> wasmtime:
         "proxy_send_local_response" => {
             let code = arg(p, 0) as u32;
             let details = read_str(c, arg(p, 1), arg(p, 2))?;
+            let body = read(c, arg(p, 3), arg(p, 4))?;
             let headers = parse_map(&read(c, arg(p, 5), arg(p, 6))?).unwrap_or_default();
             let Ok(code @ 100..=699) = u16::try_from(code) else {
                 return Ok(BAD_ARGUMENT);
             };
+            let label = c.data().setup.label.clone();
             let Some(call) = c.data_mut().call.as_mut() else {
-                return Ok(NOT_FOUND);
+                // on_tick or on_queue_ready: there is no request to answer.
+                tracing::warn!(filter = %label, code, "send_local_response outside a request, ignored");
+                return Ok(OK);
             };
             let reason = if details.is_empty() {
                 reason(code).to_string()
             } else {
                 details
             };
-            call.local_response = Some(Action::Reply {
-                code,
-                reason,
-                headers,
-            });
+            call.local_response = Some(local_reply(code, reason, headers, body));
             Ok(OK)
         }
         "proxy_get_property" => {
@@ -576,35 +623,57 @@ fn env_call(name: &str, mut caller: Caller<'_, PwState>, p: &[Val]) -> wasmtime:
                 (2, 4)
             };
             let queue = read_str(c, arg(p, name_at), arg(p, name_at + 1))?;
-            let tenant = c.data().tenant.clone();
-            let mut queues = lock(&tenant.queues);
-            let token = match queues.iter().position(|(n, _)| *n == queue) {
+            let registering = name == "proxy_register_shared_queue";
+            let state = c.data();
+            let mut queues = lock(&state.tenant.queues);
+            let token = match queues.iter().position(|q| q.name == queue) {
                 Some(i) => i,
-                None if name == "proxy_register_shared_queue" => {
-                    queues.push((queue, VecDeque::new()));
+                None if registering => {
+                    queues.push(SharedQueue {
+                        name: queue,
+                        items: VecDeque::new(),
+                        owner: None,
+                    });
                     queues.len() - 1
                 }
                 None => return Ok(NOT_FOUND),
             };
+            if registering {
+                queues[token].owner = Some(QueueOwner {
+                    shared: Arc::downgrade(&state.setup.shared),
+                    lane: state.setup.lane,
+                    filter: state.setup.filter_index,
+                });
+            }
             drop(queues);
             write_u32(c, arg(p, ret), token as u32 + 1)?;
             Ok(OK)
         }
         "proxy_enqueue_shared_queue" => {
             let value = read(c, arg(p, 1), arg(p, 2))?;
-            let token = (arg(p, 0) as u32 as usize).wrapping_sub(1);
-            match lock(&c.data().tenant.queues).get_mut(token) {
-                Some((_, q)) => {
-                    q.push_back(value);
-                    Ok(OK)
+            let id = arg(p, 0) as u32;
+            let token = (id as usize).wrapping_sub(1);
+            let wake = match lock(&c.data().tenant.queues).get_mut(token) {
+                Some(q) if q.items.len() < MAX_QUEUE_ITEMS => {
+                    q.items.push_back(value);
+                    q.owner
+                        .as_ref()
+                        .map(|o| (o.shared.clone(), o.lane, o.filter))
                 }
-                None => Ok(NOT_FOUND),
+                _ => return Ok(NOT_FOUND),
+            };
+            // Delivered on the owner's worker after the running call, never inside it.
+            if let Some((shared, lane, filter)) = wake
+                && let Some(shared) = shared.upgrade()
+            {
+                shared.wake(lane, filter, QUEUE_READY_TOKEN + u64::from(id));
             }
+            Ok(OK)
         }
         "proxy_dequeue_shared_queue" => {
             let token = (arg(p, 0) as u32 as usize).wrapping_sub(1);
             let item = match lock(&c.data().tenant.queues).get_mut(token) {
-                Some((_, q)) => q.pop_front(),
+                Some(q) => q.items.pop_front(),
                 None => return Ok(NOT_FOUND),
             };
             match item {
@@ -647,7 +716,11 @@ fn env_call(name: &str, mut caller: Caller<'_, PwState>, p: &[Val]) -> wasmtime:
             } else {
                 host.gauge_set(metric, *value)
             };
-            Ok(if fed.is_ok() { OK } else { BAD_ARGUMENT })
+            if let Err(e) = fed {
+                tracing::warn!(filter = %state.setup.label, "metric {metric}: {e}");
+            }
+            // record_metric accepts only Ok and NotFound; the host's refusal is logged.
+            Ok(OK)
         }
         "proxy_get_metric" => {
             let id = (arg(p, 0) as u32 as usize).wrapping_sub(1);
@@ -667,8 +740,11 @@ fn env_call(name: &str, mut caller: Caller<'_, PwState>, p: &[Val]) -> wasmtime:
             write_u32(c, arg(p, 0), 0)?;
             give(c, &[], arg(p, 1), arg(p, 2)).map(|_| OK)
         }
-        // SIP has no upstream HTTP or gRPC and no foreign functions: a valid
-        // status the SDKs turn into an error value rather than a panic.
+        // SIP has no upstream HTTP or gRPC: the failure status the SDKs turn
+        // into an error value (NotFound would make them panic here).
+        "proxy_http_call" | "proxy_grpc_call" | "proxy_grpc_stream" => Ok(INTERNAL_FAILURE),
+        // No gRPC stream or call exists to send on, cancel or close, and there
+        // are no foreign functions: NotFound, an error value to the SDKs.
         _ => Ok(NOT_FOUND),
     }
 }
