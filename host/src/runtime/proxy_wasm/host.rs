@@ -2,6 +2,7 @@
 //! a SIP message lent per call; what SIP cannot do answers a valid status.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -63,15 +64,26 @@ pub struct TenantData {
     metrics: Mutex<Vec<(String, i32, i64)>>,
 }
 
+/// What the filter did to the header map, so that the common edit (adding
+/// headers) costs appends to the message rather than rewriting every line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeaderEdits {
+    None,
+    /// Only new lines added at the end, from this index of the map on.
+    AppendedFrom(usize),
+    /// Anything else: the message's lines are rewritten from the map.
+    Rewritten,
+}
+
 /// The message of the hook call in progress, as header map and body.
 pub struct Call {
     is_request: bool,
     headers: Vec<(String, String)>,
-    headers_edited: bool,
-    body: Vec<u8>,
+    edits: HeaderEdits,
+    body: Bytes,
     body_edited: bool,
-    source: String,
-    transport: String,
+    source: SocketAddr,
+    transport: &'static str,
     local_response: Option<Action>,
 }
 
@@ -105,11 +117,11 @@ impl Call {
         Self {
             is_request,
             headers,
-            headers_edited: false,
-            body: msg.body().to_vec(),
+            edits: HeaderEdits::None,
+            body: msg.body_bytes(),
             body_edited: false,
-            source: input.ctx.source.to_string(),
-            transport: input.ctx.transport.to_string(),
+            source: input.ctx.source,
+            transport: input.ctx.transport,
             local_response: None,
         }
     }
@@ -123,25 +135,46 @@ impl Call {
         if let Some(reply) = self.local_response {
             return reply;
         }
-        if self.headers_edited {
-            let names: Vec<String> = msg.all_headers().map(|(n, _)| n.to_string()).collect();
-            for name in &names {
-                msg.remove_header(name);
-            }
-            for (name, value) in &self.headers {
-                if name == ":path" && self.is_request {
-                    if msg.request_uri() != Some(value.as_str()) {
-                        msg.set_request_uri(value);
-                    }
-                } else if !name.starts_with(':') {
+        match self.edits {
+            HeaderEdits::None => {}
+            HeaderEdits::AppendedFrom(from) => {
+                for (name, value) in &self.headers[from..] {
                     msg.append_header(name, value);
                 }
             }
+            HeaderEdits::Rewritten => self.rewrite_headers(msg),
         }
         if self.body_edited {
-            msg.set_body(self.body.into(), None);
+            msg.set_body(self.body, None);
         }
         Action::Continue
+    }
+
+    /// Replaces the message's header lines with the map's, in its order.
+    fn rewrite_headers(&self, msg: &mut Message) {
+        let names: Vec<String> = msg.all_headers().map(|(n, _)| n.to_string()).collect();
+        for name in &names {
+            msg.remove_header(name);
+        }
+        for (name, value) in &self.headers {
+            if name == ":path" && self.is_request {
+                if msg.request_uri() != Some(value.as_str()) {
+                    msg.set_request_uri(value);
+                }
+            } else if !name.starts_with(':') {
+                msg.append_header(name, value);
+            }
+        }
+    }
+
+    /// Adds a line at the end of the map.
+    fn append(&mut self, name: String, value: String) {
+        if self.edits == HeaderEdits::None && !name.starts_with(':') {
+            self.edits = HeaderEdits::AppendedFrom(self.headers.len());
+        } else if name.starts_with(':') {
+            self.edits = HeaderEdits::Rewritten;
+        }
+        self.headers.push((name, value));
     }
 
     fn find(&self, key: &str) -> Option<usize> {
@@ -404,8 +437,8 @@ fn reason(code: u16) -> &'static str {
 fn property(state: &PwState, path: &[&str]) -> Option<Vec<u8>> {
     let call = state.call.as_ref();
     let text = match path {
-        ["source", "address"] => call?.source.clone(),
-        ["siphost", "transport"] | ["connection", "transport"] => call?.transport.clone(),
+        ["source", "address"] => call?.source.to_string(),
+        ["siphost", "transport"] | ["connection", "transport"] => call?.transport.to_string(),
         ["siphost", "tenant"] => state.setup.shared.name.to_string(),
         ["plugin_name"] => state.setup.label.to_string(),
         _ => return None,
@@ -467,7 +500,7 @@ fn env_call(name: &str, mut caller: Caller<'_, PwState>, p: &[Val]) -> wasmtime:
                 return Ok(OK);
             };
             call.headers = pairs;
-            call.headers_edited = true;
+            call.edits = HeaderEdits::Rewritten;
             Ok(OK)
         }
         "proxy_get_header_map_value" => {
@@ -487,6 +520,7 @@ fn env_call(name: &str, mut caller: Caller<'_, PwState>, p: &[Val]) -> wasmtime:
             };
             match call.find(&key) {
                 Some(i) if name == "proxy_replace_header_map_value" => {
+                    call.edits = HeaderEdits::Rewritten;
                     call.headers[i].1 = value;
                     call.headers.retain_mut({
                         let mut seen = 0;
@@ -500,9 +534,8 @@ fn env_call(name: &str, mut caller: Caller<'_, PwState>, p: &[Val]) -> wasmtime:
                         }
                     });
                 }
-                _ => call.headers.push((key, value)),
+                _ => call.append(key, value),
             }
-            call.headers_edited = true;
             Ok(OK)
         }
         "proxy_remove_header_map_value" => {
@@ -512,7 +545,7 @@ fn env_call(name: &str, mut caller: Caller<'_, PwState>, p: &[Val]) -> wasmtime:
             };
             call.headers
                 .retain(|(n, _)| !header_eq(n, &key) || n.starts_with(':'));
-            call.headers_edited = true;
+            call.edits = HeaderEdits::Rewritten;
             Ok(OK)
         }
         "proxy_get_buffer_status" => {
@@ -556,7 +589,9 @@ fn env_call(name: &str, mut caller: Caller<'_, PwState>, p: &[Val]) -> wasmtime:
             }
             let start = start.min(call.body.len());
             let end = start.saturating_add(size).min(call.body.len());
-            call.body.splice(start..end, new);
+            let mut body = call.body.to_vec();
+            body.splice(start..end, new);
+            call.body = Bytes::from(body);
             call.body_edited = true;
             Ok(OK)
         }
