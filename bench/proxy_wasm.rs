@@ -2,7 +2,9 @@
 //! proxy-wasm filter (`X-Proxy-Wasm: hello` on every request) and the same logic
 //! as a component (tests/filters/stamp), each alone in a tenant's chain, called
 //! as the relay calls a hook on a realistic INVITE (the context, the hand-off to
-//! the tenant's worker and back); no filter as the baseline.
+//! the tenant's worker and back); no filter as the baseline. Criterion runs
+//! each alone; then an interleaved pass alternates the two filters call by
+//! call, so both meet the same machine load, and prints p50/p99 of each.
 //!
 //! Build the filters first:
 //! `cargo build --profile wasm --target wasm32-wasip1 -p proxy-wasm-filter`,
@@ -13,6 +15,7 @@ use std::hint::black_box;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion};
 use siphost::proxy::hooks::{FilterHooks, HookCall, HookContext, NoFilters, call_and_wait};
@@ -145,4 +148,37 @@ fn main() {
     });
     group.finish();
     c.final_summary();
+
+    const SAMPLES: usize = 100_000;
+    let mut component = Vec::with_capacity(SAMPLES);
+    let mut proxy_wasm = Vec::with_capacity(SAMPLES);
+    let mut timed = |port: u16, into: &mut Vec<Duration>| {
+        let msg = invite.clone();
+        let started = Instant::now();
+        black_box(hook(&*rt, msg, port));
+        into.push(started.elapsed());
+    };
+    for _ in 0..SAMPLES {
+        timed(COMPONENT_PORT, &mut component);
+        timed(PROXY_WASM_PORT, &mut proxy_wasm);
+    }
+    let p50_component = percentiles("interleaved, component ", component);
+    let p50_proxy_wasm = percentiles("interleaved, proxy-wasm", proxy_wasm);
+    println!(
+        "interleaved p50 ratio proxy-wasm / component: {:.2}",
+        p50_proxy_wasm.as_secs_f64() / p50_component.as_secs_f64()
+    );
+}
+
+/// Prints p50 and p99 of `samples`; returns the p50.
+fn percentiles(label: &str, mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
+    println!(
+        "{label}: p50 {:.2} µs, p99 {:.2} µs ({} samples)",
+        at(0.50).as_secs_f64() * 1e6,
+        at(0.99).as_secs_f64() * 1e6,
+        samples.len()
+    );
+    at(0.50)
 }
