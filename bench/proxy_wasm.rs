@@ -152,7 +152,7 @@ fn main() {
     const SAMPLES: usize = 100_000;
     let mut component = Vec::with_capacity(SAMPLES);
     let mut proxy_wasm = Vec::with_capacity(SAMPLES);
-    let mut timed = |port: u16, into: &mut Vec<Duration>| {
+    let timed = |port: u16, into: &mut Vec<Duration>| {
         let msg = invite.clone();
         let started = Instant::now();
         black_box(hook(&*rt, msg, port));
