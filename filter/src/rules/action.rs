@@ -4,8 +4,8 @@
 use super::lex::{Token, tokenize};
 use super::pvar::Template;
 use super::{Hook, RuleErrorKind};
-use crate::req_send::{ReqField, UacReq};
 use crate::reg::store::LookupKey;
+use crate::req_send::{ReqField, UacReq};
 
 /// A parsed call from a `do` list. Executed by [`crate::uac::Uac`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use super::component::imports::MemoryLimiter;
 use super::component::instance::classify;
 use super::cpu::thread_cpu_time;
 use super::instance::{
-    Action, FilterFactory, FilterInstance, FilterLoader, Hook, HookInput, InstanceSetup,
+    Action, FilterFactory, FilterInstance, FilterLoader, Hook, HookInput, InstanceSetup, Interest,
     LoadSource, Loaded,
 };
 use super::state::{TenantCounters, lock};
@@ -378,6 +378,21 @@ impl FilterInstance for ProxyWasmInstance {
         Err(FilterError::BadRequest(
             "proxy-wasm filters take no remote registrations".into(),
         ))
+    }
+
+    /// The hooks the module has callbacks for: never `on-failure`, which
+    /// proxy-wasm has no callback for, so failed branches skip the hand-off.
+    fn interest(&self) -> Interest {
+        let mut hooks = Interest::NONE;
+        if self.callbacks.request_headers.is_some() {
+            hooks = hooks
+                .union(Interest::INITIAL_REQUESTS)
+                .union(Interest::IN_DIALOG_REQUESTS);
+        }
+        if self.callbacks.response_headers.is_some() {
+            hooks = hooks.union(Interest::REPLIES);
+        }
+        hooks
     }
 }
 
