@@ -1,5 +1,5 @@
-//! The example proxy-wasm SDK filter in a running siphost, driven by SIPp: the
-//! callee sees `X-Proxy-Wasm: hello` on every INVITE; User-Agent blocked-agent
+//! The example proxy-wasm SDK filter in a running siphost (examples/proxy-wasm.toml
+//! as shipped, ports substituted), driven by SIPp: the callee sees `X-Proxy-Wasm: hello` on every INVITE; User-Agent blocked-agent
 //! gets 403. A misbehaving proxy-wasm module (loop, trap, memory) is contained
 //! by its tenant's limits and fail-closed policy while a tenant beside it
 //! completes every call; a module's local reply reaches the caller with its body.
@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use common::{
     HeaderChecks, PortBlock, Scratch, Siphost, Sipp, SippRole, Transport, record_route_regex,
-    render, sip_uri, siphost_proxy_config,
+    render, sip_uri, siphost_proxy_config, tests_dir,
 };
 
 const SIPP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -35,6 +35,29 @@ fn module(name: &str) -> PathBuf {
 
 fn proxy_wasm_filter() -> PathBuf {
     module("proxy_wasm_filter")
+}
+
+/// examples/proxy-wasm.toml as shipped, with the test's ports and the built filter.
+fn example_config(proxy: u16, callee: u16) -> String {
+    let example = tests_dir().join("../examples/proxy-wasm.toml");
+    let text = std::fs::read_to_string(&example)
+        .unwrap_or_else(|e| panic!("read {}: {e}", example.display()));
+    for needle in [
+        "127.0.0.1:5060",
+        "\"sip:127.0.0.1:5090\"",
+        "target/wasm32-wasip1/wasm/proxy_wasm_filter.wasm",
+    ] {
+        assert!(text.contains(needle), "example lost {needle}");
+    }
+    text.replace("127.0.0.1:5060", &format!("127.0.0.1:{proxy}"))
+        .replace(
+            "\"sip:127.0.0.1:5090\"",
+            &format!("\"{}\"", sip_uri(callee, Transport::Udp)),
+        )
+        .replace(
+            "target/wasm32-wasip1/wasm/proxy_wasm_filter.wasm",
+            &proxy_wasm_filter().display().to_string(),
+        )
 }
 
 fn rpc(admin: u16, method: &str, params: Value) -> Value {
@@ -95,11 +118,7 @@ fn calls_carry_the_filter_header_and_the_blocked_agent_gets_403() {
     let proxy = proxy_ports.port(0);
     let callee_ports = PortBlock::reserve(&format!("{test}-callee"), 5);
     let callee_port = callee_ports.port(0);
-    let mut config = siphost_proxy_config(proxy, &sip_uri(callee_port, Transport::Udp), 500);
-    config.push_str(&format!(
-        "\n[[tenant]]\nname = \"default\"\nlisten = [\"udp:127.0.0.1:{proxy}\"]\nfailure_policy = \"fail-open\"\n[[tenant.filter]]\npath = \"{}\"\n",
-        proxy_wasm_filter().display()
-    ));
+    let config = example_config(proxy, callee_port);
     let checks = HeaderChecks::new("invite")
         .matches("X-Proxy-Wasm", 1, "^ *hello$")
         .matches("Record-Route", 1, &record_route_regex(proxy));
