@@ -898,6 +898,90 @@ mod tests {
     }
 
     #[test]
+    fn a_local_reply_body_gets_text_plain_and_the_hosts_content_length() {
+        let headers = vec![
+            ("content-length".to_string(), "999".to_string()),
+            ("x-a".to_string(), "1".to_string()),
+        ];
+        let Action::Reply { headers, body, .. } =
+            local_reply(486, "Busy Here".into(), headers, b"busy".to_vec())
+        else {
+            panic!("a reply");
+        };
+        assert_eq!(&body[..], b"busy");
+        assert_eq!(
+            headers,
+            vec![
+                ("x-a".to_string(), "1".to_string()),
+                ("Content-Type".to_string(), "text/plain".to_string()),
+            ]
+        );
+        let own_type = vec![("Content-Type".to_string(), "application/json".to_string())];
+        let Action::Reply { headers, .. } =
+            local_reply(486, "x".into(), own_type.clone(), b"{}".to_vec())
+        else {
+            panic!("a reply");
+        };
+        assert_eq!(headers, own_type);
+    }
+
+    fn call_on(msg: &Message) -> Call {
+        Call {
+            is_request: true,
+            headers: msg
+                .all_headers()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            edits: HeaderEdits::None,
+            body: msg.body_bytes(),
+            body_edited: false,
+            source: "127.0.0.1:5999".parse().expect("addr"),
+            transport: "udp",
+            local_response: None,
+        }
+    }
+
+    #[test]
+    fn added_headers_are_appended_and_other_edits_rewrite_the_lines() {
+        let text = "OPTIONS sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nv: SIP/2.0/UDP b;branch=z9hG4bK2\r\nCall-ID: c\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+        let original = Message::parse(Bytes::from(text)).expect("parses");
+
+        let mut msg = original.clone();
+        let mut call = call_on(&msg);
+        call.append("X-A".into(), "1".into());
+        call.append("X-B".into(), "2".into());
+        assert_eq!(call.edits, HeaderEdits::AppendedFrom(7));
+        call.finish(&mut msg);
+        let names: Vec<&str> = msg.all_headers().map(|(n, _)| n).collect();
+        // The compact `v` stays as written: only the new lines were added.
+        assert_eq!(
+            names,
+            [
+                "Via",
+                "v",
+                "Call-ID",
+                "From",
+                "To",
+                "CSeq",
+                "Content-Length",
+                "X-A",
+                "X-B"
+            ]
+        );
+
+        let mut msg = original.clone();
+        let mut call = call_on(&msg);
+        call.headers.swap(0, 1);
+        call.edits = HeaderEdits::Rewritten;
+        call.finish(&mut msg);
+        let vias: Vec<&str> = msg.headers("Via").collect();
+        assert!(
+            vias[0].contains("z9hG4bK2") && vias[1].contains("z9hG4bK1"),
+            "{vias:?}"
+        );
+    }
+
+    #[test]
     fn sip_header_names_compare_as_sip_does_and_pseudo_headers_exactly() {
         assert!(header_eq("User-Agent", "user-agent"));
         assert!(header_eq("v", "Via"));
