@@ -54,6 +54,8 @@ cargo clippy --target wasm32-wasip1 --lib "${proxy_wasm_args[@]}" -- -D warnings
 echo "test: building wasm filters: ${wasm_packages[*]}"
 cargo build --profile wasm --target wasm32-wasip2 "${package_args[@]}"
 cargo build --profile wasm --target wasm32-wasip1 "${proxy_wasm_args[@]}"
+# The example once more without WASI: proxy-wasm modules may target either.
+cargo build --profile wasm --target wasm32-unknown-unknown -p proxy-wasm-filter
 
 echo "test: cargo test --workspace ${exclude_args[*]}"
 cargo test --workspace "${exclude_args[@]}"

@@ -4,7 +4,8 @@
 //! queues wake the registering VM; local replies carry a body.
 //!
 //! Needs the filters built first:
-//! `cargo build --profile wasm --target wasm32-wasip1 -p proxy-wasm-filter -p proxy-wasm-probe` and
+//! `cargo build --profile wasm --target wasm32-wasip1 -p proxy-wasm-filter -p proxy-wasm-probe`,
+//! `cargo build --profile wasm --target wasm32-unknown-unknown -p proxy-wasm-filter` and
 //! `cargo build --profile wasm --target wasm32-wasip2 -p filter-noop -p filter-mark-a`
 
 use std::net::SocketAddr;
@@ -125,6 +126,27 @@ fn sdk_filter_stamps_requests_and_keeps_header_order() {
     assert!(vias[0].contains("z9hG4bKtest") && vias[1].contains("z9hG4bKfirst"));
     assert_eq!(msg.request_uri(), Some("sip:bob@example.com"));
     assert_eq!(msg.header("Call-ID"), Some("c1@test"));
+}
+
+/// Without WASI: the same SDK filter built for wasm32-unknown-unknown imports
+/// only `env` and runs the same.
+#[test]
+fn the_example_built_for_wasm32_unknown_unknown_runs_too() {
+    let rt = runtime(vec![filter(wasm(
+        "wasm32-unknown-unknown",
+        "proxy_wasm_filter",
+    ))]);
+    let mut msg = invite("User-Agent: softphone\r\n");
+    assert_eq!(
+        rt.request_blocking(&mut ctx(), &mut msg),
+        Decision::Continue
+    );
+    assert_eq!(msg.header("X-Proxy-Wasm"), Some("hello"));
+    let mut blocked = invite("User-Agent: blocked-agent\r\n");
+    assert!(matches!(
+        rt.request_blocking(&mut ctx(), &mut blocked),
+        Decision::Reply { code: 403, .. }
+    ));
 }
 
 #[test]
