@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what siphost's build and tests need on a fresh Debian machine, and
 # nothing that is already there: SIPp and Kamailio 5.6 (with its SQLite
-# modules) from apt, the pinned Rust toolchain with the wasm32-wasip2 and wasm32-wasip1 targets,
-# and, for the fuzz/ project, a nightly toolchain and cargo-fuzz.
+# modules) from apt, the pinned Rust toolchain with the wasm32-wasip2,
+# wasm32-wasip1 and wasm32-unknown-unknown targets, and, for the fuzz/
+# project, a nightly toolchain and cargo-fuzz.
 # Run as root (or with sudo available). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,7 +37,7 @@ fi
 # Without arguments rustup installs the toolchain (with its components and
 # targets) named in rust-toolchain.toml; both commands are no-ops when done.
 rustup toolchain install
-rustup target add wasm32-wasip2 wasm32-wasip1
+rustup target add wasm32-wasip2 wasm32-wasip1 wasm32-unknown-unknown
 
 # The fuzz smoke run (scripts/fuzz-smoke.sh) needs a nightly toolchain and
 # cargo-fuzz; it fails without them, so both are installed here.

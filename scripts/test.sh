@@ -25,9 +25,14 @@ for manifest in tests/filters/*/Cargo.toml; do
     wasm_packages+=("$name")
     exclude_args+=(--exclude "$name")
 done
-# The proxy-wasm example is a core module for wasm32-wasip1 (its proxy_* imports do not
-# link natively).
-exclude_args+=(--exclude proxy-wasm-filter)
+# The proxy-wasm example and test modules are core modules for wasm32-wasip1 (their
+# proxy_* imports do not link natively).
+proxy_wasm_packages=(proxy-wasm-filter proxy-wasm-probe)
+proxy_wasm_args=()
+for package in "${proxy_wasm_packages[@]}"; do
+    exclude_args+=(--exclude "$package")
+    proxy_wasm_args+=(-p "$package")
+done
 package_args=()
 for package in "${wasm_packages[@]}"; do
     package_args+=(-p "$package")
@@ -44,11 +49,13 @@ echo "test: cargo clippy --workspace --all-targets ${exclude_args[*]}"
 cargo clippy --workspace --all-targets "${exclude_args[@]}" -- -D warnings
 echo "test: cargo clippy --target wasm32-wasip2 --lib ${package_args[*]}"
 cargo clippy --target wasm32-wasip2 --lib "${package_args[@]}" -- -D warnings
-cargo clippy --target wasm32-wasip1 --lib -p proxy-wasm-filter -- -D warnings
+cargo clippy --target wasm32-wasip1 --lib "${proxy_wasm_args[@]}" -- -D warnings
 
 echo "test: building wasm filters: ${wasm_packages[*]}"
 cargo build --profile wasm --target wasm32-wasip2 "${package_args[@]}"
-cargo build --profile wasm --target wasm32-wasip1 -p proxy-wasm-filter
+cargo build --profile wasm --target wasm32-wasip1 "${proxy_wasm_args[@]}"
+# The example once more without WASI: proxy-wasm modules may target either.
+cargo build --profile wasm --target wasm32-unknown-unknown -p proxy-wasm-filter
 
 echo "test: cargo test --workspace ${exclude_args[*]}"
 cargo test --workspace "${exclude_args[@]}"

@@ -1,14 +1,22 @@
 //! proxy-wasm (ABI 0.2.1) filters in a tenant's chain: the example SDK filter
-//! edits and refuses SIP requests, beside component filters, hot swapped.
+//! edits and refuses SIP requests, beside component filters, hot swapped; a
+//! misbehaving module meets the tenant's limits and failure policy; shared
+//! queues wake the registering VM; local replies carry a body.
 //!
 //! Needs the filters built first:
-//! `cargo build --profile wasm --target wasm32-wasip1 -p proxy-wasm-filter` and
+//! `cargo build --profile wasm --target wasm32-wasip1 -p proxy-wasm-filter -p proxy-wasm-probe`,
+//! `cargo build --profile wasm --target wasm32-unknown-unknown -p proxy-wasm-filter` and
 //! `cargo build --profile wasm --target wasm32-wasip2 -p filter-noop -p filter-mark-a`
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use siphost::proxy::hooks::{CallBlocking, Decision, HookContext};
+use serde_json::json;
+use siphost::proxy::hooks::{
+    CallBlocking, Decision, FilterHooks, HookCall, HookContext, Submitted,
+};
 use siphost::runtime::config::{FailurePolicy, FilterConfig, TenantConfig};
 use siphost::runtime::{EngineOptions, Runtime};
 use siphost::sip::{Bytes, Message};
@@ -35,6 +43,22 @@ fn proxy_wasm_filter() -> PathBuf {
     wasm("wasm32-wasip1", "proxy_wasm_filter")
 }
 
+/// The test module: misbehaves per its plugin configuration, probes queues,
+/// local replies with a body and HTTP calls (tests/filters-proxy-wasm/probe).
+fn probe() -> PathBuf {
+    wasm("wasm32-wasip1", "proxy_wasm_probe")
+}
+
+fn probe_filter(plugin_config: &str) -> FilterConfig {
+    let mut config = toml::Table::new();
+    config.insert("plugin_config".into(), plugin_config.into());
+    FilterConfig {
+        path: probe(),
+        config,
+        watch_ms: None,
+    }
+}
+
 fn filter(path: PathBuf) -> FilterConfig {
     FilterConfig {
         path,
@@ -58,7 +82,7 @@ fn tenant(filters: Vec<FilterConfig>) -> TenantConfig {
     }
 }
 
-fn runtime(filters: Vec<FilterConfig>) -> std::sync::Arc<Runtime> {
+fn runtime(filters: Vec<FilterConfig>) -> Arc<Runtime> {
     let options = EngineOptions {
         max_instances: 64,
         max_memory_bytes: 64 << 20,
@@ -104,6 +128,27 @@ fn sdk_filter_stamps_requests_and_keeps_header_order() {
     assert_eq!(msg.header("Call-ID"), Some("c1@test"));
 }
 
+/// Without WASI: the same SDK filter built for wasm32-unknown-unknown imports
+/// only `env` and runs the same.
+#[test]
+fn the_example_built_for_wasm32_unknown_unknown_runs_too() {
+    let rt = runtime(vec![filter(wasm(
+        "wasm32-unknown-unknown",
+        "proxy_wasm_filter",
+    ))]);
+    let mut msg = invite("User-Agent: softphone\r\n");
+    assert_eq!(
+        rt.request_blocking(&mut ctx(), &mut msg),
+        Decision::Continue
+    );
+    assert_eq!(msg.header("X-Proxy-Wasm"), Some("hello"));
+    let mut blocked = invite("User-Agent: blocked-agent\r\n");
+    assert!(matches!(
+        rt.request_blocking(&mut ctx(), &mut blocked),
+        Decision::Reply { code: 403, .. }
+    ));
+}
+
 #[test]
 fn blocked_user_agent_gets_403() {
     let rt = runtime(vec![filter(proxy_wasm_filter())]);
@@ -113,8 +158,10 @@ fn blocked_user_agent_gets_403() {
             code,
             reason,
             headers,
+            body,
         } => {
             assert_eq!((code, reason.as_str()), (403, "Forbidden"));
+            assert!(body.is_empty());
             assert!(headers.contains(&("x-blocked-by".to_string(), "proxy-wasm".to_string())));
         }
         other => panic!("expected a 403, got {other:?}"),
@@ -167,4 +214,229 @@ fn the_tenant_memory_limit_binds_proxy_wasm_modules() {
         text.contains("memory") || text.contains("limit"),
         "unexpected error: {text}"
     );
+}
+
+/// Tenant `name` on `port` with the probe module in `plugin_config` mode.
+fn probe_tenant(name: &str, port: u16, policy: FailurePolicy, mode: &str) -> TenantConfig {
+    let mut t = tenant(vec![probe_filter(mode)]);
+    t.name = name.to_string();
+    t.listen = vec![format!("udp:127.0.0.1:{port}")];
+    t.failure_policy = policy;
+    t
+}
+
+fn runtime_of(tenants: &[TenantConfig]) -> Arc<Runtime> {
+    let options = EngineOptions {
+        max_instances: 64,
+        max_memory_bytes: 64 << 20,
+        cache_dir: None,
+    };
+    Runtime::new(tenants, options).expect("runtime")
+}
+
+fn ctx_on(port: u16) -> HookContext {
+    let mut c = ctx();
+    c.local = SocketAddr::from(([127, 0, 0, 1], port));
+    c
+}
+
+fn counter(rt: &Runtime, tenant: &str, name: &str) -> u64 {
+    let status = rt.status();
+    let tenants = status["tenants"].as_array().expect("tenants");
+    let t = tenants
+        .iter()
+        .find(|t| t["name"] == json!(tenant))
+        .expect("tenant");
+    t["counters"][name].as_u64().expect("counter")
+}
+
+/// A clean request is served by a fresh VM: its call count starts at 1 again,
+/// which only a new instance's memory does.
+fn assert_fresh_instance_serves(rt: &Runtime, port: u16) {
+    let mut good = invite("");
+    assert_eq!(
+        rt.request_blocking(&mut ctx_on(port), &mut good),
+        Decision::Continue
+    );
+    assert_eq!(good.header("X-Probe-Calls"), Some("1"));
+}
+
+#[test]
+fn an_endless_loop_in_on_request_headers_is_stopped_by_the_cpu_limit() {
+    let mut t = probe_tenant("bad", 5080, FailurePolicy::FailClosed, "loop");
+    t.cpu_limit_ms = 20;
+    let rt = runtime_of(&[t]);
+    let started = Instant::now();
+    let decision = rt.request_blocking(&mut ctx_on(5080), &mut invite("X-Misbehave: yes\r\n"));
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(decision, Decision::Reply { code: 500, .. }),
+        "{decision:?}"
+    );
+    // 20 ms of CPU; the bound leaves room for a loaded test machine.
+    assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
+    assert_eq!(counter(&rt, "bad", "timeouts"), 1);
+    assert_fresh_instance_serves(&rt, 5080);
+}
+
+#[test]
+fn a_trap_fail_open_undoes_the_edits_and_replaces_the_instance() {
+    let rt = runtime_of(&[probe_tenant("bad", 5080, FailurePolicy::FailOpen, "trap")]);
+    // Two calls on the first VM, so the fresh one's count tells them apart.
+    for expected in ["1", "2"] {
+        let mut msg = invite("");
+        rt.request_blocking(&mut ctx_on(5080), &mut msg);
+        assert_eq!(msg.header("X-Probe-Calls"), Some(expected));
+    }
+    let mut bad = invite("X-Misbehave: yes\r\n");
+    let before = bad.to_bytes();
+    assert_eq!(
+        rt.request_blocking(&mut ctx_on(5080), &mut bad),
+        Decision::Continue
+    );
+    assert_eq!(
+        bad.to_bytes(),
+        before,
+        "fail-open must undo the module's edits"
+    );
+    assert_eq!(counter(&rt, "bad", "traps"), 1);
+    assert_fresh_instance_serves(&rt, 5080);
+}
+
+#[test]
+fn a_trap_fail_closed_answers_500() {
+    let rt = runtime_of(&[probe_tenant("bad", 5080, FailurePolicy::FailClosed, "trap")]);
+    match rt.request_blocking(&mut ctx_on(5080), &mut invite("X-Misbehave: yes\r\n")) {
+        Decision::Reply { code, .. } => assert_eq!(code, 500),
+        other => panic!("expected a 500, got {other:?}"),
+    }
+    assert_eq!(counter(&rt, "bad", "traps"), 1);
+    assert_fresh_instance_serves(&rt, 5080);
+}
+
+#[test]
+fn growing_memory_past_the_tenant_limit_fails_as_out_of_memory() {
+    let mut t = probe_tenant("bad", 5080, FailurePolicy::FailOpen, "oom");
+    // Filling 16 MiB must not be cut short as a time-out on a loaded machine.
+    t.cpu_limit_ms = 5000;
+    let rt = runtime_of(&[t]);
+    let mut bad = invite("X-Misbehave: yes\r\n");
+    assert_eq!(
+        rt.request_blocking(&mut ctx_on(5080), &mut bad),
+        Decision::Continue
+    );
+    assert_eq!(bad.header("X-Probe-Touched"), None);
+    assert_eq!(counter(&rt, "bad", "out_of_memory"), 1, "{}", rt.status());
+    assert_eq!(counter(&rt, "bad", "traps"), 0);
+    assert_fresh_instance_serves(&rt, 5080);
+}
+
+#[test]
+fn a_looping_module_does_not_hold_up_another_tenant() {
+    let mut slow = probe_tenant("slow", 5080, FailurePolicy::FailOpen, "loop");
+    slow.cpu_limit_ms = 1000;
+    let mut quick = tenant(vec![filter(proxy_wasm_filter())]);
+    quick.name = "quick".into();
+    quick.listen = vec!["udp:127.0.0.1:5081".into()];
+    let rt = runtime_of(&[slow, quick]);
+    let (tx, looping) = std::sync::mpsc::channel();
+    let submitted = rt.submit(
+        HookCall::Request {
+            ctx: ctx_on(5080),
+            msg: invite("X-Misbehave: yes\r\n"),
+        },
+        Box::new(move |result| {
+            let _ = tx.send(result);
+        }),
+    );
+    assert!(matches!(submitted, Submitted::Queued), "{submitted:?}");
+    for _ in 0..20 {
+        let mut msg = invite("");
+        assert_eq!(
+            rt.request_blocking(&mut ctx_on(5081), &mut msg),
+            Decision::Continue
+        );
+        assert_eq!(msg.header("X-Proxy-Wasm"), Some("hello"));
+    }
+    assert!(
+        looping.try_recv().is_err(),
+        "the looping call must still run while the other tenant is served"
+    );
+    let result = looping
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the loop is stopped");
+    assert_eq!(result.decision, Decision::Continue);
+    assert_eq!(counter(&rt, "slow", "timeouts"), 1);
+    assert_eq!(counter(&rt, "quick", "timeouts"), 0);
+}
+
+#[test]
+fn an_enqueued_item_wakes_the_registering_vm_with_on_queue_ready() {
+    let a = probe_tenant("a", 5080, FailurePolicy::FailClosed, "none");
+    let b = probe_tenant("b", 5081, FailurePolicy::FailClosed, "none");
+    let rt = runtime_of(&[a, b]);
+    let mut first = invite("X-Enqueue: one\r\n");
+    rt.request_blocking(&mut ctx_on(5080), &mut first);
+    assert_eq!(first.header("X-Enqueued"), Some("ok"));
+    // The hook that enqueued ran before on_queue_ready: nothing seen yet.
+    assert_eq!(first.header("X-Queue-Ready"), None);
+    // on_queue_ready was queued on the worker before this call, so it ran first.
+    let mut second = invite("X-Enqueue: two\r\n");
+    rt.request_blocking(&mut ctx_on(5080), &mut second);
+    assert_eq!(second.header("X-Queue-Ready"), Some("one"));
+    let mut third = invite("");
+    rt.request_blocking(&mut ctx_on(5080), &mut third);
+    assert_eq!(third.header("X-Queue-Ready"), Some("one,two"));
+    // Queues and shared data are per tenant: b's queue of the same name is
+    // empty and its VM was never woken.
+    let mut other = invite("");
+    rt.request_blocking(&mut ctx_on(5081), &mut other);
+    assert_eq!(other.header("X-Queue-Ready"), None);
+    assert_eq!(counter(&rt, "a", "traps"), 0);
+}
+
+#[test]
+fn send_local_response_with_a_body_makes_a_reply_with_that_body() {
+    let rt = runtime_of(&[probe_tenant("a", 5080, FailurePolicy::FailClosed, "none")]);
+    let mut msg = invite("X-Reply-Body: {\"busy\":true}\r\nX-Reply-Type: application/json\r\n");
+    match rt.request_blocking(&mut ctx_on(5080), &mut msg) {
+        Decision::Reply {
+            code,
+            headers,
+            body,
+            ..
+        } => {
+            assert_eq!(code, 486);
+            assert_eq!(&body[..], br#"{"busy":true}"#);
+            assert!(
+                headers.contains(&("content-type".into(), "application/json".into())),
+                "{headers:?}"
+            );
+        }
+        other => panic!("expected a 486 with a body, got {other:?}"),
+    }
+    // Without a Content-Type from the module the body is text/plain.
+    let mut msg = invite("X-Reply-Body: busy until 5\r\n");
+    match rt.request_blocking(&mut ctx_on(5080), &mut msg) {
+        Decision::Reply { headers, body, .. } => {
+            assert_eq!(&body[..], b"busy until 5");
+            assert!(
+                headers.contains(&("Content-Type".into(), "text/plain".into())),
+                "{headers:?}"
+            );
+        }
+        other => panic!("expected a 486 with a body, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_http_call_sip_cannot_make_is_an_error_value_not_a_trap() {
+    let rt = runtime_of(&[probe_tenant("a", 5080, FailurePolicy::FailClosed, "none")]);
+    let mut msg = invite("X-Http-Call: yes\r\n");
+    assert_eq!(
+        rt.request_blocking(&mut ctx_on(5080), &mut msg),
+        Decision::Continue
+    );
+    assert_eq!(msg.header("X-Http-Call-Result"), Some("refused"));
+    assert_eq!(counter(&rt, "a", "traps"), 0);
 }

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use siphost_sip::Message;
+use siphost_sip::{Bytes, Message};
 
 /// Where a message came from and where the proxy means to send it.
 #[derive(Debug, Clone)]
@@ -48,6 +48,8 @@ pub enum Decision {
         code: u16,
         reason: String,
         headers: Vec<(String, String)>,
+        /// The reply's body, its Content-Type among `headers`; empty for none.
+        body: Bytes,
     },
     /// Drop the message silently.
     Drop,
@@ -89,6 +91,7 @@ impl HookCall {
                 code: 503,
                 reason: "Service Unavailable".to_owned(),
                 headers: vec![("Retry-After".to_owned(), OVERLOAD_RETRY_AFTER.to_owned())],
+                body: Bytes::new(),
             },
             HookCall::Reply { .. } | HookCall::Failure { .. } => Decision::Continue,
         }

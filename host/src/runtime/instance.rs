@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use siphost_sip::Message;
+use siphost_sip::{Bytes, Message};
 
 use super::FilterError;
 use super::state::TenantShared;
@@ -83,6 +83,8 @@ pub enum Action {
         code: u16,
         reason: String,
         headers: Vec<(String, String)>,
+        /// Empty for none; a body's Content-Type is among `headers`.
+        body: Bytes,
     },
     Drop,
     Resend(Option<String>),

@@ -275,6 +275,7 @@ impl Worker {
                             code: 500,
                             reason: "Filter Failure".into(),
                             headers: Vec::new(),
+                            body: Default::default(),
                         };
                     }
                     (FailurePolicy::FailClosed, _) => return Decision::Drop,
@@ -288,6 +289,7 @@ impl Worker {
                         code,
                         reason,
                         headers,
+                        body,
                     },
                     Hook::Request,
                 ) => {
@@ -298,6 +300,7 @@ impl Worker {
                         code,
                         reason,
                         headers,
+                        body,
                     };
                 }
                 (Action::Drop, Hook::Request | Hook::Reply) => return Decision::Drop,

@@ -150,6 +150,14 @@ impl TenantShared {
         Ok(id)
     }
 
+    /// Hands `token` to the timer callback of filter `filter` on worker `lane`
+    /// at once, without the async runtime (proxy-wasm's `on_queue_ready`).
+    pub fn wake(&self, lane: usize, filter: usize, token: u64) {
+        if let Some(events) = self.events().and_then(|e| e.upgrade()) {
+            events.timer_fired(lane, filter, token);
+        }
+    }
+
     pub fn cancel_timer(&self, id: u64) -> bool {
         match lock(&self.timers).remove(&id) {
             Some(task) => {

@@ -148,9 +148,11 @@ impl Core {
         reply_to: SocketAddr,
         status: u16,
     ) {
-        self.reply_stateless_with(request, source, reply_to, status, reason_for(status), &[]);
+        let reason = reason_for(status);
+        self.reply_stateless_with(request, source, reply_to, status, reason, &[], Bytes::new());
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn reply_stateless_with(
         &mut self,
         request: &Message,
@@ -159,12 +161,16 @@ impl Core {
         status: u16,
         reason: &str,
         headers: &[(&str, &str)],
+        body: Bytes,
     ) {
         ProxyStats::bump(&self.stats.local_replies);
         let tag = (status > 100).then(|| self.new_tag());
         let mut response = request.response(status, reason, tag.as_deref());
         for (name, value) in headers {
             response.append_header(name, value);
+        }
+        if !body.is_empty() {
+            response.set_body(body, None);
         }
         self.send_to_source(source, reply_to, response.to_bytes());
     }
@@ -207,6 +213,7 @@ impl Core {
                     420,
                     reason_for(420),
                     &unsupported,
+                    Bytes::new(),
                 );
                 return;
             }
@@ -312,6 +319,7 @@ impl Core {
                 code,
                 reason,
                 headers,
+                body,
             } => {
                 let tag = (code > 100).then(|| self.new_tag());
                 let Some(entry) = self.servers.get(&server_id) else {
@@ -323,6 +331,9 @@ impl Core {
                 let mut response = original.response(code, &reason, tag.as_deref());
                 for (name, value) in &headers {
                     response.append_header(name, value);
+                }
+                if !body.is_empty() {
+                    response.set_body(body, None);
                 }
                 ProxyStats::bump(&self.stats.local_replies);
                 self.respond(server_id, response, now);

@@ -101,13 +101,16 @@ impl Core {
                 code,
                 reason,
                 headers,
+                body,
             } => {
                 if let Some(original) = &original {
                     let headers: Vec<(&str, &str)> = headers
                         .iter()
                         .map(|(n, v)| (n.as_str(), v.as_str()))
                         .collect();
-                    self.reply_stateless_with(original, source, reply_to, code, &reason, &headers);
+                    self.reply_stateless_with(
+                        original, source, reply_to, code, &reason, &headers, body,
+                    );
                 }
                 return;
             }

@@ -178,6 +178,7 @@ fn action(action: types::Action) -> Action {
             code: reply.code,
             reason: reply.reason,
             headers: reply.headers,
+            body: Default::default(),
         },
         types::Action::Drop => Action::Drop,
         types::Action::Resend(next_hop) => Action::Resend(next_hop),

@@ -2,16 +2,17 @@
 //! a SIP message lent per call; what SIP cannot do answers a valid status.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::RngCore;
-use siphost_sip::{Message, Uri, same_header_name};
+use siphost_sip::{Bytes, Message, Uri, same_header_name};
 use wasmtime::{Caller, Extern, Linker, Module, Val};
 
 use super::super::component::imports::MemoryLimiter;
 use super::super::instance::{Action, HookInput, InstanceSetup};
-use super::super::state::lock;
+use super::super::state::{TenantShared, lock};
 
 // proxy-wasm statuses.
 const OK: i32 = 0;
@@ -19,6 +20,7 @@ const NOT_FOUND: i32 = 1;
 const BAD_ARGUMENT: i32 = 2;
 const EMPTY: i32 = 7;
 const CAS_MISMATCH: i32 = 8;
+const INTERNAL_FAILURE: i32 = 10;
 // WASI errno values.
 const ERRNO_SUCCESS: i32 = 0;
 const ERRNO_BADF: i32 = 8;
@@ -32,23 +34,56 @@ const BUFFER_RESPONSE_BODY: i32 = 1;
 const BUFFER_VM_CONFIGURATION: i32 = 6;
 const BUFFER_PLUGIN_CONFIGURATION: i32 = 7;
 
+/// Timer tokens from here up carry a queue id: `on_queue_ready` for it.
+pub const QUEUE_READY_TOKEN: u64 = 1 << 32;
+/// Items one shared queue holds; enqueueing more answers NotFound (the SDK's
+/// error value), so a module cannot grow host memory outside its limit.
+pub const MAX_QUEUE_ITEMS: usize = 10_000;
+
+/// One shared queue: its items and the VM that registered it last, which gets
+/// `on_queue_ready` when an item arrives (as in Envoy).
+struct SharedQueue {
+    name: String,
+    items: VecDeque<Vec<u8>>,
+    owner: Option<QueueOwner>,
+}
+
+/// Where a queue's `on_queue_ready` goes: the worker and chain slot of the
+/// registering VM (whichever instance holds that slot then).
+struct QueueOwner {
+    shared: Weak<TenantShared>,
+    lane: usize,
+    filter: usize,
+}
+
 /// Shared data, queues and metrics of one tenant (every VM of it sees them).
 #[derive(Default)]
 pub struct TenantData {
     kv: Mutex<HashMap<String, (Vec<u8>, u32)>>,
-    queues: Mutex<Vec<(String, VecDeque<Vec<u8>>)>>,
+    queues: Mutex<Vec<SharedQueue>>,
     metrics: Mutex<Vec<(String, i32, i64)>>,
+}
+
+/// What the filter did to the header map, so that the common edit (adding
+/// headers) costs appends to the message rather than rewriting every line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeaderEdits {
+    None,
+    /// Only new lines added at the end, from this index of the map on.
+    AppendedFrom(usize),
+    /// Anything else: the message's lines are rewritten from the map.
+    Rewritten,
 }
 
 /// The message of the hook call in progress, as header map and body.
 pub struct Call {
     is_request: bool,
     headers: Vec<(String, String)>,
-    headers_edited: bool,
-    body: Vec<u8>,
+    edits: HeaderEdits,
+    body: Bytes,
     body_edited: bool,
-    source: String,
-    transport: String,
+    source: SocketAddr,
+    transport: &'static str,
     local_response: Option<Action>,
 }
 
@@ -82,11 +117,11 @@ impl Call {
         Self {
             is_request,
             headers,
-            headers_edited: false,
-            body: msg.body().to_vec(),
+            edits: HeaderEdits::None,
+            body: msg.body_bytes(),
             body_edited: false,
-            source: input.ctx.source.to_string(),
-            transport: input.ctx.transport.to_string(),
+            source: input.ctx.source,
+            transport: input.ctx.transport,
             local_response: None,
         }
     }
@@ -100,25 +135,46 @@ impl Call {
         if let Some(reply) = self.local_response {
             return reply;
         }
-        if self.headers_edited {
-            let names: Vec<String> = msg.all_headers().map(|(n, _)| n.to_string()).collect();
-            for name in &names {
-                msg.remove_header(name);
-            }
-            for (name, value) in &self.headers {
-                if name == ":path" && self.is_request {
-                    if msg.request_uri() != Some(value.as_str()) {
-                        msg.set_request_uri(value);
-                    }
-                } else if !name.starts_with(':') {
+        match self.edits {
+            HeaderEdits::None => {}
+            HeaderEdits::AppendedFrom(from) => {
+                for (name, value) in &self.headers[from..] {
                     msg.append_header(name, value);
                 }
             }
+            HeaderEdits::Rewritten => self.rewrite_headers(msg),
         }
         if self.body_edited {
-            msg.set_body(self.body.into(), None);
+            msg.set_body(self.body, None);
         }
         Action::Continue
+    }
+
+    /// Replaces the message's header lines with the map's, in its order.
+    fn rewrite_headers(&self, msg: &mut Message) {
+        let names: Vec<String> = msg.all_headers().map(|(n, _)| n.to_string()).collect();
+        for name in &names {
+            msg.remove_header(name);
+        }
+        for (name, value) in &self.headers {
+            if name == ":path" && self.is_request {
+                if msg.request_uri() != Some(value.as_str()) {
+                    msg.set_request_uri(value);
+                }
+            } else if !name.starts_with(':') {
+                msg.append_header(name, value);
+            }
+        }
+    }
+
+    /// Adds a line at the end of the map.
+    fn append(&mut self, name: String, value: String) {
+        if self.edits == HeaderEdits::None && !name.starts_with(':') {
+            self.edits = HeaderEdits::AppendedFrom(self.headers.len());
+        } else if name.starts_with(':') {
+            self.edits = HeaderEdits::Rewritten;
+        }
+        self.headers.push((name, value));
     }
 
     fn find(&self, key: &str) -> Option<usize> {
@@ -339,6 +395,28 @@ fn map_of(state: &mut PwState, map: i32) -> Option<&mut Call> {
     (map == wanted).then_some(call)
 }
 
+/// The reply `send_local_response` asks for. The host computes Content-Length;
+/// a body without a Content-Type is `text/plain`, as Envoy sends it.
+fn local_reply(code: u16, reason: String, headers: Vec<(String, String)>, body: Vec<u8>) -> Action {
+    let mut headers: Vec<(String, String)> = headers
+        .into_iter()
+        .filter(|(n, _)| !same_header_name(n, "Content-Length"))
+        .collect();
+    if !body.is_empty()
+        && !headers
+            .iter()
+            .any(|(n, _)| same_header_name(n, "Content-Type"))
+    {
+        headers.push(("Content-Type".into(), "text/plain".into()));
+    }
+    Action::Reply {
+        code,
+        reason,
+        headers,
+        body: Bytes::from(body),
+    }
+}
+
 fn reason(code: u16) -> &'static str {
     match code {
         400 => "Bad Request",
@@ -359,8 +437,8 @@ fn reason(code: u16) -> &'static str {
 fn property(state: &PwState, path: &[&str]) -> Option<Vec<u8>> {
     let call = state.call.as_ref();
     let text = match path {
-        ["source", "address"] => call?.source.clone(),
-        ["siphost", "transport"] | ["connection", "transport"] => call?.transport.clone(),
+        ["source", "address"] => call?.source.to_string(),
+        ["siphost", "transport"] | ["connection", "transport"] => call?.transport.to_string(),
         ["siphost", "tenant"] => state.setup.shared.name.to_string(),
         ["plugin_name"] => state.setup.label.to_string(),
         _ => return None,
@@ -399,19 +477,19 @@ fn env_call(name: &str, mut caller: Caller<'_, PwState>, p: &[Val]) -> wasmtime:
             c.data_mut().tick_period = Some(Duration::from_millis(arg(p, 0) as u32 as u64));
             Ok(OK)
         }
+        // A map the message does not have (trailers, the other direction's
+        // headers, an HTTP call's response) reads as empty and ignores edits:
+        // the SDKs accept only Ok from these calls and panic on anything else.
         "proxy_get_header_map_size" => {
-            let size = map_of(c.data_mut(), arg(p, 0)).map(|m| serialize_map(&m.headers).len());
-            match size {
-                Some(n) => write_u32(c, arg(p, 1), n as u32).map(|_| OK),
-                None => Ok(NOT_FOUND),
-            }
+            let bytes =
+                map_of(c.data_mut(), arg(p, 0)).map_or_else(Vec::new, |m| m.headers.clone());
+            let size = serialize_map(&bytes).len();
+            write_u32(c, arg(p, 1), size as u32).map(|_| OK)
         }
         "proxy_get_header_map_pairs" => {
-            let bytes = map_of(c.data_mut(), arg(p, 0)).map(|m| serialize_map(&m.headers));
-            match bytes {
-                Some(b) => give(c, &b, arg(p, 1), arg(p, 2)).map(|_| OK),
-                None => Ok(NOT_FOUND),
-            }
+            let bytes = map_of(c.data_mut(), arg(p, 0))
+                .map_or_else(|| serialize_map(&[]), |m| serialize_map(&m.headers));
+            give(c, &bytes, arg(p, 1), arg(p, 2)).map(|_| OK)
         }
         "proxy_set_header_map_pairs" => {
             let bytes = read(c, arg(p, 1), arg(p, 2))?;
@@ -419,10 +497,10 @@ fn env_call(name: &str, mut caller: Caller<'_, PwState>, p: &[Val]) -> wasmtime:
                 return Ok(BAD_ARGUMENT);
             };
             let Some(call) = map_of(c.data_mut(), arg(p, 0)) else {
-                return Ok(NOT_FOUND);
+                return Ok(OK);
             };
             call.headers = pairs;
-            call.headers_edited = true;
+            call.edits = HeaderEdits::Rewritten;
             Ok(OK)
         }
         "proxy_get_header_map_value" => {
@@ -438,10 +516,11 @@ fn env_call(name: &str, mut caller: Caller<'_, PwState>, p: &[Val]) -> wasmtime:
             let key = read_str(c, arg(p, 1), arg(p, 2))?;
             let value = read_str(c, arg(p, 3), arg(p, 4))?;
             let Some(call) = map_of(c.data_mut(), arg(p, 0)) else {
-                return Ok(NOT_FOUND);
+                return Ok(OK);
             };
             match call.find(&key) {
                 Some(i) if name == "proxy_replace_header_map_value" => {
+                    call.edits = HeaderEdits::Rewritten;
                     call.headers[i].1 = value;
                     call.headers.retain_mut({
                         let mut seen = 0;
@@ -455,19 +534,18 @@ fn env_call(name: &str, mut caller: Caller<'_, PwState>, p: &[Val]) -> wasmtime:
                         }
                     });
                 }
-                _ => call.headers.push((key, value)),
+                _ => call.append(key, value),
             }
-            call.headers_edited = true;
             Ok(OK)
         }
         "proxy_remove_header_map_value" => {
             let key = read_str(c, arg(p, 1), arg(p, 2))?;
             let Some(call) = map_of(c.data_mut(), arg(p, 0)) else {
-                return Ok(NOT_FOUND);
+                return Ok(OK);
             };
             call.headers
                 .retain(|(n, _)| !header_eq(n, &key) || n.starts_with(':'));
-            call.headers_edited = true;
+            call.edits = HeaderEdits::Rewritten;
             Ok(OK)
         }
         "proxy_get_buffer_status" => {
@@ -496,8 +574,10 @@ fn env_call(name: &str, mut caller: Caller<'_, PwState>, p: &[Val]) -> wasmtime:
             let (start, size) = (arg(p, 1) as u32 as usize, arg(p, 2) as u32 as usize);
             let new = read(c, arg(p, 3), arg(p, 4))?;
             let kind = arg(p, 0);
+            // Like header maps, a buffer the message does not have ignores
+            // edits with Ok, the only status the SDKs accept here.
             let Some(call) = c.data_mut().call.as_mut() else {
-                return Ok(NOT_FOUND);
+                return Ok(OK);
             };
             let ours = if call.is_request {
                 BUFFER_REQUEST_BODY
@@ -505,34 +585,36 @@ fn env_call(name: &str, mut caller: Caller<'_, PwState>, p: &[Val]) -> wasmtime:
                 BUFFER_RESPONSE_BODY
             };
             if kind != ours {
-                return Ok(NOT_FOUND);
+                return Ok(OK);
             }
             let start = start.min(call.body.len());
             let end = start.saturating_add(size).min(call.body.len());
-            call.body.splice(start..end, new);
+            let mut body = call.body.to_vec();
+            body.splice(start..end, new);
+            call.body = Bytes::from(body);
             call.body_edited = true;
             Ok(OK)
         }
         "proxy_send_local_response" => {
             let code = arg(p, 0) as u32;
             let details = read_str(c, arg(p, 1), arg(p, 2))?;
+            let body = read(c, arg(p, 3), arg(p, 4))?;
             let headers = parse_map(&read(c, arg(p, 5), arg(p, 6))?).unwrap_or_default();
             let Ok(code @ 100..=699) = u16::try_from(code) else {
                 return Ok(BAD_ARGUMENT);
             };
+            let label = c.data().setup.label.clone();
             let Some(call) = c.data_mut().call.as_mut() else {
-                return Ok(NOT_FOUND);
+                // on_tick or on_queue_ready: there is no request to answer.
+                tracing::warn!(filter = %label, code, "send_local_response outside a request, ignored");
+                return Ok(OK);
             };
             let reason = if details.is_empty() {
                 reason(code).to_string()
             } else {
                 details
             };
-            call.local_response = Some(Action::Reply {
-                code,
-                reason,
-                headers,
-            });
+            call.local_response = Some(local_reply(code, reason, headers, body));
             Ok(OK)
         }
         "proxy_get_property" => {
@@ -576,35 +658,57 @@ fn env_call(name: &str, mut caller: Caller<'_, PwState>, p: &[Val]) -> wasmtime:
                 (2, 4)
             };
             let queue = read_str(c, arg(p, name_at), arg(p, name_at + 1))?;
-            let tenant = c.data().tenant.clone();
-            let mut queues = lock(&tenant.queues);
-            let token = match queues.iter().position(|(n, _)| *n == queue) {
+            let registering = name == "proxy_register_shared_queue";
+            let state = c.data();
+            let mut queues = lock(&state.tenant.queues);
+            let token = match queues.iter().position(|q| q.name == queue) {
                 Some(i) => i,
-                None if name == "proxy_register_shared_queue" => {
-                    queues.push((queue, VecDeque::new()));
+                None if registering => {
+                    queues.push(SharedQueue {
+                        name: queue,
+                        items: VecDeque::new(),
+                        owner: None,
+                    });
                     queues.len() - 1
                 }
                 None => return Ok(NOT_FOUND),
             };
+            if registering {
+                queues[token].owner = Some(QueueOwner {
+                    shared: Arc::downgrade(&state.setup.shared),
+                    lane: state.setup.lane,
+                    filter: state.setup.filter_index,
+                });
+            }
             drop(queues);
             write_u32(c, arg(p, ret), token as u32 + 1)?;
             Ok(OK)
         }
         "proxy_enqueue_shared_queue" => {
             let value = read(c, arg(p, 1), arg(p, 2))?;
-            let token = (arg(p, 0) as u32 as usize).wrapping_sub(1);
-            match lock(&c.data().tenant.queues).get_mut(token) {
-                Some((_, q)) => {
-                    q.push_back(value);
-                    Ok(OK)
+            let id = arg(p, 0) as u32;
+            let token = (id as usize).wrapping_sub(1);
+            let wake = match lock(&c.data().tenant.queues).get_mut(token) {
+                Some(q) if q.items.len() < MAX_QUEUE_ITEMS => {
+                    q.items.push_back(value);
+                    q.owner
+                        .as_ref()
+                        .map(|o| (o.shared.clone(), o.lane, o.filter))
                 }
-                None => Ok(NOT_FOUND),
+                _ => return Ok(NOT_FOUND),
+            };
+            // Delivered on the owner's worker after the running call, never inside it.
+            if let Some((shared, lane, filter)) = wake
+                && let Some(shared) = shared.upgrade()
+            {
+                shared.wake(lane, filter, QUEUE_READY_TOKEN + u64::from(id));
             }
+            Ok(OK)
         }
         "proxy_dequeue_shared_queue" => {
             let token = (arg(p, 0) as u32 as usize).wrapping_sub(1);
             let item = match lock(&c.data().tenant.queues).get_mut(token) {
-                Some((_, q)) => q.pop_front(),
+                Some(q) => q.items.pop_front(),
                 None => return Ok(NOT_FOUND),
             };
             match item {
@@ -647,7 +751,11 @@ fn env_call(name: &str, mut caller: Caller<'_, PwState>, p: &[Val]) -> wasmtime:
             } else {
                 host.gauge_set(metric, *value)
             };
-            Ok(if fed.is_ok() { OK } else { BAD_ARGUMENT })
+            if let Err(e) = fed {
+                tracing::warn!(filter = %state.setup.label, "metric {metric}: {e}");
+            }
+            // record_metric accepts only Ok and NotFound; the host's refusal is logged.
+            Ok(OK)
         }
         "proxy_get_metric" => {
             let id = (arg(p, 0) as u32 as usize).wrapping_sub(1);
@@ -667,8 +775,11 @@ fn env_call(name: &str, mut caller: Caller<'_, PwState>, p: &[Val]) -> wasmtime:
             write_u32(c, arg(p, 0), 0)?;
             give(c, &[], arg(p, 1), arg(p, 2)).map(|_| OK)
         }
-        // SIP has no upstream HTTP or gRPC and no foreign functions: a valid
-        // status the SDKs turn into an error value rather than a panic.
+        // SIP has no upstream HTTP or gRPC: the failure status the SDKs turn
+        // into an error value (NotFound would make them panic here).
+        "proxy_http_call" | "proxy_grpc_call" | "proxy_grpc_stream" => Ok(INTERNAL_FAILURE),
+        // No gRPC stream or call exists to send on, cancel or close, and there
+        // are no foreign functions: NotFound, an error value to the SDKs.
         _ => Ok(NOT_FOUND),
     }
 }
@@ -784,6 +895,90 @@ mod tests {
         assert!(vm.is_empty());
         assert_eq!(plugin, br#"{"deny":["x"]}"#.to_vec());
         assert_eq!(configurations("{}"), (Vec::new(), Vec::new()));
+    }
+
+    #[test]
+    fn a_local_reply_body_gets_text_plain_and_the_hosts_content_length() {
+        let headers = vec![
+            ("content-length".to_string(), "999".to_string()),
+            ("x-a".to_string(), "1".to_string()),
+        ];
+        let Action::Reply { headers, body, .. } =
+            local_reply(486, "Busy Here".into(), headers, b"busy".to_vec())
+        else {
+            panic!("a reply");
+        };
+        assert_eq!(&body[..], b"busy");
+        assert_eq!(
+            headers,
+            vec![
+                ("x-a".to_string(), "1".to_string()),
+                ("Content-Type".to_string(), "text/plain".to_string()),
+            ]
+        );
+        let own_type = vec![("Content-Type".to_string(), "application/json".to_string())];
+        let Action::Reply { headers, .. } =
+            local_reply(486, "x".into(), own_type.clone(), b"{}".to_vec())
+        else {
+            panic!("a reply");
+        };
+        assert_eq!(headers, own_type);
+    }
+
+    fn call_on(msg: &Message) -> Call {
+        Call {
+            is_request: true,
+            headers: msg
+                .all_headers()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            edits: HeaderEdits::None,
+            body: msg.body_bytes(),
+            body_edited: false,
+            source: "127.0.0.1:5999".parse().expect("addr"),
+            transport: "udp",
+            local_response: None,
+        }
+    }
+
+    #[test]
+    fn added_headers_are_appended_and_other_edits_rewrite_the_lines() {
+        let text = "OPTIONS sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nv: SIP/2.0/UDP b;branch=z9hG4bK2\r\nCall-ID: c\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+        let original = Message::parse(Bytes::from(text)).expect("parses");
+
+        let mut msg = original.clone();
+        let mut call = call_on(&msg);
+        call.append("X-A".into(), "1".into());
+        call.append("X-B".into(), "2".into());
+        assert_eq!(call.edits, HeaderEdits::AppendedFrom(7));
+        call.finish(&mut msg);
+        let names: Vec<&str> = msg.all_headers().map(|(n, _)| n).collect();
+        // The compact `v` stays as written: only the new lines were added.
+        assert_eq!(
+            names,
+            [
+                "Via",
+                "v",
+                "Call-ID",
+                "From",
+                "To",
+                "CSeq",
+                "Content-Length",
+                "X-A",
+                "X-B"
+            ]
+        );
+
+        let mut msg = original.clone();
+        let mut call = call_on(&msg);
+        call.headers.swap(0, 1);
+        call.edits = HeaderEdits::Rewritten;
+        call.finish(&mut msg);
+        let vias: Vec<&str> = msg.headers("Via").collect();
+        assert!(
+            vias[0].contains("z9hG4bK2") && vias[1].contains("z9hG4bK1"),
+            "{vias:?}"
+        );
     }
 
     #[test]

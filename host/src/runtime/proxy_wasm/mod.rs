@@ -18,11 +18,11 @@ use super::component::imports::MemoryLimiter;
 use super::component::instance::classify;
 use super::cpu::thread_cpu_time;
 use super::instance::{
-    Action, FilterFactory, FilterInstance, FilterLoader, Hook, HookInput, InstanceSetup,
+    Action, FilterFactory, FilterInstance, FilterLoader, Hook, HookInput, InstanceSetup, Interest,
     LoadSource, Loaded,
 };
 use super::state::{TenantCounters, lock};
-use host::{Call, PwState, TenantData};
+use host::{Call, PwState, QUEUE_READY_TOKEN, TenantData};
 
 /// The export that marks a core module as a proxy-wasm ABI 0.2.1 filter.
 pub const ABI_EXPORT: &str = "proxy_abi_version_0_2_1";
@@ -136,6 +136,7 @@ struct Callbacks {
     log: Option<TypedFunc<i32, ()>>,
     delete: Option<TypedFunc<i32, ()>>,
     tick: Option<TypedFunc<i32, ()>>,
+    queue_ready: Option<TypedFunc<(i32, i32), ()>>,
 }
 
 impl FilterFactory for ProxyWasmFactory {
@@ -188,6 +189,8 @@ impl FilterFactory for ProxyWasmFactory {
             log: typed(&mut store, "proxy_on_log").and_then(|f| f.typed(&store).ok()),
             delete: typed(&mut store, "proxy_on_delete").and_then(|f| f.typed(&store).ok()),
             tick: typed(&mut store, "proxy_on_tick").and_then(|f| f.typed(&store).ok()),
+            queue_ready: typed(&mut store, "proxy_on_queue_ready")
+                .and_then(|f| f.typed(&store).ok()),
         };
         let (vm_config, plugin_config) = host::configurations(&setup.config_json);
         let vm_size = vm_config.len() as i32;
@@ -326,6 +329,17 @@ impl FilterInstance for ProxyWasmInstance {
     }
 
     fn timer(&mut self, token: u64) -> Result<(), FilterError> {
+        if token >= QUEUE_READY_TOKEN {
+            // Ids are u32, so the difference fits; an item enqueued by any VM
+            // of the tenant reaches the slot that registered the queue.
+            let queue = (token - QUEUE_READY_TOKEN) as u32 as i32;
+            if let Some(ready) = self.callbacks.queue_ready.clone() {
+                metered(&mut self.store, &self.ticker, self.cpu_limit, |s| {
+                    ready.call(&mut *s, (ROOT_CONTEXT, queue))
+                })?;
+            }
+            return Ok(());
+        }
         if token != TICK_TOKEN {
             return Ok(());
         }
@@ -364,6 +378,21 @@ impl FilterInstance for ProxyWasmInstance {
         Err(FilterError::BadRequest(
             "proxy-wasm filters take no remote registrations".into(),
         ))
+    }
+
+    /// The hooks the module has callbacks for: never `on-failure`, which
+    /// proxy-wasm has no callback for, so failed branches skip the hand-off.
+    fn interest(&self) -> Interest {
+        let mut hooks = Interest::NONE;
+        if self.callbacks.request_headers.is_some() {
+            hooks = hooks
+                .union(Interest::INITIAL_REQUESTS)
+                .union(Interest::IN_DIALOG_REQUESTS);
+        }
+        if self.callbacks.response_headers.is_some() {
+            hooks = hooks.union(Interest::REPLIES);
+        }
+        hooks
     }
 }
 
