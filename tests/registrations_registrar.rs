@@ -443,7 +443,7 @@ do = [
 "#
     );
     let _siphost = Siphost::start(&scratch, &siphost_config(sip, admin, &db, &on_failure));
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let mut alerts = Vec::new();
     let mut buf = [0u8; 4096];
     while started.elapsed() < Duration::from_secs(8) {
