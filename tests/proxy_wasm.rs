@@ -440,3 +440,203 @@ fn an_http_call_sip_cannot_make_is_an_error_value_not_a_trap() {
     assert_eq!(msg.header("X-Http-Call-Result"), Some("refused"));
     assert_eq!(counter(&rt, "a", "traps"), 0);
 }
+
+/// Every `env` function of ABI 0.2.1, with its parameters (`true`: i64) and whether its
+/// first parameter names a header map, buffer or stream type.
+const ABI_0_2_1_ENV: &[(&str, &[bool], bool)] = &[
+    ("proxy_log", &[false; 3], false),
+    ("proxy_get_log_level", &[false; 1], false),
+    ("proxy_get_current_time_nanoseconds", &[false; 1], false),
+    ("proxy_set_tick_period_milliseconds", &[false; 1], false),
+    ("proxy_get_buffer_bytes", &[false; 5], true),
+    ("proxy_get_buffer_status", &[false; 3], true),
+    ("proxy_set_buffer_bytes", &[false; 5], true),
+    ("proxy_get_header_map_pairs", &[false; 3], true),
+    ("proxy_set_header_map_pairs", &[false; 3], true),
+    ("proxy_get_header_map_value", &[false; 5], true),
+    ("proxy_replace_header_map_value", &[false; 5], true),
+    ("proxy_remove_header_map_value", &[false; 3], true),
+    ("proxy_add_header_map_value", &[false; 5], true),
+    ("proxy_get_header_map_size", &[false; 2], true),
+    ("proxy_get_property", &[false; 4], false),
+    ("proxy_set_property", &[false; 4], false),
+    ("proxy_get_shared_data", &[false; 5], false),
+    ("proxy_set_shared_data", &[false; 5], false),
+    ("proxy_register_shared_queue", &[false; 3], false),
+    ("proxy_resolve_shared_queue", &[false; 5], false),
+    ("proxy_dequeue_shared_queue", &[false; 3], false),
+    ("proxy_enqueue_shared_queue", &[false; 3], false),
+    ("proxy_continue_stream", &[false; 1], true),
+    ("proxy_close_stream", &[false; 1], true),
+    ("proxy_send_local_response", &[false; 8], false),
+    ("proxy_http_call", &[false; 10], false),
+    ("proxy_grpc_call", &[false; 12], false),
+    ("proxy_grpc_stream", &[false; 9], false),
+    ("proxy_grpc_send", &[false; 4], false),
+    ("proxy_grpc_cancel", &[false; 1], false),
+    ("proxy_grpc_close", &[false; 1], false),
+    ("proxy_get_status", &[false; 3], false),
+    ("proxy_set_effective_context", &[false; 1], false),
+    ("proxy_done", &[], false),
+    ("proxy_call_foreign_function", &[false; 6], false),
+    ("proxy_define_metric", &[false; 4], false),
+    ("proxy_increment_metric", &[false, true], false),
+    ("proxy_record_metric", &[false, true], false),
+    ("proxy_get_metric", &[false; 2], false),
+];
+
+/// Calls that act on the stream (answer, end, replace every header) are linked but not
+/// made: zero arguments would turn them into a real decision.
+const LINKED_NOT_CALLED: &[&str] = &[
+    "proxy_send_local_response",
+    "proxy_continue_stream",
+    "proxy_close_stream",
+    "proxy_done",
+    "proxy_set_header_map_pairs",
+];
+
+/// A core module that imports every `env` function of ABI 0.2.1 (no SDK: an SDK imports
+/// only what it uses), calls each with zero arguments (a type no map or buffer has, where
+/// the first argument names one) on every request, then adds `X-All-Imports: linked`.
+fn every_env_import_module() -> Vec<u8> {
+    use wasm_encoder::{
+        CodeSection, ConstExpr, DataSection, EntityType, ExportKind, ExportSection, Function,
+        FunctionSection, ImportSection, MemorySection, MemoryType, Module, TypeSection, ValType,
+    };
+    let mut types = TypeSection::new();
+    let mut imports = ImportSection::new();
+    for (i, (name, params, _)) in ABI_0_2_1_ENV.iter().enumerate() {
+        let params = params
+            .iter()
+            .map(|wide| if *wide { ValType::I64 } else { ValType::I32 });
+        types.ty().function(params, [ValType::I32]);
+        imports.import("env", name, EntityType::Function(i as u32));
+    }
+    let imported = ABI_0_2_1_ENV.len() as u32;
+    // Own functions: abi marker, allocate, vm_start/configure, context_create, request_headers.
+    let own = [
+        (vec![], vec![]),
+        (vec![ValType::I32], vec![ValType::I32]),
+        (vec![ValType::I32; 2], vec![ValType::I32]),
+        (vec![ValType::I32; 2], vec![]),
+        (vec![ValType::I32; 3], vec![ValType::I32]),
+    ];
+    for (params, results) in &own {
+        types.ty().function(params.clone(), results.clone());
+    }
+    let own_type = |k: u32| imported + k;
+    let mut functions = FunctionSection::new();
+    for k in [0, 1, 2, 2, 3, 4] {
+        functions.function(own_type(k));
+    }
+    let index = |k: u32| imported + k;
+    let mut exports = ExportSection::new();
+    for (name, k) in [
+        ("proxy_abi_version_0_2_1", 0),
+        ("proxy_on_memory_allocate", 1),
+        ("proxy_on_vm_start", 2),
+        ("proxy_on_configure", 3),
+        ("proxy_on_context_create", 4),
+        ("proxy_on_request_headers", 5),
+    ] {
+        exports.export(name, ExportKind::Func, index(k));
+    }
+    exports.export("memory", ExportKind::Memory, 0);
+    let mut memories = MemorySection::new();
+    memories.memory(MemoryType {
+        minimum: 2,
+        maximum: None,
+        memory64: false,
+        shared: false,
+        page_size_log2: None,
+    });
+    const KEY: &[u8] = b"X-All-Imports";
+    const VALUE: &[u8] = b"linked";
+    let mut data = DataSection::new();
+    data.active(0, &ConstExpr::i32_const(64), KEY.iter().copied());
+    data.active(0, &ConstExpr::i32_const(96), VALUE.iter().copied());
+
+    let mut code = CodeSection::new();
+    let mut abi = Function::new([]);
+    abi.instructions().end();
+    code.function(&abi);
+    // Every allocation lands in the second page: the host copies a value there and the
+    // module never reads it.
+    let mut allocate = Function::new([]);
+    allocate.instructions().i32_const(65_536).end();
+    code.function(&allocate);
+    for _ in 0..2 {
+        let mut yes = Function::new([]);
+        yes.instructions().i32_const(1).end();
+        code.function(&yes);
+    }
+    let mut create = Function::new([]);
+    create.instructions().end();
+    code.function(&create);
+    let mut headers = Function::new([]);
+    let mut body = headers.instructions();
+    for (i, (name, params, typed)) in ABI_0_2_1_ENV.iter().enumerate() {
+        if LINKED_NOT_CALLED.contains(name) {
+            continue;
+        }
+        for (p, wide) in params.iter().enumerate() {
+            match (p, *wide, *typed) {
+                (0, _, true) => body.i32_const(77),
+                (_, true, _) => body.i64_const(0),
+                _ => body.i32_const(0),
+            };
+        }
+        body.call(i as u32).drop();
+    }
+    let add = ABI_0_2_1_ENV
+        .iter()
+        .position(|(name, _, _)| *name == "proxy_add_header_map_value")
+        .expect("add_header_map_value") as u32;
+    body.i32_const(0)
+        .i32_const(64)
+        .i32_const(KEY.len() as i32)
+        .i32_const(96)
+        .i32_const(VALUE.len() as i32)
+        .call(add)
+        .drop()
+        .i32_const(0)
+        .end();
+    code.function(&headers);
+
+    let mut module = Module::new();
+    module
+        .section(&types)
+        .section(&imports)
+        .section(&functions)
+        .section(&memories)
+        .section(&exports)
+        .section(&code)
+        .section(&data);
+    module.finish()
+}
+
+#[test]
+fn a_module_importing_every_env_function_of_abi_0_2_1_links_and_runs() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("every-env-import.wasm");
+    std::fs::write(&path, every_env_import_module()).expect("write module");
+    let rt = runtime(vec![filter(path)]);
+    for _ in 0..3 {
+        let mut msg = invite("");
+        assert_eq!(
+            rt.request_blocking(&mut ctx(), &mut msg),
+            Decision::Continue
+        );
+        assert_eq!(msg.header("X-All-Imports"), Some("linked"));
+        assert_eq!(
+            msg.header("Call-ID"),
+            Some("c1@test"),
+            "the message is intact"
+        );
+    }
+    let status = rt.status();
+    let counters = &status["tenants"][0]["counters"];
+    for failure in ["traps", "timeouts", "out_of_memory", "instantiate_errors"] {
+        assert_eq!(counters[failure], json!(0), "{failure}: {counters}");
+    }
+}

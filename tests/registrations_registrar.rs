@@ -17,23 +17,7 @@ use common::{Kamailio, LOOPBACK, PortBlock, Scratch, Siphost};
 use serde_json::Value;
 
 fn uac_wasm() -> PathBuf {
-    let dir = match std::env::var_os("SIPHOST_FILTER_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => std::env::current_exe()
-            .expect("test binary path")
-            .ancestors()
-            .nth(3)
-            .expect("target dir")
-            .join("wasm32-wasip2")
-            .join("wasm"),
-    };
-    let path = dir.join("uac_filter.wasm");
-    assert!(
-        path.exists(),
-        "{} missing: build the uac filter first",
-        path.display()
-    );
-    path
+    common::wasm_filter("uac_filter")
 }
 
 /// Runs sqlite3 on `db` with `sql` on stdin.

@@ -24,23 +24,7 @@ use common::{
 const SIPP_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn uac_wasm() -> PathBuf {
-    let dir = match std::env::var_os("SIPHOST_FILTER_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => std::env::current_exe()
-            .expect("test binary path")
-            .ancestors()
-            .nth(3)
-            .expect("target dir")
-            .join("wasm32-wasip2")
-            .join("wasm"),
-    };
-    let path = dir.join("uac_filter.wasm");
-    assert!(
-        path.exists(),
-        "{} missing: build the uac filter first",
-        path.display()
-    );
-    path
+    common::wasm_filter("uac_filter")
 }
 
 /// Where the example's peers are in one test.

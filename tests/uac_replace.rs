@@ -35,23 +35,7 @@ do = ['uac_replace_to("\"Callee\"", "sip:callee@anonymous.invalid")']
 "#;
 
 fn uac_wasm() -> PathBuf {
-    let dir = match std::env::var_os("SIPHOST_FILTER_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => std::env::current_exe()
-            .expect("test binary path")
-            .ancestors()
-            .nth(3)
-            .expect("target dir")
-            .join("wasm32-wasip2")
-            .join("wasm"),
-    };
-    let path = dir.join("uac_filter.wasm");
-    assert!(
-        path.exists(),
-        "{} missing: build the uac filter first",
-        path.display()
-    );
-    path
+    common::wasm_filter("uac_filter")
 }
 
 /// examples/anonymize.toml on `proxy`, sending to the callee, with the built filter.

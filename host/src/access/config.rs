@@ -489,6 +489,19 @@ mod tests {
                 "remote-registration.toml",
                 include_str!("../../../examples/remote-registration.toml"),
             ),
+            (
+                "anonymize.toml",
+                include_str!("../../../examples/anonymize.toml"),
+            ),
+            ("notify.toml", include_str!("../../../examples/notify.toml")),
+            (
+                "proxy-wasm.toml",
+                include_str!("../../../examples/proxy-wasm.toml"),
+            ),
+            (
+                "trunk-auth.toml",
+                include_str!("../../../examples/trunk-auth.toml"),
+            ),
         ] {
             let config = crate::config::Config::parse(text).expect(name);
             assert!(!config.tenant.is_empty(), "{name} has no tenant");
