@@ -39,6 +39,15 @@ pub const QUEUE_READY_TOKEN: u64 = 1 << 32;
 /// Items one shared queue holds; enqueueing more answers NotFound (the SDK's
 /// error value), so a module cannot grow host memory outside its limit.
 pub const MAX_QUEUE_ITEMS: usize = 10_000;
+/// Shared queues one tenant may register; registering more answers NotFound.
+pub const MAX_QUEUES: usize = 1_000;
+/// Shared-data keys one tenant may hold; a new key beyond them answers
+/// InternalFailure (an existing key can still be updated).
+pub const MAX_SHARED_KEYS: usize = 10_000;
+/// Longest shared-data value accepted (BadArgument beyond it): with the key
+/// limit, a tenant's shared data stays under about 640 MiB at worst and is
+/// normally far smaller.
+pub const MAX_SHARED_VALUE: usize = 64 * 1024;
 
 /// One shared queue: its items and the VM that registered it last, which gets
 /// `on_queue_ready` when an item arrives (as in Envoy).
@@ -283,6 +292,28 @@ pub fn link(linker: &mut Linker<PwState>, module: &Module) -> wasmtime::Result<(
         }
     }
     Ok(())
+}
+
+/// `proxy_set_shared_data` on a tenant's store: compare-and-swap on the
+/// value's version (0: unconditional), within the tenant's bounds.
+fn set_shared(
+    kv: &mut HashMap<String, (Vec<u8>, u32)>,
+    key: String,
+    value: Vec<u8>,
+    cas: u32,
+) -> i32 {
+    if value.len() > MAX_SHARED_VALUE {
+        return BAD_ARGUMENT;
+    }
+    let current = kv.get(&key).map_or(0, |(_, c)| *c);
+    if cas != 0 && cas != current {
+        return CAS_MISMATCH;
+    }
+    if current == 0 && kv.len() >= MAX_SHARED_KEYS {
+        return INTERNAL_FAILURE;
+    }
+    kv.insert(key, (value, current.wrapping_add(1).max(1)));
+    OK
 }
 
 fn arg(params: &[Val], i: usize) -> i32 {
@@ -644,12 +675,7 @@ fn env_call(name: &str, mut caller: Caller<'_, PwState>, p: &[Val]) -> wasmtime:
             let cas = arg(p, 4) as u32;
             let tenant = c.data().tenant.clone();
             let mut kv = lock(&tenant.kv);
-            let current = kv.get(&key).map_or(0, |(_, c)| *c);
-            if cas != 0 && cas != current {
-                return Ok(CAS_MISMATCH);
-            }
-            kv.insert(key, (value, current.wrapping_add(1).max(1)));
-            Ok(OK)
+            Ok(set_shared(&mut kv, key, value, cas))
         }
         "proxy_register_shared_queue" | "proxy_resolve_shared_queue" => {
             let (name_at, ret) = if name == "proxy_register_shared_queue" {
@@ -663,6 +689,7 @@ fn env_call(name: &str, mut caller: Caller<'_, PwState>, p: &[Val]) -> wasmtime:
             let mut queues = lock(&state.tenant.queues);
             let token = match queues.iter().position(|q| q.name == queue) {
                 Some(i) => i,
+                None if registering && queues.len() >= MAX_QUEUES => return Ok(NOT_FOUND),
                 None if registering => {
                     queues.push(SharedQueue {
                         name: queue,
@@ -859,6 +886,28 @@ fn wasi_call(name: &str, mut caller: Caller<'_, PwState>, p: &[Val]) -> wasmtime
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn shared_data_is_bounded_per_tenant() {
+        use super::*;
+        let mut kv = HashMap::new();
+        assert_eq!(
+            set_shared(&mut kv, "big".into(), vec![0; MAX_SHARED_VALUE + 1], 0),
+            BAD_ARGUMENT
+        );
+        for i in 0..MAX_SHARED_KEYS {
+            assert_eq!(set_shared(&mut kv, format!("k{i}"), vec![1], 0), OK);
+        }
+        assert_eq!(
+            set_shared(&mut kv, "one-more".into(), vec![1], 0),
+            INTERNAL_FAILURE
+        );
+        assert!(!kv.contains_key("one-more"));
+        // An existing key still takes updates, with its version checked.
+        assert_eq!(set_shared(&mut kv, "k7".into(), vec![2], 1), OK);
+        assert_eq!(set_shared(&mut kv, "k7".into(), vec![3], 1), CAS_MISMATCH);
+        assert_eq!(kv["k7"], (vec![2], 2));
+    }
+
     use super::*;
 
     #[test]
