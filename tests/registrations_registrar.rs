@@ -451,6 +451,26 @@ do = [
     assert!(info["failures"].as_u64().unwrap_or(0) >= 2, "{info}");
     assert!(!info.to_string().contains("not-the-password"), "{info}");
     assert_eq!(online(admin), 1, "the good account registered");
+    let scrape = metrics(admin);
+    let counter = |name: &str| -> u64 {
+        let prefix = format!("{name}{{tenant=\"default\"}} ");
+        scrape
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in {scrape}")) as u64
+    };
+    let all_registers = registers(&kamailio).len() as u64;
+    // The registrar may log the last few after the scrape, never fewer than were sent.
+    let sent = counter("siphost_uac_register_sent_total");
+    assert!(
+        sent >= 4 && sent <= all_registers + 2,
+        "register_sent {sent}, registrar saw {all_registers}"
+    );
+    assert!(
+        counter("siphost_uac_register_failed_total") >= 2,
+        "{scrape}"
+    );
     let failed: Vec<&String> = alerts
         .iter()
         .filter(|m| m.starts_with("MESSAGE sip:watch@") && m.ends_with("failed w0001 401"))

@@ -58,8 +58,6 @@ pub struct HostMetrics {
     doors: Vec<TenantDoor>,
     sockets: Vec<((ListenTransport, SocketAddr), usize)>,
     calls: Counter,
-    register_sent: Family<TenantLabel, Counter>,
-    register_failed: Family<TenantLabel, Counter>,
     history: Mutex<RateHistory>,
 }
 
@@ -126,18 +124,6 @@ impl HostMetrics {
             "Messages a tenant's filters refused because their queue was full",
             overloaded.clone(),
         );
-        let register_sent = Family::<TenantLabel, Counter>::default();
-        registry.register(
-            "siphost_uac_register_sent",
-            "REGISTER requests sent for remote registrations",
-            register_sent.clone(),
-        );
-        let register_failed = Family::<TenantLabel, Counter>::default();
-        registry.register(
-            "siphost_uac_register_failed",
-            "Remote registration attempts that failed (error reply, time-out, send failure)",
-            register_failed.clone(),
-        );
 
         let mut doors = Vec::with_capacity(tenants.len());
         let mut sockets = Vec::new();
@@ -151,8 +137,6 @@ impl HostMetrics {
                 overloaded: overloaded.get_or_create_owned(&label),
             });
             // Present from the start, so a rate over them needs no first event.
-            register_sent.get_or_create_owned(&label);
-            register_failed.get_or_create_owned(&label);
             for entry in &tenant.listen {
                 if let Ok(socket) = parse_listen(entry) {
                     sockets.push((socket, doors.len() - 1));
@@ -165,8 +149,6 @@ impl HostMetrics {
             doors,
             sockets,
             calls,
-            register_sent,
-            register_failed,
             history: Mutex::new(RateHistory::default()),
         })
     }
@@ -193,20 +175,6 @@ impl HostMetrics {
             .registrations
             .write()
             .unwrap_or_else(|p| p.into_inner()) = Some(source);
-    }
-
-    /// For the registration room: one REGISTER went out for `tenant`.
-    pub fn register_sent(&self, tenant: &str) {
-        self.register_sent
-            .get_or_create(&[("tenant", tenant.to_string())])
-            .inc();
-    }
-
-    /// For the registration room: one registration attempt of `tenant` failed.
-    pub fn register_failed(&self, tenant: &str) {
-        self.register_failed
-            .get_or_create(&[("tenant", tenant.to_string())])
-            .inc();
     }
 
     /// The registration source's counts; `None` until one is set.
@@ -242,11 +210,13 @@ impl HostMetrics {
 
     /// REGISTERs sent so far, all tenants.
     pub fn registers_sent_total(&self) -> u64 {
-        let tenants: Vec<String> = self.doors.iter().map(|d| d.name.clone()).collect();
-        tenants
-            .into_iter()
-            .map(|t| self.register_sent.get_or_create(&[("tenant", t)]).get())
-            .sum()
+        self.view.runtime.as_ref().map_or(0, |runtime| {
+            runtime
+                .tenants()
+                .iter()
+                .map(|t| t.shared.counters.registers_sent.load(Relaxed))
+                .sum()
+        })
     }
 
     /// Door counts of one tenant: (requests, replies, failure calls).
@@ -419,6 +389,25 @@ impl Collector for HostView {
         if let Some(runtime) = &self.runtime {
             let tenants = runtime.tenants();
             let label = |t: &crate::runtime::Tenant| [("tenant", t.name().to_string())];
+            encode_counters(
+                &mut encoder,
+                "siphost_uac_register_sent",
+                "REGISTERs sent for remote registrations (answers to challenges included)",
+                tenants
+                    .iter()
+                    .map(|t| (label(t), t.shared.counters.registers_sent.load(Relaxed))),
+            )?;
+            encode_counters(
+                &mut encoder,
+                "siphost_uac_register_failed",
+                "Remote registration attempts that failed",
+                tenants.iter().map(|t| {
+                    (
+                        label(t),
+                        t.shared.counters.registration_failures.load(Relaxed),
+                    )
+                }),
+            )?;
             encode_counters(
                 &mut encoder,
                 "siphost_filter_calls",

@@ -206,6 +206,9 @@ impl TenantShared {
         let Some(events) = self.events() else {
             return Err("the tenant is not running".into());
         };
+        if message.method().is_some_and(|m| m.as_str() == "REGISTER") {
+            TenantCounters::bump(&self.counters.registers_sent);
+        }
         let reserved = self.pending_requests.fetch_add(1, Ordering::AcqRel);
         if reserved >= MAX_PENDING_REQUESTS {
             self.pending_requests.fetch_sub(1, Ordering::AcqRel);
@@ -369,6 +372,12 @@ pub struct TenantCounters {
     pub failed_swaps: AtomicU64,
     /// Requests refused because the tenant's queue was full.
     pub overloaded: AtomicU64,
+    /// REGISTERs the tenant's filters sent (remote registration; challenges
+    /// answered count again).
+    pub registers_sent: AtomicU64,
+    /// Registration attempts that ended in failure (a final error, a refused
+    /// answer to a challenge, a time-out), as the filter reported them.
+    pub registration_failures: AtomicU64,
 }
 
 impl TenantCounters {
@@ -389,6 +398,8 @@ impl TenantCounters {
             "swaps": get(&self.swaps),
             "failed_swaps": get(&self.failed_swaps),
             "overloaded": get(&self.overloaded),
+            "registers_sent": get(&self.registers_sent),
+            "registration_failures": get(&self.registration_failures),
         })
     }
 }

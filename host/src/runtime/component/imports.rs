@@ -632,6 +632,7 @@ impl registrations::Host for HostState {
         id: u32,
         state: registrations::LiveState,
     ) -> wasmtime::Result<Result<(), String>> {
+        crate::runtime::state::TenantCounters::bump(&self.shared.counters.registration_failures);
         Ok(self.reg_call(|r| r.failed(id, host_state(state))))
     }
     fn schedule(
