@@ -497,11 +497,13 @@ const LINKED_NOT_CALLED: &[&str] = &[
 
 /// A core module that imports every `env` function of ABI 0.2.1 (no SDK: an SDK imports
 /// only what it uses), calls each with zero arguments (a type no map or buffer has, where
-/// the first argument names one) on every request, then adds `X-All-Imports: linked`.
+/// the first argument names one) on every request, bumps a counter `pw_requests` it
+/// defines, then adds `X-All-Imports: linked`.
 fn every_env_import_module() -> Vec<u8> {
     use wasm_encoder::{
         CodeSection, ConstExpr, DataSection, EntityType, ExportKind, ExportSection, Function,
-        FunctionSection, ImportSection, MemorySection, MemoryType, Module, TypeSection, ValType,
+        FunctionSection, ImportSection, MemArg, MemorySection, MemoryType, Module, TypeSection,
+        ValType,
     };
     let mut types = TypeSection::new();
     let mut imports = ImportSection::new();
@@ -552,9 +554,11 @@ fn every_env_import_module() -> Vec<u8> {
     });
     const KEY: &[u8] = b"X-All-Imports";
     const VALUE: &[u8] = b"linked";
+    const METRIC: &[u8] = b"pw_requests";
     let mut data = DataSection::new();
     data.active(0, &ConstExpr::i32_const(64), KEY.iter().copied());
     data.active(0, &ConstExpr::i32_const(96), VALUE.iter().copied());
+    data.active(0, &ConstExpr::i32_const(128), METRIC.iter().copied());
 
     let mut code = CodeSection::new();
     let mut abi = Function::new([]);
@@ -588,10 +592,29 @@ fn every_env_import_module() -> Vec<u8> {
         }
         body.call(i as u32).drop();
     }
-    let add = ABI_0_2_1_ENV
-        .iter()
-        .position(|(name, _, _)| *name == "proxy_add_header_map_value")
-        .expect("add_header_map_value") as u32;
+    let import = |wanted: &str| {
+        ABI_0_2_1_ENV
+            .iter()
+            .position(|(name, _, _)| *name == wanted)
+            .expect("an ABI function") as u32
+    };
+    // A counter, defined (its id lands at 160) and bumped once per request.
+    body.i32_const(0)
+        .i32_const(128)
+        .i32_const(METRIC.len() as i32)
+        .i32_const(160)
+        .call(import("proxy_define_metric"))
+        .drop()
+        .i32_const(160)
+        .i32_load(MemArg {
+            offset: 0,
+            align: 2,
+            memory_index: 0,
+        })
+        .i64_const(1)
+        .call(import("proxy_increment_metric"))
+        .drop();
+    let add = import("proxy_add_header_map_value");
     body.i32_const(0)
         .i32_const(64)
         .i32_const(KEY.len() as i32)
@@ -639,4 +662,7 @@ fn a_module_importing_every_env_function_of_abi_0_2_1_links_and_runs() {
     for failure in ["traps", "timeouts", "out_of_memory", "instantiate_errors"] {
         assert_eq!(counters[failure], json!(0), "{failure}: {counters}");
     }
+    // The module's metric feeds the tenant's metrics (filter.list, /metrics).
+    let metrics = &status["tenants"][0]["metrics"];
+    assert_eq!(metrics["pw_requests"], json!(3), "{metrics}");
 }
