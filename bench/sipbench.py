@@ -307,9 +307,10 @@ def start_siphost(label, siphost_bin, config, workdir):
     return proc, log_path
 
 
-def start_kamailio(label, port, next_hop, workdir, template=BENCH / "kamailio-relay.cfg"):
+def start_kamailio(label, port, next_hop, workdir, template=BENCH / "kamailio-relay.cfg",
+                   pkg_mib=16):
     """Runs Kamailio with a config template (bench/kamailio-relay.cfg unless told) until
-    it answers an OPTIONS. @LISTEN_UDP@ and @LISTEN_TCP@ become 127.0.0.1:port (free for
+    it answers an OPTIONS; `pkg_mib` is each process's private memory (-M). @LISTEN_UDP@ and @LISTEN_TCP@ become 127.0.0.1:port (free for
     both, see free_port), @NEXT_HOP@ the next hop; a placeholder left over is an error."""
     text = (
         Path(template).read_text()
@@ -326,7 +327,7 @@ def start_kamailio(label, port, next_hop, workdir, template=BENCH / "kamailio-re
     rundir.mkdir()
     log_path = workdir / f"{label}.log"
     proc = spawn(
-        ["kamailio", "-f", config, "-DD", "-E", "-m", "512", "-M", "16",
+        ["kamailio", "-f", config, "-DD", "-E", "-m", "512", "-M", str(pkg_mib),
          "-P", rundir / "kamailio.pid", "-Y", rundir],
         log_path,
     )
