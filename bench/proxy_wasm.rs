@@ -12,19 +12,19 @@
 //! `cargo bench -p siphost --bench proxy_wasm`.
 
 use std::hint::black_box;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion};
-use siphost::proxy::hooks::{FilterHooks, HookCall, HookContext, NoFilters, call_and_wait};
+use siphost::proxy::hooks::NoFilters;
 use siphost::runtime::config::{FailurePolicy, FilterConfig, TenantConfig};
 use siphost::runtime::{EngineOptions, Runtime};
 use siphost::sip::{Bytes, Message};
 
 #[path = "invite.rs"]
 mod invite;
+use invite::hook;
 
 /// Tenant ports: one tenant per ABI, so both run in one runtime.
 const COMPONENT_PORT: u16 = 5071;
@@ -63,35 +63,6 @@ fn tenant(name: &str, port: u16, filter: PathBuf) -> TenantConfig {
         access: None,
         workers: 1,
         queue_limit: 1000,
-    }
-}
-
-fn ctx(port: u16) -> HookContext {
-    HookContext {
-        transport: "udp",
-        source: "127.0.0.1:5999".parse().expect("addr"),
-        local: SocketAddr::from(([127, 0, 0, 1], port)),
-        next_hop: Some("sip:127.0.0.1:5090;transport=udp".into()),
-        dialog_key: Some("a84b4c76e66710@pc33.example.com".into()),
-        transaction_key: "z9hG4bK776asdhds".into(),
-        record_route_params: Some(String::new()),
-        own_route: None,
-        endpoint: None,
-    }
-}
-
-/// One `on-request` as the proxy makes it; the edited message comes back.
-fn hook(hooks: &dyn FilterHooks, msg: Message, port: u16) -> Message {
-    let call = HookCall::Request {
-        ctx: ctx(port),
-        msg,
-    };
-    match call_and_wait(hooks, call) {
-        Some(result) => match result.call {
-            HookCall::Request { msg, .. } => msg,
-            _ => unreachable!("a request call comes back as one"),
-        },
-        None => panic!("the filters dropped the call"),
     }
 }
 
