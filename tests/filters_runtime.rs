@@ -15,11 +15,13 @@ use serde_json::json;
 use siphost::proxy::hooks::{
     CallBlocking, Decision, FilterHooks, HookCall, HookContext, HookResult, Submitted,
 };
+use siphost::proxy::{Answered, Origination};
 use siphost::runtime::config::{FailurePolicy, FilterConfig, TenantConfig};
 use siphost::runtime::{
     BoxFuture, EngineOptions, FilterError, RequestSender, Runtime, SendFailure,
 };
 use siphost::sip::{Bytes, Message};
+use siphost::transport::TransportKind;
 
 /// Directory of the wasm test filters: `$SIPHOST_FILTER_DIR`, else
 /// `<target>/wasm32-wasip2/wasm` next to this test binary's target dir.
@@ -874,8 +876,8 @@ impl RequestSender for TimingOutSender {
     fn send_request(
         &self,
         _request: Message,
-        _next_hop: Option<String>,
-    ) -> BoxFuture<Result<Message, SendFailure>> {
+        _how: Origination,
+    ) -> BoxFuture<Result<Answered, SendFailure>> {
         Box::pin(async { Err(SendFailure::Timeout) })
     }
 }
@@ -901,6 +903,52 @@ async fn timers_and_originated_requests_call_back_into_the_filter() {
         assert!(Instant::now() < deadline, "callbacks missing: {metrics}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Records how each request was to be sent, and times it out.
+#[derive(Default)]
+struct RecordingSender {
+    sent: std::sync::Mutex<Vec<Origination>>,
+}
+
+impl RequestSender for RecordingSender {
+    fn send_request(
+        &self,
+        _request: Message,
+        how: Origination,
+    ) -> BoxFuture<Result<Answered, SendFailure>> {
+        self.sent.lock().expect("sent").push(how);
+        Box::pin(async { Err(SendFailure::Timeout) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_sends_from_its_own_sockets_but_never_from_another_tenants() {
+    let cache = shared_cache();
+    let uac = || filter_config(&filter("uac_filter"), json!({}));
+    let rt = Runtime::new(
+        &[
+            tenant("one", 5070, FailurePolicy::FailOpen, vec![uac()]),
+            tenant("two", 5071, FailurePolicy::FailOpen, vec![uac()]),
+        ],
+        options(&cache),
+    )
+    .expect("runtime");
+    let sender = Arc::new(RecordingSender::default());
+    rt.set_request_sender(sender.clone());
+    let send = |sock: &str| {
+        let params = json!({"method": "OPTIONS", "ruri": "sip:127.0.0.1:5090", "sock": sock});
+        rt.filter_rpc("one", "uac.req_send", &params.to_string(), 0)
+    };
+    let refused = send("udp:127.0.0.1:5071")
+        .expect_err("tenant two's socket")
+        .to_string();
+    assert!(refused.contains("belongs to another tenant"), "{refused}");
+    send("udp:127.0.0.1:5070").expect("its own socket");
+    let sent = sender.sent.lock().expect("sent").clone();
+    assert_eq!(sent.len(), 1, "the refused request was not sent");
+    let own: SocketAddr = "127.0.0.1:5070".parse().expect("addr");
+    assert_eq!(sent[0].local, Some((TransportKind::Udp, own)));
 }
 
 /// The proxy calls hooks on tokio worker threads. A guest's panic message or

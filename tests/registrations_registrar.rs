@@ -255,6 +255,8 @@ struct Seen {
     at: u64,
     /// The digest algorithm of an authorized REGISTER (MD5 or SHA-256).
     algorithm: Option<String>,
+    /// The UDP port it came from.
+    source_port: Option<u16>,
 }
 
 fn registers(kamailio: &Kamailio) -> Vec<Seen> {
@@ -268,16 +270,21 @@ fn registers(kamailio: &Kamailio) -> Vec<Seen> {
             let _cseq = parts.next()?;
             let authorized = parts.next()? == "auth=yes";
             let at = parts.next()?.strip_prefix("t=")?.parse().ok()?;
-            let algorithm = parts
-                .next()
-                .and_then(|a| a.strip_prefix("alg="))
-                .map(str::to_owned);
+            let (mut algorithm, mut source_port) = (None, None);
+            for part in parts {
+                if let Some(alg) = part.strip_prefix("alg=") {
+                    algorithm = Some(alg.to_owned());
+                } else if let Some(port) = part.strip_prefix("sp=") {
+                    source_port = port.parse().ok();
+                }
+            }
             Some(Seen {
                 user,
                 call_id,
                 authorized,
                 at,
                 algorithm,
+                source_port,
             })
         })
         .collect()
@@ -387,6 +394,64 @@ fn interval_too_brief_is_retried_with_min_expires() {
         remaining > 100,
         "the binding should last Min-Expires (120 s), not the row's 30 s: {info}"
     );
+}
+
+/// A row's `socket` is the listener its REGISTERs leave from; a row without one uses
+/// `default_socket`.
+#[test]
+fn a_rows_socket_or_default_socket_is_where_its_registers_leave_from() {
+    let scratch = Scratch::new("reg-socket");
+    let ports = PortBlock::reserve("registrations_registrar::socket", 5);
+    let (sip, admin, registrar, row_socket, default_socket) = (
+        ports.port(0),
+        ports.port(1),
+        ports.port(2),
+        ports.port(3),
+        ports.port(4),
+    );
+    let accounts = accounts("s", 2, 120);
+    let kamailio = start_registrar(
+        &scratch,
+        registrar,
+        &registrar_db(&scratch, &accounts),
+        60,
+        "MD5",
+    );
+    let db = uacreg_db(&scratch, &accounts, registrar);
+    sqlite(
+        &db,
+        &format!(
+            "UPDATE uacreg SET socket = 'udp:{LOOPBACK}:{row_socket}' WHERE l_uuid = 's0000';"
+        ),
+    );
+    let mut config = siphost_config(
+        sip,
+        admin,
+        &db,
+        &format!("default_socket = \"udp:{LOOPBACK}:{default_socket}\""),
+    );
+    for port in [row_socket, default_socket] {
+        config.push_str(&format!(
+            "\n[[listen]]\ntransport = \"udp\"\naddress = \"{LOOPBACK}:{port}\"\n"
+        ));
+    }
+    let _siphost = Siphost::start(&scratch, &config);
+    wait_for("2 accounts online", Duration::from_secs(15), || {
+        online(admin) == 2
+    });
+    let seen = registers(&kamailio);
+    for (user, port) in [("s0000", row_socket), ("s0001", default_socket)] {
+        let from: Vec<Option<u16>> = seen
+            .iter()
+            .filter(|s| s.user == user)
+            .map(|s| s.source_port)
+            .collect();
+        assert!(!from.is_empty(), "{user} never registered");
+        assert!(
+            from.iter().all(|p| *p == Some(port)),
+            "{user}'s REGISTERs came from {from:?}, not {port}"
+        );
+    }
 }
 
 /// A wrong password fails, and retries back off (1 s, 2 s, 4 s … with

@@ -7,7 +7,9 @@
 //!   (SIPp's verifyauth), CSeq 10 then 11;
 //! - uac:reply rules see evcode/evtype/evparam: a monitor answering 480, and one that never
 //!   answers (fr_timeout → the host's local 408, evtype 2), alert the SIPp backup phone,
-//!   whose MESSAGE body carries what the rule saw.
+//!   whose MESSAGE body carries what the rule saw;
+//! - `sock` picks the listener a request leaves from; an INVITE's fr_inv_timeout restarts
+//!   on each 180 and, when it runs out, CANCELs the INVITE (a SIPp phone that rings).
 //!
 //! Needs the filter built first: `cargo build --profile wasm --target wasm32-wasip2 -p uac-filter`.
 
@@ -18,7 +20,7 @@ use std::time::Duration;
 
 use common::{
     HeaderChecks, PortBlock, Scratch, Siphost, Sipp, SippRole, Transport, record_route_regex,
-    render, tests_dir,
+    render, tests_dir, via_regex,
 };
 
 const SIPP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -466,4 +468,231 @@ fn uac_req_send_over_rpc_reaches_the_monitor_and_is_counted() {
     assert_eq!(sample("uac_req_sent"), 1.0);
     assert_eq!(sample("uac_req_failed"), 1.0);
     drop(siphost);
+}
+
+/// A SIPp answer to the INVITE the phone took (`checks` captured its Via and CSeq).
+fn phone_reply(status: &str, checks: &HeaderChecks) -> String {
+    format!(
+        r#"<send>
+    <![CDATA[
+
+      SIP/2.0 {status}
+      {vias}
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      {cseq}
+      Content-Length: 0
+
+    ]]>
+  </send>"#,
+        vias = checks.resend_lines("Via"),
+        cseq = checks.resend_lines("CSeq"),
+    )
+}
+
+/// A phone on `ports` that rings `rings` times, `pause_ms` apart, then ends with `ending`
+/// (SIPp XML after the last 180).
+fn ringing_phone(
+    scratch: &Scratch,
+    ports: PortBlock,
+    checks: &HeaderChecks,
+    rings: usize,
+    pause_ms: u32,
+    ending: &str,
+) -> Sipp {
+    let ring = phone_reply("180 Ringing", checks);
+    let pause = format!("<pause milliseconds=\"{pause_ms}\"/>");
+    let ringing = vec![ring; rings].join(&format!("\n  {pause}\n  "));
+    let xml = render(
+        "sipp/uas_ringing.xml",
+        &[
+            ("INVITE_CHECKS", checks.xml()),
+            ("RINGING", ringing),
+            ("ENDING", ending.to_owned()),
+        ],
+    );
+    Sipp::start(
+        scratch,
+        SippRole {
+            name: "phone",
+            scenario: scratch.write("phone.xml", &xml),
+            transport: Transport::Udp,
+            ports,
+            remote: None,
+            calls: 1,
+            rate: None,
+            timeout: SIPP_TIMEOUT,
+        },
+    )
+}
+
+/// examples/notify.toml plus a second UDP listener on `alt`, the admin listener on `admin`,
+/// and a rule telling the backup phone how each INVITE sent over RPC ended.
+fn config_with_alt_listener(ports: &Ports, alt: u16, admin: u16) -> String {
+    let mut text = config(ports, 5000);
+    text.push_str(&format!(
+        r#"
+[[tenant.filter.config.rule]]
+on = "event"
+event = "uac:reply"
+when = '$uac_req(method) == "INVITE"'
+do = [
+  '$uac_req(method) = "MESSAGE"',
+  '$uac_req(ruri) = "sip:backup@127.0.0.1:{backup}"',
+  '$uac_req(body) = "invite ended: evcode=$uac_req(evcode) evtype=$uac_req(evtype)"',
+  '$uac_req(callid) = ""',
+  '$uac_req(evroute) = 0',
+  'uac_req_send()',
+]
+
+[[listen]]
+transport = "udp"
+address = "127.0.0.1:{alt}"
+
+[admin]
+listen = "127.0.0.1:{admin}"
+"#,
+        backup = ports.backup,
+    ));
+    text
+}
+
+#[test]
+fn uac_req_send_leaves_from_the_socket_sock_names() {
+    let test = "uac_notify_sock";
+    let Setup {
+        scratch,
+        ports,
+        mut blocks,
+    } = setup(test);
+    let (_backup_ports, monitor_ports, _callee_ports) =
+        (blocks.pop(), blocks.pop().expect("monitor"), blocks.pop());
+    let extra = PortBlock::reserve(&format!("{test}-extra"), 2);
+    let (alt, admin) = (extra.port(0), extra.port(1));
+    // Both MESSAGEs must come from the second listener, as their Via says.
+    let checks = HeaderChecks::new("sock").matches("Via", 1, &via_regex(Transport::Udp, alt));
+    let mut monitor = message_phone(
+        &scratch,
+        "monitor",
+        monitor_ports,
+        None,
+        &checks,
+        "200 OK",
+        1,
+    );
+    let siphost = Siphost::start(&scratch, &config_with_alt_listener(&ports, alt, admin));
+    let ruri = format!("ruri=sip:monitor@127.0.0.1:{}", ports.monitor);
+    let sock = format!("sock=udp:127.0.0.1:{alt}");
+    // A malformed sock is refused before anything is sent.
+    let (ok, _, err) = siphost_rpc(
+        admin,
+        &[
+            "uac.req_send",
+            "default",
+            "method=MESSAGE",
+            &ruri,
+            "sock=udp:x",
+        ],
+    );
+    assert!(!ok);
+    assert!(err.contains("sock"), "{err}");
+    let (ok, _, err) = siphost_rpc(
+        admin,
+        &["uac.req_send", "default", "method=MESSAGE", &ruri, &sock],
+    );
+    assert!(ok, "{err}");
+    monitor.assert_all_calls_succeeded();
+    monitor.assert_checked_every_call(&checks);
+    drop(siphost);
+}
+
+/// An INVITE sent over RPC to a ringing phone (that ends `busy`, else waits for a CANCEL)
+/// with fr_timeout 1 s and fr_inv_timeout `fr_inv_ms`; the backup phone must hear `ended`.
+fn ringing_invite(test: &str, fr_inv_ms: u32, busy: bool, ended: &str) {
+    let Setup {
+        scratch,
+        ports,
+        mut blocks,
+    } = setup(test);
+    let (backup_ports, phone_ports, _callee_ports) = (
+        blocks.pop().expect("backup"),
+        blocks.pop().expect("monitor"),
+        blocks.pop(),
+    );
+    let extra = PortBlock::reserve(&format!("{test}-extra"), 2);
+    let (alt, admin) = (extra.port(0), extra.port(1));
+    let invite = HeaderChecks::new("invite")
+        .matches("Via", 1, &via_regex(Transport::Udp, ports.proxy))
+        .matches("CSeq", 1, "^ *[0-9]+ INVITE$");
+    let ending = if busy {
+        format!(
+            "{}\n  <recv request=\"ACK\"/>",
+            phone_reply("486 Busy Here", &invite)
+        )
+    } else {
+        format!(
+            r#"<recv request="CANCEL"/>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+  {}
+  <recv request="ACK"/>"#,
+            phone_reply("487 Request Terminated", &invite)
+        )
+    };
+    // Busy: rings at 0, 1.5 and 3 s, then 486 at 4.5 s; each reply comes within
+    // fr_inv_timeout (2.5 s) of the last, though the whole exceeds it. Otherwise one ring,
+    // and the CANCEL when fr_inv_timeout runs out.
+    let rings = if busy { 3 } else { 1 };
+    let mut phone = ringing_phone(&scratch, phone_ports, &invite, rings, 1500, &ending);
+    let report = format!("^invite ended: {ended}$");
+    let mut backup = message_phone(
+        &scratch,
+        "backup",
+        backup_ports,
+        Some(&report),
+        &HeaderChecks::new("report"),
+        "200 OK",
+        1,
+    );
+    let siphost = Siphost::start(&scratch, &config_with_alt_listener(&ports, alt, admin));
+    let ruri = format!("ruri=sip:phone@127.0.0.1:{}", ports.monitor);
+    let fr_inv = format!("fr_inv_timeout={fr_inv_ms}");
+    let (ok, _, err) = siphost_rpc(
+        admin,
+        &[
+            "uac.req_send",
+            "default",
+            "method=INVITE",
+            &ruri,
+            "fr_timeout=1000",
+            &fr_inv,
+            "evroute=1",
+        ],
+    );
+    assert!(ok, "{err}");
+    phone.assert_all_calls_succeeded();
+    backup.assert_all_calls_succeeded();
+    drop(siphost);
+}
+
+#[test]
+fn each_180_restarts_fr_inv_timeout_so_a_long_ringing_invite_gets_its_final_reply() {
+    ringing_invite("uac_notify_ringing", 2500, true, "evcode=486 evtype=1");
+}
+
+#[test]
+fn a_ringing_invite_past_fr_inv_timeout_is_cancelled_and_ends_a_local_408() {
+    ringing_invite("uac_notify_ring_out", 1000, false, "evcode=408 evtype=2");
 }

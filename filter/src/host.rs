@@ -89,9 +89,16 @@ pub struct OutgoingRequest {
     pub body: Vec<u8>,
     /// Send there instead of the Request-URI (a SIP URI).
     pub next_hop: Option<String>,
-    /// Wait this long for the final reply (a local 408 after it); `None`: the host's
-    /// transaction timers (64 x T1).
+    /// Kamailio's fr_timeout: wait this long for a reply (a non-INVITE's final reply, an
+    /// INVITE's first one; a local 408 after it); `None`: the host's transaction timers.
     pub timeout_ms: Option<u32>,
+    /// Kamailio's fr_inv_timeout: once an INVITE rang, wait this long after each
+    /// provisional reply for the next (then a local 408, and the INVITE is CANCELled);
+    /// `None`: RFC 3261's Timer C.
+    pub invite_timeout_ms: Option<u32>,
+    /// Send from this listener of the host, `proto:ip:port` (Kamailio's `sock`); `None`:
+    /// the host's choice.
+    pub local_socket: Option<String>,
 }
 
 /// Where a hook call happens (the WIT `context` record).

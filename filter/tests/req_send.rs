@@ -76,7 +76,10 @@ fn local_408(out: &OutgoingRequest) -> MemMessage {
         text.push_str(&format!("{name}: {}\r\n", header(out, name)[0]));
     }
     text.push_str("Content-Length: 0\r\n\r\n");
-    MemMessage::parse(&text).expect("reply parses")
+    let mut reply = MemMessage::parse(&text).expect("reply parses");
+    // The host's own replies come from nowhere.
+    reply.source = String::new();
+    reply
 }
 
 fn md5_hex(s: &str) -> String {
@@ -394,6 +397,17 @@ fn a_local_timeout_is_evtype_2_and_no_evroute_raises_nothing() {
     assert_eq!(
         reports(&host),
         ["evcode=408 evtype=2 evparam=emergency-call-1 rs=408"]
+    );
+    // A peer's own 408, even one without a To tag, is a reply (evtype 1).
+    let mut peer = MemHost::default();
+    u.on_request(&initial("t2"), &mut emergency_invite(), &mut peer);
+    let (id, first) = peer.sent[0].clone();
+    let mut untagged = local_408(&first);
+    untagged.source = "127.0.0.1:5090".into();
+    u.on_local_reply(id, &mut untagged, &mut peer);
+    assert_eq!(
+        reports(&peer),
+        ["evcode=408 evtype=1 evparam=emergency-call-1 rs=408"]
     );
     // evroute 0: the reply is not even waited for.
     let quiet =

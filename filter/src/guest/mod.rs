@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use exports::siphost::filter::handler::Guest;
 use siphost::filter::interest::{self, Hooks};
 use siphost::filter::log::{self, Level as WitLevel};
-use siphost::filter::transport::{self, OutgoingRequest as WitRequest, SendOptions};
+use siphost::filter::transport::{self, OutgoingRequest as WitRequest, SendPlan};
 use siphost::filter::types::{Action, Context as WitContext, Message, Reply};
 use siphost::filter::{dialog_state, metrics};
 
@@ -152,15 +152,12 @@ impl HostState for WitHost {
             body: request.body.clone(),
             next_hop: request.next_hop.clone(),
         };
-        match request.timeout_ms {
-            None => transport::send_request(&wit),
-            Some(ms) => transport::send_request_with(
-                &wit,
-                SendOptions {
-                    timeout_ms: Some(ms),
-                },
-            ),
-        }
+        let plan = SendPlan {
+            timeout_ms: request.timeout_ms,
+            invite_timeout_ms: request.invite_timeout_ms,
+            local_socket: request.local_socket.clone(),
+        };
+        transport::send_request_planned(&wit, &plan)
     }
 }
 

@@ -214,7 +214,12 @@ fn send(registrar: &mut Registrar, mut outgoing: Outgoing) {
             body: request.body.clone(),
             next_hop: request.next_hop.clone(),
         };
-        match transport::send_request(&wit_request) {
+        let plan = transport::SendPlan {
+            timeout_ms: None,
+            invite_timeout_ms: None,
+            local_socket: request.socket.clone(),
+        };
+        match transport::send_request_planned(&wit_request, &plan) {
             Ok(request_id) => {
                 registrar.sent(request_id, outgoing);
                 return;

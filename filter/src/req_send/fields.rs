@@ -276,16 +276,17 @@ impl UacReq {
         self.evroute != 0 || (!self.auser.is_empty() && !self.apasswd.is_empty())
     }
 
-    /// The wait for the final reply in ms, if the fields set one: `fr_inv_timeout` for an
-    /// INVITE (else `fr_timeout`), `fr_timeout` for anything else.
+    /// `fr_timeout` in ms, if set: the wait for a non-INVITE's final reply and for an
+    /// INVITE's first reply.
     pub fn timeout_ms(&self) -> Option<u32> {
-        let invite = self.method.eq_ignore_ascii_case("INVITE");
-        let ms = if invite && self.fr_inv_timeout != 0 {
-            self.fr_inv_timeout
-        } else {
-            self.fr_timeout
-        };
-        (ms != 0).then_some(ms)
+        (self.fr_timeout != 0).then_some(self.fr_timeout)
+    }
+
+    /// `fr_inv_timeout` in ms for an INVITE, if set: once it rang, the wait after each
+    /// provisional reply (tm's `restart_fr_on_each_reply`).
+    pub fn invite_timeout_ms(&self) -> Option<u32> {
+        let invite = self.method.trim().eq_ignore_ascii_case("INVITE");
+        (invite && self.fr_inv_timeout != 0).then_some(self.fr_inv_timeout)
     }
 
     /// The request as tm's `t_request` builds it: To and From default to the Request-URI,
@@ -348,10 +349,10 @@ impl UacReq {
             ("CSeq".to_owned(), format!("{cseq} {method}")),
         ];
         headers.extend(parse_hdrs(&self.hdrs)?);
-        // `sock` names the protocol to send with; the host picks its listener of that
-        // protocol (it has no per-request choice of local address).
-        let next_hop = match self.socket()? {
-            Some(proto) => Some(with_transport(
+        // `sock` is the listener to send from; the next hop must use its protocol.
+        let socket = self.socket()?;
+        let next_hop = match socket {
+            Some((proto, _)) => Some(with_transport(
                 if self.ouri.is_empty() {
                     ruri
                 } else {
@@ -368,11 +369,13 @@ impl UacReq {
             body: self.body.as_bytes().to_vec(),
             next_hop,
             timeout_ms: self.timeout_ms(),
+            invite_timeout_ms: self.invite_timeout_ms(),
+            local_socket: socket.map(|(_, sock)| sock.to_owned()),
         })
     }
 
-    /// `sock` as `proto:host:port`: the protocol it names, `None` when unset.
-    fn socket(&self) -> Result<Option<&'static str>, ReqError> {
+    /// `sock` as `proto:host:port`: the protocol it names and the socket, `None` when unset.
+    fn socket(&self) -> Result<Option<(&'static str, &str)>, ReqError> {
         let sock = self.sock.trim();
         if sock.is_empty() {
             return Ok(None);
@@ -388,7 +391,7 @@ impl UacReq {
         if host.is_empty() || port.parse::<u16>().is_err() {
             return Err(bad());
         }
-        Ok(Some(proto))
+        Ok(Some((proto, sock)))
     }
 }
 
@@ -491,6 +494,8 @@ mod tests {
         );
         assert_eq!(out.next_hop, None);
         assert_eq!(out.timeout_ms, None);
+        assert_eq!(out.invite_timeout_ms, None);
+        assert_eq!(out.local_socket, None);
     }
 
     #[test]
@@ -533,9 +538,14 @@ mod tests {
             out.next_hop.as_deref(),
             Some("sip:127.0.0.1:5099;transport=tcp")
         );
+        assert_eq!(out.local_socket.as_deref(), Some("tcp:127.0.0.1:5060"));
         assert_eq!(out.timeout_ms, Some(2000));
+        // fr_inv_timeout is an INVITE's, after it rang; fr_timeout still guards its start.
+        assert_eq!(out.invite_timeout_ms, None);
         r.set(ReqField::Method, Some("INVITE")).unwrap();
-        assert_eq!(r.timeout_ms(), Some(9000));
+        let invite = r.build(&fresh(), r.cseqno).unwrap();
+        assert_eq!(invite.timeout_ms, Some(2000));
+        assert_eq!(invite.invite_timeout_ms, Some(9000));
     }
 
     #[test]

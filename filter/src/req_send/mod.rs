@@ -17,7 +17,6 @@ use crate::digest::{
     cnonce_from_random,
 };
 use crate::host::{HostState, Level, SipMessage};
-use crate::nameaddr::NameAddr;
 
 /// Counter: requests sent by `uac_req_send()` (resends with credentials included).
 pub const REQ_SENT: &str = "uac_req_sent";
@@ -163,13 +162,10 @@ where
     Some(req)
 }
 
-/// A reply the host made itself (its local 408 on time-out, 503 on a transport error)
-/// carries no To tag; every UAS and proxy adds one to a final reply (RFC 3261 §8.2.6.2).
+/// A reply the host made itself (its local 408 on time-out, 503 when the request could not
+/// be sent) has no source; a peer's reply has the peer's address.
 fn is_local<M: SipMessage + ?Sized>(reply: &M) -> bool {
-    let Some(to) = reply.header("To") else {
-        return true;
-    };
-    NameAddr::parse(&to).is_none_or(|na| na.param(&to, "tag").is_none())
+    reply.source().is_empty()
 }
 
 /// Answers the challenge of `reply` (and repeats the answers to earlier challenges of the

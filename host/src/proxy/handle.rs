@@ -30,6 +30,8 @@ pub enum SendError {
     Unresolved(Arc<ResolveError>),
     #[error("no {0} listener to send from")]
     NoListener(TransportKind),
+    #[error("no {0} listener on {1} to send from")]
+    NoSuchListener(TransportKind, SocketAddr),
     #[error("sending to {0} failed")]
     Transport(SocketAddr),
     #[error("no final response before the transaction timed out")]
@@ -41,12 +43,37 @@ pub(crate) enum Command {
     SendRequest {
         // Boxed: a parsed message is large, and commands are rare beside datagrams.
         request: Box<Message>,
-        next_hop: Option<String>,
-        reply: oneshot::Sender<Result<Message, SendError>>,
+        how: Origination,
+        reply: oneshot::Sender<Result<Answered, SendError>>,
     },
     Shutdown {
         grace: Duration,
     },
+}
+
+/// How a locally originated request leaves and how long it may wait, beyond what its
+/// own headers say (Kamailio's `$uac_req(ouri)`, `sock`, `fr_timeout`, `fr_inv_timeout`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origination {
+    /// Send there instead of routing the request (a SIP URI).
+    pub next_hop: Option<String>,
+    /// Send from this listener (its transport and bound address) instead of the first one
+    /// that fits; the next hop must use the same transport.
+    pub local: Option<(TransportKind, SocketAddr)>,
+    /// Give up (and CANCEL an INVITE that got a provisional reply) when no reply has come
+    /// this long after sending; a non-INVITE's final reply, an INVITE's first reply.
+    pub timeout: Option<Duration>,
+    /// Once an INVITE got a provisional reply, give up when no further reply has come this
+    /// long after the last one (each 1xx restarts it) and CANCEL it; none: RFC 3261's Timer C.
+    pub invite_timeout: Option<Duration>,
+}
+
+/// The final response to a locally originated request, and the peer it came from.
+#[derive(Debug, Clone)]
+pub struct Answered {
+    pub response: Message,
+    pub transport: TransportKind,
+    pub peer: SocketAddr,
 }
 
 /// Counters kept by the core; read them any time through [`ProxyHandle::stats`].
@@ -104,19 +131,19 @@ impl ProxyHandle {
 
     /// Sends a locally originated request through a client transaction and returns its final
     /// response. Missing Via (or its branch), Max-Forwards and Content-Length are filled in;
-    /// Call-ID, CSeq, From and To must be present. Without `next_hop` the request goes to its
-    /// top Route, a matching `[[proxy.route]]`, its Request-URI, or the default route. For an
-    /// INVITE answered 2xx the caller sends the ACK (as a new request).
+    /// Call-ID, CSeq, From and To must be present. Without `how.next_hop` the request goes to
+    /// its top Route, a matching `[[proxy.route]]`, its Request-URI, or the default route. For
+    /// an INVITE answered 2xx the caller sends the ACK (as a new request).
     pub async fn send_request(
         &self,
         request: Message,
-        next_hop: Option<String>,
-    ) -> Result<Message, SendError> {
+        how: Origination,
+    ) -> Result<Answered, SendError> {
         let (reply, wait) = oneshot::channel();
         self.commands
             .send(Command::SendRequest {
                 request: Box::new(request),
-                next_hop,
+                how,
                 reply,
             })
             .await

@@ -7,7 +7,7 @@ pub mod hooks;
 pub mod routing;
 
 pub use self::core::{Proxy, ProxyError};
-pub use handle::{CommandReceiver, ProxyHandle, ProxyStats, SendError};
+pub use handle::{Answered, CommandReceiver, Origination, ProxyHandle, ProxyStats, SendError};
 
 #[cfg(test)]
 mod tests;

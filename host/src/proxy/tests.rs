@@ -499,7 +499,11 @@ async fn local_request_through_handle_returns_final_reply() {
     request.append_header("Call-ID", "local-1");
     request.append_header("CSeq", "1 OPTIONS");
     let handle = proxy.handle.clone();
-    let pending = tokio::spawn(async move { handle.send_request(request, None).await });
+    let pending = tokio::spawn(async move {
+        handle
+            .send_request(request, crate::proxy::Origination::default())
+            .await
+    });
     let received = uas.recv().await;
     assert_eq!(received.max_forwards(), Some(70));
     assert!(received.top_via().is_some_and(|v| v.has_rfc3261_branch()));
@@ -510,7 +514,8 @@ async fn local_request_through_handle_returns_final_reply() {
         .expect("reply in time")
         .expect("task")
         .expect("final reply");
-    assert_eq!(reply.status(), Some(200));
+    assert_eq!(reply.response.status(), Some(200));
+    assert_eq!(reply.peer, uas.addr);
     proxy.task.abort();
 }
 

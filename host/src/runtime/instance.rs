@@ -8,7 +8,7 @@ use std::time::Duration;
 use siphost_sip::{Bytes, Message};
 
 use super::FilterError;
-use super::state::TenantShared;
+use super::state::{ReplyOrigin, TenantShared};
 use crate::proxy::hooks::HookContext;
 use crate::registrations::scheduler::Due;
 
@@ -108,8 +108,14 @@ pub trait FilterInstance: Send {
     fn hook(&mut self, input: &mut HookInput<'_>) -> Result<Action, FilterError>;
     /// A timer the filter set has fired.
     fn timer(&mut self, token: u64) -> Result<(), FilterError>;
-    /// The final reply to a request the filter originated.
-    fn local_reply(&mut self, request_id: u64, reply: &mut Message) -> Result<(), FilterError>;
+    /// The final reply to a request the filter originated, from `origin` (`None`: the
+    /// host's own 408 or 503).
+    fn local_reply(
+        &mut self,
+        request_id: u64,
+        reply: &mut Message,
+        origin: Option<ReplyOrigin>,
+    ) -> Result<(), FilterError>;
     /// The filter's own admin call; the inner error is the filter's answer.
     fn rpc(&mut self, method: &str, params: &str) -> Result<Result<String, String>, FilterError>;
     /// Remote registrations now due (`registration-handler.on-registration-due`).

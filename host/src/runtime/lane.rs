@@ -9,7 +9,7 @@ use siphost_sip::Message;
 use super::FilterError;
 use super::config::FailurePolicy;
 use super::instance::{Action, FilterInstance, Hook, HookInput};
-use super::state::TenantCounters;
+use super::state::{ReplyOrigin, TenantCounters};
 use super::tenant::Tenant;
 use crate::proxy::hooks::{Decision, HookCall, HookContext, HookDone, HookResult};
 
@@ -31,6 +31,7 @@ pub enum Job {
         filter: usize,
         request_id: u64,
         reply: Message,
+        origin: Option<ReplyOrigin>,
     },
     /// Remote registrations due now, for filter `filter` (first worker only).
     RegistrationsDue {
@@ -120,9 +121,10 @@ impl Worker {
                     filter,
                     request_id,
                     mut reply,
+                    origin,
                 } => {
                     let _ = self.with_instance(&tenant, filter, "on-local-reply", |i| {
-                        i.local_reply(request_id, &mut reply)
+                        i.local_reply(request_id, &mut reply, origin)
                     });
                 }
                 Job::RegistrationsDue { filter, due } => {

@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use siphost_sip::Message;
 
 use crate::proxy::hooks::{FilterHooks, HookCall, HookContext, HookDone, Submitted};
+use crate::proxy::{Answered, Origination, SendError};
 use component::FilterEngine;
 pub use component::{EngineOptions, default_cache_dir};
 use config::{ListenTransport, TenantConfig, parse_listen, validate_tenants};
@@ -88,19 +89,22 @@ pub enum SendFailure {
     Timeout,
     /// It could not be sent (the filter sees a local 503).
     Transport(String),
+    /// The host refused to send it: no route, no such listener, a bad next hop (a local
+    /// 503 too, and a warning: the filter or its configuration is wrong).
+    Refused(String),
 }
 
 /// A boxed future, as returned by [`RequestSender::send_request`].
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// Sends requests filters originate (`transport.send-request`); the proxy's
-/// handle implements it. Returns the final reply.
+/// handle implements it. Returns the final reply and the peer it came from.
 pub trait RequestSender: Send + Sync {
     fn send_request(
         &self,
         request: Message,
-        next_hop: Option<String>,
-    ) -> BoxFuture<Result<Message, SendFailure>>;
+        how: Origination,
+    ) -> BoxFuture<Result<Answered, SendFailure>>;
 }
 
 /// The proxy sends filters' requests in client transactions of its own.
@@ -108,16 +112,23 @@ impl RequestSender for crate::proxy::ProxyHandle {
     fn send_request(
         &self,
         request: Message,
-        next_hop: Option<String>,
-    ) -> BoxFuture<Result<Message, SendFailure>> {
+        how: Origination,
+    ) -> BoxFuture<Result<Answered, SendFailure>> {
         let handle = self.clone();
         Box::pin(async move {
             handle
-                .send_request(request, next_hop)
+                .send_request(request, how)
                 .await
                 .map_err(|e| match e {
-                    crate::proxy::SendError::Timeout => SendFailure::Timeout,
-                    other => SendFailure::Transport(other.to_string()),
+                    SendError::Timeout => SendFailure::Timeout,
+                    SendError::Transport(_) | SendError::Unresolved(_) | SendError::Stopped => {
+                        SendFailure::Transport(e.to_string())
+                    }
+                    SendError::Invalid(_)
+                    | SendError::NoRoute(_)
+                    | SendError::NextHop(_)
+                    | SendError::NoListener(_)
+                    | SendError::NoSuchListener(..) => SendFailure::Refused(e.to_string()),
                 })
         })
     }
@@ -179,6 +190,20 @@ impl Runtime {
                 let socket = parse_listen(entry).map_err(FilterError::BadRequest)?;
                 by_socket.insert(socket, i);
             }
+        }
+        for (i, tenant) in built.iter().enumerate() {
+            let foreign = by_socket
+                .iter()
+                .filter(|&(_, &owner)| owner != i)
+                .map(|(&(transport, address), _)| {
+                    let kind = match transport {
+                        ListenTransport::Udp => crate::transport::TransportKind::Udp,
+                        ListenTransport::Tcp => crate::transport::TransportKind::Tcp,
+                    };
+                    (kind, address)
+                })
+                .collect();
+            let _ = tenant.shared.foreign_sockets.set(foreign);
         }
         let runtime = Arc::new(Self {
             services,

@@ -2,6 +2,7 @@
 //! and transaction variables, metrics, counters, timers and originated requests.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
@@ -10,6 +11,8 @@ use serde_json::{Value, json};
 use siphost_sip::Message;
 
 use super::{RequestSender, SendFailure};
+use crate::proxy::Origination;
+use crate::transport::TransportKind;
 
 /// Pending timers one tenant may hold.
 pub const MAX_TIMERS: usize = 10_000;
@@ -30,6 +33,14 @@ pub const MAX_METRICS: usize = 256;
 /// Locks a mutex, recovering the data if a panicking thread poisoned it: the
 /// guarded maps stay consistent under every operation used here.
 /// Host services shared by every tenant.
+/// The peer a filter's request got its final reply from (`message.source` in
+/// `on-local-reply`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyOrigin {
+    pub transport: TransportKind,
+    pub peer: SocketAddr,
+}
+
 pub struct Services {
     pub(crate) tokio: Option<tokio::runtime::Handle>,
     pub(crate) sender: RwLock<Option<Arc<dyn RequestSender>>>,
@@ -64,7 +75,16 @@ impl Services {
 /// which hands them to the worker that owns the instance.
 pub trait FilterEvents: Send + Sync {
     fn timer_fired(&self, lane: usize, filter: usize, token: u64);
-    fn local_reply(&self, lane: usize, filter: usize, request_id: u64, reply: Message);
+    /// The final reply to a request filter `filter` sent; `origin` is the peer that sent
+    /// it, `None` for the host's own 408/503.
+    fn local_reply(
+        &self,
+        lane: usize,
+        filter: usize,
+        request_id: u64,
+        reply: Message,
+        origin: Option<ReplyOrigin>,
+    );
 }
 
 /// State of a tenant that every version and instance of its filters shares.
@@ -81,6 +101,8 @@ pub struct TenantShared {
     events: OnceLock<Weak<dyn FilterEvents>>,
     /// The tenant's remote registrations (`[tenant.registrations]`), once loaded.
     pub registrations: OnceLock<Arc<crate::registrations::Registrations>>,
+    /// Listen entries of the other tenants: this tenant's requests may not leave from them.
+    pub(crate) foreign_sockets: OnceLock<Vec<(TransportKind, SocketAddr)>>,
 }
 
 impl TenantShared {
@@ -97,7 +119,15 @@ impl TenantShared {
             pending_requests: AtomicUsize::new(0),
             events: OnceLock::new(),
             registrations: OnceLock::new(),
+            foreign_sockets: OnceLock::new(),
         }
+    }
+
+    /// Whether `socket` is another tenant's listener.
+    pub(crate) fn is_foreign(&self, socket: (TransportKind, SocketAddr)) -> bool {
+        self.foreign_sockets
+            .get()
+            .is_some_and(|foreign| foreign.contains(&socket))
     }
 
     /// Set once, when the tenant that owns this state exists.
@@ -168,28 +198,15 @@ impl TenantShared {
         }
     }
 
-    /// Sends a request a filter built; its final reply (or a local 408/503)
-    /// goes back to the instance on `lane`.
+    /// Sends a request a filter built, routed and limited in time as `how` says; its final
+    /// reply (or a local 408 on time-out, 503 when it could not be sent) goes back to the
+    /// instance on `lane`.
     pub fn send_request(
         self: &Arc<Self>,
         lane: usize,
         filter: usize,
         message: Message,
-        next_hop: Option<String>,
-    ) -> Result<u64, String> {
-        self.send_request_within(lane, filter, message, next_hop, None)
-    }
-
-    /// [`Self::send_request`], giving up after `timeout` (`transport.send-request-with`):
-    /// the filter then gets the local 408, and a final reply arriving later is dropped
-    /// (the client transaction itself runs on to its own end).
-    pub fn send_request_within(
-        self: &Arc<Self>,
-        lane: usize,
-        filter: usize,
-        message: Message,
-        next_hop: Option<String>,
-        timeout: Option<Duration>,
+        how: Origination,
     ) -> Result<u64, String> {
         let Some(handle) = self.services.tokio.clone() else {
             return Err("sending requests needs the host's async runtime".into());
@@ -218,24 +235,30 @@ impl TenantShared {
         let shared = self.clone();
         let original = message.clone();
         handle.spawn(async move {
-            let sending = sender.send_request(message, next_hop);
-            let outcome = match timeout {
-                Some(limit) => tokio::time::timeout(limit, sending)
-                    .await
-                    .unwrap_or(Err(SendFailure::Timeout)),
-                None => sending.await,
-            };
+            let outcome = sender.send_request(message, how).await;
             shared.pending_requests.fetch_sub(1, Ordering::AcqRel);
-            let reply = match outcome {
-                Ok(reply) => reply,
-                Err(SendFailure::Timeout) => original.response(408, "Request Timeout", None),
+            let (reply, origin) = match outcome {
+                Ok(answered) => (
+                    answered.response,
+                    Some(ReplyOrigin {
+                        transport: answered.transport,
+                        peer: answered.peer,
+                    }),
+                ),
+                Err(SendFailure::Timeout) => {
+                    (original.response(408, "Request Timeout", None), None)
+                }
                 Err(SendFailure::Transport(why)) => {
                     tracing::debug!(tenant = &*shared.name, "filter request failed: {why}");
-                    original.response(503, "Service Unavailable", None)
+                    (original.response(503, "Service Unavailable", None), None)
+                }
+                Err(SendFailure::Refused(why)) => {
+                    tracing::warn!(tenant = &*shared.name, "filter request not sent: {why}");
+                    (original.response(503, "Service Unavailable", None), None)
                 }
             };
             if let Some(events) = events.upgrade() {
-                events.local_reply(lane, filter, id, reply);
+                events.local_reply(lane, filter, id, reply, origin);
             }
         });
         Ok(id)

@@ -17,7 +17,7 @@ use super::instance::{
     FilterFactory, FilterInstance, FilterLoader, Hook, InstanceSetup, Interest, LoadSource,
 };
 use super::lane::{Job, spawn_lane};
-use super::state::{FilterEvents, Services, TenantCounters, TenantShared, lock};
+use super::state::{FilterEvents, ReplyOrigin, Services, TenantCounters, TenantShared, lock};
 use crate::proxy::hooks::{HookCall, HookDone, Submitted};
 use crate::proxy::routing;
 
@@ -597,12 +597,20 @@ impl FilterEvents for Tenant {
         }
     }
 
-    fn local_reply(&self, lane: usize, filter: usize, request_id: u64, reply: Message) {
+    fn local_reply(
+        &self,
+        lane: usize,
+        filter: usize,
+        request_id: u64,
+        reply: Message,
+        origin: Option<ReplyOrigin>,
+    ) {
         if let Some(worker) = self.lanes.get(lane) {
             let _ = worker.send(Job::LocalReply {
                 filter,
                 request_id,
                 reply,
+                origin,
             });
         }
     }

@@ -49,6 +49,12 @@ impl NextHop {
     /// Reads transport (`;transport=`, default UDP), host and port (default 5060) from a SIP
     /// URI (`sip:host:port;transport=tcp`, or a name-addr `<sip:...>`).
     pub fn from_uri(uri: &str) -> Result<NextHop, NextHopError> {
+        Self::from_uri_or(uri, TransportKind::Udp)
+    }
+
+    /// [`Self::from_uri`] with `default` for a URI that names no transport (the transport of
+    /// the socket a request must leave from).
+    pub fn from_uri_or(uri: &str, default: TransportKind) -> Result<NextHop, NextHopError> {
         let trimmed = uri.trim();
         let inner = match (trimmed.find('<'), trimmed.rfind('>')) {
             (Some(start), Some(end)) if start < end => trimmed.get(start + 1..end).unwrap_or(""),
@@ -64,7 +70,7 @@ impl NextHop {
         let kind = match parsed.param("transport").flatten() {
             Some(name) => TransportKind::parse(name)
                 .ok_or_else(|| NextHopError::UnsupportedTransport(name.to_owned()))?,
-            None => TransportKind::Udp,
+            None => default,
         };
         let host = parsed.host;
         if host.is_empty() {

@@ -18,10 +18,18 @@ pub(super) struct Destination {
 pub(super) enum Owner {
     /// A branch of a proxied request.
     Branch(ContextId),
-    /// A request from a [`super::ProxyHandle`]; the final response goes here.
-    Local(Option<oneshot::Sender<Result<Message, SendError>>>),
+    /// A request from a [`super::ProxyHandle`].
+    Local(LocalOwner),
     /// A CANCEL we generated; its response ends here.
     Cancel,
+}
+
+/// Who waits for a locally originated request's final response.
+pub(super) struct LocalOwner {
+    /// Taken when the final response (or the failure) is delivered.
+    pub(super) reply: Option<oneshot::Sender<Result<Answered, SendError>>>,
+    /// Kamailio's fr_inv_timeout: each provisional response to the INVITE restarts it.
+    pub(super) invite_timeout: Option<Duration>,
 }
 
 pub(super) struct ClientEntry {
@@ -223,8 +231,8 @@ impl Core {
                 let ctx = *ctx;
                 self.branch_failed(ctx, Some(id), status, now);
             }
-            Owner::Local(reply) => {
-                if let Some(reply) = reply.take() {
+            Owner::Local(local) => {
+                if let Some(reply) = local.reply.take() {
                     let error = if status == 408 {
                         SendError::Timeout
                     } else {
@@ -243,11 +251,26 @@ impl Core {
         };
         match &mut entry.owner {
             Owner::Cancel => {}
-            Owner::Local(reply) => {
+            Owner::Local(local) => {
                 if status >= 200 {
                     entry.finished = true;
-                    if let Some(reply) = reply.take() {
-                        let _ = reply.send(Ok(response));
+                    self.timers.cancel(&TimerKey::ProxyC(id));
+                    if let Some(reply) = local.reply.take() {
+                        let _ = reply.send(Ok(Answered {
+                            response,
+                            transport: entry.dest.kind,
+                            peer: entry.dest.remote,
+                        }));
+                    }
+                } else if entry.machine.kind() == Kind::Invite {
+                    // §16.8's Timer C guards a local INVITE too: a callee that rings forever
+                    // must not hold the request (and shutdown) open.
+                    entry.provisional = true;
+                    let limit = local.invite_timeout.unwrap_or(TIMER_C);
+                    let cancel_now = entry.cancel_on_provisional;
+                    self.timers.schedule(TimerKey::ProxyC(id), now + limit);
+                    if cancel_now {
+                        self.cancel_branch(id, now);
                     }
                 }
             }

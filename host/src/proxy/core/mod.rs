@@ -21,7 +21,7 @@ use siphost_transaction::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::handle::{Command, CommandReceiver, ProxyStats, SendError};
+use super::handle::{Answered, Command, CommandReceiver, Origination, ProxyStats, SendError};
 #[cfg(test)]
 use super::hooks::OVERLOAD_RETRY_AFTER;
 use super::hooks::{Decision, FilterHooks, HookCall, HookContext, HookDone, HookResult, Submitted};
@@ -80,7 +80,8 @@ table_id! {
 enum TimerKey {
     Server(ServerId),
     Client(ClientId),
-    /// RFC 3261 §16.8 Timer C of an INVITE branch that got a provisional response.
+    /// RFC 3261 §16.8 Timer C of an INVITE branch that got a provisional response; for a
+    /// local request also its own time limits (fr_timeout, fr_inv_timeout).
     ProxyC(ClientId),
 }
 
@@ -111,7 +112,8 @@ enum Job {
     },
     Local {
         request: Message,
-        reply: oneshot::Sender<Result<Message, SendError>>,
+        how: Origination,
+        reply: oneshot::Sender<Result<Answered, SendError>>,
     },
 }
 
@@ -301,6 +303,22 @@ impl Core {
         make_branch(hash, self.instance, counter)
     }
 
+    /// The listener of `kind` bound to `local` (or to the wildcard address on its port).
+    fn listener_on(&self, (kind, local): (TransportKind, SocketAddr)) -> Option<usize> {
+        let exact = self
+            .listeners
+            .iter()
+            .position(|l| l.kind == kind && l.local == local);
+        exact.or_else(|| {
+            self.listeners.iter().position(|l| {
+                l.kind == kind
+                    && l.local.ip().is_unspecified()
+                    && l.local.port() == local.port()
+                    && l.local.is_ipv4() == local.is_ipv4()
+            })
+        })
+    }
+
     fn new_tag(&mut self) -> String {
         let counter = self.next_id();
         format!("{:08x}{counter:x}", self.instance)
@@ -313,16 +331,16 @@ impl Core {
             && !self
                 .clients
                 .values()
-                .any(|c| matches!(c.owner, Owner::Local(Some(_))))
+                .any(|c| matches!(&c.owner, Owner::Local(local) if local.reply.is_some()))
     }
 
     fn on_command(&mut self, command: Command, now: Instant) {
         match command {
             Command::SendRequest {
                 request,
-                next_hop,
+                how,
                 reply,
-            } => self.local_request(*request, next_hop, reply, now),
+            } => self.local_request(*request, how, reply, now),
             Command::Shutdown { grace } => {
                 tracing::info!(
                     in_flight = self.contexts.len(),
@@ -444,11 +462,26 @@ impl Core {
                     }
                 }
                 TimerKey::ProxyC(id) => {
-                    // §16.8: CANCEL the branch and answer upstream as if it timed out; the
-                    // machine has no timer left in "Proceeding", so drop it here.
+                    if self.clients.get(&id).is_some_and(|c| c.finished) {
+                        // The CANCELled INVITE's linger (below) is over.
+                        self.remove_client(id);
+                        continue;
+                    }
+                    // §16.8: CANCEL the branch and answer upstream as if it timed out. The
+                    // machine has no timer left in "Proceeding": after a CANCEL it lingers
+                    // 64*T1 to ACK the 487, otherwise it goes now.
                     self.cancel_branch(id, now);
                     self.client_failed(id, 408, now);
-                    self.remove_client(id);
+                    let cancelled = self
+                        .clients
+                        .get(&id)
+                        .is_some_and(|c| c.provisional && c.machine.kind() == Kind::Invite);
+                    if cancelled {
+                        let linger = now + self.timer_config.sixty_four_t1();
+                        self.timers.schedule(TimerKey::ProxyC(id), linger);
+                    } else {
+                        self.remove_client(id);
+                    }
                 }
             }
         }
@@ -554,8 +587,8 @@ impl Core {
     fn local_request(
         &mut self,
         mut request: Message,
-        next_hop: Option<String>,
-        reply: oneshot::Sender<Result<Message, SendError>>,
+        how: Origination,
+        reply: oneshot::Sender<Result<Answered, SendError>>,
         now: Instant,
     ) {
         let invalid = |why: &'static str| Err(SendError::Invalid(why));
@@ -581,8 +614,8 @@ impl Core {
         if request.max_forwards().is_none() {
             request.set_header("Max-Forwards", &self.max_forwards.to_string());
         }
-        let next_hop = match next_hop {
-            Some(hop) => hop,
+        let next_hop = match &how.next_hop {
+            Some(hop) => hop.clone(),
             None => match self.router.next_hop(&request, &self.us) {
                 Ok(hop) => hop,
                 Err(e) => {
@@ -591,13 +624,24 @@ impl Core {
                 }
             },
         };
-        self.dispatch(&next_hop, Job::Local { request, reply }, now);
+        let job = Job::Local {
+            request,
+            how,
+            reply,
+        };
+        self.dispatch(&next_hop, job, now);
     }
 
     /// Resolves the next hop (at once for IP literals and cached names, else on a task) and
     /// then sends the job.
     fn dispatch(&mut self, next_hop: &str, job: Job, now: Instant) {
-        let hop = match NextHop::from_uri(next_hop) {
+        // A request that must leave from a given socket uses its transport unless the next
+        // hop names one (Kamailio's send socket).
+        let default = match &job {
+            Job::Local { how, .. } => how.local.map_or(TransportKind::Udp, |(kind, _)| kind),
+            _ => TransportKind::Udp,
+        };
+        let hop = match NextHop::from_uri_or(next_hop, default) {
             Ok(hop) => hop,
             Err(why) => {
                 tracing::debug!(%why, "unusable next hop");
@@ -650,10 +694,31 @@ impl Core {
                 ProxyStats::bump(&self.stats.forwarded);
                 self.transmit(kind, listener, addr, None, request.to_bytes());
             }
-            Job::Local { mut request, reply } => {
-                let Some(listener) = pick_listener(&self.listeners, kind, None, &addr) else {
-                    let _ = reply.send(Err(SendError::NoListener(kind)));
-                    return;
+            Job::Local {
+                mut request,
+                how,
+                reply,
+            } => {
+                let listener = match how.local {
+                    Some(local) => self
+                        .listener_on(local)
+                        .ok_or(SendError::NoSuchListener(local.0, local.1)),
+                    None => pick_listener(&self.listeners, kind, None, &addr)
+                        .ok_or(SendError::NoListener(kind)),
+                };
+                let listener = match listener {
+                    Ok(index) if self.listeners[index].kind == kind => index,
+                    Ok(index) => {
+                        let _ = reply.send(Err(SendError::NoSuchListener(
+                            kind,
+                            self.listeners[index].local,
+                        )));
+                        return;
+                    }
+                    Err(why) => {
+                        let _ = reply.send(Err(why));
+                        return;
+                    }
                 };
                 let has_branch = request.top_via().is_some_and(|v| v.branch().is_some());
                 if !has_branch {
@@ -680,14 +745,22 @@ impl Core {
                     remote: addr,
                     conn: None,
                 };
-                self.start_client(
+                let id = self.start_client(
                     (branch, false),
                     kind_of_request,
                     request,
                     dest,
-                    Owner::Local(Some(reply)),
+                    Owner::Local(LocalOwner {
+                        reply: Some(reply),
+                        invite_timeout: how.invite_timeout,
+                    }),
                     now,
                 );
+                if let Some(limit) = how.timeout
+                    && self.clients.contains_key(&id)
+                {
+                    self.timers.schedule(TimerKey::ProxyC(id), now + limit);
+                }
             }
         }
     }

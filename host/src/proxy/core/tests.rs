@@ -7,6 +7,8 @@ use super::*;
 use crate::proxy::hooks::NoFilters;
 
 const PROXY: &str = "127.0.0.1:5060";
+/// A second UDP listener, for requests that name the socket to leave from.
+const PROXY_ALT: &str = "127.0.0.1:5062";
 const UAC: &str = "127.0.0.1:5070";
 const UAS: &str = "127.0.0.1:5090";
 
@@ -27,14 +29,17 @@ fn harness(hooks: Arc<dyn FilterHooks>) -> Harness {
 fn harness_routed_to(default_route: &str, hooks: Arc<dyn FilterHooks>) -> Harness {
     let text = format!(
         "[[listen]]\ntransport = \"udp\"\naddress = \"{PROXY}\"\n\
+         [[listen]]\ntransport = \"udp\"\naddress = \"{PROXY_ALT}\"\n\
          [proxy]\nrecord_route = true\ndefault_route = \"sip:{default_route}\"\n"
     );
     let config = Config::parse(&text).expect("test config");
-    let listeners = vec![Listener {
-        kind: TransportKind::Udp,
-        local: addr(PROXY),
-        host: "127.0.0.1".to_owned(),
-    }];
+    let listeners = [PROXY, PROXY_ALT]
+        .map(|local| Listener {
+            kind: TransportKind::Udp,
+            local: addr(local),
+            host: "127.0.0.1".to_owned(),
+        })
+        .to_vec();
     let (internal, decisions) = mpsc::unbounded_channel();
     let stats = Arc::new(ProxyStats::default());
     let conn_ids = Arc::new(AtomicU64::new(1));
@@ -84,16 +89,53 @@ impl Harness {
     }
 
     fn sent(&mut self) -> Vec<(SocketAddr, Message)> {
+        self.sent_from()
+            .into_iter()
+            .map(|(_, remote, message)| (remote, message))
+            .collect()
+    }
+
+    /// What the core sent, with the index of the listener each datagram left from.
+    fn sent_from(&mut self) -> Vec<(usize, SocketAddr, Message)> {
         self.core
             .outputs
             .drain(..)
             .map(|output| match output {
-                Output::Datagram { remote, data, .. } => {
-                    (remote, Message::parse(data).expect("output parses"))
-                }
+                Output::Datagram {
+                    listener,
+                    remote,
+                    data,
+                } => (
+                    listener,
+                    remote,
+                    Message::parse(data).expect("output parses"),
+                ),
                 other => panic!("unexpected output {other:?}"),
             })
             .collect()
+    }
+
+    /// A request the host itself originates (a filter's send-request), sent as `how` says.
+    fn originate(
+        &mut self,
+        method: &str,
+        how: Origination,
+        at: Duration,
+    ) -> oneshot::Receiver<Result<Answered, SendError>> {
+        let uri = format!("sip:bob@{UAS}");
+        let mut request = Message::request(Method::from(method), &uri);
+        request.append_header("From", "<sip:host@example.com>;tag=h1");
+        request.append_header("To", "<sip:bob@example.com>");
+        request.append_header("Call-ID", "local-1");
+        request.append_header("CSeq", &format!("1 {method}"));
+        let (reply, answered) = oneshot::channel();
+        let command = Command::SendRequest {
+            request: Box::new(request),
+            how,
+            reply,
+        };
+        self.core.on_command(command, self.t0 + at);
+        answered
     }
 }
 
@@ -453,5 +495,128 @@ fn without_a_filter_the_hooks_are_never_submitted() {
         statuses(&sent, UAC),
         [486],
         "reply and failure hooks skipped too"
+    );
+}
+
+#[test]
+fn a_local_request_leaves_from_the_listener_it_names() {
+    let mut h = harness(Arc::new(NoFilters));
+    let alt = Origination {
+        local: Some((TransportKind::Udp, addr(PROXY_ALT))),
+        ..Origination::default()
+    };
+    let mut answered = h.originate("OPTIONS", alt, Duration::ZERO);
+    let sent = h.sent_from();
+    assert_eq!(sent.len(), 1);
+    let (listener, remote, options) = &sent[0];
+    assert_eq!((*listener, *remote), (1, addr(UAS)));
+    let via = options.top_via().expect("our Via");
+    assert_eq!(
+        format!("{}:{}", via.host, via.port.unwrap_or(5060)),
+        PROXY_ALT,
+        "Via names the socket it left from"
+    );
+    let reply = answer(options, 200, "OK");
+    h.receive(UAS, &reply, 10 * MS);
+    let answered = answered.try_recv().expect("answered").expect("final reply");
+    assert_eq!(answered.response.status(), Some(200));
+    assert_eq!(
+        (answered.transport, answered.peer),
+        (TransportKind::Udp, addr(UAS))
+    );
+
+    // Without a choice it leaves from the first listener; a socket we do not listen on, or
+    // of another transport than the next hop's, is refused and nothing is sent.
+    h.originate("OPTIONS", Origination::default(), 20 * MS);
+    assert_eq!(h.sent_from()[0].0, 0);
+    for local in [
+        (TransportKind::Udp, addr("127.0.0.1:5099")),
+        (TransportKind::Tcp, addr(PROXY)),
+    ] {
+        let how = Origination {
+            local: Some(local),
+            ..Origination::default()
+        };
+        let mut refused = h.originate("OPTIONS", how, 30 * MS);
+        assert!(h.sent_from().is_empty());
+        assert!(matches!(
+            refused.try_recv(),
+            Ok(Err(SendError::NoSuchListener(..)))
+        ));
+    }
+}
+
+#[test]
+fn a_local_invite_waits_fr_timeout_for_a_reply_then_fr_inv_timeout_after_each_ringing() {
+    let mut h = harness(Arc::new(NoFilters));
+    let how = Origination {
+        timeout: Some(Duration::from_secs(2)),
+        invite_timeout: Some(Duration::from_secs(5)),
+        ..Origination::default()
+    };
+    let mut answered = h.originate("INVITE", how, Duration::ZERO);
+    let invite = requests_to(&h.sent(), UAS)[0].clone();
+    // 180 at 1.9 s, inside fr_timeout; again at 6 s, inside fr_inv_timeout: each restarts it.
+    h.receive(UAS, &answer(&invite, 180, "Ringing"), 1900 * MS);
+    h.receive(UAS, &answer(&invite, 180, "Ringing"), 6000 * MS);
+    let quiet = h.timers(10_999 * MS);
+    assert!(
+        quiet
+            .iter()
+            .all(|(_, m)| m.method() != Some(&Method::Cancel))
+    );
+    assert!(answered.try_recv().is_err(), "still waiting at 10.999 s");
+    // 5 s after the last 180: the INVITE is CANCELled and the filter gets its time-out.
+    let sent = h.timers(11_000 * MS);
+    let cancels = requests_to(&sent, UAS);
+    assert_eq!(cancels.len(), 1);
+    assert_eq!(cancels[0].method(), Some(&Method::Cancel));
+    assert!(matches!(answered.try_recv(), Ok(Err(SendError::Timeout))));
+    // The INVITE lingers to ACK the callee's 487.
+    let sent = h.receive(
+        UAS,
+        &answer(&invite, 487, "Request Terminated"),
+        11_100 * MS,
+    );
+    let acks = requests_to(&sent, UAS);
+    assert_eq!(acks.len(), 1);
+    assert_eq!(acks[0].method(), Some(&Method::Ack));
+}
+
+#[test]
+fn a_local_request_without_a_reply_ends_at_fr_timeout() {
+    let mut h = harness(Arc::new(NoFilters));
+    let how = Origination {
+        timeout: Some(Duration::from_secs(2)),
+        ..Origination::default()
+    };
+    let mut answered = h.originate("MESSAGE", how, Duration::ZERO);
+    h.sent();
+    h.timers(1999 * MS);
+    assert!(answered.try_recv().is_err());
+    h.timers(2000 * MS);
+    assert!(matches!(answered.try_recv(), Ok(Err(SendError::Timeout))));
+    // It is over: no retransmission after the time-out.
+    assert!(requests_to(&h.timers(10_000 * MS), UAS).is_empty());
+    assert!(h.core.clients.is_empty());
+}
+
+#[test]
+fn a_ringing_local_invite_without_limits_is_cancelled_at_timer_c() {
+    let mut h = harness(Arc::new(NoFilters));
+    let mut answered = h.originate("INVITE", Origination::default(), Duration::ZERO);
+    let invite = requests_to(&h.sent(), UAS)[0].clone();
+    h.receive(UAS, &answer(&invite, 180, "Ringing"), 100 * MS);
+    assert!(h.timers(TIMER_C).is_empty(), "Timer C runs from the 180");
+    let sent = h.timers(TIMER_C + 100 * MS);
+    assert_eq!(requests_to(&sent, UAS)[0].method(), Some(&Method::Cancel));
+    assert!(matches!(answered.try_recv(), Ok(Err(SendError::Timeout))));
+    // No 487 ever comes: the INVITE is dropped 64·T1 later, and the core is drained.
+    h.timers(TIMER_C + 100 * MS + Duration::from_secs(32));
+    assert!(
+        !h.core
+            .clients
+            .values()
+            .any(|c| c.machine.kind() == Kind::Invite)
     );
 }

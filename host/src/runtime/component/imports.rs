@@ -15,8 +15,10 @@ use super::bindings::MessageRef;
 use super::bindings::v0_1::siphost::filter::{
     config, dialog_state, interest, log, metrics, registrations, timers, transport, types,
 };
+use crate::proxy::Origination;
 use crate::runtime::instance::{InstanceSetup, Interest};
 use crate::runtime::state::TenantShared;
+use crate::transport::TransportKind;
 
 /// Parsed once per store: the message a slot holds between hook calls.
 const PLACEHOLDER: &[u8] = b"OPTIONS sip:placeholder.invalid SIP/2.0\r\nVia: SIP/2.0/UDP placeholder.invalid;branch=z9hG4bKplaceholder\r\nFrom: <sip:placeholder.invalid>;tag=p\r\nTo: <sip:placeholder.invalid>\r\nCall-ID: placeholder\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
@@ -415,11 +417,7 @@ impl transport::Host for HostState {
         &mut self,
         request: transport::OutgoingRequest,
     ) -> wasmtime::Result<Result<u64, String>> {
-        let next_hop = request.next_hop.clone();
-        Ok(build_request(&request).and_then(|message| {
-            self.shared
-                .send_request(self.lane, self.filter_index, message, next_hop)
-        }))
+        Ok(self.send(&request, Origination::default()))
     }
 
     fn send_request_with(
@@ -427,20 +425,67 @@ impl transport::Host for HostState {
         request: transport::OutgoingRequest,
         options: transport::SendOptions,
     ) -> wasmtime::Result<Result<u64, String>> {
-        let next_hop = request.next_hop.clone();
-        let timeout = options
-            .timeout_ms
-            .map(|ms| Duration::from_millis(u64::from(ms)));
-        Ok(build_request(&request).and_then(|message| {
-            self.shared.send_request_within(
-                self.lane,
-                self.filter_index,
-                message,
-                next_hop,
-                timeout,
-            )
-        }))
+        let timeout = options.timeout_ms.map(millis);
+        let how = Origination {
+            timeout,
+            invite_timeout: timeout,
+            ..Origination::default()
+        };
+        Ok(self.send(&request, how))
     }
+
+    fn send_request_planned(
+        &mut self,
+        request: transport::OutgoingRequest,
+        plan: transport::SendPlan,
+    ) -> wasmtime::Result<Result<u64, String>> {
+        let local = match plan.local_socket.as_deref().map(parse_socket).transpose() {
+            Ok(Some(socket)) if self.shared.is_foreign(socket) => {
+                let (kind, address) = socket;
+                return Ok(Err(format!(
+                    "local socket {kind}:{address} belongs to another tenant"
+                )));
+            }
+            Ok(local) => local,
+            Err(why) => return Ok(Err(why)),
+        };
+        let how = Origination {
+            local,
+            timeout: plan.timeout_ms.map(millis),
+            invite_timeout: plan.invite_timeout_ms.map(millis),
+            ..Origination::default()
+        };
+        Ok(self.send(&request, how))
+    }
+}
+
+impl HostState {
+    /// Builds `request` and hands it to the proxy core; the reply comes back as
+    /// `on-local-reply`.
+    fn send(&self, request: &transport::OutgoingRequest, how: Origination) -> Result<u64, String> {
+        let how = Origination {
+            next_hop: request.next_hop.clone(),
+            ..how
+        };
+        build_request(request).and_then(|message| {
+            self.shared
+                .send_request(self.lane, self.filter_index, message, how)
+        })
+    }
+}
+
+fn millis(ms: u32) -> Duration {
+    Duration::from_millis(u64::from(ms))
+}
+
+/// A listener in Kamailio's socket form, `proto:ip:port` (`udp:127.0.0.1:5060`,
+/// `tcp:[::1]:5060`).
+fn parse_socket(text: &str) -> Result<(TransportKind, SocketAddr), String> {
+    let bad = || format!("local socket {text:?} is not proto:ip:port with proto udp or tcp");
+    let (proto, addr) = text.trim().split_once(':').ok_or_else(bad)?;
+    let kind = TransportKind::parse(proto).ok_or_else(bad)?;
+    let addr = addr.parse::<SocketAddr>().map_err(|_| bad())?;
+    Ok((kind, addr))
 }
 
 impl timers::Host for HostState {

@@ -19,7 +19,7 @@ use crate::runtime::instance::{
     Action, FilterFactory, FilterInstance, FilterLoader, Hook, HookInput, InstanceSetup, Interest,
     Loaded,
 };
-use crate::runtime::state::TenantCounters;
+use crate::runtime::state::{ReplyOrigin, TenantCounters};
 use siphost_sip::Message;
 
 /// CPU budget of instantiation plus `configure` (never on the message path).
@@ -248,14 +248,19 @@ impl FilterInstance for ComponentInstance {
         })
     }
 
-    fn local_reply(&mut self, request_id: u64, reply: &mut Message) -> Result<(), FilterError> {
+    fn local_reply(
+        &mut self,
+        request_id: u64,
+        reply: &mut Message,
+        origin: Option<ReplyOrigin>,
+    ) -> Result<(), FilterError> {
         let filter = self.bindings.as_ref().ok_or_else(not_set_up)?;
         let call = &mut self.store.data_mut().call;
         call.lend(PRIMARY, reply);
         call.next_hop = None;
         call.record_route_params = None;
-        call.transport = "";
-        call.source = None;
+        call.transport = origin.map_or("", |o| o.transport.as_str());
+        call.source = origin.map(|o| o.peer);
         call.local = None;
         call.endpoint = None;
         let result = metered(&mut self.store, &self.ticker, self.cpu_limit, |store| {

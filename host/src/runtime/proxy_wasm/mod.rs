@@ -21,7 +21,7 @@ use super::instance::{
     Action, FilterFactory, FilterInstance, FilterLoader, Hook, HookInput, InstanceSetup, Interest,
     LoadSource, Loaded,
 };
-use super::state::{TenantCounters, lock};
+use super::state::{ReplyOrigin, TenantCounters, lock};
 use host::{Call, PwState, QUEUE_READY_TOKEN, TenantData};
 
 /// The export that marks a core module as a proxy-wasm ABI 0.2.1 filter.
@@ -359,6 +359,7 @@ impl FilterInstance for ProxyWasmInstance {
         &mut self,
         _request_id: u64,
         _reply: &mut siphost_sip::Message,
+        _origin: Option<ReplyOrigin>,
     ) -> Result<(), FilterError> {
         // proxy-wasm filters originate no SIP requests (proxy_http_call is refused).
         Ok(())
