@@ -636,6 +636,98 @@ fn siphost_answers_for_the_caller(test: &str, config: &str, transport: Transport
     provider.callee.assert_all_calls_succeeded();
 }
 
+/// A uacreg table (Kamailio's schema, version 5) with one row: the local user `service`
+/// (what the SIPp caller dials) is `trunkuser` at the edge on `edge`.
+fn uacreg_with_trunk_row(scratch: &Scratch, edge: u16) -> PathBuf {
+    let db = scratch.path().join("uac.db");
+    let sql = format!(
+        "CREATE TABLE version (table_name VARCHAR(32) NOT NULL, table_version INTEGER DEFAULT 0 NOT NULL);\n\
+         INSERT INTO version VALUES ('uacreg', 5);\n\
+         CREATE TABLE uacreg (id INTEGER PRIMARY KEY NOT NULL, l_uuid VARCHAR(64) DEFAULT '' NOT NULL, \
+         l_username VARCHAR(64) DEFAULT '' NOT NULL, l_domain VARCHAR(64) DEFAULT '' NOT NULL, \
+         r_username VARCHAR(64) DEFAULT '' NOT NULL, r_domain VARCHAR(64) DEFAULT '' NOT NULL, \
+         realm VARCHAR(64) DEFAULT '' NOT NULL, auth_username VARCHAR(64) DEFAULT '' NOT NULL, \
+         auth_password VARCHAR(64) DEFAULT '' NOT NULL, auth_ha1 VARCHAR(128) DEFAULT '' NOT NULL, \
+         auth_proxy VARCHAR(255) DEFAULT '' NOT NULL, expires INTEGER DEFAULT 0 NOT NULL, \
+         flags INTEGER DEFAULT 0 NOT NULL, reg_delay INTEGER DEFAULT 0 NOT NULL, \
+         contact_addr VARCHAR(255) DEFAULT '' NOT NULL, socket VARCHAR(128) DEFAULT '' NOT NULL, \
+         CONSTRAINT uacreg_l_uuid_idx UNIQUE (l_uuid));\n\
+         INSERT INTO uacreg (l_uuid, l_username, l_domain, r_username, r_domain, realm, \
+         auth_username, auth_password, auth_proxy, expires) VALUES ('pbx-1', 'service', \
+         'pbx.test', 'trunk-line-1', '{REALM}', '{REALM}', 'trunkuser', 'trunkpass', \
+         'sip:127.0.0.1:{edge}', 3600);\n"
+    );
+    let mut child = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("sqlite3 runs");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), sql.as_bytes())
+        .expect("write sql");
+    assert!(
+        child.wait().expect("sqlite3 exits").success(),
+        "sqlite3 failed"
+    );
+    db
+}
+
+/// Kamailio's `uac_reg_request_to("$rU", 1)` in front of the edge: the caller dials the
+/// local user, the rule sends the call to the row's remote user at its `auth_proxy` (the
+/// default route goes nowhere), and `uac_auth()` answers the edge's 407 with the row's
+/// credentials through the `$avp`s the auth_*_avp modparams name. No `credential` list,
+/// and `reg_active = 0`: the row only lends its credentials.
+#[test]
+fn uac_reg_request_to_takes_the_trunk_credentials_from_the_uacreg_row() {
+    const CALLS: u32 = 3;
+    let test = "uac_auth_request_to";
+    let scratch = Scratch::new(test);
+    let mut provider = provider(&scratch, test, "edge-auth.cfg", Transport::Udp, CALLS);
+    let db = uacreg_with_trunk_row(&scratch, provider.edge_port);
+    let siphost_ports = PortBlock::reserve(&format!("{test}-siphost"), 1);
+    let port = siphost_ports.port(0);
+    let mut config = siphost_proxy_config(port, "sip:127.0.0.1:9", 500);
+    config.push_str(&format!(
+        r#"
+[[tenant]]
+name = "default"
+listen = ["udp:127.0.0.1:{port}"]
+failure_policy = "fail-closed"
+
+[tenant.registrations]
+db_url = "sqlite://{db}"
+
+[tenant.access]
+[[tenant.access.endpoint]]
+name = "local"
+source = ["127.0.0.1/32"]
+
+[[tenant.filter]]
+path = "{wasm}"
+
+[tenant.filter.config]
+reg_active = 0
+auth_username_avp = "$avp(auser)"
+auth_password_avp = "$avp(apass)"
+auth_realm_avp = "$avp(arealm)"
+
+[[tenant.filter.config.rule]]
+on = "request"
+when = 'is_method("INVITE") && !has_totag()'
+do = ['uac_reg_request_to("$rU", 1)']
+
+[[tenant.filter.config.rule]]
+on = "failure"
+when = 't_check_status("401|407")'
+do = ['uac_auth()', 't_relay()']
+"#,
+        db = db.display(),
+        wasm = uac_filter_wasm().display(),
+    ));
+    let _siphost = Siphost::start(&scratch, &config);
+    call_through(&scratch, test, port, Transport::Udp, CALLS);
+    provider.callee.assert_all_calls_succeeded();
+}
+
 /// Kamailio 5.6's own `uac_auth(); t_relay();` in front of the same edge: the calls
 /// complete, but the resent INVITE keeps CSeq 1 (the callee sees 1 / 1 / 2), which
 /// servers checking CSeq order refuse — the limitation siphost's filter fixes.

@@ -14,6 +14,7 @@ use crate::digest::{
 use crate::host::{Context, HostState, Level, SipMessage};
 use crate::nameaddr::NameAddr;
 use crate::rules::action::{AUTH_MODE_HA1, AuthMode};
+use crate::rules::pvar::Scope;
 
 /// Dialog variable: how much the caller's CSeq numbers are raised on the way out.
 pub const DIALOG_SHIFT: &str = "_uac_auth_shift";
@@ -70,6 +71,7 @@ pub fn answer<M, H>(
     ctx: &Context,
     request: &mut M,
     reply: &M,
+    scope: Scope<'_>,
     host: &mut H,
 ) -> Result<(), String>
 where
@@ -93,11 +95,10 @@ where
     let sent_refs: Vec<&str> = sent_lines.iter().map(String::as_str).collect();
     let body = request.body();
     let call = opts.call_credentials.as_ref().map(|t| {
-        (
-            t.username.render(&*request, Some(reply)).into_owned(),
-            t.password.render(&*request, Some(reply)).into_owned(),
-            t.realm.render(&*request, Some(reply)).into_owned(),
-        )
+        let render = |t: &crate::rules::pvar::Template| {
+            t.render_in(&*request, Some(reply), scope).into_owned()
+        };
+        (render(&t.username), render(&t.password), render(&t.realm))
     });
     let mut random = [0u8; 16];
     host.random_bytes(&mut random);

@@ -7,7 +7,8 @@ use thiserror::Error;
 use crate::digest::{Credential, CredentialError, parse_credentials};
 use crate::reg::params::{RawRegParams, RegParams};
 use crate::restore::{KeyError, SecureKeys};
-use crate::rules::pvar::Template;
+use crate::rules::action::Action;
+use crate::rules::pvar::{Template, VarScope};
 use crate::rules::{RuleConfig, RuleError, RuleErrorKind, RuleSet};
 
 /// Kamailio's `restore_mode`.
@@ -262,6 +263,19 @@ impl Options {
             reg_refresh_max_percent: raw.reg_refresh_max_percent,
         })
         .map_err(|(key, why)| ConfigError::Invalid { key, why })?;
+        let mut rules = RuleSet::compile(&raw.rule)?;
+        let request_to = rules
+            .actions()
+            .any(|a| matches!(a, Action::RegRequestTo { .. }));
+        if request_to {
+            request_to_targets(call_credentials.as_ref())?;
+        }
+        // uac_auth() reads the transaction's $avps when the credentials come from them.
+        rules.uses_avps |= call_credentials.as_ref().is_some_and(|c| {
+            [&c.username, &c.password, &c.realm]
+                .iter()
+                .any(|t| t.reads_avps())
+        });
         Ok(Options {
             registration,
             log_messages: raw.log_messages,
@@ -275,7 +289,29 @@ impl Options {
             secure_keys,
             credentials,
             call_credentials,
-            rules: RuleSet::compile(&raw.rule)?,
+            rules,
         })
     }
+}
+
+/// The `$avp` names `uac_reg_request_to` writes the credentials into: what
+/// `auth_username_avp`, `auth_password_avp` and `auth_realm_avp` name (Kamailio: "must be
+/// set to valid pv's").
+pub fn request_to_targets(
+    templates: Option<&CallCredentialTemplates>,
+) -> Result<[&str; 3], ConfigError> {
+    fn avp<'t>(key: &'static str, t: Option<&'t Template>) -> Result<&'t str, ConfigError> {
+        match t.and_then(Template::single_variable) {
+            Some((VarScope::Transaction, name)) => Ok(name),
+            _ => Err(ConfigError::Invalid {
+                key,
+                why: "uac_reg_request_to needs it set to one $avp(name)".into(),
+            }),
+        }
+    }
+    Ok([
+        avp("auth_username_avp", templates.map(|t| &t.username))?,
+        avp("auth_password_avp", templates.map(|t| &t.password))?,
+        avp("auth_realm_avp", templates.map(|t| &t.realm))?,
+    ])
 }

@@ -10,7 +10,7 @@ use crate::replace::{self, Field, replace_value};
 use crate::req_send::{self, UacReq};
 use crate::restore::{self, NONCE_LEN, Sealed};
 use crate::rules::action::{Action, UriTarget};
-use crate::rules::pvar::Scope;
+use crate::rules::pvar::{Scope, VarScope, Variables};
 use crate::rules::{Hook, Rule};
 
 /// Counter of stored originals that could not be opened or decoded.
@@ -55,14 +55,17 @@ impl Touched {
 }
 
 /// One hook call's run of the rules: headers touched so far, the `$uac_req` fields as
-/// set (they start empty in every hook call; in `uac:reply` with the sent request's), and
-/// the event being handled.
+/// set (they start empty in every hook call; in `uac:reply` with the sent request's), the
+/// event being handled, and the script variables (`$var` of this call, `$avp` of the
+/// transaction).
 #[derive(Debug, Default)]
 struct Run<'e> {
     touched: Touched,
     uac_req: UacReq,
     event: Option<&'e str>,
     event_vars: &'e [(String, String)],
+    vars: Variables,
+    avps: Variables,
 }
 
 impl Run<'_> {
@@ -70,9 +73,38 @@ impl Run<'_> {
         Scope {
             uac_req: Some(&self.uac_req),
             event: self.event_vars,
+            vars: &self.vars,
+            avps: &self.avps,
+        }
+    }
+
+    fn set_variable<H: HostState + ?Sized>(
+        &mut self,
+        scope: VarScope,
+        name: &str,
+        value: Option<String>,
+        ctx: &Context,
+        host: &mut H,
+    ) -> Result<(), String> {
+        match scope {
+            VarScope::Call => {
+                self.vars.set(name, value);
+                Ok(())
+            }
+            VarScope::Transaction => {
+                if ctx.transaction_key.is_empty() {
+                    return Err(format!("$avp({name}): no transaction here"));
+                }
+                self.avps.set(name, value);
+                let json = serde_json::to_string(&self.avps).map_err(|e| e.to_string())?;
+                host.transaction_set(&ctx.transaction_key, AVPS_VAR, Some(&json))
+            }
         }
     }
 }
+
+/// Transaction variable holding the transaction's `$avp`s (JSON).
+const AVPS_VAR: &str = "_uac_avps";
 
 /// The message of an event that has none (a registration outcome): every field absent.
 struct NoMessage;
@@ -140,21 +172,85 @@ fn unix_now_ms() -> u64 {
 
 /// The uac_reg_* rule functions. A false result (Kamailio's negative return) skips the
 /// rest of the rule's `do` list; a store error is logged and counts as false.
-fn reg_action<M, H>(action: &Action, msg: &mut M, reply: Option<&M>, host: &mut H) -> Flow
+/// The `uac_reg_*` functions: false (nothing found, or a store error) skips the rest of
+/// the rule, as Kamailio's `if (uac_reg_...())`.
+fn reg_action<M, H>(
+    opts: &Options,
+    action: &Action,
+    ctx: &Context,
+    msg: &mut M,
+    reply: Option<&M>,
+    host: &mut H,
+    run: &mut Run<'_>,
+) -> Flow
 where
     M: SipMessage + ?Sized,
     H: HostState + ?Sized,
 {
     use crate::reg::functions;
+    let render = |t: &crate::rules::pvar::Template, msg: &M| {
+        t.render_in(msg, reply, run.scope()).into_owned()
+    };
+    let rendered: Vec<String> = match action {
+        Action::RegLookup { uuid: t, .. }
+        | Action::RegLookupUri { uri: t, .. }
+        | Action::RegStatus(t)
+        | Action::RegSetEnabled { value: t, .. }
+        | Action::RegRefresh(t) => vec![render(t, &*msg)],
+        Action::RegRequestTo { user, mode } => vec![render(user, &*msg), render(mode, &*msg)],
+        _ => unreachable!("only registration actions come here"),
+    };
     let Some(store) = host.registrations() else {
         host.log(Level::Warn, "uac: uac_reg_* needs the host's registrations");
         return Flow::SkipRule;
     };
     let now_ms = unix_now_ms();
+    // What a found record sets in the rules' variables, once the store is released.
+    let mut assign: Vec<(VarScope, &str, String)> = Vec::new();
     let outcome: Result<bool, String> = match action {
-        Action::RegLookup { uuid, dst } => {
-            let uuid = uuid.render(&*msg, reply).into_owned();
-            match functions::lookup(store, &uuid) {
+        Action::RegLookupUri { dst, .. } => match functions::lookup_uri(store, &rendered[0]) {
+            Some(l_uuid) => {
+                assign.push((dst.0, &dst.1, l_uuid));
+                Ok(true)
+            }
+            None => Ok(false),
+        },
+        Action::RegRequestTo { .. } => {
+            let mode = rendered[1].trim().parse::<u32>().unwrap_or(u32::MAX);
+            if mode > 3 {
+                Err(format!(
+                    "uac_reg_request_to: mode {:?} is not 0-3",
+                    rendered[1]
+                ))
+            } else {
+                match functions::request_to(store, &rendered[0], mode) {
+                    Some(to) => {
+                        msg.set_request_uri(&to.request_uri);
+                        if !to.dst.is_empty() {
+                            msg.set_next_hop(&to.dst);
+                        }
+                        // Checked at configure: these name $avps.
+                        let targets =
+                            crate::config::request_to_targets(opts.call_credentials.as_ref())
+                                .map_err(|e| e.to_string());
+                        targets.map(|[user, password, realm]| {
+                            let secret = match to.credentials {
+                                crate::reg::store::Credentials::Password(p)
+                                | crate::reg::store::Credentials::Ha1(p) => p,
+                            };
+                            assign.push((VarScope::Transaction, user, to.auth_username));
+                            assign.push((VarScope::Transaction, password, secret));
+                            assign.push((VarScope::Transaction, realm, to.realm));
+                            true
+                        })
+                    }
+                    None => Ok(false),
+                }
+            }
+        }
+        Action::RegLookup { dst, .. } => {
+            let uuid = &rendered[0];
+            match functions::lookup(store, uuid) {
                 Some(uri) => {
                     match dst {
                         UriTarget::RequestUri => msg.set_request_uri(&uri),
@@ -165,26 +261,22 @@ where
                 None => Ok(false),
             }
         }
-        Action::RegStatus(uuid) => {
-            let uuid = uuid.render(&*msg, reply).into_owned();
-            Ok(functions::status(store, &uuid, now_ms / 1000) == 1)
-        }
-        Action::RegSetEnabled {
-            attr,
-            value,
-            enabled,
-        } => {
-            let value = value.render(&*msg, reply).into_owned();
-            functions::set_enabled(store, *attr, &value, *enabled, now_ms)
+        Action::RegStatus(_) => Ok(functions::status(store, &rendered[0], now_ms / 1000) == 1),
+        Action::RegSetEnabled { attr, enabled, .. } => {
+            functions::set_enabled(store, *attr, &rendered[0], *enabled, now_ms)
                 .map(|n| n > 0)
                 .map_err(|e| e.to_string())
         }
-        Action::RegRefresh(uuid) => {
-            let uuid = uuid.render(&*msg, reply).into_owned();
-            functions::refresh(store, &uuid).map_err(|e| e.to_string())
-        }
+        Action::RegRefresh(_) => functions::refresh(store, &rendered[0]).map_err(|e| e.to_string()),
         _ => unreachable!("only registration actions come here"),
     };
+    for (scope, name, value) in assign {
+        if let Err(why) = run.set_variable(scope, name, Some(value), ctx, host) {
+            host.log(Level::Warn, &format!("uac: {why}"));
+            host.counter_add(ACTION_FAILED, 1);
+            return Flow::SkipRule;
+        }
+    }
     match outcome {
         Ok(true) => Flow::Next,
         Ok(false) => Flow::SkipRule,
@@ -394,6 +486,12 @@ impl Uac {
         H: HostState + ?Sized,
     {
         let rules: &[Rule] = self.opts.rules.for_hook(hook);
+        if self.opts.rules.uses_avps && !ctx.transaction_key.is_empty() {
+            run.avps = host
+                .transaction_get(&ctx.transaction_key, AVPS_VAR)
+                .and_then(|json| serde_json::from_str(&json).ok())
+                .unwrap_or_default();
+        }
         for rule in rules {
             if let (Some(want), Some(event)) = (rule.event.as_deref(), run.event)
                 && !want.eq_ignore_ascii_case(event)
@@ -504,7 +602,9 @@ impl Uac {
             }
             Action::UacAuth(mode) => {
                 let answered = match reply {
-                    Some(reply) => auth::answer(&self.opts, mode, ctx, msg, reply, host),
+                    Some(reply) => {
+                        auth::answer(&self.opts, mode, ctx, msg, reply, run.scope(), host)
+                    }
                     None => Err("uac_auth: only in a failure rule".to_owned()),
                 };
                 if let Err(why) = answered {
@@ -516,10 +616,20 @@ impl Uac {
                 }
                 Ok(())
             }
+            Action::SetVariable { scope, name, value } => {
+                let value = value
+                    .as_ref()
+                    .map(|t| t.render_in(&*msg, reply, run.scope()).into_owned());
+                run.set_variable(*scope, name, value, ctx, host)
+            }
             Action::RegLookup { .. }
+            | Action::RegLookupUri { .. }
+            | Action::RegRequestTo { .. }
             | Action::RegStatus(_)
             | Action::RegSetEnabled { .. }
-            | Action::RegRefresh(_) => return reg_action(action, msg, reply, host),
+            | Action::RegRefresh(_) => {
+                return reg_action(&self.opts, action, ctx, msg, reply, host, run);
+            }
             Action::Drop => return Flow::Stop(Verdict::Drop),
             Action::Exit => return Flow::Stop(Verdict::Continue),
         };

@@ -2,7 +2,7 @@
 //! its argument counts and hooks, and the parsed [`Action`]s it builds.
 
 use super::lex::{Token, tokenize};
-use super::pvar::Template;
+use super::pvar::{Template, VarScope, valid_var_name};
 use super::{Hook, RuleErrorKind};
 use crate::reg::store::LookupKey;
 use crate::req_send::{ReqField, UacReq};
@@ -43,6 +43,23 @@ pub enum Action {
     },
     /// `uac_req_send()`: send the request the `$uac_req` fields describe.
     UacReqSend,
+    /// `$var(name) = value` / `$avp(name) = value` (`$null`: delete).
+    SetVariable {
+        scope: VarScope,
+        name: String,
+        value: Option<Template>,
+    },
+    /// `uac_reg_lookup_uri(uri, dst)`: the l_uuid of the record whose l_username is the
+    /// URI's user goes into script variable `dst`. No such record: skip the rest.
+    RegLookupUri {
+        uri: Template,
+        dst: (VarScope, String),
+    },
+    /// `uac_reg_request_to(user, mode)`: `$ru` and `$du` of the record's remote side, and its
+    /// credentials into the `$avp`s that `auth_username_avp`, `auth_password_avp` and
+    /// `auth_realm_avp` name, for a later `uac_auth()`. Mode bit 1: match l_username, not
+    /// l_uuid; bit 2: the HA1, not the password. No such record: skip the rest.
+    RegRequestTo { user: Template, mode: Template },
     /// `uac_reg_lookup(uuid, dst)`: `dst` (`$ru` or `$du`) becomes the local AoR
     /// `sip:l_username@l_domain` of record `uuid`. No such record: the rest of the rule's
     /// `do` list is skipped (Kamailio's false).
@@ -254,6 +271,47 @@ pub const FUNCTIONS: &[Function] = &[
         },
     },
     Function {
+        name: "uac_reg_lookup_uri",
+        arities: &[2],
+        hooks: ANY,
+        build: |a| {
+            let dst = match &a[1] {
+                Arg::Str(s) => Template::parse(s)?
+                    .single_variable()
+                    .map(|(scope, name)| (scope, name.to_owned())),
+                Arg::Int(_) => None,
+            }
+            .ok_or_else(|| {
+                RuleErrorKind::BadArgument(format!(
+                    "uac_reg_lookup_uri destination {:?} must be a $var(name) or $avp(name)",
+                    a[1]
+                ))
+            })?;
+            Ok(Action::RegLookupUri {
+                uri: template(&a[0])?,
+                dst,
+            })
+        },
+    },
+    Function {
+        name: "uac_reg_request_to",
+        arities: &[2],
+        hooks: REQUEST_FAILURE,
+        build: |a| {
+            if let Arg::Int(n) = &a[1]
+                && !(0..=3).contains(n)
+            {
+                return Err(RuleErrorKind::BadArgument(format!(
+                    "uac_reg_request_to mode {n} is not 0-3 (bit 1: l_username, bit 2: HA1)"
+                )));
+            }
+            Ok(Action::RegRequestTo {
+                user: template(&a[0])?,
+                mode: template(&a[1])?,
+            })
+        },
+    },
+    Function {
         name: "uac_reg_status",
         arities: &[1],
         hooks: ALL,
@@ -368,8 +426,8 @@ pub fn parse(text: &str, hook: Hook) -> Result<Action, RuleErrorKind> {
     (function.build)(&args)
 }
 
-/// `$uac_req(field) = value`: the only assignable variables are the `$uac_req` fields
-/// (every hook may set them). A literal value is checked here, a template when it runs.
+/// `$uac_req(field) = value`, `$var(name) = value` or `$avp(name) = value`, in every hook.
+/// A literal `$uac_req` value is checked here, a template when it runs.
 fn assignment(tokens: &[Token]) -> Result<Action, RuleErrorKind> {
     let bad = |why: String| RuleErrorKind::BadAssignment(why);
     let (name, arg, value) = match tokens {
@@ -380,28 +438,28 @@ fn assignment(tokens: &[Token]) -> Result<Action, RuleErrorKind> {
             ));
         }
     };
+    if let Some(scope) = VarScope::from_name(name) {
+        let var = arg
+            .as_deref()
+            .filter(|a| valid_var_name(a))
+            .ok_or_else(|| {
+                RuleErrorKind::UnknownVariable(format!("${name}({})", arg.as_deref().unwrap_or("")))
+            })?;
+        return Ok(Action::SetVariable {
+            scope,
+            name: var.to_owned(),
+            value: assigned_value(value)?,
+        });
+    }
     if name != "uac_req" {
         return Err(bad(format!(
-            "only $uac_req(...) fields can be assigned, not ${name}"
+            "only $uac_req(...), $var(...) and $avp(...) can be assigned, not ${name}"
         )));
     }
     let field = arg.as_deref().and_then(ReqField::parse).ok_or_else(|| {
         RuleErrorKind::UnknownVariable(format!("$uac_req({})", arg.as_deref().unwrap_or("")))
     })?;
-    let value = match value {
-        Token::Pvar(n, None) if n == "null" => None,
-        Token::Str(s) => Some(Template::parse(s)?),
-        Token::Int(n) => Some(Template::parse(&n.to_string())?),
-        Token::Pvar(n, a) => Some(Template::parse(&match a {
-            Some(a) => format!("${n}({a})"),
-            None => format!("${n}"),
-        })?),
-        other => {
-            return Err(RuleErrorKind::Syntax(format!(
-                "expected a string, an integer, a variable or $null, found {other:?}"
-            )));
-        }
-    };
+    let value = assigned_value(value)?;
     // Literal values (and $null) are checked now, so a typo fails at configure.
     let literal = match &value {
         None => Some(None),
@@ -418,6 +476,24 @@ fn assignment(tokens: &[Token]) -> Result<Action, RuleErrorKind> {
             .map_err(|e| bad(e.to_string()))?;
     }
     Ok(Action::SetUacReq { field, value })
+}
+
+/// The right-hand side of an assignment; `None` for `$null`.
+fn assigned_value(value: &Token) -> Result<Option<Template>, RuleErrorKind> {
+    Ok(match value {
+        Token::Pvar(n, None) if n == "null" => None,
+        Token::Str(s) => Some(Template::parse(s)?),
+        Token::Int(n) => Some(Template::parse(&n.to_string())?),
+        Token::Pvar(n, a) => Some(Template::parse(&match a {
+            Some(a) => format!("${n}({a})"),
+            None => format!("${n}"),
+        })?),
+        other => {
+            return Err(RuleErrorKind::Syntax(format!(
+                "expected a string, an integer, a variable or $null, found {other:?}"
+            )));
+        }
+    })
 }
 
 fn arguments(tokens: &[Token]) -> Result<Vec<Arg>, RuleErrorKind> {

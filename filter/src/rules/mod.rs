@@ -128,6 +128,9 @@ pub struct RuleSet {
     pub reply: Vec<Rule>,
     pub failure: Vec<Rule>,
     pub event: Vec<Rule>,
+    /// Some rule reads or writes `$avp(...)`: only then are a transaction's variables
+    /// fetched from the host in each hook call.
+    pub uses_avps: bool,
 }
 
 impl RuleSet {
@@ -169,6 +172,14 @@ impl RuleSet {
                 .iter()
                 .map(|text| action::parse(text, hook).map_err(|k| err(text, k)))
                 .collect::<Result<Vec<_>, _>>()?;
+            set.uses_avps |= raw
+                .when
+                .iter()
+                .chain(&raw.actions)
+                .any(|text| text.contains("$avp("))
+                || actions
+                    .iter()
+                    .any(|a| matches!(a, Action::RegRequestTo { .. }));
             let rule = Rule {
                 event,
                 when,
@@ -191,6 +202,14 @@ impl RuleSet {
             Hook::Failure => &self.failure,
             Hook::Event => &self.event,
         }
+    }
+
+    /// Every action of every hook.
+    pub fn actions(&self) -> impl Iterator<Item = &Action> {
+        [&self.request, &self.reply, &self.failure, &self.event]
+            .into_iter()
+            .flatten()
+            .flat_map(|rule| &rule.actions)
     }
 
     /// Whether any rule handles event `name` (names compare case-insensitively).

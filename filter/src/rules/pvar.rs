@@ -9,11 +9,64 @@ use crate::nameaddr::{NameAddr, UriParts};
 use crate::req_send::{ReqField, UacReq};
 
 /// What a hook call knows beside its messages: the `$uac_req(...)` fields as set so far,
-/// and the variables of the event being handled (`$event(name)`).
-#[derive(Debug, Clone, Copy, Default)]
+/// the variables of the event being handled (`$event(name)`), the script variables of this
+/// call (`$var(name)`) and those of the transaction (`$avp(name)`).
+#[derive(Debug, Clone, Copy)]
 pub struct Scope<'a> {
     pub uac_req: Option<&'a UacReq>,
     pub event: &'a [(String, String)],
+    pub vars: &'a Variables,
+    pub avps: &'a Variables,
+}
+
+static NO_VARIABLES: Variables = Variables(Vec::new());
+
+impl Default for Scope<'_> {
+    fn default() -> Self {
+        Scope {
+            uac_req: None,
+            event: &[],
+            vars: &NO_VARIABLES,
+            avps: &NO_VARIABLES,
+        }
+    }
+}
+
+/// Script variables by name (`$var`, `$avp`): few per call, so a list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Variables(Vec<(String, String)>);
+
+impl Variables {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Sets (`Some`) or deletes (`None`) a variable.
+    pub fn set(&mut self, name: &str, value: Option<String>) {
+        let at = self.0.iter().position(|(n, _)| n == name);
+        match (at, value) {
+            (Some(i), Some(v)) => self.0[i].1 = v,
+            (None, Some(v)) => self.0.push((name.to_owned(), v)),
+            (Some(i), None) => {
+                self.0.swap_remove(i);
+            }
+            (None, None) => {}
+        }
+    }
+}
+
+/// Where a script variable lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VarScope {
+    /// `$var(name)`: this hook call only (Kamailio's are per process and leak between
+    /// messages; these start empty every call).
+    Call,
+    /// `$avp(name)`: the transaction, from its request rules to its reply and failure
+    /// rules (kept by the host beside the transaction).
+    Transaction,
 }
 
 /// A pseudo-variable, checked at configure.
@@ -41,6 +94,8 @@ pub enum Pvar {
     UacReq(ReqField),
     /// `$event(name)`: a variable of the event an `on = "event"` rule handles.
     Event(String),
+    /// `$var(name)` / `$avp(name)`.
+    Script(VarScope, String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +133,10 @@ impl Pvar {
         if name == "event" {
             let a = arg.filter(|a| valid_header_name(a)).ok_or_else(unknown)?;
             return Ok(Pvar::Event(a.to_owned()));
+        }
+        if let Some(scope) = VarScope::from_name(name) {
+            let a = arg.filter(|a| valid_var_name(a)).ok_or_else(unknown)?;
+            return Ok(Pvar::Script(scope, a.to_owned()));
         }
         if arg.is_some() {
             return Err(unknown());
@@ -132,6 +191,8 @@ impl Pvar {
                 .iter()
                 .find(|(n, _)| n.eq_ignore_ascii_case(name))
                 .map(|(_, v)| v.clone()),
+            Pvar::Script(VarScope::Call, name) => scope.vars.get(name).map(str::to_owned),
+            Pvar::Script(VarScope::Transaction, name) => scope.avps.get(name).map(str::to_owned),
             Pvar::Null => None,
             Pvar::Method => msg.method().or_else(|| cseq_method(msg)),
             Pvar::RUri => msg.request_uri(),
@@ -191,6 +252,23 @@ fn split_address(addr: &str) -> Option<(&str, &str)> {
     Some((ip.trim_start_matches('[').trim_end_matches(']'), port))
 }
 
+impl VarScope {
+    /// `var` or `avp`, the names before the parentheses.
+    pub fn from_name(name: &str) -> Option<VarScope> {
+        match name {
+            "var" => Some(VarScope::Call),
+            "avp" => Some(VarScope::Transaction),
+            _ => None,
+        }
+    }
+}
+
+/// A script variable's name: letters, digits and `_`, not starting with a digit.
+pub fn valid_var_name(name: &str) -> bool {
+    name.bytes().next().is_some_and(|b| !b.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 fn valid_header_name(name: &str) -> bool {
     !name.is_empty()
         && name
@@ -211,6 +289,21 @@ enum Part {
 }
 
 impl Template {
+    /// The script variable this template is, and nothing else (`"$avp(auser)"`).
+    pub fn single_variable(&self) -> Option<(VarScope, &str)> {
+        match self.parts.as_slice() {
+            [Part::Var(Pvar::Script(scope, name))] => Some((*scope, name)),
+            _ => None,
+        }
+    }
+
+    /// Whether any part is a `$avp(...)` variable.
+    pub fn reads_avps(&self) -> bool {
+        self.parts
+            .iter()
+            .any(|p| matches!(p, Part::Var(Pvar::Script(VarScope::Transaction, _))))
+    }
+
     pub fn parse(text: &str) -> Result<Template, RuleErrorKind> {
         let mut parts = Vec::new();
         let mut rest = 0;
