@@ -125,6 +125,18 @@ fn start_registrar(
     min_expires: u32,
     algorithm: &str,
 ) -> Kamailio {
+    start_slow_registrar(scratch, port, db, min_expires, algorithm, 0)
+}
+
+/// The registrar, taking `delay_us` over each REGISTER before it answers.
+fn start_slow_registrar(
+    scratch: &Scratch,
+    port: u16,
+    db: &Path,
+    min_expires: u32,
+    algorithm: &str,
+    delay_us: u32,
+) -> Kamailio {
     Kamailio::start_with(
         scratch,
         "registrar.cfg",
@@ -134,6 +146,7 @@ fn start_registrar(
             ("DB", db.display().to_string()),
             ("MIN_EXPIRES", min_expires.to_string()),
             ("ALGORITHM", algorithm.to_owned()),
+            ("DELAY_US", delay_us.to_string()),
         ],
     )
 }
@@ -361,6 +374,48 @@ fn thousand_accounts_register_and_refresh() {
         "reg_info leaks the password: {counters}"
     );
     eprintln!("1,000 accounts registered in {registered_in:?}");
+}
+
+/// Three times as many accounts as a tenant may have requests in flight all come due at
+/// once, against a registrar slower than siphost hands them out (2.5 ms per REGISTER in
+/// each of its 4 processes): the host gives the filter no more records than fit, so no
+/// REGISTER is refused for want of room (a refused send counts as a failure and waits
+/// `reg_retry_interval`).
+#[test]
+fn more_accounts_than_requests_in_flight_register_without_a_refused_send() {
+    const N: usize = 3000;
+    let scratch = Scratch::new("reg-in-flight");
+    let ports = PortBlock::reserve("registrations_registrar::in_flight", 3);
+    let (sip, admin, registrar) = (ports.port(0), ports.port(1), ports.port(2));
+    let accounts = accounts("f", N, 600);
+    let kamailio = start_slow_registrar(
+        &scratch,
+        registrar,
+        &registrar_db(&scratch, &accounts),
+        5,
+        "MD5",
+        2500,
+    );
+    let db = uacreg_db(&scratch, &accounts, registrar);
+    // T1 500 ms: a REGISTER waiting its turn at the registrar is not resent at once.
+    let config = siphost_config(sip, admin, &db, "reg_retry_interval = 5")
+        .replace("t1_ms = 100", "t1_ms = 500");
+    let siphost = Siphost::start(&scratch, &config);
+    wait_for("3,000 accounts online", Duration::from_secs(90), || {
+        online(admin) == N
+    });
+    let log = std::fs::read_to_string(siphost.peer.log_path()).unwrap_or_default();
+    assert!(
+        !log.contains("requests in flight already") && !log.contains("REGISTER not sent"),
+        "a REGISTER was refused: {}",
+        siphost.peer.log_tail()
+    );
+    let users: std::collections::HashSet<String> = registers(&kamailio)
+        .into_iter()
+        .filter(|s| s.authorized)
+        .map(|s| s.user)
+        .collect();
+    assert_eq!(users.len(), N);
 }
 
 /// A registrar with min_expires above the row's Expires answers 423; the

@@ -6,7 +6,7 @@
 //! worker thread) take the lock for a moment; database writes are batched by
 //! the driver about once a second, so a `kill -9` loses at most that second.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,11 +20,60 @@ use super::scheduler::{Due, DueReason, Scheduler, SchedulerConfig};
 use super::store::{RegistrationStore, SkippedRow, StoreError};
 use super::table::{Counters, LookupKey, RecordId, RegistrationTable};
 use crate::runtime::Tenant;
+use crate::runtime::state::MAX_PENDING_REQUESTS;
 
 /// How often dirty live state is written to the database.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Records handed to the filter in one `on-registration-due` call at most.
 pub const MAX_BATCH: usize = 64;
+/// Records out with the filter at once at most: each has one REGISTER in flight, and they
+/// must fit the tenant's requests in flight with room to spare for its other requests.
+pub const MAX_IN_FLIGHT: usize = MAX_PENDING_REQUESTS * 4 / 5;
+
+/// Records handed to the filter whose outcome has not come back yet, and since when.
+/// Handing out no more than `limit` keeps every REGISTER within the tenant's requests in
+/// flight: a send refused there counts as a failure and waits `reg_retry_interval`, which
+/// is what 10,000 first registrations at once did before. A record the filter lost frees
+/// its place after `reg_gc_interval` (the scheduler then hands it out again as stalled).
+#[derive(Debug)]
+struct InFlight {
+    since_ms: HashMap<RecordId, u64>,
+    limit: usize,
+}
+
+impl InFlight {
+    fn new(limit: usize) -> Self {
+        InFlight {
+            since_ms: HashMap::new(),
+            limit,
+        }
+    }
+
+    /// How many more records may go out now; when none, those out longer than `gc_ms` are
+    /// given up first.
+    fn room(&mut self, now_ms: u64, gc_ms: u64) -> usize {
+        if self.since_ms.len() >= self.limit {
+            self.since_ms
+                .retain(|_, since| now_ms.saturating_sub(*since) < gc_ms);
+        }
+        self.limit.saturating_sub(self.since_ms.len())
+    }
+
+    /// `due` went to the filter: a stalled record is no longer awaited (the filter counts
+    /// it as failed without sending); any other now has a REGISTER on its way.
+    fn handed(&mut self, due: &Due, now_ms: u64) {
+        if due.reason == DueReason::Stalled {
+            self.since_ms.remove(&due.id);
+        } else {
+            self.since_ms.insert(due.id, now_ms);
+        }
+    }
+
+    /// The record's outcome came back (or it is gone).
+    fn done(&mut self, id: RecordId) {
+        self.since_ms.remove(&id);
+    }
+}
 
 /// What `reload` changed, as `uac.reg_reload` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +141,7 @@ struct Inner {
     scheduler: Scheduler<StdRng>,
     /// Records whose live state changed since the last flush.
     dirty: HashSet<RecordId>,
+    in_flight: InFlight,
 }
 
 /// One tenant's registrations.
@@ -153,6 +203,7 @@ impl Registrations {
                 table,
                 scheduler,
                 dirty: HashSet::new(),
+                in_flight: InFlight::new(MAX_IN_FLIGHT),
             }),
             wake: Notify::new(),
             tokio: tokio::runtime::Handle::current(),
@@ -245,6 +296,7 @@ impl Registrations {
         if inner.table.get(id).is_none() {
             return Err(super::table::TableError::NoSuchRecord(id).into());
         }
+        inner.in_flight.done(id);
         state.next_due_ms = inner
             .scheduler
             .registered(id, now_ms(), granted_secs)
@@ -262,6 +314,7 @@ impl Registrations {
         if inner.table.get(id).is_none() {
             return Err(super::table::TableError::NoSuchRecord(id).into());
         }
+        inner.in_flight.done(id);
         state.next_due_ms = inner
             .scheduler
             .failed(id, now_ms(), state.failures.max(1))
@@ -326,6 +379,7 @@ impl Registrations {
         let (account, state) = inner.table.remove(id)?;
         self.states.change(Some(state.flags), None);
         inner.scheduler.unschedule(id);
+        inner.in_flight.done(id);
         inner.dirty.remove(&id);
         drop(inner);
         let uuid = account.l_uuid().to_owned();
@@ -349,9 +403,11 @@ impl Registrations {
             table,
             scheduler,
             dirty,
+            in_flight,
         } = &mut *inner;
         for &id in diff.added.iter().chain(&diff.changed) {
             scheduler.unschedule(id);
+            in_flight.done(id);
             if let Some((account, state)) = table.get(id)
                 && state.flags & flags::DISABLED == 0
             {
@@ -360,6 +416,7 @@ impl Registrations {
         }
         for (id, _, _) in &diff.removed {
             scheduler.unschedule(*id);
+            in_flight.done(*id);
             dirty.remove(id);
         }
         drop(inner);
@@ -443,17 +500,25 @@ impl Registrations {
             let filter = live.registration_filter();
             let now = now_ms();
             let mut due: Vec<Due> = Vec::new();
-            let (wakeup, dirty) = {
+            let (wakeup, dirty, saturated) = {
                 let mut inner = self.inner.lock().await;
+                let mut saturated = false;
                 if filter.is_some() {
-                    while due.len() < MAX_BATCH {
+                    let gc_ms = u64::from(inner.scheduler.config().gc_interval) * 1000;
+                    let room = inner.in_flight.room(now, gc_ms);
+                    saturated = room == 0;
+                    while due.len() < MAX_BATCH.min(room) {
                         match inner.scheduler.pop_due(now) {
-                            Some(d) => due.push(d),
+                            Some(d) => {
+                                inner.in_flight.handed(&d, now);
+                                due.push(d);
+                            }
                             None => break,
                         }
                     }
                 }
-                (inner.scheduler.next_wakeup(now), !inner.dirty.is_empty())
+                let wakeup = inner.scheduler.next_wakeup(now);
+                (wakeup, !inner.dirty.is_empty(), saturated)
             };
             let full = due.len() == MAX_BATCH;
             match filter {
@@ -478,8 +543,11 @@ impl Registrations {
                 tokio::task::yield_now().await;
                 continue;
             }
-            // Idle (nothing due, nothing to write): sleep until a call wakes us.
+            // Idle (nothing due, nothing to write): sleep until a call wakes us. With every
+            // place in flight taken, the outcomes coming back wake it (or, for records the
+            // filter lost, a look once a second).
             let due_in = match (filter, wakeup) {
+                (Some(_), Some(_)) if saturated => Some(FLUSH_INTERVAL),
                 (Some(_), Some(at)) => Some(Duration::from_millis(at.saturating_sub(now_ms()))),
                 (None, Some(_)) => Some(FLUSH_INTERVAL),
                 (_, None) => None,
@@ -501,5 +569,47 @@ impl Registrations {
             }
         }
         self.flush().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn due(id: RecordId, reason: DueReason) -> Due {
+        Due { id, reason }
+    }
+
+    #[test]
+    fn records_out_with_the_filter_are_capped_until_their_outcome_comes_back() {
+        let gc_ms = 150_000;
+        let mut in_flight = InFlight::new(3);
+        assert_eq!(in_flight.room(0, gc_ms), 3);
+        for id in 0..3 {
+            in_flight.handed(&due(id, DueReason::Initial), 0);
+        }
+        assert_eq!(in_flight.room(10, gc_ms), 0, "full: nothing more goes out");
+        in_flight.done(1);
+        assert_eq!(in_flight.room(20, gc_ms), 1, "an outcome frees its place");
+        // Handing out the same record again (a refresh after a 423) holds one place.
+        in_flight.handed(&due(0, DueReason::Requested), 30);
+        assert_eq!(in_flight.room(30, gc_ms), 1);
+        // A stalled record is no longer awaited.
+        in_flight.handed(&due(2, DueReason::Stalled), 40);
+        assert_eq!(in_flight.room(40, gc_ms), 2);
+    }
+
+    #[test]
+    fn records_the_filter_lost_free_their_place_after_reg_gc_interval() {
+        let gc_ms = 150_000;
+        let mut in_flight = InFlight::new(2);
+        in_flight.handed(&due(7, DueReason::Initial), 1_000);
+        in_flight.handed(&due(8, DueReason::Refresh), 100_000);
+        assert_eq!(in_flight.room(150_999, gc_ms), 0);
+        assert_eq!(
+            in_flight.room(151_000, gc_ms),
+            1,
+            "7 given up, 8 still awaited"
+        );
     }
 }

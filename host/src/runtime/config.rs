@@ -79,7 +79,7 @@ fn default_memory_limit_mib() -> u32 {
 }
 
 fn default_cpu_limit_ms() -> u32 {
-    20
+    50
 }
 
 fn default_workers() -> u32 {
@@ -216,7 +216,7 @@ mod tests {
         .expect("valid config");
         assert_eq!(tenants[0].failure_policy, FailurePolicy::FailOpen);
         assert_eq!(tenants[0].memory_limit_mib, 16);
-        assert_eq!(tenants[0].cpu_limit_ms, 20);
+        assert_eq!(tenants[0].cpu_limit_ms, 50);
         assert_eq!(tenants[0].workers, 1);
         assert_eq!(tenants[0].queue_limit, 1000);
         let json: serde_json::Value =
