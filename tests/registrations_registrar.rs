@@ -13,31 +13,11 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Kamailio, LOOPBACK, PortBlock, Scratch, Siphost};
+use common::{Kamailio, LOOPBACK, PortBlock, Scratch, Siphost, UACREG_V5_SCHEMA, sqlite};
 use serde_json::Value;
 
 fn uac_wasm() -> PathBuf {
     common::wasm_filter("uac_filter")
-}
-
-/// Runs sqlite3 on `db` with `sql` on stdin.
-fn sqlite(db: &Path, sql: &str) {
-    use std::io::Write;
-    let mut child = Command::new("sqlite3")
-        .arg(db)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("sqlite3 runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(sql.as_bytes())
-        .expect("write sql");
-    assert!(
-        child.wait().expect("sqlite3 exits").success(),
-        "sqlite3 failed"
-    );
 }
 
 /// One account: its uacreg row and its subscriber row at the registrar.
@@ -88,20 +68,7 @@ fn registrar_db(scratch: &Scratch, accounts: &[Account]) -> PathBuf {
 /// Kamailio user would have it.
 fn uacreg_db(scratch: &Scratch, accounts: &[Account], registrar: u16) -> PathBuf {
     let db = scratch.path().join("uac.db");
-    let mut sql = String::from(
-        "CREATE TABLE version (table_name VARCHAR(32) NOT NULL, table_version INTEGER DEFAULT 0 NOT NULL);\n\
-         INSERT INTO version VALUES ('uacreg', 5);\n\
-         CREATE TABLE uacreg (id INTEGER PRIMARY KEY NOT NULL, l_uuid VARCHAR(64) DEFAULT '' NOT NULL, \
-         l_username VARCHAR(64) DEFAULT '' NOT NULL, l_domain VARCHAR(64) DEFAULT '' NOT NULL, \
-         r_username VARCHAR(64) DEFAULT '' NOT NULL, r_domain VARCHAR(64) DEFAULT '' NOT NULL, \
-         realm VARCHAR(64) DEFAULT '' NOT NULL, auth_username VARCHAR(64) DEFAULT '' NOT NULL, \
-         auth_password VARCHAR(64) DEFAULT '' NOT NULL, auth_ha1 VARCHAR(128) DEFAULT '' NOT NULL, \
-         auth_proxy VARCHAR(255) DEFAULT '' NOT NULL, expires INTEGER DEFAULT 0 NOT NULL, \
-         flags INTEGER DEFAULT 0 NOT NULL, reg_delay INTEGER DEFAULT 0 NOT NULL, \
-         contact_addr VARCHAR(255) DEFAULT '' NOT NULL, socket VARCHAR(128) DEFAULT '' NOT NULL, \
-         CONSTRAINT uacreg_l_uuid_idx UNIQUE (l_uuid));\n\
-         BEGIN;\n",
-    );
+    let mut sql = format!("{UACREG_V5_SCHEMA}BEGIN;\n");
     for a in accounts {
         sql.push_str(&format!(
             "INSERT INTO uacreg (l_uuid, l_username, l_domain, r_username, r_domain, realm, \

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     HeaderChecks, Kamailio, LOOPBACK, PortBlock, Scratch, Siphost, Sipp, SippRole, Transport,
-    render, sip_uri, siphost_proxy_config, tests_dir,
+    UACREG_V5_SCHEMA, render, sip_uri, siphost_proxy_config, sqlite, tests_dir,
 };
 use uac_filter::digest::{
     Algorithm, Attempts, AuthError, AuthRequest, ChallengeKind, Credential, NonceCounts,
@@ -641,33 +641,13 @@ fn siphost_answers_for_the_caller(test: &str, config: &str, transport: Transport
 fn uacreg_with_trunk_row(scratch: &Scratch, edge: u16) -> PathBuf {
     let db = scratch.path().join("uac.db");
     let sql = format!(
-        "CREATE TABLE version (table_name VARCHAR(32) NOT NULL, table_version INTEGER DEFAULT 0 NOT NULL);\n\
-         INSERT INTO version VALUES ('uacreg', 5);\n\
-         CREATE TABLE uacreg (id INTEGER PRIMARY KEY NOT NULL, l_uuid VARCHAR(64) DEFAULT '' NOT NULL, \
-         l_username VARCHAR(64) DEFAULT '' NOT NULL, l_domain VARCHAR(64) DEFAULT '' NOT NULL, \
-         r_username VARCHAR(64) DEFAULT '' NOT NULL, r_domain VARCHAR(64) DEFAULT '' NOT NULL, \
-         realm VARCHAR(64) DEFAULT '' NOT NULL, auth_username VARCHAR(64) DEFAULT '' NOT NULL, \
-         auth_password VARCHAR(64) DEFAULT '' NOT NULL, auth_ha1 VARCHAR(128) DEFAULT '' NOT NULL, \
-         auth_proxy VARCHAR(255) DEFAULT '' NOT NULL, expires INTEGER DEFAULT 0 NOT NULL, \
-         flags INTEGER DEFAULT 0 NOT NULL, reg_delay INTEGER DEFAULT 0 NOT NULL, \
-         contact_addr VARCHAR(255) DEFAULT '' NOT NULL, socket VARCHAR(128) DEFAULT '' NOT NULL, \
-         CONSTRAINT uacreg_l_uuid_idx UNIQUE (l_uuid));\n\
+        "{UACREG_V5_SCHEMA}\
          INSERT INTO uacreg (l_uuid, l_username, l_domain, r_username, r_domain, realm, \
          auth_username, auth_password, auth_proxy, expires) VALUES ('pbx-1', 'service', \
          'pbx.test', 'trunk-line-1', '{REALM}', '{REALM}', 'trunkuser', 'trunkpass', \
          'sip:127.0.0.1:{edge}', 3600);\n"
     );
-    let mut child = std::process::Command::new("sqlite3")
-        .arg(&db)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("sqlite3 runs");
-    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), sql.as_bytes())
-        .expect("write sql");
-    assert!(
-        child.wait().expect("sqlite3 exits").success(),
-        "sqlite3 failed"
-    );
+    sqlite(&db, &sql);
     db
 }
 

@@ -198,7 +198,7 @@ fn configure_checks_assignments_and_event_rules() {
         ),
         (
             json!({"on": "request", "do": ["$ru = \"sip:x\""]}),
-            "only $uac_req(...) fields can be assigned",
+            "only $uac_req(...), $var(...) and $avp(...) can be assigned, not $ru",
         ),
         (
             json!({"on": "request", "do": ["$uac_req(all) = \"x\""]}),

@@ -528,6 +528,39 @@ pub fn wasm_filter(name: &str) -> PathBuf {
     path
 }
 
+/// Kamailio's uacreg table, version 5, as a Kamailio user has it (with its `version` row).
+pub const UACREG_V5_SCHEMA: &str = "CREATE TABLE version (table_name VARCHAR(32) NOT NULL, \
+     table_version INTEGER DEFAULT 0 NOT NULL);\n\
+     INSERT INTO version VALUES ('uacreg', 5);\n\
+     CREATE TABLE uacreg (id INTEGER PRIMARY KEY NOT NULL, l_uuid VARCHAR(64) DEFAULT '' NOT NULL, \
+     l_username VARCHAR(64) DEFAULT '' NOT NULL, l_domain VARCHAR(64) DEFAULT '' NOT NULL, \
+     r_username VARCHAR(64) DEFAULT '' NOT NULL, r_domain VARCHAR(64) DEFAULT '' NOT NULL, \
+     realm VARCHAR(64) DEFAULT '' NOT NULL, auth_username VARCHAR(64) DEFAULT '' NOT NULL, \
+     auth_password VARCHAR(64) DEFAULT '' NOT NULL, auth_ha1 VARCHAR(128) DEFAULT '' NOT NULL, \
+     auth_proxy VARCHAR(255) DEFAULT '' NOT NULL, expires INTEGER DEFAULT 0 NOT NULL, \
+     flags INTEGER DEFAULT 0 NOT NULL, reg_delay INTEGER DEFAULT 0 NOT NULL, \
+     contact_addr VARCHAR(255) DEFAULT '' NOT NULL, socket VARCHAR(128) DEFAULT '' NOT NULL, \
+     CONSTRAINT uacreg_l_uuid_idx UNIQUE (l_uuid));\n";
+
+/// Runs the sqlite3 shell on `db` with `sql` on stdin.
+pub fn sqlite(db: &Path, sql: &str) {
+    let mut child = Command::new("sqlite3")
+        .arg(db)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("sqlite3 runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(sql.as_bytes())
+        .expect("write sql");
+    assert!(
+        child.wait().expect("sqlite3 exits").success(),
+        "sqlite3 failed"
+    );
+}
+
 /// A siphost config listening on UDP and TCP `port`, record-routing and
 /// forwarding every request without a Route to `default_route`.
 pub fn siphost_proxy_config(port: u16, default_route: &str, t1_ms: u32) -> String {
