@@ -21,6 +21,13 @@ const SIPP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// siphost on `good` (tenant "good", marking filter a) and `bad` (tenant
 /// "bad", `bad_filter`), forwarding to the callee, admin on `admin`.
+/// The tests of this file put real load on the machine, and the isolation test measures
+/// set-up times: they run one at a time (a poisoned lock only means another test failed).
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOAD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOAD.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn config(good: u16, bad: u16, admin: u16, callee: u16, bad_filter: &str) -> String {
     let mut text = siphost_proxy_config(good, &sip_uri(callee, Transport::Udp), 500);
     text.push_str(&format!(
@@ -278,26 +285,31 @@ config = {{ mode = "{mode}", trigger = "always" }}
 
 #[test]
 fn endless_loop_is_contained_beside_a_healthy_tenant() {
+    let _serial = one_at_a_time();
     contained("loop", "timeouts", 20);
 }
 
 #[test]
 fn trap_is_contained_beside_a_healthy_tenant() {
+    let _serial = one_at_a_time();
     contained("trap", "traps", 1000);
 }
 
 #[test]
 fn out_of_memory_is_contained_beside_a_healthy_tenant() {
+    let _serial = one_at_a_time();
     contained("oom", "out_of_memory", 1000);
 }
 
 #[test]
 fn panic_is_contained_beside_a_healthy_tenant() {
+    let _serial = one_at_a_time();
     contained("panic", "traps", 1000);
 }
 
 #[test]
 fn hot_swap_ten_times_under_load_drops_no_call() {
+    let _serial = one_at_a_time();
     const CALLS: u32 = 60;
     let test = "filters_sipp_hot_swap";
     let scratch = Scratch::new(test);
@@ -432,6 +444,7 @@ fn healthy_load(
 /// stays within 1.5× of B alone + 2 ms.
 #[test]
 fn a_looping_tenant_leaves_another_tenants_call_setup_time_as_it_was() {
+    let _serial = one_at_a_time();
     // The figures need an optimised siphost; an unoptimised one
     // carries B at 50 calls/s. A's load is the same in both. The environment
     // can set other figures; bench/isolation is the standalone bench.
