@@ -291,8 +291,8 @@ def counter_changes(before, after):
     }
 
 
-def start_siphost(label, siphost_bin, config, workdir):
-    """Runs siphost (cwd: the repository) until it logs "siphost ready"."""
+def start_siphost(label, siphost_bin, config, workdir, timeout=READY_TIMEOUT):
+    """Runs siphost (cwd: the repository) until it logs "siphost ready" (within `timeout` s)."""
     path = workdir / f"{label}.toml"
     path.write_text(config.text)
     log_path = workdir / f"{label}.log"
@@ -303,6 +303,7 @@ def start_siphost(label, siphost_bin, config, workdir):
         f"{label} (siphost ready)",
         proc,
         log_path,
+        timeout=timeout,
     )
     return proc, log_path
 
