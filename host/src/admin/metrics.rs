@@ -57,7 +57,6 @@ pub struct HostMetrics {
     view: Arc<HostView>,
     doors: Vec<TenantDoor>,
     sockets: Vec<((ListenTransport, SocketAddr), usize)>,
-    calls: Counter,
     history: Mutex<RateHistory>,
 }
 
@@ -100,12 +99,6 @@ impl HostMetrics {
         });
         registry.register_collector(Box::new(view.clone()));
 
-        let calls = Counter::default();
-        registry.register(
-            "siphost_calls",
-            "Initial INVITEs (no To tag) received",
-            calls.clone(),
-        );
         let hook_calls = Family::<HookLabels, Counter>::default();
         registry.register(
             "siphost_filter_hook_calls",
@@ -148,7 +141,6 @@ impl HostMetrics {
             view,
             doors,
             sockets,
-            calls,
             history: Mutex::new(RateHistory::default()),
         })
     }
@@ -205,7 +197,7 @@ impl HostMetrics {
 
     /// Initial INVITEs seen so far.
     pub fn calls_total(&self) -> u64 {
-        self.calls.get()
+        self.view.proxy.stats().calls.load(Relaxed)
     }
 
     /// REGISTERs sent so far, all tenants.
@@ -352,6 +344,11 @@ impl Collector for HostView {
 
         let stats = self.proxy.stats();
         for (name, help, counter) in [
+            (
+                "siphost_calls",
+                "Initial INVITEs (no To tag) received",
+                &stats.calls,
+            ),
             (
                 "siphost_sip_requests",
                 "SIP requests received (retransmissions and ACKs included)",
@@ -539,18 +536,11 @@ struct MeteredHooks {
 }
 
 impl FilterHooks for MeteredHooks {
-    /// Always: the door counts every call (`siphost_calls`), filtered or not.
-    fn applies(&self, _transport: &str, _local: SocketAddr) -> bool {
-        true
+    fn applies(&self, transport: &str, local: SocketAddr) -> bool {
+        self.inner.applies(transport, local)
     }
 
     fn submit(&self, call: HookCall, done: HookDone) -> Submitted {
-        if let HookCall::Request { msg, .. } = &call
-            && msg.method().is_some_and(|m| m.as_str() == "INVITE")
-            && msg.to_tag().is_none()
-        {
-            self.metrics.calls.inc();
-        }
         let Some(door) = self.metrics.door_for(&call) else {
             return self.inner.submit(call, done);
         };
@@ -632,5 +622,36 @@ mod tests {
         }
         assert!(text.contains("siphost_uac_registrations{tenant=\"a\",state=\"online\"} 7"));
         assert!(text.contains("siphost_uac_registrations{tenant=\"b\",state=\"disabled\"} 2"));
+    }
+
+    /// Hooks with a filter on one socket only.
+    struct OneSocket;
+
+    impl FilterHooks for OneSocket {
+        fn applies(&self, _transport: &str, local: SocketAddr) -> bool {
+            local.port() == 5999
+        }
+        fn submit(&self, call: HookCall, _done: HookDone) -> Submitted {
+            Submitted::NoFilter(call)
+        }
+    }
+
+    #[test]
+    fn metering_keeps_sockets_without_filters_off_the_door() {
+        let (handle, _commands) = ProxyHandle::channel();
+        let metrics = HostMetrics::new(handle.clone(), None, &[]);
+        let hooks = metrics.meter_hooks(Arc::new(OneSocket));
+        assert!(hooks.applies("udp", "127.0.0.1:5999".parse().expect("addr")));
+        // The proxy then goes on without building a call for the filters at all.
+        assert!(!hooks.applies("udp", "127.0.0.1:5060".parse().expect("addr")));
+        // Calls are the proxy's own count, whichever socket they came on.
+        handle.stats().calls.fetch_add(3, Relaxed);
+        assert_eq!(metrics.calls_total(), 3);
+        assert!(
+            metrics
+                .encode()
+                .expect("encode")
+                .contains("siphost_calls_total 3")
+        );
     }
 }

@@ -83,6 +83,8 @@ pub struct ProxyStats {
     pub responses: AtomicU64,
     pub malformed: AtomicU64,
     pub forwarded: AtomicU64,
+    /// Initial INVITEs (no To tag) that reached the filters' door, filtered or not.
+    pub calls: AtomicU64,
     pub local_replies: AtomicU64,
     /// Requests answered 503 because their tenant's filter queue was full.
     pub overloaded: AtomicU64,

@@ -379,6 +379,12 @@ impl Core {
     /// Hands a call to the filters. Without a filter for it the transaction goes on at once;
     /// otherwise it stays parked until the decision arrives as [`Internal::Decided`].
     fn submit_hook(&mut self, call: HookCall, parked: Parked, now: Instant) {
+        if let HookCall::Request { msg, .. } = &call
+            && msg.method() == Some(&Method::Invite)
+            && msg.to_tag().is_none()
+        {
+            ProxyStats::bump(&self.stats.calls);
+        }
         let ctx = call.ctx();
         if !self.hooks.applies(ctx.transport, ctx.local) {
             // No filter on this socket: no callback, no channel clone, no park id.

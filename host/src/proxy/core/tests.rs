@@ -490,6 +490,9 @@ fn without_a_filter_the_hooks_are_never_submitted() {
         Duration::ZERO,
     );
     let forwarded = requests_to(&sent, UAS)[0].clone();
+    // Counted as a call all the same, once: its retransmission is absorbed.
+    h.receive(UAC, &request("INVITE", "z9hG4bKn1", "call-n"), 50 * MS);
+    assert_eq!(h.core.stats.calls.load(Ordering::Relaxed), 1);
     let sent = h.receive(UAS, &answer(&forwarded, 486, "Busy Here"), 100 * MS);
     assert_eq!(
         statuses(&sent, UAC),
