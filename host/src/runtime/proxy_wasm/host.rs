@@ -12,7 +12,7 @@ use wasmtime::{Caller, Extern, Linker, Module, Val};
 
 use super::super::component::imports::MemoryLimiter;
 use super::super::instance::{Action, HookInput, InstanceSetup};
-use super::super::state::{TenantShared, lock};
+use super::super::state::{MAX_METRICS, TenantShared, lock};
 
 // proxy-wasm statuses.
 const OK: i32 = 0;
@@ -292,6 +292,20 @@ pub fn link(linker: &mut Linker<PwState>, module: &Module) -> wasmtime::Result<(
         }
     }
     Ok(())
+}
+
+/// `proxy_define_metric` on a tenant's metrics: the index of `name`, defined now if new.
+/// At most the host's metric names per tenant; a new name beyond them is refused (`None`),
+/// so a module cannot grow host memory by defining names.
+fn define_metric(metrics: &mut Vec<(String, i32, i64)>, name: String, kind: i32) -> Option<usize> {
+    if let Some(i) = metrics.iter().position(|(n, _, _)| *n == name) {
+        return Some(i);
+    }
+    if metrics.len() >= MAX_METRICS {
+        return None;
+    }
+    metrics.push((name, kind, 0));
+    Some(metrics.len() - 1)
 }
 
 /// `proxy_set_shared_data` on a tenant's store: compare-and-swap on the
@@ -747,17 +761,14 @@ fn env_call(name: &str, mut caller: Caller<'_, PwState>, p: &[Val]) -> wasmtime:
             let kind = arg(p, 0);
             let metric = read_str(c, arg(p, 1), arg(p, 2))?;
             let tenant = c.data().tenant.clone();
-            let mut metrics = lock(&tenant.metrics);
-            let index = match metrics.iter().position(|(n, _, _)| *n == metric) {
-                Some(i) => i,
-                None => {
-                    metrics.push((metric, kind, 0));
-                    metrics.len() - 1
+            let index = define_metric(&mut lock(&tenant.metrics), metric, kind);
+            match index {
+                Some(index) => {
+                    write_u32(c, arg(p, 3), index as u32 + 1)?;
+                    Ok(OK)
                 }
-            };
-            drop(metrics);
-            write_u32(c, arg(p, 3), index as u32 + 1)?;
-            Ok(OK)
+                None => Ok(INTERNAL_FAILURE),
+            }
         }
         "proxy_increment_metric" | "proxy_record_metric" => {
             let id = (arg(p, 0) as u32 as usize).wrapping_sub(1);
@@ -886,6 +897,19 @@ fn wasi_call(name: &str, mut caller: Caller<'_, PwState>, p: &[Val]) -> wasmtime
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn defined_metric_names_are_bounded_per_tenant() {
+        use super::*;
+        let mut metrics = Vec::new();
+        for i in 0..MAX_METRICS {
+            assert_eq!(define_metric(&mut metrics, format!("m{i}"), 0), Some(i));
+        }
+        assert_eq!(define_metric(&mut metrics, "one-more".into(), 0), None);
+        // A name already defined keeps its index.
+        assert_eq!(define_metric(&mut metrics, "m7".into(), 0), Some(7));
+        assert_eq!(metrics.len(), MAX_METRICS);
+    }
+
     #[test]
     fn shared_data_is_bounded_per_tenant() {
         use super::*;
