@@ -21,6 +21,11 @@ use crate::runtime::state::lock;
 
 /// One epoch tick: how often a running hook's CPU time is looked at.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Whole ticks covering `limit` (at least one): an epoch deadline for a CPU budget.
+pub fn ticks(limit: Duration) -> u64 {
+    (limit.as_micros().div_ceil(EPOCH_TICK.as_micros())).max(1) as u64
+}
 /// Idle ticks after which the ticker parks until the next hook call.
 const TICKER_LINGER_TICKS: u32 = 50;
 /// Bytes of a freed instance's linear memory reset in place for reuse.

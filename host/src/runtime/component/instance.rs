@@ -10,7 +10,7 @@ use wasmtime::{Store, UpdateDeadline};
 
 use super::bindings::v0_1::exports::siphost::filter::{handler, registration_handler};
 use super::bindings::v0_1::siphost::filter::types;
-use super::engine::{EPOCH_TICK, EpochTicker, FilterEngine};
+use super::engine::{EpochTicker, FilterEngine, ticks};
 use super::imports::{CpuBudget, HostState, PRIMARY, SECONDARY};
 use crate::registrations::scheduler::{Due, DueReason};
 use crate::runtime::FilterError;
@@ -24,11 +24,6 @@ use siphost_sip::Message;
 
 /// CPU budget of instantiation plus `configure` (never on the message path).
 const SETUP_CPU_LIMIT: Duration = Duration::from_secs(1);
-
-/// Whole ticks covering `limit` (at least one).
-fn ticks(limit: Duration) -> u64 {
-    (limit.as_micros().div_ceil(EPOCH_TICK.as_micros())).max(1) as u64
-}
 
 /// Maps a wasmtime error of a guest call to the runtime's error.
 pub fn classify(err: &wasmtime::Error, memory_refused: bool) -> FilterError {

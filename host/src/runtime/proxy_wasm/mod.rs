@@ -13,7 +13,7 @@ use wasmtime::{Linker, Module, Store, TypedFunc, UpdateDeadline};
 
 use super::FilterError;
 use super::component::FilterEngine;
-use super::component::engine::{EPOCH_TICK, EpochTicker};
+use super::component::engine::{EpochTicker, ticks};
 use super::component::imports::MemoryLimiter;
 use super::component::instance::classify;
 use super::cpu::thread_cpu_time;
@@ -102,11 +102,6 @@ pub struct ProxyWasmFactory {
     pre: wasmtime::InstancePre<PwState>,
     ticker: Arc<EpochTicker>,
     tenants: Arc<Mutex<HashMap<String, Arc<TenantData>>>>,
-}
-
-/// Whole ticks covering `limit` (at least one).
-fn ticks(limit: Duration) -> u64 {
-    (limit.as_micros().div_ceil(EPOCH_TICK.as_micros())).max(1) as u64
 }
 
 /// Runs `f` with `limit` of this thread's CPU time; the epoch ticker runs meanwhile.
