@@ -524,7 +524,7 @@ impl Config {
 
 impl Config {
     fn validate_tenants(&self) -> Result<(), ConfigError> {
-        use crate::runtime::config::{ListenTransport, parse_listen, validate_tenants};
+        use crate::runtime::config::{parse_listen, validate_tenants};
         validate_tenants(&self.tenant).map_err(|e| match e.split_once(": ") {
             Some((key, why)) => ConfigError::new(key, why),
             None => ConfigError::new("tenant", e),
@@ -534,10 +534,7 @@ impl Config {
                 let key = format!("tenant[{i}].listen[{j}]");
                 let (transport, address) =
                     parse_listen(entry).map_err(|why| ConfigError::new(&key, why))?;
-                let kind = match transport {
-                    ListenTransport::Udp => TransportKind::Udp,
-                    ListenTransport::Tcp => TransportKind::Tcp,
-                };
+                let kind = TransportKind::from(transport);
                 let known = self
                     .listen
                     .iter()

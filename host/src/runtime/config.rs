@@ -111,6 +111,15 @@ impl ListenTransport {
     }
 }
 
+impl From<ListenTransport> for crate::config::TransportKind {
+    fn from(transport: ListenTransport) -> Self {
+        match transport {
+            ListenTransport::Udp => Self::Udp,
+            ListenTransport::Tcp => Self::Tcp,
+        }
+    }
+}
+
 /// Parses a listen entry such as `"udp:127.0.0.1:5070"` or `"tcp:[::1]:5070"`.
 pub fn parse_listen(entry: &str) -> Result<(ListenTransport, SocketAddr), String> {
     let (transport, address) = entry

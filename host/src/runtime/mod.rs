@@ -139,7 +139,7 @@ pub struct Runtime {
     services: Arc<Services>,
     engine: Arc<FilterEngine>,
     tenants: Vec<Arc<Tenant>>,
-    by_socket: HashMap<(ListenTransport, SocketAddr), usize>,
+    by_socket: state::SocketOwners,
 }
 
 impl Runtime {
@@ -191,19 +191,9 @@ impl Runtime {
                 by_socket.insert(socket, i);
             }
         }
+        let by_socket = Arc::new(by_socket);
         for (i, tenant) in built.iter().enumerate() {
-            let foreign = by_socket
-                .iter()
-                .filter(|&(_, &owner)| owner != i)
-                .map(|(&(transport, address), _)| {
-                    let kind = match transport {
-                        ListenTransport::Udp => crate::transport::TransportKind::Udp,
-                        ListenTransport::Tcp => crate::transport::TransportKind::Tcp,
-                    };
-                    (kind, address)
-                })
-                .collect();
-            let _ = tenant.shared.foreign_sockets.set(foreign);
+            let _ = tenant.shared.socket_owners.set((i, by_socket.clone()));
         }
         let runtime = Arc::new(Self {
             services,

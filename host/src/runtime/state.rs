@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use siphost_sip::Message;
 
+use super::config::ListenTransport;
 use super::{RequestSender, SendFailure};
 use crate::proxy::Origination;
 use crate::transport::TransportKind;
@@ -30,9 +31,6 @@ pub const MAX_VALUE_LEN: usize = 64 * 1024;
 /// Metric names one tenant may define.
 pub const MAX_METRICS: usize = 256;
 
-/// Locks a mutex, recovering the data if a panicking thread poisoned it: the
-/// guarded maps stay consistent under every operation used here.
-/// Host services shared by every tenant.
 /// The peer a filter's request got its final reply from (`message.source` in
 /// `on-local-reply`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +39,7 @@ pub struct ReplyOrigin {
     pub peer: SocketAddr,
 }
 
+/// Host services shared by every tenant.
 pub struct Services {
     pub(crate) tokio: Option<tokio::runtime::Handle>,
     pub(crate) sender: RwLock<Option<Arc<dyn RequestSender>>>,
@@ -101,9 +100,13 @@ pub struct TenantShared {
     events: OnceLock<Weak<dyn FilterEvents>>,
     /// The tenant's remote registrations (`[tenant.registrations]`), once loaded.
     pub registrations: OnceLock<Arc<crate::registrations::Registrations>>,
-    /// Listen entries of the other tenants: this tenant's requests may not leave from them.
-    pub(crate) foreign_sockets: OnceLock<Vec<(TransportKind, SocketAddr)>>,
+    /// This tenant's index and which tenant owns each listen entry (the runtime's map,
+    /// shared): requests may not leave from another tenant's listener.
+    pub(crate) socket_owners: OnceLock<(usize, SocketOwners)>,
 }
+
+/// The tenant index owning each listen entry.
+pub(crate) type SocketOwners = Arc<HashMap<(ListenTransport, SocketAddr), usize>>;
 
 impl TenantShared {
     pub fn new(name: &str, services: Arc<Services>) -> Self {
@@ -119,15 +122,16 @@ impl TenantShared {
             pending_requests: AtomicUsize::new(0),
             events: OnceLock::new(),
             registrations: OnceLock::new(),
-            foreign_sockets: OnceLock::new(),
+            socket_owners: OnceLock::new(),
         }
     }
 
     /// Whether `socket` is another tenant's listener.
-    pub(crate) fn is_foreign(&self, socket: (TransportKind, SocketAddr)) -> bool {
-        self.foreign_sockets
+    pub(crate) fn is_foreign(&self, socket: (ListenTransport, SocketAddr)) -> bool {
+        self.socket_owners
             .get()
-            .is_some_and(|foreign| foreign.contains(&socket))
+            .and_then(|(me, owners)| owners.get(&socket).map(|owner| owner != me))
+            .unwrap_or(false)
     }
 
     /// Set once, when the tenant that owns this state exists.
@@ -265,6 +269,8 @@ impl TenantShared {
     }
 }
 
+/// Locks a mutex, recovering the data if a panicking thread poisoned it: the
+/// guarded maps stay consistent under every operation used here.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -10,7 +10,7 @@ use crate::access::table::{CredentialTables, TableCredentials};
 use crate::access::{
     AccessControl, AccessCounters, ConfigCredentials, CredentialStore, Target, Verdict,
 };
-use crate::runtime::config::{ListenTransport, parse_listen};
+use crate::runtime::config::parse_listen;
 
 impl Core {
     /// The tenant's access check: `None` when the request was answered or dropped here,
@@ -70,10 +70,7 @@ pub(super) fn access_by_listener(
                     tenant: tenant.name.clone(),
                     why,
                 })?;
-            let kind = match transport {
-                ListenTransport::Udp => TransportKind::Udp,
-                ListenTransport::Tcp => TransportKind::Tcp,
-            };
+            let kind = TransportKind::from(transport);
             // One instance per listener: the UDP and TCP sockets of a tenant keep separate
             // replay tables and buckets, which only makes each smaller.
             let store: Box<dyn CredentialStore> = match &access.credentials {

@@ -16,6 +16,7 @@ use super::bindings::v0_1::siphost::filter::{
     config, dialog_state, interest, log, metrics, registrations, timers, transport, types,
 };
 use crate::proxy::Origination;
+use crate::runtime::config::parse_listen;
 use crate::runtime::instance::{InstanceSetup, Interest};
 use crate::runtime::state::TenantShared;
 use crate::transport::TransportKind;
@@ -439,15 +440,16 @@ impl transport::Host for HostState {
         request: transport::OutgoingRequest,
         plan: transport::SendPlan,
     ) -> wasmtime::Result<Result<u64, String>> {
-        let local = match plan.local_socket.as_deref().map(parse_socket).transpose() {
+        let local = match plan.local_socket.as_deref().map(parse_listen).transpose() {
             Ok(Some(socket)) if self.shared.is_foreign(socket) => {
-                let (kind, address) = socket;
+                let (transport, address) = socket;
+                let kind = TransportKind::from(transport);
                 return Ok(Err(format!(
                     "local socket {kind}:{address} belongs to another tenant"
                 )));
             }
-            Ok(local) => local,
-            Err(why) => return Ok(Err(why)),
+            Ok(local) => local.map(|(transport, address)| (transport.into(), address)),
+            Err(why) => return Ok(Err(format!("local socket {why}"))),
         };
         let how = Origination {
             local,
@@ -476,16 +478,6 @@ impl HostState {
 
 fn millis(ms: u32) -> Duration {
     Duration::from_millis(u64::from(ms))
-}
-
-/// A listener in Kamailio's socket form, `proto:ip:port` (`udp:127.0.0.1:5060`,
-/// `tcp:[::1]:5060`).
-fn parse_socket(text: &str) -> Result<(TransportKind, SocketAddr), String> {
-    let bad = || format!("local socket {text:?} is not proto:ip:port with proto udp or tcp");
-    let (proto, addr) = text.trim().split_once(':').ok_or_else(bad)?;
-    let kind = TransportKind::parse(proto).ok_or_else(bad)?;
-    let addr = addr.parse::<SocketAddr>().map_err(|_| bad())?;
-    Ok((kind, addr))
 }
 
 impl timers::Host for HostState {
