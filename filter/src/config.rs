@@ -133,6 +133,9 @@ pub struct Options {
     pub credentials: Vec<Credential>,
     /// `auth_username_avp` / `auth_password_avp` / `auth_realm_avp`.
     pub call_credentials: Option<CallCredentialTemplates>,
+    /// The `$avp` names those three modparams are, when a rule calls `uac_reg_request_to`
+    /// (which writes the credentials there): user, password, realm.
+    pub request_to_avps: Option<[String; 3]>,
     pub rules: RuleSet,
     /// The remote registration modparams (`reg_*`, `default_socket`).
     pub registration: RegParams,
@@ -267,9 +270,11 @@ impl Options {
         let request_to = rules
             .actions()
             .any(|a| matches!(a, Action::RegRequestTo { .. }));
-        if request_to {
-            request_to_targets(call_credentials.as_ref())?;
-        }
+        let request_to_avps = if request_to {
+            Some(request_to_targets(call_credentials.as_ref())?.map(str::to_owned))
+        } else {
+            None
+        };
         // uac_auth() reads the transaction's $avps when the credentials come from them.
         rules.uses_avps |= call_credentials.as_ref().is_some_and(|c| {
             [&c.username, &c.password, &c.realm]
@@ -289,6 +294,7 @@ impl Options {
             secure_keys,
             credentials,
             call_credentials,
+            request_to_avps,
             rules,
         })
     }
@@ -297,7 +303,7 @@ impl Options {
 /// The `$avp` names `uac_reg_request_to` writes the credentials into: what
 /// `auth_username_avp`, `auth_password_avp` and `auth_realm_avp` name (Kamailio: "must be
 /// set to valid pv's").
-pub fn request_to_targets(
+fn request_to_targets(
     templates: Option<&CallCredentialTemplates>,
 ) -> Result<[&str; 3], ConfigError> {
     fn avp<'t>(key: &'static str, t: Option<&'t Template>) -> Result<&'t str, ConfigError> {

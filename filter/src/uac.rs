@@ -6,6 +6,7 @@ use crate::auth;
 use crate::config::{ConfigError, Options, RestoreMode};
 use crate::host::{Context, HostState, Level, SipMessage, Verdict};
 use crate::nameaddr::{NameAddr, param_in, route_params};
+use crate::reg::store::Credentials;
 use crate::replace::{self, Field, replace_value};
 use crate::req_send::{self, UacReq};
 use crate::restore::{self, NONCE_LEN, Sealed};
@@ -216,36 +217,31 @@ where
             None => Ok(false),
         },
         Action::RegRequestTo { .. } => {
-            let mode = rendered[1].trim().parse::<u32>().unwrap_or(u32::MAX);
-            if mode > 3 {
-                Err(format!(
-                    "uac_reg_request_to: mode {:?} is not 0-3",
-                    rendered[1]
-                ))
-            } else {
-                match functions::request_to(store, &rendered[0], mode) {
-                    Some(to) => {
-                        msg.set_request_uri(&to.request_uri);
-                        if !to.dst.is_empty() {
-                            msg.set_next_hop(&to.dst);
-                        }
-                        // Checked at configure: these name $avps.
-                        let targets =
-                            crate::config::request_to_targets(opts.call_credentials.as_ref())
-                                .map_err(|e| e.to_string());
-                        targets.map(|[user, password, realm]| {
-                            let secret = match to.credentials {
-                                crate::reg::store::Credentials::Password(p)
-                                | crate::reg::store::Credentials::Ha1(p) => p,
-                            };
+            // Configure refuses the function unless the auth_*_avp modparams name $avps.
+            let avps = opts.request_to_avps.as_ref();
+            match (rendered[1].trim().parse::<u32>(), avps) {
+                (Ok(mode @ 0..=3), Some([user, password, realm])) => {
+                    match functions::request_to(store, &rendered[0], mode) {
+                        Some(to) => {
+                            msg.set_request_uri(&to.request_uri);
+                            if !to.dst.is_empty() {
+                                msg.set_next_hop(&to.dst);
+                            }
+                            let (Credentials::Password(secret) | Credentials::Ha1(secret)) =
+                                to.credentials;
                             assign.push((VarScope::Transaction, user, to.auth_username));
                             assign.push((VarScope::Transaction, password, secret));
                             assign.push((VarScope::Transaction, realm, to.realm));
-                            true
-                        })
+                            Ok(true)
+                        }
+                        None => Ok(false),
                     }
-                    None => Ok(false),
                 }
+                (Ok(0..=3), None) => Err("uac_reg_request_to: auth_*_avp name no $avps".into()),
+                _ => Err(format!(
+                    "uac_reg_request_to: mode {:?} is not 0-3",
+                    rendered[1]
+                )),
             }
         }
         Action::RegLookup { dst, .. } => {

@@ -145,20 +145,26 @@ impl HostState for WitHost {
         }
     }
     fn send_request(&mut self, request: &OutgoingRequest) -> Result<u64, String> {
-        let wit = WitRequest {
-            method: request.method.clone(),
-            request_uri: request.request_uri.clone(),
-            headers: request.headers.clone(),
-            body: request.body.clone(),
-            next_hop: request.next_hop.clone(),
-        };
-        let plan = SendPlan {
-            timeout_ms: request.timeout_ms,
-            invite_timeout_ms: request.invite_timeout_ms,
-            local_socket: request.local_socket.clone(),
-        };
-        transport::send_request_planned(&wit, &plan)
+        send_request(request)
     }
+}
+
+/// `transport.send-request-planned` with everything `request` says (uac_req_send's and the
+/// registrations' requests alike).
+fn send_request(request: &OutgoingRequest) -> Result<u64, String> {
+    let wit = WitRequest {
+        method: request.method.clone(),
+        request_uri: request.request_uri.clone(),
+        headers: request.headers.clone(),
+        body: request.body.clone(),
+        next_hop: request.next_hop.clone(),
+    };
+    let plan = SendPlan {
+        timeout_ms: request.timeout_ms,
+        invite_timeout_ms: request.invite_timeout_ms,
+        local_socket: request.local_socket.clone(),
+    };
+    transport::send_request_planned(&wit, &plan)
 }
 
 fn context(ctx: WitContext) -> Context {

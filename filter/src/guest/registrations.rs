@@ -7,9 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::exports::siphost::filter::registration_handler::{self, DueReason as WitDueReason};
 use super::siphost::filter::log::{self, Level};
 use super::siphost::filter::registrations as wit;
-use super::siphost::filter::transport;
 use super::siphost::filter::types::Message;
-use crate::host::HostState;
+use crate::host::{HostState, OutgoingRequest};
 use crate::reg::machine::{DueReason, Fresh, Outgoing, Registrar, Reply, ReplyOutcome};
 use crate::reg::params::RegParams;
 use crate::reg::rpc;
@@ -207,19 +206,17 @@ fn warn(message: &str) {
 fn send(registrar: &mut Registrar, mut outgoing: Outgoing) {
     loop {
         let request = &outgoing.request;
-        let wit_request = transport::OutgoingRequest {
+        let sent = super::send_request(&OutgoingRequest {
             method: request.method.clone(),
             request_uri: request.request_uri.clone(),
             headers: request.headers.clone(),
             body: request.body.clone(),
             next_hop: request.next_hop.clone(),
-        };
-        let plan = transport::SendPlan {
             timeout_ms: None,
             invite_timeout_ms: None,
             local_socket: request.socket.clone(),
-        };
-        match transport::send_request_planned(&wit_request, &plan) {
+        });
+        match sent {
             Ok(request_id) => {
                 registrar.sent(request_id, outgoing);
                 return;
