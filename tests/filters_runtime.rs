@@ -945,6 +945,15 @@ async fn a_filter_sends_from_its_own_sockets_but_never_from_another_tenants() {
         .to_string();
     assert!(refused.contains("belongs to another tenant"), "{refused}");
     send("udp:127.0.0.1:5070").expect("its own socket");
+    // The request is handed to the sender from a task of its own: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sender.sent.lock().expect("sent").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the accepted request never reached the sender"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let sent = sender.sent.lock().expect("sent").clone();
     assert_eq!(sent.len(), 1, "the refused request was not sent");
     let own: SocketAddr = "127.0.0.1:5070".parse().expect("addr");
