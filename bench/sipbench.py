@@ -309,9 +309,10 @@ def start_siphost(label, siphost_bin, config, workdir, timeout=READY_TIMEOUT):
 
 
 def start_kamailio(label, port, next_hop, workdir, template=BENCH / "kamailio-relay.cfg",
-                   pkg_mib=16):
+                   pkg_mib=16, shm_mib=512):
     """Runs Kamailio with a config template (bench/kamailio-relay.cfg unless told) until
-    it answers an OPTIONS; `pkg_mib` is each process's private memory (-M). @LISTEN_UDP@ and @LISTEN_TCP@ become 127.0.0.1:port (free for
+    it answers an OPTIONS; `pkg_mib` is each process's private memory (-M), `shm_mib` the
+    shared memory (-m). @LISTEN_UDP@ and @LISTEN_TCP@ become 127.0.0.1:port (free for
     both, see free_port), @NEXT_HOP@ the next hop; a placeholder left over is an error."""
     text = (
         Path(template).read_text()
@@ -328,7 +329,7 @@ def start_kamailio(label, port, next_hop, workdir, template=BENCH / "kamailio-re
     rundir.mkdir()
     log_path = workdir / f"{label}.log"
     proc = spawn(
-        ["kamailio", "-f", config, "-DD", "-E", "-m", "512", "-M", str(pkg_mib),
+        ["kamailio", "-f", config, "-DD", "-E", "-m", str(shm_mib), "-M", str(pkg_mib),
          "-P", rundir / "kamailio.pid", "-Y", rundir],
         log_path,
     )

@@ -26,6 +26,11 @@ use crate::runtime::state::MAX_PENDING_REQUESTS;
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Records handed to the filter in one `on-registration-due` call at most.
 pub const MAX_BATCH: usize = 64;
+/// How long the driver lets a due record wait so that those due close together go to the
+/// filter in one call: each hand-off wakes the filter's worker thread, and those wake-ups,
+/// not the REGISTERs, were most of a refresh's CPU. Far below the one-second windows the
+/// refresh spread is judged by.
+pub const DUE_SLACK: Duration = Duration::from_millis(50);
 /// Records out with the filter at once at most: each has one REGISTER in flight, and they
 /// must fit the tenant's requests in flight with room to spare for its other requests.
 pub const MAX_IN_FLIGHT: usize = MAX_PENDING_REQUESTS * 4 / 5;
@@ -151,6 +156,11 @@ pub struct Registrations {
     inner: Mutex<Inner>,
     /// Woken when the schedule changed, so the driver recomputes its sleep.
     wake: Notify,
+    /// When the sleeping driver wakes by itself (UNIX ms; `u64::MAX`: not before a
+    /// call wakes it; 0: awake, or waiting for places in flight). Outcomes that need
+    /// the driver no sooner leave it asleep: waking it per REGISTER was a thread
+    /// wake-up per refresh.
+    driver_wakes_at: AtomicU64,
     tokio: tokio::runtime::Handle,
     states: StateCounts,
 }
@@ -206,6 +216,7 @@ impl Registrations {
                 in_flight: InFlight::new(MAX_IN_FLIGHT),
             }),
             wake: Notify::new(),
+            driver_wakes_at: AtomicU64::new(0),
             tokio: tokio::runtime::Handle::current(),
         }))
     }
@@ -280,9 +291,21 @@ impl Registrations {
         state.next_due_ms = inner.scheduler.due(id).map_or(0, |(at, _)| at);
         self.set(&mut inner, id, state)?;
         drop(inner);
-        // The driver sleeps while nothing is dirty: wake it to flush.
-        self.wake.notify_one();
+        self.nudge(None);
         Ok(())
+    }
+
+    /// Wakes the driver if it would otherwise look later than needed: for a record
+    /// now due at `due_ms`, or for dirty state, which is to be written within
+    /// [`FLUSH_INTERVAL`]. Called after the change, with the lock released; the
+    /// driver publishes its wake-up time before it sleeps, and a wake that comes
+    /// while it is awake is kept by [`Notify`] for its next sleep.
+    fn nudge(&self, due_ms: Option<u64>) {
+        let flush_by = now_ms() + FLUSH_INTERVAL.as_millis() as u64;
+        let needed_by = due_ms.map_or(flush_by, |due| due.min(flush_by));
+        if needed_by < self.driver_wakes_at.load(Ordering::SeqCst) {
+            self.wake.notify_one();
+        }
     }
 
     /// A success: the refresh is scheduled from `granted_secs`.
@@ -297,13 +320,11 @@ impl Registrations {
             return Err(super::table::TableError::NoSuchRecord(id).into());
         }
         inner.in_flight.done(id);
-        state.next_due_ms = inner
-            .scheduler
-            .registered(id, now_ms(), granted_secs)
-            .unwrap_or(0);
+        let due = inner.scheduler.registered(id, now_ms(), granted_secs);
+        state.next_due_ms = due.unwrap_or(0);
         self.set(&mut inner, id, state)?;
         drop(inner);
-        self.wake.notify_one();
+        self.nudge(due);
         Ok(())
     }
 
@@ -315,13 +336,11 @@ impl Registrations {
             return Err(super::table::TableError::NoSuchRecord(id).into());
         }
         inner.in_flight.done(id);
-        state.next_due_ms = inner
-            .scheduler
-            .failed(id, now_ms(), state.failures.max(1))
-            .unwrap_or(0);
+        let due = inner.scheduler.failed(id, now_ms(), state.failures.max(1));
+        state.next_due_ms = due.unwrap_or(0);
         self.set(&mut inner, id, state)?;
         drop(inner);
-        self.wake.notify_one();
+        self.nudge(due);
         Ok(())
     }
 
@@ -496,6 +515,7 @@ impl Registrations {
         let mut last_flush = tokio::time::Instant::now();
         let mut warned = false;
         loop {
+            self.driver_wakes_at.store(0, Ordering::SeqCst);
             let Some(live) = tenant.upgrade() else { break };
             let filter = live.registration_filter();
             let now = now_ms();
@@ -517,7 +537,8 @@ impl Registrations {
                         }
                     }
                 }
-                let wakeup = inner.scheduler.next_wakeup(now);
+                let slack = DUE_SLACK.as_millis() as u64;
+                let wakeup = inner.scheduler.next_wakeup_with_slack(now, slack);
                 (wakeup, !inner.dirty.is_empty(), saturated)
             };
             let full = due.len() == MAX_BATCH;
@@ -558,6 +579,13 @@ impl Registrations {
                 (None, true) => Some(FLUSH_INTERVAL),
                 (None, false) => None,
             };
+            // Waiting for places in flight, every outcome wakes it (0).
+            let wakes_at = match sleep {
+                _ if saturated => 0,
+                Some(sleep) => now_ms() + sleep.as_millis() as u64,
+                None => u64::MAX,
+            };
+            self.driver_wakes_at.store(wakes_at, Ordering::SeqCst);
             match sleep {
                 Some(sleep) => {
                     tokio::select! {

@@ -24,7 +24,7 @@ pub struct TenantConfig {
     /// Linear memory ceiling of each filter instance, in MiB.
     #[serde(default = "default_memory_limit_mib")]
     pub memory_limit_mib: u32,
-    /// CPU time one hook call may take, in milliseconds (epoch granularity 1 ms).
+    /// CPU time one hook call may take, in milliseconds (checked every epoch tick, 5 ms).
     #[serde(default = "default_cpu_limit_ms")]
     pub cpu_limit_ms: u32,
     /// The filter chain, run in order.
