@@ -509,6 +509,32 @@ mod tests {
         std::iter::from_fn(|| s.pop_due(now)).collect()
     }
 
+    /// Runs the schedule for `secs` from T0 against a registrar granting 3600 s
+    /// to every REGISTER: REGISTERs sent in each second, and when the last first
+    /// registration went out.
+    fn register_for(s: &mut Scheduler<StdRng>, secs: u64) -> (Vec<u32>, u64) {
+        let mut per_second = vec![0u32; secs as usize];
+        let mut last_initial = 0;
+        let mut now = T0;
+        while now < T0 + secs * SEC {
+            while let Some(due) = s.pop_due(now) {
+                per_second[((now - T0) / SEC) as usize] += 1;
+                if due.reason == DueReason::Initial {
+                    last_initial = now;
+                }
+                s.registered(due.id, now, 3600);
+            }
+            now = s.next_wakeup(now).expect("always scheduled").max(now + 1);
+        }
+        (per_second, last_initial)
+    }
+
+    /// Mean and busiest of per-second counts.
+    fn mean_and_max(per_second: &[u32]) -> (f64, u32) {
+        let mean = per_second.iter().map(|&n| f64::from(n)).sum::<f64>() / per_second.len() as f64;
+        (mean, per_second.iter().copied().max().expect("non-empty"))
+    }
+
     #[test]
     fn first_registrations_are_paced() {
         let mut s = scheduler(SchedulerConfig {
@@ -745,18 +771,8 @@ mod tests {
         for id in 0..ACCOUNTS {
             s.add_initial(id, T0, 0);
         }
-        let mut per_second = vec![0u32; (WARMUP_SECS + MEASURE_SECS) as usize];
-        let mut now = T0;
-        while now < T0 + (WARMUP_SECS + MEASURE_SECS) * SEC {
-            while let Some(due) = s.pop_due(now) {
-                per_second[((now - T0) / SEC) as usize] += 1;
-                s.registered(due.id, now, 3600);
-            }
-            now = s.next_wakeup(now).expect("always scheduled").max(now + 1);
-        }
-        let measured = &per_second[WARMUP_SECS as usize..];
-        let mean = measured.iter().map(|&n| f64::from(n)).sum::<f64>() / measured.len() as f64;
-        let max = measured.iter().copied().max().expect("non-empty");
+        let (per_second, _) = register_for(&mut s, WARMUP_SECS + MEASURE_SECS);
+        let (mean, max) = mean_and_max(&per_second[WARMUP_SECS as usize..]);
         // 100k / (0.65 * 3600 s) is about 43 per second.
         assert!(mean > 35.0 && mean < 50.0, "mean {mean}");
         eprintln!("steady state: mean {mean:.1}/s, max {max}/s");
@@ -779,25 +795,12 @@ mod tests {
         for id in 0..ACCOUNTS {
             s.add_initial(id, T0, 0);
         }
-        let mut per_second = vec![0u32; SECS as usize];
-        let mut last_initial = 0;
-        let mut now = T0;
-        while now < T0 + SECS * SEC {
-            while let Some(due) = s.pop_due(now) {
-                per_second[((now - T0) / SEC) as usize] += 1;
-                if due.reason == DueReason::Initial {
-                    last_initial = now;
-                }
-                s.registered(due.id, now, 3600);
-            }
-            now = s.next_wakeup(now).expect("always scheduled").max(now + 1);
-        }
+        let (per_second, last_initial) = register_for(&mut s, SECS);
         assert!(
             last_initial < T0 + 2400 * SEC,
             "all registered within reg_random_delay"
         );
-        let mean = per_second.iter().map(|&n| f64::from(n)).sum::<f64>() / per_second.len() as f64;
-        let max = per_second.iter().copied().max().expect("non-empty");
+        let (mean, max) = mean_and_max(&per_second);
         eprintln!("from the start: mean {mean:.1}/s, max {max}/s");
         assert!(f64::from(max) <= 1.5 * mean, "max {max}, mean {mean}");
     }
