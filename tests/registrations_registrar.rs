@@ -85,37 +85,43 @@ fn uacreg_db(scratch: &Scratch, accounts: &[Account], registrar: u16) -> PathBuf
     db
 }
 
-fn start_registrar(
-    scratch: &Scratch,
-    port: u16,
-    db: &Path,
+/// The registrar's settings (tests/kamailio/registrar.cfg): Kamailio's min_expires, the
+/// digest algorithm, a delay over each REGISTER before it answers, and how long a nonce
+/// stays valid (auth's nonce_expire).
+struct RegistrarCfg<'a> {
     min_expires: u32,
-    algorithm: &str,
-) -> Kamailio {
-    start_slow_registrar(scratch, port, db, min_expires, algorithm, 0)
+    algorithm: &'a str,
+    delay_us: u32,
+    nonce_expire: u32,
 }
 
-/// The registrar, taking `delay_us` over each REGISTER before it answers.
-fn start_slow_registrar(
-    scratch: &Scratch,
-    port: u16,
-    db: &Path,
-    min_expires: u32,
-    algorithm: &str,
-    delay_us: u32,
-) -> Kamailio {
-    Kamailio::start_with(
-        scratch,
-        "registrar.cfg",
-        port,
-        &[
-            ("LISTEN_UDP", format!("{LOOPBACK}:{port}")),
-            ("DB", db.display().to_string()),
-            ("MIN_EXPIRES", min_expires.to_string()),
-            ("ALGORITHM", algorithm.to_owned()),
-            ("DELAY_US", delay_us.to_string()),
-        ],
-    )
+impl Default for RegistrarCfg<'_> {
+    fn default() -> Self {
+        RegistrarCfg {
+            min_expires: 5,
+            algorithm: "MD5",
+            delay_us: 0,
+            nonce_expire: 60,
+        }
+    }
+}
+
+impl RegistrarCfg<'_> {
+    fn start(&self, scratch: &Scratch, port: u16, db: &Path) -> Kamailio {
+        Kamailio::start_with(
+            scratch,
+            "registrar.cfg",
+            port,
+            &[
+                ("LISTEN_UDP", format!("{LOOPBACK}:{port}")),
+                ("DB", db.display().to_string()),
+                ("MIN_EXPIRES", self.min_expires.to_string()),
+                ("ALGORITHM", self.algorithm.to_owned()),
+                ("DELAY_US", self.delay_us.to_string()),
+                ("NONCE_EXPIRE", self.nonce_expire.to_string()),
+            ],
+        )
+    }
 }
 
 fn siphost_config(sip: u16, admin: u16, db: &Path, extra_modparams: &str) -> String {
@@ -230,6 +236,8 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
 struct Seen {
     user: String,
     call_id: String,
+    /// The CSeq number.
+    cseq: String,
     authorized: bool,
     /// UNIX second the registrar received it.
     at: u64,
@@ -247,7 +255,7 @@ fn registers(kamailio: &Kamailio) -> Vec<Seen> {
             let mut parts = rest.split_whitespace();
             let user = parts.next()?.to_owned();
             let call_id = parts.next()?.strip_prefix("ci=")?.to_owned();
-            let _cseq = parts.next()?;
+            let cseq = parts.next()?.strip_prefix("cs=")?.to_owned();
             let authorized = parts.next()? == "auth=yes";
             let at = parts.next()?.strip_prefix("t=")?.parse().ok()?;
             let (mut algorithm, mut source_port) = (None, None);
@@ -261,10 +269,37 @@ fn registers(kamailio: &Kamailio) -> Vec<Seen> {
             Some(Seen {
                 user,
                 call_id,
+                cseq,
                 authorized,
                 at,
                 algorithm,
                 source_port,
+            })
+        })
+        .collect()
+}
+
+/// A REGISTER the registrar accepted (its `REGOK` line).
+#[derive(Debug, Clone)]
+struct Accepted {
+    user: String,
+    call_id: String,
+    cseq: String,
+    /// UNIX second.
+    at: u64,
+}
+
+fn accepted(kamailio: &Kamailio) -> Vec<Accepted> {
+    let text = std::fs::read_to_string(kamailio.peer.log_path()).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let rest = &line[line.find("REGOK user=")? + "REGOK user=".len()..];
+            let mut parts = rest.split_whitespace();
+            Some(Accepted {
+                user: parts.next()?.to_owned(),
+                call_id: parts.next()?.strip_prefix("ci=")?.to_owned(),
+                cseq: parts.next()?.strip_prefix("cs=")?.to_owned(),
+                at: parts.next()?.strip_prefix("t=")?.parse().ok()?,
             })
         })
         .collect()
@@ -293,13 +328,8 @@ fn thousand_accounts_register_and_refresh() {
     let ports = PortBlock::reserve("registrations_registrar::thousand", 3);
     let (sip, admin, registrar) = (ports.port(0), ports.port(1), ports.port(2));
     let accounts = accounts("t", N, EXPIRES);
-    let kamailio = start_registrar(
-        &scratch,
-        registrar,
-        &registrar_db(&scratch, &accounts),
-        5,
-        "MD5",
-    );
+    let kamailio =
+        RegistrarCfg::default().start(&scratch, registrar, &registrar_db(&scratch, &accounts));
     let db = uacreg_db(&scratch, &accounts, registrar);
     let started = Instant::now();
     let _siphost = Siphost::start(&scratch, &siphost_config(sip, admin, &db, ""));
@@ -327,6 +357,33 @@ fn thousand_accounts_register_and_refresh() {
     }
     let refreshed = per_user.values().filter(|v| v.len() >= 2).count();
     assert_eq!(refreshed, N, "accounts refreshed");
+    // Refreshes answer the registrar's last challenge before it asks (reg_reuse_nonce):
+    // the only unauthenticated REGISTERs are the first wave's (and its retransmissions),
+    // and every refresh was accepted at once.
+    // Read after `seen`, and after the registrar's answer to the last of those.
+    thread::sleep(Duration::from_millis(500));
+    let ok = accepted(&kamailio);
+    let mut first_ok: HashMap<&str, u64> = HashMap::new();
+    for a in &ok {
+        first_ok.entry(&a.user).or_insert(a.at);
+    }
+    let late_challenges = seen
+        .iter()
+        .filter(|s| !s.authorized && first_ok.get(s.user.as_str()).is_some_and(|ok| s.at > *ok))
+        .count();
+    assert_eq!(late_challenges, 0, "refreshes sent without an answer");
+    let ok_requests: std::collections::HashSet<(&str, &str)> = ok
+        .iter()
+        .map(|a| (a.call_id.as_str(), a.cseq.as_str()))
+        .collect();
+    let refused: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.authorized && !ok_requests.contains(&(s.call_id.as_str(), s.cseq.as_str())))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "authorized REGISTERs refused: {refused:?}"
+    );
     for (user, seen) in &per_user {
         assert!(
             seen.iter().all(|s| s.call_id == seen[0].call_id),
@@ -343,6 +400,56 @@ fn thousand_accounts_register_and_refresh() {
     eprintln!("1,000 accounts registered in {registered_in:?}");
 }
 
+/// A registrar whose nonces expire before the refreshes come (nonce_expire 3 s, refreshes
+/// at 6–9.6 s): each early answer is refused with `stale=true`, answered with the new
+/// nonce, and accepted; no account fails or falls back to a first registration.
+#[test]
+fn refreshes_after_the_nonce_expired_are_answered_with_the_new_one() {
+    const N: usize = 20;
+    const EXPIRES: u32 = 12;
+    let scratch = Scratch::new("reg-stale");
+    let ports = PortBlock::reserve("registrations_registrar::stale", 3);
+    let (sip, admin, registrar) = (ports.port(0), ports.port(1), ports.port(2));
+    let accounts = accounts("s", N, EXPIRES);
+    let kamailio = RegistrarCfg {
+        nonce_expire: 3,
+        ..RegistrarCfg::default()
+    }
+    .start(&scratch, registrar, &registrar_db(&scratch, &accounts));
+    let db = uacreg_db(&scratch, &accounts, registrar);
+    let _siphost = Siphost::start(&scratch, &siphost_config(sip, admin, &db, ""));
+    wait_for("20 accounts online", Duration::from_secs(30), || {
+        online(admin) == N
+    });
+    let first_wave = registers(&kamailio).len();
+    wait_for("every account refreshed", Duration::from_secs(30), || {
+        let mut per_user: HashMap<String, usize> = HashMap::new();
+        for a in accepted(&kamailio) {
+            *per_user.entry(a.user).or_default() += 1;
+        }
+        per_user.len() == N && per_user.values().all(|n| *n >= 2)
+    });
+    let seen = registers(&kamailio);
+    let refreshes = &seen[first_wave..];
+    let early = refreshes.iter().filter(|s| s.authorized).count();
+    let ok = accepted(&kamailio).len() - N;
+    assert!(ok >= N, "{ok} refreshes accepted");
+    assert_eq!(
+        refreshes.iter().filter(|s| !s.authorized).count(),
+        0,
+        "a refresh went out without an answer"
+    );
+    // Early answers were refused as stale (at least each account's first refresh), and
+    // answered again.
+    assert!(
+        early >= ok + N,
+        "{early} authorized REGISTERs for {ok} refreshes"
+    );
+    assert_eq!(online(admin), N);
+    let info = rpc(admin, "uac.reg_info", &["l_uuid", "s0000"]);
+    assert_eq!(info["last_status"], 200, "{info}");
+}
+
 /// Three times as many accounts as a tenant may have requests in flight all come due at
 /// once, against a registrar slower than siphost hands them out (2.5 ms per REGISTER in
 /// each of its 4 processes): the host gives the filter no more records than fit, so no
@@ -355,14 +462,11 @@ fn more_accounts_than_requests_in_flight_register_without_a_refused_send() {
     let ports = PortBlock::reserve("registrations_registrar::in_flight", 3);
     let (sip, admin, registrar) = (ports.port(0), ports.port(1), ports.port(2));
     let accounts = accounts("f", N, 600);
-    let kamailio = start_slow_registrar(
-        &scratch,
-        registrar,
-        &registrar_db(&scratch, &accounts),
-        5,
-        "MD5",
-        2500,
-    );
+    let kamailio = RegistrarCfg {
+        delay_us: 2500,
+        ..RegistrarCfg::default()
+    }
+    .start(&scratch, registrar, &registrar_db(&scratch, &accounts));
     let db = uacreg_db(&scratch, &accounts, registrar);
     // T1 500 ms: a REGISTER waiting its turn at the registrar is not resent at once.
     let config = siphost_config(sip, admin, &db, "reg_retry_interval = 5")
@@ -393,13 +497,11 @@ fn interval_too_brief_is_retried_with_min_expires() {
     let ports = PortBlock::reserve("registrations_registrar::423", 3);
     let (sip, admin, registrar) = (ports.port(0), ports.port(1), ports.port(2));
     let accounts = accounts("m", 3, 30);
-    let _kamailio = start_registrar(
-        &scratch,
-        registrar,
-        &registrar_db(&scratch, &accounts),
-        120,
-        "MD5",
-    );
+    let _kamailio = RegistrarCfg {
+        min_expires: 120,
+        ..RegistrarCfg::default()
+    }
+    .start(&scratch, registrar, &registrar_db(&scratch, &accounts));
     let db = uacreg_db(&scratch, &accounts, registrar);
     let _siphost = Siphost::start(&scratch, &siphost_config(sip, admin, &db, ""));
     wait_for("3 accounts online", Duration::from_secs(15), || {
@@ -432,13 +534,11 @@ fn a_rows_socket_or_default_socket_is_where_its_registers_leave_from() {
         ports.port(4),
     );
     let accounts = accounts("s", 2, 120);
-    let kamailio = start_registrar(
-        &scratch,
-        registrar,
-        &registrar_db(&scratch, &accounts),
-        60,
-        "MD5",
-    );
+    let kamailio = RegistrarCfg {
+        min_expires: 60,
+        ..RegistrarCfg::default()
+    }
+    .start(&scratch, registrar, &registrar_db(&scratch, &accounts));
     let db = uacreg_db(&scratch, &accounts, registrar);
     sqlite(
         &db,
@@ -491,13 +591,8 @@ fn wrong_password_backs_off() {
         .expect("timeout");
     let mut accounts = accounts("w", 2, 60);
     accounts[1].configured_password = "not-the-password".to_owned();
-    let kamailio = start_registrar(
-        &scratch,
-        registrar,
-        &registrar_db(&scratch, &accounts),
-        5,
-        "MD5",
-    );
+    let kamailio =
+        RegistrarCfg::default().start(&scratch, registrar, &registrar_db(&scratch, &accounts));
     let db = uacreg_db(&scratch, &accounts, registrar);
     let on_failure = format!(
         r#"reg_retry_interval = 1
@@ -585,7 +680,7 @@ fn registrar_restart_recovers_without_a_burst() {
     let (sip, admin, registrar) = (ports.port(0), ports.port(1), ports.port(2));
     let accounts = accounts("r", N, 10);
     let registrar_db = registrar_db(&scratch, &accounts);
-    let mut kamailio = start_registrar(&scratch, registrar, &registrar_db, 5, "MD5");
+    let mut kamailio = RegistrarCfg::default().start(&scratch, registrar, &registrar_db);
     let db = uacreg_db(&scratch, &accounts, registrar);
     let _siphost = Siphost::start(
         &scratch,
@@ -604,7 +699,7 @@ fn registrar_restart_recovers_without_a_burst() {
     kamailio.peer.stop();
     // Bindings (10 s) run out while refreshes time out and retries back off.
     thread::sleep(Duration::from_secs(14));
-    let kamailio = start_registrar(&scratch, registrar, &registrar_db, 5, "MD5");
+    let kamailio = RegistrarCfg::default().start(&scratch, registrar, &registrar_db);
     let back = Instant::now();
     wait_for("recovery", Duration::from_secs(30), || online(admin) == N);
     let recovered_in = back.elapsed();
@@ -641,13 +736,11 @@ fn kill_9_and_filter_swap_register_nothing_again() {
     let ports = PortBlock::reserve("registrations_registrar::kill9", 3);
     let (sip, admin, registrar) = (ports.port(0), ports.port(1), ports.port(2));
     let accounts = accounts("k", N, 120);
-    let kamailio = start_registrar(
-        &scratch,
-        registrar,
-        &registrar_db(&scratch, &accounts),
-        5,
-        "SHA-256",
-    );
+    let kamailio = RegistrarCfg {
+        algorithm: "SHA-256",
+        ..RegistrarCfg::default()
+    }
+    .start(&scratch, registrar, &registrar_db(&scratch, &accounts));
     let db = uacreg_db(&scratch, &accounts, registrar);
     let config = siphost_config(sip, admin, &db, "");
     let mut siphost = Siphost::start(&scratch, &config);
@@ -703,13 +796,8 @@ fn remote_registration_example_registers_and_routes_calls_back() {
     let ports = PortBlock::reserve("registrations_registrar::example", 4);
     let (sip, admin, registrar, pbx) = (ports.port(0), ports.port(1), ports.port(2), ports.port(3));
     let accounts = accounts("e", 2, 60);
-    let _kamailio = start_registrar(
-        &scratch,
-        registrar,
-        &registrar_db(&scratch, &accounts),
-        5,
-        "MD5",
-    );
+    let _kamailio =
+        RegistrarCfg::default().start(&scratch, registrar, &registrar_db(&scratch, &accounts));
     let db = uacreg_db(&scratch, &accounts, registrar);
     let example = common::tests_dir().join("../examples/remote-registration.toml");
     let text = std::fs::read_to_string(&example).expect("example");

@@ -83,6 +83,7 @@ struct Raw {
     reg_retry_max_interval: Option<i64>,
     reg_refresh_min_percent: Option<i64>,
     reg_refresh_max_percent: Option<i64>,
+    reg_reuse_nonce: Option<i64>,
     default_socket: Option<String>,
 }
 
@@ -264,6 +265,7 @@ impl Options {
             reg_retry_max_interval: raw.reg_retry_max_interval,
             reg_refresh_min_percent: raw.reg_refresh_min_percent,
             reg_refresh_max_percent: raw.reg_refresh_max_percent,
+            reg_reuse_nonce: raw.reg_reuse_nonce,
         })
         .map_err(|(key, why)| ConfigError::Invalid { key, why })?;
         let mut rules = RuleSet::compile(&raw.rule)?;

@@ -20,6 +20,7 @@ pub use credentials::{CallCredentials, Credential, CredentialError, parse_creden
 pub use resend::{Resend, ResendError, plan_resend};
 pub use response::{
     Authorization, DigestInput, Qop, ResponseError, Secret, cnonce_from_random, compute_response,
+    to_hex,
 };
 pub use state::{AttemptVerdict, Attempts, NonceCounts};
 

@@ -99,7 +99,8 @@ impl HashKind {
     }
 }
 
-fn to_hex(bytes: &[u8]) -> String {
+/// Lowercase hex digits of `bytes`.
+pub fn to_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {

@@ -23,6 +23,29 @@ struct NonceCount {
 impl NonceCounts {
     pub const BOUND: usize = 16;
 
+    /// Takes up a nonce already sent `count` times (a challenge kept from an earlier
+    /// request and answered again before the server asks, RFC 7616 §3.4.5).
+    pub fn resume(&mut self, realm: &str, nonce: &str, count: u32) {
+        self.entries
+            .retain(|e| !(e.realm == realm && e.nonce == nonce));
+        if self.entries.len() >= Self::BOUND {
+            self.entries.pop_front();
+        }
+        self.entries.push_back(NonceCount {
+            realm: realm.to_string(),
+            nonce: nonce.to_string(),
+            count,
+        });
+    }
+
+    /// How often this nonce was sent (0: never, or forgotten).
+    pub fn count(&self, realm: &str, nonce: &str) -> u32 {
+        self.entries
+            .iter()
+            .find(|e| e.realm == realm && e.nonce == nonce)
+            .map_or(0, |e| e.count)
+    }
+
     /// The count to send with this nonce now: 1 the first time, then 2, 3, …
     pub fn next(&mut self, realm: &str, nonce: &str) -> u32 {
         let position = self
@@ -116,6 +139,17 @@ mod tests {
         assert_eq!(counts.next("b", "n1"), 1);
         assert_eq!(counts.next("a", "n2"), 1);
         assert_eq!(counts.next("a", "n1"), 3);
+    }
+
+    #[test]
+    fn a_resumed_nonce_counts_on_and_a_new_one_starts_at_one() {
+        let mut counts = NonceCounts::default();
+        counts.resume("r", "kept", 6);
+        assert_eq!(counts.count("r", "kept"), 6);
+        assert_eq!(counts.next("r", "kept"), 7);
+        assert_eq!(counts.next("r", "fresh"), 1);
+        assert_eq!(counts.count("r", "kept"), 7);
+        assert_eq!(counts.count("other", "kept"), 0);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use super::exports::siphost::filter::registration_handler::{self, DueReason as W
 use super::siphost::filter::log::{self, Level};
 use super::siphost::filter::registrations as wit;
 use super::siphost::filter::types::Message;
+use crate::digest::to_hex;
 use crate::host::{HostState, OutgoingRequest};
 use crate::reg::machine::{DueReason, Fresh, Outgoing, Registrar, Reply, ReplyOutcome};
 use crate::reg::params::RegParams;
@@ -35,18 +36,14 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn hex(host: &mut super::WitHost, bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    host.random_bytes(&mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn fresh() -> Fresh {
-    let mut host = super::wit_host();
+    // One call to the host for all three.
+    let mut random = [0u8; 32];
+    super::wit_host().random_bytes(&mut random);
     Fresh {
-        call_id: hex(&mut host, 16),
-        from_tag: hex(&mut host, 8),
-        cnonce: hex(&mut host, 8),
+        call_id: to_hex(&random[..16]),
+        from_tag: to_hex(&random[16..24]),
+        cnonce: to_hex(&random[24..]),
     }
 }
 

@@ -10,8 +10,8 @@ use super::flags;
 use super::params::RegParams;
 use super::store::{Account, Credentials, LiveState, RecordId, RegistrationStore, StoreError};
 use crate::digest::{
-    Attempts, AuthRequest, CallCredentials, ChallengeKind, NonceCounts, answer_challenges,
-    parse_header_lines,
+    Attempts, AuthError, AuthRequest, CallCredentials, ChallengeKind, NonceCounts,
+    answer_challenges, parse_header_lines,
 };
 
 /// A request for the WIT `transport.send-request` (the host adds Via, Max-Forwards and
@@ -68,6 +68,19 @@ struct Attempt {
     interval_retries: u8,
     /// The chain keeps its From tag (RFC 3261 §22.2 resends are the same request).
     from_tag: String,
+    /// The challenge the chain's last REGISTER answered, kept for the next one on a 200.
+    challenge: Option<KnownChallenge>,
+}
+
+/// A registrar's last challenge to a record, answered again on the record's next REGISTER
+/// (`reg_reuse_nonce`): the lines as received, joined by `\n`, and how often their nonces
+/// were sent. About 100 bytes a record, kept in memory only (a swap or restart costs one
+/// challenge).
+#[derive(Debug, Clone)]
+struct KnownChallenge {
+    kind: ChallengeKind,
+    lines: Box<str>,
+    sent: u32,
 }
 
 /// A final reply to a REGISTER (the glue copies it out of the WIT message).
@@ -152,6 +165,8 @@ const MAX_INTERVAL_RETRIES: u8 = 3;
 pub struct Registrar {
     pub params: RegParams,
     pending: HashMap<u64, Attempt>,
+    /// By record, while no REGISTER of it is in flight (the attempt carries it then).
+    known: HashMap<RecordId, KnownChallenge>,
 }
 
 impl Registrar {
@@ -159,6 +174,7 @@ impl Registrar {
         Registrar {
             params,
             pending: HashMap::new(),
+            known: HashMap::new(),
         }
     }
 
@@ -318,6 +334,9 @@ impl Registrar {
                 state.registered_until = attempt.sent_at + u64::from(granted);
                 state.failures = 0;
                 store.registered(id, &state, granted)?;
+                if let Some(challenge) = attempt.challenge.take() {
+                    self.known.insert(id, challenge);
+                }
                 Ok(ReplyOutcome::Registered {
                     granted_secs: granted,
                 })
@@ -341,49 +360,25 @@ impl Registrar {
                 let Some(credentials) = store.credentials(id) else {
                     return self.fail(store, &account, state, now, reply.status, "no credentials");
                 };
-                let (secret, ha1_mode) = match &credentials {
-                    Credentials::Password(p) => (p.as_str(), false),
-                    Credentials::Ha1(h) => (h.as_str(), true),
-                };
                 let mut request =
                     self.request_for(&account, &state, attempt.expires, &attempt.from_tag);
-                let answer = answer_challenges(
-                    &AuthRequest {
-                        kind,
-                        challenges: &lines,
-                        method: "REGISTER",
-                        uri: &request.request_uri,
-                        body: &[],
-                        credentials: &[],
-                        call_credentials: Some(CallCredentials {
-                            username: &account.auth_username,
-                            password: secret,
-                            realm: &account.realm,
-                        }),
-                        ha1_mode,
-                        cnonce: &fresh.cnonce,
-                    },
+                let answered = authorize(
+                    &mut request,
+                    &account,
+                    &credentials,
+                    (kind, &lines),
+                    &fresh.cnonce,
                     &mut attempt.nonce_counts,
                     &mut attempt.attempts,
                 );
-                let answer = match answer {
-                    Ok(a) => a,
-                    Err(e) => {
-                        return self.fail(
-                            store,
-                            &account,
-                            state,
-                            now,
-                            reply.status,
-                            &e.to_string(),
-                        );
-                    }
-                };
-                for value in answer.values {
-                    request
-                        .headers
-                        .push((answer.header.to_owned(), value.to_string()));
+                if let Err(e) = answered {
+                    return self.fail(store, &account, state, now, reply.status, &e.to_string());
                 }
+                attempt.challenge = Some(KnownChallenge::answered(
+                    kind,
+                    &lines,
+                    &attempt.nonce_counts,
+                ));
                 state.flags |= flags::AUTHSENT;
                 Ok(ReplyOutcome::Resend(Box::new(
                     self.resend(store, state, attempt, request, now)?,
@@ -448,7 +443,22 @@ impl Registrar {
         }
         // ONLINE stays: the old binding is valid until registered_until.
         state.flags = (state.flags | flags::ONGOING | flags::INIT) & !flags::AUTHSENT;
-        let request = self.request_for(account, &state, expires, &fresh.from_tag);
+        let mut request = self.request_for(account, &state, expires, &fresh.from_tag);
+        let mut nonce_counts = NonceCounts::default();
+        let known = self.known.remove(&account.id);
+        let challenge = known.filter(|_| self.params.reuse_nonce).and_then(|known| {
+            preauthorize(
+                store,
+                account,
+                &mut request,
+                known,
+                &mut nonce_counts,
+                &fresh.cnonce,
+            )
+        });
+        if challenge.is_some() {
+            state.flags |= flags::AUTHSENT;
+        }
         store.update_state(account.id, &state)?;
         Ok(Outgoing {
             request,
@@ -457,10 +467,12 @@ impl Registrar {
                 sent_at: now,
                 expires,
                 cseq: state.cseq,
+                // The answer given before the ask does not count: a 401 to it is answered.
                 attempts: Attempts::default(),
-                nonce_counts: NonceCounts::default(),
+                nonce_counts,
                 interval_retries: 0,
                 from_tag: fresh.from_tag,
+                challenge,
             },
         })
     }
@@ -534,6 +546,7 @@ impl Registrar {
         status: u16,
         reason: &str,
     ) -> Result<ReplyOutcome, RegError> {
+        self.known.remove(&account.id);
         state.flags &= !(flags::ONGOING | flags::AUTHSENT);
         if !state.is_registered(now) {
             state.flags &= !flags::ONLINE;
@@ -553,6 +566,95 @@ impl Registrar {
             reason: reason.to_owned(),
         })
     }
+}
+
+impl KnownChallenge {
+    /// The challenge `lines` just answered with `counts`.
+    fn answered(kind: ChallengeKind, lines: &[&str], counts: &NonceCounts) -> KnownChallenge {
+        let (parsed, _) = parse_header_lines(lines.iter().copied());
+        KnownChallenge {
+            kind,
+            lines: lines.join("\n").into(),
+            sent: parsed
+                .iter()
+                .map(|c| counts.count(&c.realm, &c.nonce))
+                .max()
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// Adds the answer to `challenge` (its kind and header lines) to `request`.
+fn authorize(
+    request: &mut Request,
+    account: &Account,
+    credentials: &Credentials,
+    (kind, lines): (ChallengeKind, &[&str]),
+    cnonce: &str,
+    nonce_counts: &mut NonceCounts,
+    attempts: &mut Attempts,
+) -> Result<(), AuthError> {
+    let (secret, ha1_mode) = match credentials {
+        Credentials::Password(p) => (p.as_str(), false),
+        Credentials::Ha1(h) => (h.as_str(), true),
+    };
+    let answer = answer_challenges(
+        &AuthRequest {
+            kind,
+            challenges: lines,
+            method: "REGISTER",
+            uri: &request.request_uri,
+            body: &[],
+            credentials: &[],
+            call_credentials: Some(CallCredentials {
+                username: &account.auth_username,
+                password: secret,
+                realm: &account.realm,
+            }),
+            ha1_mode,
+            cnonce,
+        },
+        nonce_counts,
+        attempts,
+    )?;
+    for value in answer.values {
+        request
+            .headers
+            .push((answer.header.to_owned(), value.to_string()));
+    }
+    Ok(())
+}
+
+/// Adds the answer to `known` to `request` before the registrar asks (RFC 7616 §3.4.5,
+/// nc + 1). `None` (nothing added) when it cannot be answered any more.
+fn preauthorize(
+    store: &dyn RegistrationStore,
+    account: &Account,
+    request: &mut Request,
+    known: KnownChallenge,
+    nonce_counts: &mut NonceCounts,
+    cnonce: &str,
+) -> Option<KnownChallenge> {
+    let credentials = store.credentials(account.id)?;
+    let lines: Vec<&str> = known.lines.split('\n').collect();
+    let (parsed, _) = parse_header_lines(lines.iter().copied());
+    for challenge in &parsed {
+        nonce_counts.resume(&challenge.realm, &challenge.nonce, known.sent);
+    }
+    authorize(
+        request,
+        account,
+        &credentials,
+        (known.kind, &lines),
+        cnonce,
+        nonce_counts,
+        &mut Attempts::default(),
+    )
+    .ok()?;
+    Some(KnownChallenge {
+        sent: known.sent + 1,
+        ..known
+    })
 }
 
 /// Among a 200's Contact values, ours: URI user == l_uuid, or `line` == l_uuid (the host is

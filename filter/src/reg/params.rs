@@ -22,6 +22,8 @@ pub struct RawRegParams {
     /// Read by the host scheduler (the refresh window); checked here.
     pub reg_refresh_min_percent: Option<i64>,
     pub reg_refresh_max_percent: Option<i64>,
+    /// siphost's own: answer the registrar's last challenge again on the next REGISTER.
+    pub reg_reuse_nonce: Option<i64>,
 }
 
 /// The checked registration options.
@@ -38,6 +40,11 @@ pub struct RegParams {
     pub gc_interval: u32,
     /// `proto:host:port`; the row's socket wins.
     pub default_socket: String,
+    /// `reg_reuse_nonce` (siphost, default 1): a refresh carries the answer to the
+    /// registrar's last challenge (same nonce, nc + 1), so it is one transaction instead
+    /// of two while the registrar accepts the nonce; a refused or stale one is answered
+    /// as usual.
+    pub reuse_nonce: bool,
 }
 
 impl Default for RegParams {
@@ -51,6 +58,7 @@ impl Default for RegParams {
             active: true,
             gc_interval: 150,
             default_socket: String::new(),
+            reuse_nonce: true,
         }
     }
 }
@@ -138,6 +146,7 @@ impl RegParams {
             random_delay: seconds("reg_random_delay", raw.reg_random_delay, 0, 0)?,
             active: flag("reg_active", raw.reg_active, true)?,
             gc_interval: seconds("reg_gc_interval", raw.reg_gc_interval, 150, 1)?,
+            reuse_nonce: flag("reg_reuse_nonce", raw.reg_reuse_nonce, d.reuse_nonce)?,
             default_socket,
         })
     }

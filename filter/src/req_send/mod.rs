@@ -16,7 +16,7 @@ use crate::digest::{
     Attempts, AuthRequest, CallCredentials, ChallengeKind, NonceCounts, answer_challenges,
     cnonce_from_random,
 };
-use crate::host::{HostState, Level, SipMessage};
+use crate::host::{HostState, Level, SipMessage, random_hex};
 
 /// Counter: requests sent by `uac_req_send()` (resends with credentials included).
 pub const REQ_SENT: &str = "uac_req_sent";
@@ -54,12 +54,6 @@ struct Pending {
     attempts_proxy: Attempts,
     nonce_counts: NonceCounts,
     resends: u8,
-}
-
-fn random_hex<H: HostState + ?Sized>(host: &mut H, bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    host.random_bytes(&mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `uac_req_send()`: builds the request from `req` and hands it to the host. Missing

@@ -35,6 +35,11 @@ pub const DUE_SLACK: Duration = Duration::from_millis(50);
 /// must fit the tenant's requests in flight with room to spare for its other requests.
 pub const MAX_IN_FLIGHT: usize = MAX_PENDING_REQUESTS * 4 / 5;
 
+/// `driver_wakes_at` while every place in flight is taken: the outcome that frees a
+/// batch's worth of places wakes the driver (it waited a whole [`FLUSH_INTERVAL`] when
+/// none did, which left 10,000 first registrations idle most of the time).
+const WAITING_FOR_ROOM: u64 = 1;
+
 /// Records handed to the filter whose outcome has not come back yet, and since when.
 /// Handing out no more than `limit` keeps every REGISTER within the tenant's requests in
 /// flight: a send refused there counts as a failure and waits `reg_retry_interval`, which
@@ -61,7 +66,18 @@ impl InFlight {
             self.since_ms
                 .retain(|_, since| now_ms.saturating_sub(*since) < gc_ms);
         }
+        self.free()
+    }
+
+    /// Places free now.
+    fn free(&self) -> usize {
         self.limit.saturating_sub(self.since_ms.len())
+    }
+
+    /// Enough places are free again for a full batch (or every one, below that).
+    fn refilled(&self) -> bool {
+        let free = self.free();
+        free >= MAX_BATCH || free == self.limit
     }
 
     /// `due` went to the filter: a stalled record is no longer awaited (the filter counts
@@ -157,12 +173,24 @@ pub struct Registrations {
     /// Woken when the schedule changed, so the driver recomputes its sleep.
     wake: Notify,
     /// When the sleeping driver wakes by itself (UNIX ms; `u64::MAX`: not before a
-    /// call wakes it; 0: awake, or waiting for places in flight). Outcomes that need
-    /// the driver no sooner leave it asleep: waking it per REGISTER was a thread
-    /// wake-up per refresh.
+    /// call wakes it; 0: awake; [`WAITING_FOR_ROOM`]). Outcomes that need the driver
+    /// no sooner leave it asleep: waking it per REGISTER was a thread wake-up per
+    /// refresh.
     driver_wakes_at: AtomicU64,
     tokio: tokio::runtime::Handle,
     states: StateCounts,
+}
+
+/// Whether a driver that wakes by itself at `wakes_at` (see `driver_wakes_at`) must be
+/// woken now for a change at `now_ms`: a record due at `due_ms`, dirty state to write
+/// within [`FLUSH_INTERVAL`], and (`refilled`) a batch's worth of places in flight free.
+fn driver_needed(wakes_at: u64, due_ms: Option<u64>, now_ms: u64, refilled: bool) -> bool {
+    if wakes_at == WAITING_FOR_ROOM {
+        return refilled;
+    }
+    let flush_by = now_ms + FLUSH_INTERVAL.as_millis() as u64;
+    let needed_by = due_ms.map_or(flush_by, |due| due.min(flush_by));
+    needed_by < wakes_at
 }
 
 /// UNIX milliseconds now.
@@ -291,7 +319,7 @@ impl Registrations {
         state.next_due_ms = inner.scheduler.due(id).map_or(0, |(at, _)| at);
         self.set(&mut inner, id, state)?;
         drop(inner);
-        self.nudge(None);
+        self.nudge(None, false);
         Ok(())
     }
 
@@ -300,10 +328,11 @@ impl Registrations {
     /// [`FLUSH_INTERVAL`]. Called after the change, with the lock released; the
     /// driver publishes its wake-up time before it sleeps, and a wake that comes
     /// while it is awake is kept by [`Notify`] for its next sleep.
-    fn nudge(&self, due_ms: Option<u64>) {
-        let flush_by = now_ms() + FLUSH_INTERVAL.as_millis() as u64;
-        let needed_by = due_ms.map_or(flush_by, |due| due.min(flush_by));
-        if needed_by < self.driver_wakes_at.load(Ordering::SeqCst) {
+    /// `refilled`: an outcome freed the place that makes a batch's worth free, which wakes
+    /// a driver waiting for places.
+    fn nudge(&self, due_ms: Option<u64>, refilled: bool) {
+        let wakes_at = self.driver_wakes_at.load(Ordering::SeqCst);
+        if driver_needed(wakes_at, due_ms, now_ms(), refilled) {
             self.wake.notify_one();
         }
     }
@@ -320,11 +349,12 @@ impl Registrations {
             return Err(super::table::TableError::NoSuchRecord(id).into());
         }
         inner.in_flight.done(id);
+        let refilled = inner.in_flight.refilled();
         let due = inner.scheduler.registered(id, now_ms(), granted_secs);
         state.next_due_ms = due.unwrap_or(0);
         self.set(&mut inner, id, state)?;
         drop(inner);
-        self.nudge(due);
+        self.nudge(due, refilled);
         Ok(())
     }
 
@@ -336,11 +366,12 @@ impl Registrations {
             return Err(super::table::TableError::NoSuchRecord(id).into());
         }
         inner.in_flight.done(id);
+        let refilled = inner.in_flight.refilled();
         let due = inner.scheduler.failed(id, now_ms(), state.failures.max(1));
         state.next_due_ms = due.unwrap_or(0);
         self.set(&mut inner, id, state)?;
         drop(inner);
-        self.nudge(due);
+        self.nudge(due, refilled);
         Ok(())
     }
 
@@ -527,6 +558,11 @@ impl Registrations {
                     let gc_ms = u64::from(inner.scheduler.config().gc_interval) * 1000;
                     let room = inner.in_flight.room(now, gc_ms);
                     saturated = room == 0;
+                    if saturated {
+                        // Under the lock: an outcome after this sees it and wakes us.
+                        self.driver_wakes_at
+                            .store(WAITING_FOR_ROOM, Ordering::SeqCst);
+                    }
                     while due.len() < MAX_BATCH.min(room) {
                         match inner.scheduler.pop_due(now) {
                             Some(d) => {
@@ -579,9 +615,8 @@ impl Registrations {
                 (None, true) => Some(FLUSH_INTERVAL),
                 (None, false) => None,
             };
-            // Waiting for places in flight, every outcome wakes it (0).
             let wakes_at = match sleep {
-                _ if saturated => 0,
+                _ if saturated => WAITING_FOR_ROOM,
                 Some(sleep) => now_ms() + sleep.as_millis() as u64,
                 None => u64::MAX,
             };
@@ -625,6 +660,50 @@ mod tests {
         // A stalled record is no longer awaited.
         in_flight.handed(&due(2, DueReason::Stalled), 40);
         assert_eq!(in_flight.room(40, gc_ms), 2);
+    }
+
+    #[test]
+    fn a_driver_waiting_for_places_is_woken_once_a_batch_of_them_is_free() {
+        let mut in_flight = InFlight::new(MAX_BATCH * 2);
+        for id in 0..MAX_BATCH as RecordId * 2 {
+            in_flight.handed(&due(id, DueReason::Initial), 0);
+        }
+        let mut woken = Vec::new();
+        for id in 0..MAX_BATCH as RecordId {
+            in_flight.done(id);
+            // An outcome's own refresh is far off; only the freed places matter.
+            woken.push(driver_needed(
+                WAITING_FOR_ROOM,
+                Some(60_000),
+                0,
+                in_flight.refilled(),
+            ));
+        }
+        assert_eq!(woken.iter().filter(|w| **w).count(), 1);
+        assert!(
+            woken[MAX_BATCH - 1],
+            "woken by the outcome that frees a batch"
+        );
+        // Below a batch in all, the last outcome wakes it.
+        let mut small = InFlight::new(2);
+        small.handed(&due(1, DueReason::Initial), 0);
+        small.handed(&due(2, DueReason::Initial), 0);
+        small.done(1);
+        assert!(!small.refilled());
+        small.done(2);
+        assert!(small.refilled());
+    }
+
+    #[test]
+    fn a_sleeping_driver_is_woken_only_when_needed_sooner() {
+        let now = 1_000_000;
+        // Asleep until now + 10 s: a record due in 2 s wakes it, one due in 30 s does not,
+        // but its state must be written within a second.
+        assert!(driver_needed(now + 10_000, Some(now + 2_000), now, false));
+        assert!(driver_needed(now + 10_000, Some(now + 30_000), now, false));
+        // Awake, or waking within the second anyway: no wake-up.
+        assert!(!driver_needed(0, Some(now), now, true));
+        assert!(!driver_needed(now + 500, Some(now + 30_000), now, false));
     }
 
     #[test]

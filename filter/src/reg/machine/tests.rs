@@ -652,3 +652,163 @@ fn send_failure_is_a_failure() {
     assert!(matches!(outcome, ReplyOutcome::Failed { status: 503, .. }));
     assert_eq!(store.get_by_id(id).unwrap().1.flags & flags::ONGOING, 0);
 }
+
+/// Due → 401 → answered → 200: registered through one challenge (nonce `n1`).
+fn register_through_a_challenge(reg: &mut Registrar, store: &mut MemoryStore, id: RecordId) {
+    due(reg, store, id, 1, NOW, 1);
+    let out = resend(
+        reg.on_reply(store, 1, &challenge(false), NOW, fresh(2))
+            .unwrap(),
+    );
+    reg.sent(2, out);
+    let outcome = reg
+        .on_reply(
+            store,
+            2,
+            &ok("<sip:u1@127.0.0.1:5060>", Some("600")),
+            NOW,
+            fresh(3),
+        )
+        .unwrap();
+    assert!(
+        matches!(outcome, ReplyOutcome::Registered { .. }),
+        "{outcome:?}"
+    );
+}
+
+fn md5_response(nonce: &str, nc: u32, cnonce: &str) -> String {
+    compute_response(&DigestInput {
+        algorithm: Algorithm::Md5,
+        username: "auth-u1",
+        realm: "provider.test",
+        secret: Secret::Password("pw"),
+        nonce,
+        method: "REGISTER",
+        uri: "sip:provider.test",
+        qop: Some(Qop::Auth),
+        nc,
+        cnonce,
+        body: &[],
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_refresh_answers_the_last_challenge_before_it_is_asked() {
+    let (mut store, id) = one("pw");
+    let mut reg = Registrar::new(params(true, 30));
+    register_through_a_challenge(&mut reg, &mut store, id);
+    for (n, rid) in [(2u32, 10u64), (3, 11)] {
+        let r = due(
+            &mut reg,
+            &mut store,
+            id,
+            rid,
+            NOW + 300 * u64::from(n),
+            10 * n,
+        );
+        let auth = r.header("Authorization").expect("answered before the ask");
+        assert_eq!(field(auth, "nonce"), "n1");
+        assert_eq!(field(auth, "nc"), format!("{n:08x}"));
+        let cnonce = format!("cnonce{}", 10 * n);
+        assert_eq!(field(auth, "cnonce"), cnonce);
+        assert_eq!(field(auth, "response"), md5_response("n1", n, &cnonce));
+        // The registrar takes it: one transaction, registered.
+        let outcome = reg
+            .on_reply(
+                &mut store,
+                rid,
+                &ok("<sip:u1@127.0.0.1:5060>", Some("600")),
+                NOW,
+                fresh(99),
+            )
+            .unwrap();
+        assert!(
+            matches!(outcome, ReplyOutcome::Registered { .. }),
+            "{outcome:?}"
+        );
+    }
+}
+
+#[test]
+fn a_refused_early_answer_is_followed_by_the_answer_to_the_new_challenge() {
+    let (mut store, id) = one("pw");
+    let mut reg = Registrar::new(params(true, 30));
+    register_through_a_challenge(&mut reg, &mut store, id);
+    let r = due(&mut reg, &mut store, id, 10, NOW + 300, 10);
+    assert!(r.header("Authorization").is_some());
+    // The nonce expired: stale, with a new nonce. Answered from nc 1.
+    let renewed = reply(
+        401,
+        &[(
+            "WWW-Authenticate",
+            "Digest realm=\"provider.test\", nonce=\"n2\", qop=\"auth\", stale=true",
+        )],
+    );
+    let out = resend(
+        reg.on_reply(&mut store, 10, &renewed, NOW + 300, fresh(11))
+            .unwrap(),
+    );
+    let auth = out.request.header("Authorization").unwrap();
+    assert_eq!(
+        (field(auth, "nonce"), field(auth, "nc")),
+        ("n2", "00000001")
+    );
+    reg.sent(12, out);
+    let outcome = reg
+        .on_reply(
+            &mut store,
+            12,
+            &ok("<sip:u1@127.0.0.1:5060>", Some("600")),
+            NOW,
+            fresh(13),
+        )
+        .unwrap();
+    assert!(
+        matches!(outcome, ReplyOutcome::Registered { .. }),
+        "{outcome:?}"
+    );
+    // The next refresh reuses the new nonce.
+    let r = due(&mut reg, &mut store, id, 20, NOW + 600, 20);
+    let auth = r.header("Authorization").unwrap();
+    assert_eq!(
+        (field(auth, "nonce"), field(auth, "nc")),
+        ("n2", "00000002")
+    );
+
+    // A registrar that refuses reuse without saying stale is answered once too, and the
+    // early answer does not count as the one attempt: no failure.
+    let out = resend(
+        reg.on_reply(&mut store, 20, &challenge(false), NOW + 600, fresh(21))
+            .unwrap(),
+    );
+    let auth = out.request.header("Authorization").unwrap();
+    assert_eq!(
+        (field(auth, "nonce"), field(auth, "nc")),
+        ("n1", "00000001")
+    );
+}
+
+#[test]
+fn no_early_answer_after_a_failure_or_with_reg_reuse_nonce_0() {
+    let (mut store, id) = one("pw");
+    let mut reg = Registrar::new(params(true, 30));
+    register_through_a_challenge(&mut reg, &mut store, id);
+    let r = due(&mut reg, &mut store, id, 10, NOW + 300, 10);
+    assert!(r.header("Authorization").is_some());
+    let outcome = reg
+        .on_reply(&mut store, 10, &reply(503, &[]), NOW + 300, fresh(11))
+        .unwrap();
+    assert!(matches!(outcome, ReplyOutcome::Failed { status: 503, .. }));
+    let r = due(&mut reg, &mut store, id, 12, NOW + 400, 12);
+    assert_eq!(r.header("Authorization"), None);
+
+    let (mut store, id) = one("pw");
+    let mut reg = Registrar::new(RegParams {
+        reuse_nonce: false,
+        ..params(true, 30)
+    });
+    register_through_a_challenge(&mut reg, &mut store, id);
+    let r = due(&mut reg, &mut store, id, 10, NOW + 300, 10);
+    assert_eq!(r.header("Authorization"), None);
+}
