@@ -124,6 +124,19 @@ pub fn answer_challenges(
     attempts: &mut Attempts,
 ) -> Result<AuthAnswer, AuthError> {
     let (challenges, ignored) = parse_header_lines(request.challenges.iter().copied());
+    answer_parsed(request, &challenges, ignored, nonce_counts, attempts)
+}
+
+/// [`answer_challenges`] for a caller that parsed `request.challenges` already
+/// ([`parse_header_lines`]: `challenges` and the `ignored` errors); they are not parsed
+/// again.
+pub fn answer_parsed(
+    request: &AuthRequest<'_>,
+    challenges: &[Challenge],
+    ignored: Vec<ChallengeError>,
+    nonce_counts: &mut NonceCounts,
+    attempts: &mut Attempts,
+) -> Result<AuthAnswer, AuthError> {
     if challenges.is_empty() {
         return Err(AuthError::NoChallenge {
             header: request.kind.challenge_header(),
@@ -131,7 +144,7 @@ pub fn answer_challenges(
         });
     }
     let mut realms: Vec<&str> = Vec::new();
-    for c in &challenges {
+    for c in challenges {
         if !realms.contains(&c.realm.as_str()) {
             realms.push(&c.realm);
         }

@@ -11,7 +11,8 @@ pub mod response;
 pub mod state;
 
 pub use answer::{
-    AuthAnswer, AuthError, AuthRequest, ChallengeKind, answer_challenges, credentials_realm,
+    AuthAnswer, AuthError, AuthRequest, ChallengeKind, answer_challenges, answer_parsed,
+    credentials_realm,
 };
 pub use challenge::{
     Challenge, ChallengeAlgorithm, ChallengeError, QopOptions, parse_challenges, parse_header_lines,

@@ -10,8 +10,8 @@ use super::flags;
 use super::params::RegParams;
 use super::store::{Account, Credentials, LiveState, RecordId, RegistrationStore, StoreError};
 use crate::digest::{
-    Attempts, AuthError, AuthRequest, CallCredentials, ChallengeKind, NonceCounts,
-    answer_challenges, parse_header_lines,
+    Attempts, AuthError, AuthRequest, CallCredentials, Challenge, ChallengeError, ChallengeKind,
+    NonceCounts, answer_parsed, parse_header_lines,
 };
 
 /// A request for the WIT `transport.send-request` (the host adds Via, Max-Forwards and
@@ -344,18 +344,17 @@ impl Registrar {
             401 | 407 => {
                 let kind = ChallengeKind::from_status(reply.status).expect("401 or 407");
                 let lines = reply.values(kind.challenge_header());
-                if !account.realm.is_empty() {
-                    let (parsed, _) = parse_header_lines(lines.iter().copied());
-                    if !parsed.iter().any(|c| c.realm == account.realm) {
-                        return self.fail(
-                            store,
-                            &account,
-                            state,
-                            now,
-                            reply.status,
-                            "challenge realm differs from the row's realm",
-                        );
-                    }
+                let (challenges, ignored) = parse_header_lines(lines.iter().copied());
+                if !account.realm.is_empty() && !challenges.iter().any(|c| c.realm == account.realm)
+                {
+                    return self.fail(
+                        store,
+                        &account,
+                        state,
+                        now,
+                        reply.status,
+                        "challenge realm differs from the row's realm",
+                    );
                 }
                 let Some(credentials) = store.credentials(id) else {
                     return self.fail(store, &account, state, now, reply.status, "no credentials");
@@ -366,7 +365,12 @@ impl Registrar {
                     &mut request,
                     &account,
                     &credentials,
-                    (kind, &lines),
+                    Challenges {
+                        kind,
+                        lines: &lines,
+                        parsed: &challenges,
+                        ignored,
+                    },
                     &fresh.cnonce,
                     &mut attempt.nonce_counts,
                     &mut attempt.attempts,
@@ -377,6 +381,7 @@ impl Registrar {
                 attempt.challenge = Some(KnownChallenge::answered(
                     kind,
                     &lines,
+                    &challenges,
                     &attempt.nonce_counts,
                 ));
                 state.flags |= flags::AUTHSENT;
@@ -569,9 +574,13 @@ impl Registrar {
 }
 
 impl KnownChallenge {
-    /// The challenge `lines` just answered with `counts`.
-    fn answered(kind: ChallengeKind, lines: &[&str], counts: &NonceCounts) -> KnownChallenge {
-        let (parsed, _) = parse_header_lines(lines.iter().copied());
+    /// The challenge `lines` (parsed: `parsed`) just answered with `counts`.
+    fn answered(
+        kind: ChallengeKind,
+        lines: &[&str],
+        parsed: &[Challenge],
+        counts: &NonceCounts,
+    ) -> KnownChallenge {
         KnownChallenge {
             kind,
             lines: lines.join("\n").into(),
@@ -584,12 +593,20 @@ impl KnownChallenge {
     }
 }
 
-/// Adds the answer to `challenge` (its kind and header lines) to `request`.
+/// A reply's challenges: their kind, header lines, and what the lines parse to.
+struct Challenges<'a> {
+    kind: ChallengeKind,
+    lines: &'a [&'a str],
+    parsed: &'a [Challenge],
+    ignored: Vec<ChallengeError>,
+}
+
+/// Adds the answer to `challenges` to `request`.
 fn authorize(
     request: &mut Request,
     account: &Account,
     credentials: &Credentials,
-    (kind, lines): (ChallengeKind, &[&str]),
+    challenges: Challenges<'_>,
     cnonce: &str,
     nonce_counts: &mut NonceCounts,
     attempts: &mut Attempts,
@@ -598,10 +615,10 @@ fn authorize(
         Credentials::Password(p) => (p.as_str(), false),
         Credentials::Ha1(h) => (h.as_str(), true),
     };
-    let answer = answer_challenges(
+    let answer = answer_parsed(
         &AuthRequest {
-            kind,
-            challenges: lines,
+            kind: challenges.kind,
+            challenges: challenges.lines,
             method: "REGISTER",
             uri: &request.request_uri,
             body: &[],
@@ -614,6 +631,8 @@ fn authorize(
             ha1_mode,
             cnonce,
         },
+        challenges.parsed,
+        challenges.ignored,
         nonce_counts,
         attempts,
     )?;
@@ -637,7 +656,7 @@ fn preauthorize(
 ) -> Option<KnownChallenge> {
     let credentials = store.credentials(account.id)?;
     let lines: Vec<&str> = known.lines.split('\n').collect();
-    let (parsed, _) = parse_header_lines(lines.iter().copied());
+    let (parsed, ignored) = parse_header_lines(lines.iter().copied());
     for challenge in &parsed {
         nonce_counts.resume(&challenge.realm, &challenge.nonce, known.sent);
     }
@@ -645,7 +664,12 @@ fn preauthorize(
         request,
         account,
         &credentials,
-        (known.kind, &lines),
+        Challenges {
+            kind: known.kind,
+            lines: &lines,
+            parsed: &parsed,
+            ignored,
+        },
         cnonce,
         nonce_counts,
         &mut Attempts::default(),
