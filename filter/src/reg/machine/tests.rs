@@ -344,6 +344,23 @@ fn contact_star_means_unregistered() {
     assert_eq!(store.next_due(id), None);
 }
 
+/// The registrar's 200 (our contact, 600 s) to request `rid`: registered.
+fn accept(reg: &mut Registrar, store: &mut MemoryStore, rid: u64, now: u64, n: u32) {
+    let outcome = reg
+        .on_reply(
+            store,
+            rid,
+            &ok("<sip:u1@127.0.0.1:5060>", Some("600")),
+            now,
+            fresh(n),
+        )
+        .unwrap();
+    assert!(
+        matches!(outcome, ReplyOutcome::Registered { .. }),
+        "{outcome:?}"
+    );
+}
+
 fn register(
     reg: &mut Registrar,
     store: &mut MemoryStore,
@@ -353,19 +370,7 @@ fn register(
     n: u32,
 ) -> Request {
     let r = due(reg, store, id, rid, now, n);
-    let outcome = reg
-        .on_reply(
-            store,
-            rid,
-            &ok("<sip:u1@127.0.0.1:5060>", Some("600")),
-            now,
-            fresh(n + 100),
-        )
-        .unwrap();
-    assert!(
-        matches!(outcome, ReplyOutcome::Registered { .. }),
-        "{outcome:?}"
-    );
+    accept(reg, store, rid, now, n + 100);
     r
 }
 
@@ -661,19 +666,7 @@ fn register_through_a_challenge(reg: &mut Registrar, store: &mut MemoryStore, id
             .unwrap(),
     );
     reg.sent(2, out);
-    let outcome = reg
-        .on_reply(
-            store,
-            2,
-            &ok("<sip:u1@127.0.0.1:5060>", Some("600")),
-            NOW,
-            fresh(3),
-        )
-        .unwrap();
-    assert!(
-        matches!(outcome, ReplyOutcome::Registered { .. }),
-        "{outcome:?}"
-    );
+    accept(reg, store, 2, NOW, 3);
 }
 
 fn md5_response(nonce: &str, nc: u32, cnonce: &str) -> String {
@@ -714,19 +707,7 @@ fn a_refresh_answers_the_last_challenge_before_it_is_asked() {
         assert_eq!(field(auth, "cnonce"), cnonce);
         assert_eq!(field(auth, "response"), md5_response("n1", n, &cnonce));
         // The registrar takes it: one transaction, registered.
-        let outcome = reg
-            .on_reply(
-                &mut store,
-                rid,
-                &ok("<sip:u1@127.0.0.1:5060>", Some("600")),
-                NOW,
-                fresh(99),
-            )
-            .unwrap();
-        assert!(
-            matches!(outcome, ReplyOutcome::Registered { .. }),
-            "{outcome:?}"
-        );
+        accept(&mut reg, &mut store, rid, NOW, 99);
     }
 }
 
@@ -755,19 +736,7 @@ fn a_refused_early_answer_is_followed_by_the_answer_to_the_new_challenge() {
         ("n2", "00000001")
     );
     reg.sent(12, out);
-    let outcome = reg
-        .on_reply(
-            &mut store,
-            12,
-            &ok("<sip:u1@127.0.0.1:5060>", Some("600")),
-            NOW,
-            fresh(13),
-        )
-        .unwrap();
-    assert!(
-        matches!(outcome, ReplyOutcome::Registered { .. }),
-        "{outcome:?}"
-    );
+    accept(&mut reg, &mut store, 12, NOW, 13);
     // The next refresh reuses the new nonce.
     let r = due(&mut reg, &mut store, id, 20, NOW + 600, 20);
     let auth = r.header("Authorization").unwrap();
