@@ -73,13 +73,15 @@ struct Attempt {
 }
 
 /// A registrar's last challenge to a record, answered again on the record's next REGISTER
-/// (`reg_reuse_nonce`): the lines as received, joined by `\n`, and how often their nonces
-/// were sent. About 100 bytes a record, kept in memory only (a swap or restart costs one
-/// challenge).
+/// while it is younger than `reg_reuse_nonce`: the lines as received, joined by `\n`,
+/// when they came, and how often their nonces were sent. About 100 bytes a record, kept
+/// in memory only (a swap or restart costs one challenge).
 #[derive(Debug, Clone)]
 struct KnownChallenge {
     kind: ChallengeKind,
     lines: Box<str>,
+    /// UNIX seconds.
+    received_at: u64,
     sent: u32,
 }
 
@@ -379,9 +381,8 @@ impl Registrar {
                     return self.fail(store, &account, state, now, reply.status, &e.to_string());
                 }
                 attempt.challenge = Some(KnownChallenge::answered(
-                    kind,
-                    &lines,
-                    &challenges,
+                    (kind, &lines, &challenges),
+                    now,
                     &attempt.nonce_counts,
                 ));
                 state.flags |= flags::AUTHSENT;
@@ -451,7 +452,11 @@ impl Registrar {
         let mut request = self.request_for(account, &state, expires, &fresh.from_tag);
         let mut nonce_counts = NonceCounts::default();
         let known = self.known.remove(&account.id);
-        let challenge = known.filter(|_| self.params.reuse_nonce).and_then(|known| {
+        // An older nonce is most likely expired at the registrar: answering it would only
+        // earn a stale refusal (which some registrars log like a failed login).
+        let max_age = u64::from(self.params.reuse_nonce_secs);
+        let fresh_enough = |k: &KnownChallenge| now.saturating_sub(k.received_at) < max_age;
+        let challenge = known.filter(fresh_enough).and_then(|known| {
             preauthorize(
                 store,
                 account,
@@ -574,16 +579,17 @@ impl Registrar {
 }
 
 impl KnownChallenge {
-    /// The challenge `lines` (parsed: `parsed`) just answered with `counts`.
+    /// The challenge `lines` (parsed: `parsed`), received at `now`, just answered with
+    /// `counts`.
     fn answered(
-        kind: ChallengeKind,
-        lines: &[&str],
-        parsed: &[Challenge],
+        (kind, lines, parsed): (ChallengeKind, &[&str], &[Challenge]),
+        now: u64,
         counts: &NonceCounts,
     ) -> KnownChallenge {
         KnownChallenge {
             kind,
             lines: lines.join("\n").into(),
+            received_at: now,
             sent: parsed
                 .iter()
                 .map(|c| counts.count(&c.realm, &c.nonce))

@@ -40,11 +40,11 @@ pub struct RegParams {
     pub gc_interval: u32,
     /// `proto:host:port`; the row's socket wins.
     pub default_socket: String,
-    /// `reg_reuse_nonce` (siphost, default 1): a refresh carries the answer to the
-    /// registrar's last challenge (same nonce, nc + 1), so it is one transaction instead
-    /// of two while the registrar accepts the nonce; a refused or stale one is answered
-    /// as usual.
-    pub reuse_nonce: bool,
+    /// `reg_reuse_nonce` (siphost's own; seconds, default 300, 0 never): while the
+    /// registrar's last challenge is younger than this, a refresh carries the answer to it
+    /// (same nonce, nc + 1), so it is one transaction instead of two; a refused or stale
+    /// one is answered as usual. 300 s is Kamailio's `nonce_expire` default.
+    pub reuse_nonce_secs: u32,
 }
 
 impl Default for RegParams {
@@ -58,7 +58,7 @@ impl Default for RegParams {
             active: true,
             gc_interval: 150,
             default_socket: String::new(),
-            reuse_nonce: true,
+            reuse_nonce_secs: 300,
         }
     }
 }
@@ -146,7 +146,7 @@ impl RegParams {
             random_delay: seconds("reg_random_delay", raw.reg_random_delay, 0, 0)?,
             active: flag("reg_active", raw.reg_active, true)?,
             gc_interval: seconds("reg_gc_interval", raw.reg_gc_interval, 150, 1)?,
-            reuse_nonce: flag("reg_reuse_nonce", raw.reg_reuse_nonce, d.reuse_nonce)?,
+            reuse_nonce_secs: seconds("reg_reuse_nonce", raw.reg_reuse_nonce, 300, 0)?,
             default_socket,
         })
     }

@@ -697,7 +697,7 @@ fn a_refresh_answers_the_last_challenge_before_it_is_asked() {
             &mut store,
             id,
             rid,
-            NOW + 300 * u64::from(n),
+            NOW + 100 * u64::from(n - 1),
             10 * n,
         );
         let auth = r.header("Authorization").expect("answered before the ask");
@@ -716,7 +716,7 @@ fn a_refused_early_answer_is_followed_by_the_answer_to_the_new_challenge() {
     let (mut store, id) = one("pw");
     let mut reg = Registrar::new(params(true, 30));
     register_through_a_challenge(&mut reg, &mut store, id);
-    let r = due(&mut reg, &mut store, id, 10, NOW + 300, 10);
+    let r = due(&mut reg, &mut store, id, 10, NOW + 100, 10);
     assert!(r.header("Authorization").is_some());
     // The nonce expired: stale, with a new nonce. Answered from nc 1.
     let renewed = reply(
@@ -727,7 +727,7 @@ fn a_refused_early_answer_is_followed_by_the_answer_to_the_new_challenge() {
         )],
     );
     let out = resend(
-        reg.on_reply(&mut store, 10, &renewed, NOW + 300, fresh(11))
+        reg.on_reply(&mut store, 10, &renewed, NOW + 100, fresh(11))
             .unwrap(),
     );
     let auth = out.request.header("Authorization").unwrap();
@@ -737,8 +737,8 @@ fn a_refused_early_answer_is_followed_by_the_answer_to_the_new_challenge() {
     );
     reg.sent(12, out);
     accept(&mut reg, &mut store, 12, NOW, 13);
-    // The next refresh reuses the new nonce.
-    let r = due(&mut reg, &mut store, id, 20, NOW + 600, 20);
+    // The next refresh reuses the new nonce (received 100 s ago, its age counts from then).
+    let r = due(&mut reg, &mut store, id, 20, NOW + 350, 20);
     let auth = r.header("Authorization").unwrap();
     assert_eq!(
         (field(auth, "nonce"), field(auth, "nc")),
@@ -748,7 +748,7 @@ fn a_refused_early_answer_is_followed_by_the_answer_to_the_new_challenge() {
     // A registrar that refuses reuse without saying stale is answered once too, and the
     // early answer does not count as the one attempt: no failure.
     let out = resend(
-        reg.on_reply(&mut store, 20, &challenge(false), NOW + 600, fresh(21))
+        reg.on_reply(&mut store, 20, &challenge(false), NOW + 350, fresh(21))
             .unwrap(),
     );
     let auth = out.request.header("Authorization").unwrap();
@@ -763,21 +763,46 @@ fn no_early_answer_after_a_failure_or_with_reg_reuse_nonce_0() {
     let (mut store, id) = one("pw");
     let mut reg = Registrar::new(params(true, 30));
     register_through_a_challenge(&mut reg, &mut store, id);
-    let r = due(&mut reg, &mut store, id, 10, NOW + 300, 10);
+    let r = due(&mut reg, &mut store, id, 10, NOW + 100, 10);
     assert!(r.header("Authorization").is_some());
     let outcome = reg
-        .on_reply(&mut store, 10, &reply(503, &[]), NOW + 300, fresh(11))
+        .on_reply(&mut store, 10, &reply(503, &[]), NOW + 100, fresh(11))
         .unwrap();
     assert!(matches!(outcome, ReplyOutcome::Failed { status: 503, .. }));
-    let r = due(&mut reg, &mut store, id, 12, NOW + 400, 12);
+    let r = due(&mut reg, &mut store, id, 12, NOW + 200, 12);
     assert_eq!(r.header("Authorization"), None);
 
     let (mut store, id) = one("pw");
     let mut reg = Registrar::new(RegParams {
-        reuse_nonce: false,
+        reuse_nonce_secs: 0,
         ..params(true, 30)
     });
     register_through_a_challenge(&mut reg, &mut store, id);
-    let r = due(&mut reg, &mut store, id, 10, NOW + 300, 10);
+    let r = due(&mut reg, &mut store, id, 10, NOW + 100, 10);
     assert_eq!(r.header("Authorization"), None);
+}
+
+#[test]
+fn a_challenge_older_than_reg_reuse_nonce_is_not_answered_early() {
+    let (mut store, id) = one("pw");
+    let mut reg = Registrar::new(RegParams {
+        reuse_nonce_secs: 120,
+        ..params(true, 30)
+    });
+    register_through_a_challenge(&mut reg, &mut store, id);
+    let r = due(&mut reg, &mut store, id, 10, NOW + 119, 10);
+    assert!(r.header("Authorization").is_some(), "119 s old: answered");
+    accept(&mut reg, &mut store, 10, NOW + 119, 11);
+    // Used a moment ago, but received 120 s ago: most likely expired at the registrar.
+    let r = due(&mut reg, &mut store, id, 12, NOW + 120, 12);
+    assert_eq!(r.header("Authorization"), None);
+    // The challenge that follows starts a new age.
+    let out = resend(
+        reg.on_reply(&mut store, 12, &challenge(false), NOW + 120, fresh(13))
+            .unwrap(),
+    );
+    reg.sent(14, out);
+    accept(&mut reg, &mut store, 14, NOW + 120, 15);
+    let r = due(&mut reg, &mut store, id, 16, NOW + 200, 16);
+    assert!(r.header("Authorization").is_some());
 }
