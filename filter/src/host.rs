@@ -101,12 +101,11 @@ pub struct OutgoingRequest {
     pub local_socket: Option<String>,
 }
 
-/// `bytes` random bytes from the host as hex digits (Call-IDs, tags, cnonces).
-pub fn random_hex<H: HostState + ?Sized>(host: &mut H, bytes: usize) -> String {
-    let mut buf = [0u8; 32];
-    let buf = &mut buf[..bytes.min(32)];
-    host.random_bytes(buf);
-    crate::digest::to_hex(buf)
+/// `N` random bytes from the host as hex digits (Call-IDs, tags, cnonces).
+pub fn random_hex<const N: usize, H: HostState + ?Sized>(host: &mut H) -> String {
+    let mut buf = [0u8; N];
+    host.random_bytes(&mut buf);
+    crate::digest::to_hex(&buf)
 }
 
 /// Where a hook call happens (the WIT `context` record).

@@ -380,11 +380,14 @@ impl Registrar {
                 if let Err(e) = answered {
                     return self.fail(store, &account, state, now, reply.status, &e.to_string());
                 }
-                attempt.challenge = Some(KnownChallenge::answered(
-                    (kind, &lines, &challenges),
-                    now,
-                    &attempt.nonce_counts,
-                ));
+                // Kept for the next REGISTER only when it may be answered early.
+                attempt.challenge = (self.params.reuse_nonce_secs > 0).then(|| {
+                    KnownChallenge::answered(
+                        (kind, &lines, &challenges),
+                        now,
+                        &attempt.nonce_counts,
+                    )
+                });
                 state.flags |= flags::AUTHSENT;
                 Ok(ReplyOutcome::Resend(Box::new(
                     self.resend(store, state, attempt, request, now)?,

@@ -60,8 +60,8 @@ struct Pending {
 /// method or ruri, or a bad field, is an error and nothing is sent.
 pub fn send<H: HostState + ?Sized>(req: &UacReq, host: &mut H) -> Result<u64, String> {
     let fresh = Fresh {
-        call_id: random_hex(host, 16),
-        from_tag: random_hex(host, 8),
+        call_id: random_hex::<16, _>(host),
+        from_tag: random_hex::<8, _>(host),
     };
     let cseq = if req.cseqno == 0 {
         DEFAULT_CSEQ

@@ -763,6 +763,7 @@ fn no_early_answer_after_a_failure_or_with_reg_reuse_nonce_0() {
     let (mut store, id) = one("pw");
     let mut reg = Registrar::new(params(true, 30));
     register_through_a_challenge(&mut reg, &mut store, id);
+    assert_eq!(reg.known.len(), 1);
     let r = due(&mut reg, &mut store, id, 10, NOW + 100, 10);
     assert!(r.header("Authorization").is_some());
     let outcome = reg
@@ -778,6 +779,7 @@ fn no_early_answer_after_a_failure_or_with_reg_reuse_nonce_0() {
         ..params(true, 30)
     });
     register_through_a_challenge(&mut reg, &mut store, id);
+    assert!(reg.known.is_empty(), "nothing kept that will not be used");
     let r = due(&mut reg, &mut store, id, 10, NOW + 100, 10);
     assert_eq!(r.header("Authorization"), None);
 }
