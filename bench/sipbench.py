@@ -229,13 +229,20 @@ class SiphostConfig:
     Every distinct [[listen]] address (and the tenant socket names that use it) moves to
     a free 127.0.0.1 port, [admin].listen too; [proxy].default_route becomes the bench's
     callee; filter paths become absolute, with the ones the bench built (same file name)
-    pointing at the build's output. Everything else, [process] included, stays as written.
+    pointing at the build's output; `shards` sets [proxy].shards. Everything else, [process]
+    included, stays as written.
     """
 
-    def __init__(self, source, next_hop, built_filters):
+    def __init__(self, source, next_hop, built_filters, shards=None):
         self.source = Path(source)
         text = self.source.read_text()
         config = tomllib.loads(text)
+        if shards is not None:
+            if "shards" in config.get("proxy", {}):
+                sys.exit(f"{source}: sets [proxy].shards already; drop --shards")
+            text, found = re.subn(r"(?m)^\[proxy\][ \t]*$", f"[proxy]\nshards = {shards}", text, count=1)
+            if not found:
+                sys.exit(f"{source}: no [proxy] table to set shards in")
         listens = config.get("listen", [])
         udp = [entry["address"] for entry in listens if entry.get("transport") == "udp"]
         if not udp:

@@ -279,6 +279,10 @@ pub struct ProxyConfig {
     pub default_route: Option<String>,
     #[serde(default)]
     pub route: Vec<RouteRule>,
+    /// Shards of the proxy core (each its own transaction tables and timers, calls placed
+    /// by Call-ID); default the number of cores.
+    #[serde(default = "default_shards")]
+    pub shards: usize,
 }
 
 impl Default for ProxyConfig {
@@ -288,12 +292,17 @@ impl Default for ProxyConfig {
             max_forwards: default_max_forwards(),
             default_route: None,
             route: Vec::new(),
+            shards: default_shards(),
         }
     }
 }
 
 fn default_max_forwards() -> u32 {
     70
+}
+
+fn default_shards() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(crate::proxy::MAX_SHARDS))
 }
 
 /// A static routing rule; every given condition must match.
@@ -484,6 +493,12 @@ impl Config {
             return Err(ConfigError::new(
                 "proxy.max_forwards",
                 "must be between 1 and 255",
+            ));
+        }
+        if self.proxy.shards == 0 || self.proxy.shards > crate::proxy::MAX_SHARDS {
+            return Err(ConfigError::new(
+                "proxy.shards",
+                format!("must be between 1 and {}", crate::proxy::MAX_SHARDS),
             ));
         }
         if let Some(uri) = &self.proxy.default_route {

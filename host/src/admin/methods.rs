@@ -37,15 +37,21 @@ pub fn register(router: &mut Router, metrics: Arc<HostMetrics>) {
     let m = metrics.clone();
     router.register(
         "core.stats",
-        "The proxy's counters as an object: requests, responses, malformed, forwarded, local_replies.",
+        "The proxy's counters as an object: requests, responses, malformed, forwarded, local_replies, shard_messages (per shard of the core).",
         move |_| {
             let stats = m.proxy().stats();
+            let shards: Vec<u64> = stats
+                .shard_messages
+                .get()
+                .map(|s| s.iter().map(|n| n.load(Relaxed)).collect())
+                .unwrap_or_default();
             Ok(json!({
                 "requests": stats.requests.load(Relaxed),
                 "responses": stats.responses.load(Relaxed),
                 "malformed": stats.malformed.load(Relaxed),
                 "forwarded": stats.forwarded.load(Relaxed),
                 "local_replies": stats.local_replies.load(Relaxed),
+                "shard_messages": shards,
             }))
         },
     );

@@ -382,6 +382,17 @@ impl Collector for HostView {
         if let Some(access) = stats.access.get() {
             encode_access(&mut encoder, access)?;
         }
+        if let Some(shards) = stats.shard_messages.get() {
+            encode_counters(
+                &mut encoder,
+                "siphost_proxy_shard_messages",
+                "SIP messages each shard of the proxy core handled (calls are placed by Call-ID)",
+                shards
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| ([("shard", i.to_string())], n.load(Relaxed))),
+            )?;
+        }
 
         if let Some(runtime) = &self.runtime {
             let tenants = runtime.tenants();

@@ -92,6 +92,9 @@ pub struct ProxyStats {
     pub slow_peers_dropped: AtomicU64,
     /// Each tenant's access counters (tenants with `[tenant.access]`), set once by the core.
     pub access: OnceLock<Vec<(String, Arc<AccessCounters>)>>,
+    /// Messages each shard of the core handled (read there or handed to it), set once by the
+    /// proxy: how evenly calls spread.
+    pub shard_messages: OnceLock<Box<[AtomicU64]>>,
 }
 
 impl ProxyStats {

@@ -6,7 +6,7 @@ mod handle;
 pub mod hooks;
 pub mod routing;
 
-pub use self::core::{Proxy, ProxyError};
+pub use self::core::{MAX_SHARDS, Proxy, ProxyError};
 pub use handle::{Answered, CommandReceiver, Origination, ProxyHandle, ProxyStats, SendError};
 
 #[cfg(test)]

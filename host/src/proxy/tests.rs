@@ -144,11 +144,104 @@ fn answer(request: &Message, status: u16, reason: &str, uas: &Peer) -> String {
     sip(&refs, "")
 }
 
+/// Routes to `uas`, over four shards of the core: every loopback test's calls and replies
+/// cross between shards whatever the machine's core count.
 fn default_route(uas: &Peer) -> String {
     format!(
-        "[proxy]\nrecord_route = true\ndefault_route = \"sip:{}\"\n",
+        "[proxy]\nrecord_route = true\nshards = {SHARDS}\ndefault_route = \"sip:{}\"\n",
         uas.addr
     )
+}
+
+const SHARDS: usize = 4;
+
+#[tokio::test]
+async fn calls_spread_over_the_shards_and_each_finishes_on_its_own() {
+    let (uac, uas) = (Peer::new().await, Peer::new().await);
+    let proxy = start(&default_route(&uas), Arc::new(NoFilters)).await;
+    let ruri = format!("sip:bob@{}", proxy.udp);
+    let calls = 24;
+    for i in 0..calls {
+        let call_id = format!("spread-{i}@uac");
+        uac.send(
+            proxy.udp,
+            &invite(&uac, &ruri, &format!("z9hG4bKsp{i}"), &call_id),
+        )
+        .await;
+    }
+    let mut forwarded = Vec::new();
+    for _ in 0..calls {
+        forwarded.push(uas.recv().await);
+    }
+    // Every other call is answered; the rest are cancelled, and their CANCEL must find the
+    // INVITE's transaction on the shard that holds it.
+    let mut expected = Vec::new();
+    for request in &forwarded {
+        let call_id = request.call_id().expect("Call-ID").to_owned();
+        let i: usize = call_id["spread-".len()..call_id.len() - "@uac".len()]
+            .parse()
+            .expect("call number");
+        if i.is_multiple_of(2) {
+            uas.send(proxy.udp, &answer(request, 200, "OK", &uas)).await;
+            expected.push((call_id, 200));
+        } else {
+            uas.send(proxy.udp, &answer(request, 180, "Ringing", &uas))
+                .await;
+            let cancel = sip(
+                &[
+                    &format!("CANCEL {ruri} SIP/2.0"),
+                    &format!("Via: SIP/2.0/UDP {};branch=z9hG4bKsp{i};rport", uac.addr),
+                    "Max-Forwards: 70",
+                    "From: <sip:alice@example.com>;tag=a1",
+                    "To: <sip:bob@example.com>",
+                    &format!("Call-ID: {call_id}"),
+                    "CSeq: 1 CANCEL",
+                ],
+                "",
+            );
+            uac.send(proxy.udp, &cancel).await;
+            // Skipping the ACKs of earlier 487s.
+            let cancelled = loop {
+                let msg = uas.recv().await;
+                if msg.method() != Some(&siphost_sip::Method::Ack) {
+                    break msg;
+                }
+            };
+            assert_eq!(cancelled.method().map(|m| m.as_str()), Some("CANCEL"));
+            uas.send(proxy.udp, &answer(&cancelled, 200, "OK", &uas))
+                .await;
+            uas.send(proxy.udp, &answer(request, 487, "Request Terminated", &uas))
+                .await;
+            expected.push((call_id, 487));
+        }
+    }
+    let mut finals = Vec::new();
+    while finals.len() < calls {
+        let msg = uac.recv().await;
+        let status = msg.status().expect("a response");
+        if status >= 200
+            && msg
+                .cseq()
+                .is_some_and(|c| c.1 == siphost_sip::Method::Invite)
+        {
+            finals.push((msg.call_id().expect("Call-ID").to_owned(), status));
+        }
+    }
+    finals.sort();
+    expected.sort();
+    assert_eq!(finals, expected);
+    let per_shard: Vec<u64> = proxy
+        .handle
+        .stats()
+        .shard_messages
+        .get()
+        .expect("shard counters")
+        .iter()
+        .map(|n| n.load(std::sync::atomic::Ordering::Relaxed))
+        .collect();
+    assert_eq!(per_shard.len(), SHARDS);
+    assert!(per_shard.iter().all(|&n| n > 0), "{per_shard:?}");
+    proxy.task.abort();
 }
 
 #[tokio::test]

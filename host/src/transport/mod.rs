@@ -66,7 +66,7 @@ pub struct Source {
 }
 
 /// What socket tasks tell the core.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum TransportEvent {
     /// A complete SIP message (TCP frames; UDP is read by the core itself).
     Message { data: Bytes, source: Source },
@@ -131,6 +131,7 @@ pub(crate) fn conn_queue(limit: usize) -> (ConnWriter, ConnQueue) {
 }
 
 /// One open TCP connection as the driver keeps it: its write queue and its peer.
+#[derive(Clone)]
 struct Connection {
     writer: ConnWriter,
     remote: SocketAddr,
@@ -215,6 +216,17 @@ impl Transport {
             udp: UdpReceiver::new(udp_read),
             events: events_rx,
         })
+    }
+
+    /// A transport over the same sockets for another shard of the core: it sends from the
+    /// same UDP sockets and learns TCP connections from the events it is given.
+    pub fn share(&self) -> Transport {
+        Transport {
+            listeners: self.listeners.clone(),
+            udp: self.udp.clone(),
+            connections: self.connections.clone(),
+            tcp: self.tcp.clone(),
+        }
     }
 
     pub fn listeners(&self) -> &[Listener] {

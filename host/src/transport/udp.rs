@@ -49,6 +49,12 @@ impl UdpReceiver {
         }
     }
 
+    /// A receiver over the same sockets, with its own buffer, for another shard of the core:
+    /// whichever shard polls a socket when a datagram is there reads it.
+    pub fn share(&self) -> UdpReceiver {
+        UdpReceiver::new(self.sockets.clone())
+    }
+
     /// The next datagram from any UDP listener. Receive errors (ICMP port unreachable
     /// reported on the socket, for instance) are logged and skipped.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<(Bytes, Source)> {

@@ -22,9 +22,13 @@ impl Core {
         source: &Source,
         reply_to: SocketAddr,
     ) -> Option<Option<String>> {
-        let Some(access) = self.access.get_mut(&source.listener) else {
+        // A clone of the Arc, so the lock does not borrow the core while it replies.
+        let Some(access) = self.access.get(&source.listener).cloned() else {
             return Some(None);
         };
+        let mut access = access
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let target = match msg.request_uri().map(Uri::parse) {
             Some(Ok(uri)) if uri.user.is_none() && self.us.is_us(uri.host, uri.port) => {
                 Target::Local
@@ -43,6 +47,7 @@ impl Core {
             Verdict::Drop => return None,
             Verdict::Challenge(reply) | Verdict::Refuse(reply) => reply,
         };
+        drop(access);
         ProxyStats::bump(&self.stats.local_replies);
         self.send_to_source(*source, reply_to, reply.to_bytes());
         None
@@ -55,7 +60,7 @@ pub(super) fn access_by_listener(
     listeners: &[Listener],
     stats: &ProxyStats,
     credentials: &CredentialTables,
-) -> Result<FxHashMap<usize, AccessControl>, ProxyError> {
+) -> Result<SharedAccess, ProxyError> {
     let mut by_listener = FxHashMap::default();
     let mut counters_by_tenant = Vec::new();
     for tenant in &config.tenant {
@@ -92,7 +97,7 @@ pub(super) fn access_by_listener(
                 .iter()
                 .position(|l| l.kind == kind && l.local == address)
             {
-                by_listener.insert(i, control);
+                by_listener.insert(i, Arc::new(std::sync::Mutex::new(control)));
             }
         }
     }

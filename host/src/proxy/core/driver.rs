@@ -1,11 +1,14 @@
-//! The driver: the tokio task that owns the sockets, the resolver's tasks and the timer, and
-//! feeds the core one event at a time.
+//! The driver: one tokio task per shard that reads the sockets, runs the resolver's tasks and
+//! the timer, feeds its core one event at a time, and hands other shards what they own.
 
 use super::*;
 
 enum Event {
     Datagram(Bytes, Source),
+    /// From a TCP task (shard 0).
     Transport(TransportEvent),
+    Handoff(Handoff),
+    /// From the command queue (shard 0).
     Command(Command),
     Internal(Internal),
     Timer,
@@ -33,14 +36,50 @@ pub enum ProxyError {
 
 /// The proxy: build with [`Proxy::new`], then [`Proxy::run`] until shutdown.
 pub struct Proxy {
+    shards: Vec<Shard>,
+}
+
+/// What one shard hands another: a message it read that the other owns, a TCP connection
+/// event every shard must know, a command, and while shutting down: (to shard 0) that it has
+/// nothing in flight, and (from shard 0) that every shard is there and it may stop.
+enum Handoff {
+    Message(Bytes, Source),
+    Transport(TransportEvent),
+    Command(Command),
+    Drained,
+    Stop,
+}
+
+/// One shard of the proxy: a core with its own tables and timers, and the driver that feeds
+/// it. Every shard reads the UDP sockets; shard 0 also reads the TCP tasks' events and the
+/// command queue. A message goes to the shard that owns it ([`ShardMap::owner`]).
+struct Shard {
+    index: usize,
     core: Core,
     transport: Transport,
     /// For the resolver's tasks to answer the core.
     internal: mpsc::UnboundedSender<Internal>,
+    internal_rx: mpsc::UnboundedReceiver<Internal>,
     udp: UdpReceiver,
+    map: ShardMap,
+    /// Every shard's inbox, this one's included.
+    inboxes: Arc<[mpsc::UnboundedSender<Handoff>]>,
+    inbox: mpsc::UnboundedReceiver<Handoff>,
+    /// Shard 0 only: the TCP tasks' events and the command queue.
+    front: Option<Front>,
+    /// Shutting down, this shard told shard 0 it has nothing in flight.
+    reported_drained: bool,
+    /// Shard 0 said every shard has drained.
+    stop: bool,
+}
+
+/// The single-consumer queues shard 0 reads for every shard.
+struct Front {
     events: mpsc::Receiver<TransportEvent>,
     commands: mpsc::Receiver<Command>,
-    internal_rx: mpsc::UnboundedReceiver<Internal>,
+    /// Other shards that have nothing left in flight. Until all have, every shard keeps
+    /// running (refusing new calls), so none misses what another hands it.
+    drained: usize,
 }
 
 impl Proxy {
@@ -63,29 +102,71 @@ impl Proxy {
         commands: CommandReceiver,
         credentials: &CredentialTables,
     ) -> Result<Proxy, ProxyError> {
-        let (internal, internal_rx) = mpsc::unbounded_channel();
         let listeners = bound.transport.listeners().to_vec();
-        let conn_ids = bound.transport.conn_ids();
-        let core = Core::new(
-            config,
-            listeners,
-            conn_ids,
+        let shared = CoreShared {
+            access: access::access_by_listener(config, &listeners, &commands.stats, credentials)?,
             hooks,
-            commands.stats,
-            internal.clone(),
-            credentials,
-        )?;
-        Ok(Proxy {
-            core,
-            transport: bound.transport,
-            internal,
-            udp: bound.udp,
+            stats: commands.stats,
+            conn_ids: bound.transport.conn_ids(),
+        };
+        let map = ShardMap::new(config.proxy.shards, rand::random());
+        // Already set when a second proxy shares these stats (tests); the first one's stay.
+        let _ = (shared.stats.shard_messages)
+            .set((0..map.count()).map(|_| AtomicU64::new(0)).collect());
+        let (inboxes, receivers): (Vec<_>, Vec<_>) =
+            (0..map.count()).map(|_| mpsc::unbounded_channel()).unzip();
+        let inboxes: Arc<[_]> = inboxes.into();
+        let mut front = Some(Front {
             events: bound.events,
             commands: commands.commands,
-            internal_rx,
-        })
+            drained: 0,
+        });
+        let mut shards = Vec::with_capacity(map.count());
+        for (index, inbox) in receivers.into_iter().enumerate() {
+            let (internal, internal_rx) = mpsc::unbounded_channel();
+            let core = Core::new(
+                config,
+                listeners.clone(),
+                &shared,
+                internal.clone(),
+                map.instance(index),
+            )?;
+            shards.push(Shard {
+                index,
+                core,
+                transport: bound.transport.share(),
+                internal,
+                internal_rx,
+                udp: bound.udp.share(),
+                map,
+                inboxes: inboxes.clone(),
+                inbox,
+                front: front.take(),
+                reported_drained: false,
+                stop: false,
+            });
+        }
+        Ok(Proxy { shards })
     }
 
+    /// Runs until a shutdown command has been served: in-flight transactions finished or the
+    /// grace period ran out.
+    pub async fn run(self) {
+        let mut shards = self.shards.into_iter();
+        let first = shards.next();
+        // A set, so dropping this future (an aborted proxy task) stops every shard.
+        let mut others = tokio::task::JoinSet::new();
+        for shard in shards {
+            others.spawn(shard.run());
+        }
+        if let Some(first) = first {
+            first.run().await;
+        }
+        while others.join_next().await.is_some() {}
+    }
+}
+
+impl Shard {
     /// Carries out what the core asked for. A connection that cannot take a message goes back
     /// to the core as failed, which fails the transactions using it.
     fn carry_out(&mut self) {
@@ -142,9 +223,114 @@ impl Proxy {
         self.core.on_transport_event(closed, Instant::now());
     }
 
+    /// A message this shard read: handled here when it owns it, else handed to its owner.
+    fn deliver(&mut self, data: Bytes, source: Source, now: Instant) {
+        let owner = self.map.owner(&data).unwrap_or(self.index);
+        if owner == self.index {
+            self.on_message(data, source, now);
+        } else {
+            self.hand_off(owner, Handoff::Message(data, source));
+        }
+    }
+
+    fn on_message(&mut self, data: Bytes, source: Source, now: Instant) {
+        if let Some(counter) = self
+            .core
+            .stats
+            .shard_messages
+            .get()
+            .and_then(|c| c.get(self.index))
+        {
+            ProxyStats::bump(counter);
+        }
+        self.core.on_message(data, source, now);
+    }
+
+    fn hand_off(&self, shard: usize, handoff: Handoff) {
+        // An inbox closes only when its shard has stopped, and its transactions with it.
+        let _ = self.inboxes[shard].send(handoff);
+    }
+
+    /// A TCP task's event (shard 0): a message goes to its owner, a connection opened or
+    /// closed to every shard, since any of them may send on it.
+    fn on_tcp_event(&mut self, event: TransportEvent, now: Instant) {
+        if let TransportEvent::Message { data, source } = event {
+            self.deliver(data, source, now);
+            return;
+        }
+        for shard in (0..self.map.count()).filter(|&s| s != self.index) {
+            self.hand_off(shard, Handoff::Transport(event.clone()));
+        }
+        self.on_connection_event(event, now);
+    }
+
+    fn on_connection_event(&mut self, event: TransportEvent, now: Instant) {
+        self.transport.on_event(&event);
+        self.core.on_transport_event(event, now);
+    }
+
+    /// A command (shard 0): a request goes to the shard its Call-ID picks, so its replies and
+    /// the rest of its dialog stay on one shard; a shutdown goes to every shard.
+    fn on_front_command(&mut self, command: Command, now: Instant) {
+        let owner = match &command {
+            Command::SendRequest { request, .. } => request
+                .call_id()
+                .map_or(self.index, |id| self.map.shard_of_call_id(id.as_bytes())),
+            Command::Shutdown { grace } => {
+                for shard in (0..self.map.count()).filter(|&s| s != self.index) {
+                    let grace = *grace;
+                    self.hand_off(shard, Handoff::Command(Command::Shutdown { grace }));
+                }
+                self.index
+            }
+        };
+        if owner == self.index {
+            self.core.on_command(command, now);
+        } else {
+            self.hand_off(owner, Handoff::Command(command));
+        }
+    }
+
+    fn on_handoff(&mut self, handoff: Handoff, now: Instant) {
+        match handoff {
+            Handoff::Message(data, source) => self.on_message(data, source, now),
+            Handoff::Transport(event) => self.on_connection_event(event, now),
+            Handoff::Command(command) => self.core.on_command(command, now),
+            Handoff::Drained => {
+                if let Some(front) = &mut self.front {
+                    front.drained += 1;
+                }
+            }
+            Handoff::Stop => self.stop = true,
+        }
+    }
+
+    /// Whether this shard may stop now that it is shutting down. Draining is one way (new
+    /// transactions are refused), so a shard reports it once; shard 0 stops every shard when
+    /// all have.
+    fn may_stop(&mut self) -> bool {
+        if !self.core.drained() {
+            return false;
+        }
+        let Some(front) = &self.front else {
+            if !self.reported_drained {
+                self.reported_drained = true;
+                self.hand_off(0, Handoff::Drained);
+            }
+            return self.stop;
+        };
+        if front.drained + 1 < self.map.count() {
+            return false;
+        }
+        for shard in 1..self.map.count() {
+            self.hand_off(shard, Handoff::Stop);
+        }
+        true
+    }
+
     /// Runs until a shutdown command has been served: in-flight transactions finished or the
     /// grace period ran out.
-    pub async fn run(mut self) {
+    async fn run(mut self) {
         let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
         let mut timer = Box::pin(tokio::time::sleep_until(far));
         let mut timer_at: Option<Instant> = None;
@@ -152,8 +338,11 @@ impl Proxy {
         let mut turn = 0u32;
         loop {
             if let Some(deadline) = self.core.draining {
-                if self.core.drained() {
-                    tracing::info!("in-flight transactions finished, stopping");
+                if self.may_stop() {
+                    tracing::info!(
+                        shard = self.index,
+                        "in-flight transactions finished, stopping"
+                    );
                     break;
                 }
                 grace.as_mut().reset(deadline.into());
@@ -174,11 +363,16 @@ impl Proxy {
                 if timer_at.is_some() && timer.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Event::Timer);
                 }
-                if let Poll::Ready(Some(event)) = self.events.poll_recv(cx) {
-                    return Poll::Ready(Event::Transport(event));
+                if let Poll::Ready(Some(handoff)) = self.inbox.poll_recv(cx) {
+                    return Poll::Ready(Event::Handoff(handoff));
                 }
-                if let Poll::Ready(Some(command)) = self.commands.poll_recv(cx) {
-                    return Poll::Ready(Event::Command(command));
+                if let Some(front) = &mut self.front {
+                    if let Poll::Ready(Some(event)) = front.events.poll_recv(cx) {
+                        return Poll::Ready(Event::Transport(event));
+                    }
+                    if let Poll::Ready(Some(command)) = front.commands.poll_recv(cx) {
+                        return Poll::Ready(Event::Command(command));
+                    }
                 }
                 if let Poll::Ready(Some(internal)) = self.internal_rx.poll_recv(cx) {
                     return Poll::Ready(Event::Internal(internal));
@@ -194,12 +388,10 @@ impl Proxy {
             .await;
             let now = Instant::now();
             match event {
-                Event::Datagram(data, source) => self.core.on_message(data, source, now),
-                Event::Transport(event) => {
-                    self.transport.on_event(&event);
-                    self.core.on_transport_event(event, now);
-                }
-                Event::Command(command) => self.core.on_command(command, now),
+                Event::Datagram(data, source) => self.deliver(data, source, now),
+                Event::Transport(event) => self.on_tcp_event(event, now),
+                Event::Handoff(handoff) => self.on_handoff(handoff, now),
+                Event::Command(command) => self.on_front_command(command, now),
                 Event::Internal(internal) => self.core.on_internal(internal, now),
                 Event::Timer => {
                     timer_at = None;
@@ -207,6 +399,7 @@ impl Proxy {
                 }
                 Event::GraceOver => {
                     tracing::warn!(
+                        shard = self.index,
                         contexts = self.core.contexts.len(),
                         "shutdown grace period over, stopping with transactions in flight"
                     );

@@ -41,12 +41,15 @@ mod client;
 mod context;
 mod driver;
 mod server;
+mod shard;
 mod stateless;
 
 use client::*;
 use context::*;
 pub use driver::{Proxy, ProxyError};
 use server::*;
+pub use shard::MAX_SHARDS;
+use shard::ShardMap;
 use stateless::*;
 
 #[cfg(test)]
@@ -189,10 +192,24 @@ impl ConnTable {
     }
 }
 
+/// Each tenant's access control by listener index, one for all shards: nonces, replay
+/// tables and rate buckets are the tenant's, whichever shard a request lands on.
+type SharedAccess = FxHashMap<usize, Arc<std::sync::Mutex<crate::access::AccessControl>>>;
+
+/// What every shard of one proxy shares.
+#[derive(Clone)]
+struct CoreShared {
+    hooks: Arc<dyn FilterHooks>,
+    stats: Arc<ProxyStats>,
+    /// The transport's counter of TCP connection ids.
+    conn_ids: Arc<AtomicU64>,
+    access: SharedAccess,
+}
+
 struct Core {
     listeners: Vec<Listener>,
     /// Access control of the tenants that have `[tenant.access]`, by listener index.
-    access: FxHashMap<usize, crate::access::AccessControl>,
+    access: SharedAccess,
     conns: ConnTable,
     /// What the driver is to carry out, in order.
     outputs: VecDeque<Output>,
@@ -247,16 +264,14 @@ fn kind_of(method: &Method) -> Kind {
 }
 
 impl Core {
-    /// A core over `listeners` (bound by the driver), with TCP connection ids drawn from
-    /// `conn_ids`; filter decisions come back through `internal`.
+    /// A core over `listeners` (bound by the driver), writing `instance` into its branches
+    /// and tags; filter decisions come back through `internal`.
     fn new(
         config: &Config,
         listeners: Vec<Listener>,
-        conn_ids: Arc<AtomicU64>,
-        hooks: Arc<dyn FilterHooks>,
-        stats: Arc<ProxyStats>,
+        shared: &CoreShared,
         internal: mpsc::UnboundedSender<Internal>,
-        credentials: &CredentialTables,
+        instance: u32,
     ) -> Result<Core, ProxyError> {
         let t = &config.transaction;
         let timer_config = TimerConfig::new(
@@ -265,13 +280,13 @@ impl Core {
             Duration::from_millis(t.t4_ms),
         )?;
         Ok(Core {
-            access: access::access_by_listener(config, &listeners, &stats, credentials)?,
+            access: shared.access.clone(),
             us: Identities::new(&listeners),
             listeners,
-            conns: ConnTable::new(conn_ids),
+            conns: ConnTable::new(shared.conn_ids.clone()),
             outputs: VecDeque::new(),
-            hooks,
-            stats,
+            hooks: shared.hooks.clone(),
+            stats: shared.stats.clone(),
             router: Router::new(&config.proxy),
             record_route: config.proxy.record_route,
             max_forwards: config.proxy.max_forwards,
@@ -286,7 +301,7 @@ impl Core {
             parked: FxHashMap::default(),
             resolver: Resolver::default(),
             internal,
-            instance: rand::random(),
+            instance,
             next_id: 1,
             draining: None,
         })

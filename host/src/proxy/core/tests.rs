@@ -42,18 +42,15 @@ fn harness_routed_to(default_route: &str, hooks: Arc<dyn FilterHooks>) -> Harnes
         .to_vec();
     let (internal, decisions) = mpsc::unbounded_channel();
     let stats = Arc::new(ProxyStats::default());
-    let conn_ids = Arc::new(AtomicU64::new(1));
     let credentials = CredentialTables::default();
-    let core = Core::new(
-        &config,
-        listeners,
-        conn_ids,
+    let shared = CoreShared {
+        access: access::access_by_listener(&config, &listeners, &stats, &credentials)
+            .expect("access"),
         hooks,
         stats,
-        internal,
-        &credentials,
-    )
-    .expect("core");
+        conn_ids: Arc::new(AtomicU64::new(1)),
+    };
+    let core = Core::new(&config, listeners, &shared, internal, rand::random()).expect("core");
     Harness {
         core,
         decisions,
