@@ -681,6 +681,19 @@ mod tests {
     }
 
     #[test]
+    fn shards_default_to_the_cores_and_are_bounded() {
+        let config = Config::parse(MINIMAL).expect("minimal config");
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(config.proxy.shards, cores.min(crate::proxy::MAX_SHARDS));
+        for bad in [0, crate::proxy::MAX_SHARDS + 1] {
+            let e = error(&format!("{MINIMAL}[proxy]\nshards = {bad}\n"));
+            assert_eq!(e.key, "proxy.shards");
+        }
+        let four = Config::parse(&format!("{MINIMAL}[proxy]\nshards = 4\n")).expect("4 shards");
+        assert_eq!(four.proxy.shards, 4);
+    }
+
+    #[test]
     fn bad_next_hop_names_the_rule() {
         let text = format!(
             "{MINIMAL}[proxy]\n[[proxy.route]]\nnext_hop = \"sip:127.0.0.1:5090\"\n[[proxy.route]]\nmethod = \"INVITE\"\nnext_hop = \"http://x\"\n"

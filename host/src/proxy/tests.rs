@@ -552,30 +552,40 @@ async fn tcp_request_is_answered_on_its_connection() {
     let proxy = start(&default_route(&uas), Arc::new(NoFilters)).await;
     let mut stream = TcpStream::connect(proxy.tcp).await.expect("connect");
     let local = stream.local_addr().expect("local");
-    let text = sip(
-        &[
-            &format!("OPTIONS sip:bob@{} SIP/2.0", proxy.udp),
-            // A sent-by port nobody listens on: the reply must use the connection.
-            "Via: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKt1",
-            "Max-Forwards: 70",
-            "From: <sip:alice@example.com>;tag=a1",
-            "To: <sip:bob@example.com>",
-            "Call-ID: tcp-1",
-            "CSeq: 1 OPTIONS",
-        ],
-        "",
-    );
-    stream.write_all(text.as_bytes()).await.expect("send");
-    let forwarded = uas.recv().await;
-    let uac_via =
-        siphost_sip::Via::parse(forwarded.headers("Via").nth(1).expect("2 vias")).expect("via");
-    assert_eq!(uac_via.transport, "TCP");
-    assert_ne!(local.port(), 9);
-    uas.send(proxy.udp, &answer(&forwarded, 200, "OK", &uas))
-        .await;
     let mut buffer = Vec::new();
-    let reply = read_tcp_message(&mut stream, &mut buffer).await;
-    assert_eq!(reply.status(), Some(200));
+    // Calls on one connection land on different shards; each answers on the connection.
+    for i in 0..8 {
+        let text = sip(
+            &[
+                &format!("OPTIONS sip:bob@{} SIP/2.0", proxy.udp),
+                // A sent-by port nobody listens on: the reply must use the connection.
+                &format!("Via: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKt{i}"),
+                "Max-Forwards: 70",
+                "From: <sip:alice@example.com>;tag=a1",
+                "To: <sip:bob@example.com>",
+                &format!("Call-ID: tcp-{i}"),
+                "CSeq: 1 OPTIONS",
+            ],
+            "",
+        );
+        stream.write_all(text.as_bytes()).await.expect("send");
+        let forwarded = uas.recv().await;
+        let uac_via =
+            siphost_sip::Via::parse(forwarded.headers("Via").nth(1).expect("2 vias")).expect("via");
+        assert_eq!(uac_via.transport, "TCP");
+        assert_ne!(local.port(), 9);
+        uas.send(proxy.udp, &answer(&forwarded, 200, "OK", &uas))
+            .await;
+        let reply = read_tcp_message(&mut stream, &mut buffer).await;
+        assert_eq!(reply.status(), Some(200));
+        assert_eq!(reply.call_id(), Some(format!("tcp-{i}").as_str()));
+    }
+    let shards = proxy.handle.stats().shard_messages.get().expect("counters");
+    let busy = shards
+        .iter()
+        .filter(|n| n.load(std::sync::atomic::Ordering::Relaxed) > 0)
+        .count();
+    assert!(busy > 1, "every call stayed on one shard");
     proxy.task.abort();
 }
 
