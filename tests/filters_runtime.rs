@@ -471,6 +471,57 @@ fn hot_swap_changes_behaviour_keeps_dialog_state_and_refuses_bad_versions() {
     ));
 }
 
+fn variables(runtime: &Runtime, tenant: &str) -> (u64, u64) {
+    let status = runtime.status();
+    let t = status["tenants"]
+        .as_array()
+        .expect("tenants")
+        .iter()
+        .find(|t| t["name"] == json!(tenant))
+        .cloned()
+        .expect("tenant");
+    let count = |key: &str| t[key].as_u64().expect("variable count");
+    (count("dialog_variables"), count("transaction_variables"))
+}
+
+/// What the uac filter keeps with the host for a replaced From (the original, per
+/// transaction and with restore_dlg per dialog) goes when the proxy says the transaction
+/// and its dialog are over, not minutes later when it would expire: at a few hundred calls
+/// per second the tenant's variable limit was full within minutes and calls failed.
+#[test]
+fn variables_of_an_ended_transaction_and_dialog_are_dropped() {
+    let config = json!({
+        "restore_mode": "auto",
+        "restore_dlg": true,
+        "rule": [{
+            "on": "request",
+            "when": "is_method(\"INVITE\") && !has_totag()",
+            "do": ["uac_replace_from(\"sip:anonymous@anonymous.invalid\")"],
+        }],
+    });
+    let f = filter_config(&filter("uac_filter"), config);
+    let rt = Runtime::new(
+        &[tenant("vars", 5071, FailurePolicy::FailClosed, vec![f])],
+        options(&shared_cache()),
+    )
+    .expect("runtime");
+    let mut call = ctx(5071, Some("c1@test"));
+    let mut m = invite("");
+    assert_eq!(rt.request_blocking(&mut call, &mut m), Decision::Continue);
+    assert_eq!(
+        m.header("From"),
+        Some("<sip:anonymous@anonymous.invalid>;tag=a1")
+    );
+    let (dialog, transaction) = variables(&rt, "vars");
+    assert!(dialog > 0 && transaction > 0, "{dialog} {transaction}");
+    // The INVITE's transaction ends with the call up: its variables go, the dialog's stay.
+    rt.transaction_ended(&call, false);
+    assert_eq!(variables(&rt, "vars"), (dialog, 0));
+    // The BYE's transaction ends the dialog.
+    rt.transaction_ended(&ctx(5071, Some("c1@test")), true);
+    assert_eq!(variables(&rt, "vars"), (0, 0));
+}
+
 #[test]
 fn tenants_do_not_see_each_others_state() {
     let cache = shared_cache();

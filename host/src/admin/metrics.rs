@@ -19,7 +19,7 @@ use super::registrations::{RegistrationSource, StateCount};
 use super::status::RateHistory;
 use crate::access::AccessCounters;
 use crate::proxy::ProxyHandle;
-use crate::proxy::hooks::{FilterHooks, HookCall, HookDone, HookResult, Submitted};
+use crate::proxy::hooks::{FilterHooks, HookCall, HookContext, HookDone, HookResult, Submitted};
 use crate::runtime::Runtime;
 use crate::runtime::config::{ListenTransport, TenantConfig, parse_listen};
 use crate::runtime::state::MetricValue;
@@ -549,6 +549,10 @@ struct MeteredHooks {
 impl FilterHooks for MeteredHooks {
     fn applies(&self, transport: &str, local: SocketAddr) -> bool {
         self.inner.applies(transport, local)
+    }
+
+    fn transaction_ended(&self, ctx: &HookContext, dialog_over: bool) {
+        self.inner.transaction_ended(ctx, dialog_over);
     }
 
     fn submit(&self, call: HookCall, done: HookDone) -> Submitted {

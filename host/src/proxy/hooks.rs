@@ -144,6 +144,13 @@ pub trait FilterHooks: Send + Sync {
     /// Whether any filter may see a message that arrived on this listening socket.
     fn applies(&self, transport: &str, local: SocketAddr) -> bool;
     fn submit(&self, call: HookCall, done: HookDone) -> Submitted;
+
+    /// The proxy transaction `ctx.transaction_key` is over: no hook names it again, so what
+    /// the filters keep for it (transaction variables) can go now rather than when it
+    /// expires; with `dialog_over` (a BYE answered, an initial INVITE that got no 2xx) so
+    /// can what they keep for its dialog (`ctx.dialog_key`). Called for transactions on
+    /// sockets where [`FilterHooks::applies`] holds.
+    fn transaction_ended(&self, _ctx: &HookContext, _dialog_over: bool) {}
 }
 
 /// Hooks that let every message pass untouched.

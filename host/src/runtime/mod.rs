@@ -356,4 +356,14 @@ impl FilterHooks for Runtime {
             _ => Submitted::NoFilter(call),
         }
     }
+
+    fn transaction_ended(&self, ctx: &HookContext, dialog_over: bool) {
+        let Some(tenant) = self.tenant_for(ctx) else {
+            return;
+        };
+        tenant.shared.transaction_vars.clear(&ctx.transaction_key);
+        if dialog_over && let Some(dialog) = &ctx.dialog_key {
+            tenant.shared.dialog_vars.clear(dialog);
+        }
+    }
 }

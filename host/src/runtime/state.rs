@@ -286,7 +286,14 @@ struct VariableMap {
     values: HashMap<String, HashMap<String, (String, Instant)>>,
     count: usize,
     writes_since_sweep: usize,
+    /// When a full store was last swept: a sweep walks every variable, so a store that
+    /// stays full is swept at most once per [`FULL_SWEEP_INTERVAL`], and a write that
+    /// finds no room fails at once instead of walking the store each time.
+    full_sweep: Option<Instant>,
 }
+
+/// How often a full variable store looks for expired variables to make room.
+const FULL_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 impl VariableMap {
     fn sweep(&mut self, now: Instant, ttl: Duration) {
@@ -324,7 +331,16 @@ impl VariableStore {
 
     /// Writes or (with `None`) deletes a variable.
     pub fn set(&self, scope: &str, name: &str, value: Option<String>) -> Result<(), String> {
-        let now = Instant::now();
+        self.set_at(scope, name, value, Instant::now())
+    }
+
+    fn set_at(
+        &self,
+        scope: &str,
+        name: &str,
+        value: Option<String>,
+        now: Instant,
+    ) -> Result<(), String> {
         let mut map = lock(&self.entries);
         let Some(value) = value else {
             if let Some(vars) = map.values.get_mut(scope) {
@@ -343,7 +359,15 @@ impl VariableStore {
             return Err(format!("value longer than {MAX_VALUE_LEN} bytes"));
         }
         map.writes_since_sweep += 1;
-        if map.writes_since_sweep >= 4096 || map.count >= MAX_VARIABLES {
+        if map.count >= MAX_VARIABLES {
+            let due = map
+                .full_sweep
+                .is_none_or(|at| now.duration_since(at) >= FULL_SWEEP_INTERVAL);
+            if due {
+                map.full_sweep = Some(now);
+                map.sweep(now, self.ttl);
+            }
+        } else if map.writes_since_sweep >= 4096 {
             map.sweep(now, self.ttl);
         }
         let exists = map
@@ -505,6 +529,28 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_store_fails_writes_and_looks_for_room_at_most_once_a_second() {
+        let ttl = Duration::from_secs(10);
+        let store = VariableStore::new(ttl);
+        let t0 = Instant::now();
+        for i in 0..MAX_VARIABLES {
+            store
+                .set_at(&format!("t{i}"), "v", Some(String::new()), t0)
+                .expect("room");
+        }
+        let write = |at: Duration| store.set_at("new", "v", Some("x".into()), t0 + at);
+        // Nothing has expired yet: no room, and the sweep that found none is remembered.
+        assert!(write(Duration::from_millis(9_900)).is_err());
+        // Everything expired at 10 s, but the last sweep was 0.3 s ago: the write fails
+        // without walking the store again.
+        assert!(write(Duration::from_millis(10_200)).is_err());
+        assert_eq!(store.len(), MAX_VARIABLES);
+        // A second after that sweep the store is swept and the write finds room.
+        assert!(write(Duration::from_millis(10_900)).is_ok());
+        assert_eq!(store.len(), 1);
+    }
 
     #[test]
     fn variables_set_get_delete_clear_and_expire() {

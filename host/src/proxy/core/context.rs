@@ -29,6 +29,8 @@ pub(super) struct Context {
     /// meanwhile wait in `queued_replies`, so the filters see them in order.
     pub(super) hook_busy: bool,
     pub(super) queued_replies: VecDeque<QueuedReply>,
+    /// A 2xx was relayed: for an initial INVITE, its dialog exists.
+    pub(super) established: bool,
 }
 
 /// A reply from downstream waiting for its turn at the reply hook.
@@ -329,6 +331,7 @@ impl Core {
         if (200..300).contains(&status) {
             // Step 9/10: relay every 2xx at once; cancel the other branches of an INVITE.
             ctx.final_sent = true;
+            ctx.established = true;
             let server = ctx.server;
             let others = if ctx.is_invite {
                 ctx.branches.clone()
@@ -469,11 +472,17 @@ impl Core {
         let done = self.contexts.get(&ctx_id).is_some_and(|c| {
             c.final_sent && c.outstanding == 0 && !c.hook_busy && c.queued_replies.is_empty()
         });
-        if done
-            && let Some(ctx) = self.contexts.remove(&ctx_id)
-            && let Some(server) = self.servers.get_mut(&ctx.server)
-        {
-            server.context = None;
+        if done && let Some(ctx) = self.contexts.remove(&ctx_id) {
+            if let Some(server) = self.servers.get_mut(&ctx.server) {
+                server.context = None;
+            }
+            if self.hooks.applies(ctx.hook.transport, ctx.hook.local) {
+                // A BYE's final ends its dialog whatever the status (RFC 3261 §15.1.2: a
+                // 481 or 408 ends it too); an initial INVITE without a 2xx never made one.
+                let dialog_over = ctx.request.method() == Some(&Method::Bye)
+                    || (ctx.is_invite && !ctx.established && ctx.request.to_tag().is_none());
+                self.hooks.transaction_ended(&ctx.hook, dialog_over);
+            }
         }
     }
 }

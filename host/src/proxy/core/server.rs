@@ -377,6 +377,7 @@ impl Core {
                 resends: 0,
                 hook_busy: false,
                 queued_replies: VecDeque::new(),
+                established: false,
             },
         );
         if let Some(entry) = self.servers.get_mut(&server_id) {

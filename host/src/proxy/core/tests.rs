@@ -323,6 +323,92 @@ fn replies_of_one_context_pass_the_reply_hook_in_order() {
     );
 }
 
+/// Hooks that pass every call at once and note the transaction keys they saw and the
+/// transactions the core said were over (with whether their dialog was).
+#[derive(Default)]
+struct Recording {
+    seen: Mutex<Vec<String>>,
+    ended: Mutex<Vec<(String, bool)>>,
+}
+
+impl FilterHooks for Recording {
+    fn applies(&self, _transport: &str, _local: SocketAddr) -> bool {
+        true
+    }
+
+    fn submit(&self, call: HookCall, done: HookDone) -> Submitted {
+        let key = call.ctx().transaction_key.clone();
+        self.seen.lock().expect("seen").push(key);
+        done(HookResult {
+            call,
+            decision: Decision::Continue,
+        });
+        Submitted::Queued
+    }
+
+    fn transaction_ended(&self, ctx: &HookContext, dialog_over: bool) {
+        let key = ctx.transaction_key.clone();
+        self.ended.lock().expect("ended").push((key, dialog_over));
+    }
+}
+
+#[test]
+fn a_closed_transaction_is_reported_so_its_filter_state_can_go() {
+    let hooks = Arc::new(Recording::default());
+    let mut h = harness(hooks.clone());
+    h.receive(
+        UAC,
+        &request("INVITE", "z9hG4bKe1", "call-e"),
+        Duration::ZERO,
+    );
+    let sent = h.decisions(Duration::ZERO);
+    let forwarded = requests_to(&sent, UAS)[0].clone();
+    h.receive(UAS, &answer(&forwarded, 180, "Ringing"), 10 * MS);
+    h.decisions(10 * MS);
+    assert!(
+        hooks.ended.lock().expect("ended").is_empty(),
+        "still ringing"
+    );
+    h.receive(UAS, &answer(&forwarded, 200, "OK"), 20 * MS);
+    assert_eq!(statuses(&h.decisions(20 * MS), UAC), [200]);
+    assert!(h.core.contexts.is_empty());
+    let seen = hooks.seen.lock().expect("seen").clone();
+    assert_eq!(seen.len(), 3, "request, 180, 200: {seen:?}");
+    assert!(seen.iter().all(|key| *key == seen[0]), "{seen:?}");
+    let invite_key = seen[0].clone();
+    assert_eq!(
+        *hooks.ended.lock().expect("ended"),
+        [(invite_key.clone(), false)],
+        "the call goes on: its dialog stays"
+    );
+
+    // The BYE's answer ends the dialog.
+    let bye = request("BYE", "z9hG4bKe2", "call-e").replace(
+        "To: <sip:bob@example.com>",
+        "To: <sip:bob@example.com>;tag=b1",
+    );
+    h.receive(UAC, &bye, 30 * MS);
+    let sent = h.decisions(30 * MS);
+    let forwarded = requests_to(&sent, UAS)[0].clone();
+    h.receive(UAS, &answer(&forwarded, 200, "OK"), 40 * MS);
+    assert_eq!(statuses(&h.decisions(40 * MS), UAC), [200]);
+    let ended = hooks.ended.lock().expect("ended").clone();
+    assert_eq!(ended.len(), 2, "{ended:?}");
+    assert_ne!(ended[1].0, invite_key);
+    assert!(ended[1].1, "BYE answered: dialog over");
+
+    // An initial INVITE that fails never made a dialog.
+    h.receive(UAC, &request("INVITE", "z9hG4bKe3", "call-f"), 50 * MS);
+    let sent = h.decisions(50 * MS);
+    let forwarded = requests_to(&sent, UAS)[0].clone();
+    h.receive(UAS, &answer(&forwarded, 486, "Busy Here"), 60 * MS);
+    // The failure hook runs on the 486, then the 486 goes up.
+    assert_eq!(statuses(&h.decisions(60 * MS), UAC), [486]);
+    let ended = hooks.ended.lock().expect("ended").clone();
+    assert_eq!(ended.len(), 3, "{ended:?}");
+    assert!(ended[2].1, "failed initial INVITE: dialog over");
+}
+
 #[test]
 fn max_forwards_zero_gets_483_and_malformed_gets_400() {
     let mut h = harness(Arc::new(NoFilters));
