@@ -187,19 +187,9 @@ async fn calls_spread_over_the_shards_and_each_finishes_on_its_own() {
         } else {
             uas.send(proxy.udp, &answer(request, 180, "Ringing", &uas))
                 .await;
-            let cancel = sip(
-                &[
-                    &format!("CANCEL {ruri} SIP/2.0"),
-                    &format!("Via: SIP/2.0/UDP {};branch=z9hG4bKsp{i};rport", uac.addr),
-                    "Max-Forwards: 70",
-                    "From: <sip:alice@example.com>;tag=a1",
-                    "To: <sip:bob@example.com>",
-                    &format!("Call-ID: {call_id}"),
-                    "CSeq: 1 CANCEL",
-                ],
-                "",
-            );
-            uac.send(proxy.udp, &cancel).await;
+            let branch = format!("z9hG4bKsp{i}");
+            uac.send(proxy.udp, &cancel_for(&uac, &ruri, &branch, &call_id))
+                .await;
             // Skipping the ACKs of earlier 487s.
             let cancelled = loop {
                 let msg = uas.recv().await;
@@ -340,18 +330,7 @@ async fn cancel_is_answered_and_propagated_yielding_487() {
         .await;
     assert_eq!(uac.recv().await.status(), Some(180));
 
-    let cancel = sip(
-        &[
-            &format!("CANCEL {ruri} SIP/2.0"),
-            &format!("Via: SIP/2.0/UDP {};branch=z9hG4bKc1;rport", uac.addr),
-            "Max-Forwards: 70",
-            "From: <sip:alice@example.com>;tag=a1",
-            "To: <sip:bob@example.com>",
-            "Call-ID: call-c",
-            "CSeq: 1 CANCEL",
-        ],
-        "",
-    );
+    let cancel = cancel_for(&uac, &ruri, "z9hG4bKc1", "call-c");
     uac.send(proxy.udp, &cancel).await;
     let cancel_ok = uac.recv().await;
     assert_eq!(cancel_ok.status(), Some(200));
@@ -390,8 +369,8 @@ fn top_branch(msg: &Message) -> Option<String> {
     msg.top_via().and_then(|v| v.branch().map(str::to_owned))
 }
 
-/// A CANCEL on `branch` whose INVITE this proxy never saw.
-fn lone_cancel(uac: &Peer, ruri: &str, branch: &str, call_id: &str) -> String {
+/// A CANCEL from `uac` for its INVITE on `branch`.
+fn cancel_for(uac: &Peer, ruri: &str, branch: &str, call_id: &str) -> String {
     sip(
         &[
             &format!("CANCEL {ruri} SIP/2.0"),
@@ -411,7 +390,7 @@ async fn cancel_without_transaction_is_forwarded_statelessly() {
     let (uac, uas) = (Peer::new().await, Peer::new().await);
     let proxy = start(&default_route(&uas), Arc::new(NoFilters)).await;
     let ruri = format!("sip:bob@{}", proxy.udp);
-    let cancel = lone_cancel(&uac, &ruri, "z9hG4bKlone1", "call-lone");
+    let cancel = cancel_for(&uac, &ruri, "z9hG4bKlone1", "call-lone");
     uac.send(proxy.udp, &cancel).await;
 
     let first = uas.recv().await;
@@ -438,7 +417,7 @@ async fn cancel_without_transaction_is_forwarded_statelessly() {
     assert_eq!(top_branch(&again).as_deref(), Some(branch.as_str()));
     uac.send(
         proxy.udp,
-        &lone_cancel(&uac, &ruri, "z9hG4bKlone2", "call-lone-2"),
+        &cancel_for(&uac, &ruri, "z9hG4bKlone2", "call-lone-2"),
     )
     .await;
     let other = uas.recv().await;

@@ -112,6 +112,16 @@ impl Harness {
             .collect()
     }
 
+    /// A request from the UAC passed by the filters, forwarded, and answered `status` by the
+    /// UAS 10 ms later: the statuses the UAC got once the filters decided on the answer.
+    fn answered(&mut self, text: &str, status: u16, reason: &str, at: Duration) -> Vec<u16> {
+        self.receive(UAC, text, at);
+        let sent = self.decisions(at);
+        let forwarded = requests_to(&sent, UAS)[0].clone();
+        self.receive(UAS, &answer(&forwarded, status, reason), at + 10 * MS);
+        statuses(&self.decisions(at + 10 * MS), UAC)
+    }
+
     /// A request the host itself originates (a filter's send-request), sent as `how` says.
     fn originate(
         &mut self,
@@ -387,23 +397,16 @@ fn a_closed_transaction_is_reported_so_its_filter_state_can_go() {
         "To: <sip:bob@example.com>",
         "To: <sip:bob@example.com>;tag=b1",
     );
-    h.receive(UAC, &bye, 30 * MS);
-    let sent = h.decisions(30 * MS);
-    let forwarded = requests_to(&sent, UAS)[0].clone();
-    h.receive(UAS, &answer(&forwarded, 200, "OK"), 40 * MS);
-    assert_eq!(statuses(&h.decisions(40 * MS), UAC), [200]);
+    assert_eq!(h.answered(&bye, 200, "OK", 30 * MS), [200]);
     let ended = hooks.ended.lock().expect("ended").clone();
     assert_eq!(ended.len(), 2, "{ended:?}");
     assert_ne!(ended[1].0, invite_key);
     assert!(ended[1].1, "BYE answered: dialog over");
 
     // An initial INVITE that fails never made a dialog.
-    h.receive(UAC, &request("INVITE", "z9hG4bKe3", "call-f"), 50 * MS);
-    let sent = h.decisions(50 * MS);
-    let forwarded = requests_to(&sent, UAS)[0].clone();
-    h.receive(UAS, &answer(&forwarded, 486, "Busy Here"), 60 * MS);
+    let invite = request("INVITE", "z9hG4bKe3", "call-f");
     // The failure hook runs on the 486, then the 486 goes up.
-    assert_eq!(statuses(&h.decisions(60 * MS), UAC), [486]);
+    assert_eq!(h.answered(&invite, 486, "Busy Here", 50 * MS), [486]);
     let ended = hooks.ended.lock().expect("ended").clone();
     assert_eq!(ended.len(), 3, "{ended:?}");
     assert!(ended[2].1, "failed initial INVITE: dialog over");
