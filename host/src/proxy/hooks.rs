@@ -148,8 +148,9 @@ pub trait FilterHooks: Send + Sync {
     /// The proxy transaction `ctx.transaction_key` is over: no hook names it again, so what
     /// the filters keep for it (transaction variables) can go now rather than when it
     /// expires; with `dialog_over` (a BYE answered, an initial INVITE that got no 2xx) so
-    /// can what they keep for its dialog (`ctx.dialog_key`). Called for transactions on
-    /// sockets where [`FilterHooks::applies`] holds.
+    /// can what they keep for its dialog (`ctx.dialog_key`). Called for every transaction
+    /// that had a response context; hooks without state keep the default, which does
+    /// nothing.
     fn transaction_ended(&self, _ctx: &HookContext, _dialog_over: bool) {}
 }
 

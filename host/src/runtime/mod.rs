@@ -357,8 +357,9 @@ impl FilterHooks for Runtime {
         }
     }
 
+    /// One socket → tenant lookup, as in `applies`: a tenant without filters keeps nothing.
     fn transaction_ended(&self, ctx: &HookContext, dialog_over: bool) {
-        let Some(tenant) = self.tenant_for(ctx) else {
+        let Some(tenant) = self.tenant_for(ctx).filter(|t| !t.filters.is_empty()) else {
             return;
         };
         tenant.shared.transaction_vars.clear(&ctx.transaction_key);

@@ -476,13 +476,11 @@ impl Core {
             if let Some(server) = self.servers.get_mut(&ctx.server) {
                 server.context = None;
             }
-            if self.hooks.applies(ctx.hook.transport, ctx.hook.local) {
-                // A BYE's final ends its dialog whatever the status (RFC 3261 §15.1.2: a
-                // 481 or 408 ends it too); an initial INVITE without a 2xx never made one.
-                let dialog_over = ctx.request.method() == Some(&Method::Bye)
-                    || (ctx.is_invite && !ctx.established && ctx.request.to_tag().is_none());
-                self.hooks.transaction_ended(&ctx.hook, dialog_over);
-            }
+            // A BYE's final ends its dialog whatever the status (RFC 3261 §15.1.2: a 481 or
+            // 408 ends it too); an initial INVITE without a 2xx never made one.
+            let dialog_over = ctx.request.method() == Some(&Method::Bye)
+                || (ctx.is_invite && !ctx.established && ctx.request.to_tag().is_none());
+            self.hooks.transaction_ended(&ctx.hook, dialog_over);
         }
     }
 }

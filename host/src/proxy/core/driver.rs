@@ -251,6 +251,13 @@ impl Shard {
         let _ = self.inboxes[shard].send(handoff);
     }
 
+    /// Hands every other shard its own copy of a hand-off.
+    fn hand_to_others(&self, handoff: impl Fn() -> Handoff) {
+        for shard in (0..self.map.count()).filter(|&s| s != self.index) {
+            self.hand_off(shard, handoff());
+        }
+    }
+
     /// A TCP task's event (shard 0): a message goes to its owner, a connection opened or
     /// closed to every shard, since any of them may send on it.
     fn on_tcp_event(&mut self, event: TransportEvent, now: Instant) {
@@ -258,9 +265,7 @@ impl Shard {
             self.deliver(data, source, now);
             return;
         }
-        for shard in (0..self.map.count()).filter(|&s| s != self.index) {
-            self.hand_off(shard, Handoff::Transport(event.clone()));
-        }
+        self.hand_to_others(|| Handoff::Transport(event.clone()));
         self.on_connection_event(event, now);
     }
 
@@ -277,10 +282,8 @@ impl Shard {
                 .call_id()
                 .map_or(self.index, |id| self.map.shard_of_call_id(id.as_bytes())),
             Command::Shutdown { grace } => {
-                for shard in (0..self.map.count()).filter(|&s| s != self.index) {
-                    let grace = *grace;
-                    self.hand_off(shard, Handoff::Command(Command::Shutdown { grace }));
-                }
+                let grace = *grace;
+                self.hand_to_others(|| Handoff::Command(Command::Shutdown { grace }));
                 self.index
             }
         };
@@ -322,9 +325,7 @@ impl Shard {
         if front.drained + 1 < self.map.count() {
             return false;
         }
-        for shard in 1..self.map.count() {
-            self.hand_off(shard, Handoff::Stop);
-        }
+        self.hand_to_others(|| Handoff::Stop);
         true
     }
 
