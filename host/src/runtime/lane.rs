@@ -77,14 +77,14 @@ pub fn spawn_lane(
 pub const WORKER_NICE: i32 = 5;
 
 /// Lowers the calling thread's priority by [`WORKER_NICE`] (Linux: the nice
-/// value is per thread). Failing that, the worker runs at the normal priority.
-fn lower_priority() {
+/// value is per thread). Failing that, the thread runs at the normal priority.
+pub(crate) fn lower_priority() {
     // SAFETY: plain syscalls on the calling thread's own id.
     unsafe {
         let tid = libc::gettid() as libc::id_t;
         let current = libc::getpriority(libc::PRIO_PROCESS, tid);
         if libc::setpriority(libc::PRIO_PROCESS, tid, current + WORKER_NICE) != 0 {
-            tracing::debug!("cannot lower a filter worker's priority");
+            tracing::debug!("cannot lower a filter thread's priority");
         }
     }
 }

@@ -58,6 +58,9 @@ impl Services {
         std::thread::Builder::new()
             .name("siphost-spares".into())
             .spawn(move || {
+                // Making spares is filter work: a tenant that traps on every
+                // message must not take CPU from the proxy's message path.
+                super::lane::lower_priority();
                 while let Ok(job) = jobs.recv() {
                     job();
                 }
