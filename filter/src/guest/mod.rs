@@ -22,6 +22,15 @@ thread_local! {
 }
 
 /// Runs the event rules of `name` (a registration outcome) with `vars` as `$event(...)`.
+/// Whether the configured rules wait for event `name`.
+fn handles_event(name: &str) -> bool {
+    UAC.with(|u| {
+        u.borrow()
+            .as_ref()
+            .is_some_and(|uac| uac.handles_event(name))
+    })
+}
+
 fn raise_event(name: &str, vars: &[(String, String)]) {
     UAC.with(|u| {
         if let Some(uac) = u.borrow().as_ref() {
@@ -145,26 +154,63 @@ impl HostState for WitHost {
         }
     }
     fn send_request(&mut self, request: &OutgoingRequest) -> Result<u64, String> {
-        send_request(request)
+        send_request(RequestParts::from(&mut request.clone()))
     }
 }
 
-/// `transport.send-request-planned` with everything `request` says (uac_req_send's and the
-/// registrations' requests alike).
-fn send_request(request: &OutgoingRequest) -> Result<u64, String> {
+/// A request's parts, borrowed so that [`send_request`] can move them into the WIT
+/// records and back: the call copies them into the host anyway, and a registration keeps
+/// its REGISTER for the resend, so nothing is copied in the filter.
+pub(crate) struct RequestParts<'a> {
+    pub method: &'a mut String,
+    pub request_uri: &'a mut String,
+    pub headers: &'a mut Vec<(String, String)>,
+    pub body: &'a mut Vec<u8>,
+    pub next_hop: &'a mut Option<String>,
+    pub local_socket: &'a mut Option<String>,
+    pub timeout_ms: Option<u32>,
+    pub invite_timeout_ms: Option<u32>,
+}
+
+impl<'a> From<&'a mut OutgoingRequest> for RequestParts<'a> {
+    fn from(r: &'a mut OutgoingRequest) -> Self {
+        RequestParts {
+            method: &mut r.method,
+            request_uri: &mut r.request_uri,
+            headers: &mut r.headers,
+            body: &mut r.body,
+            next_hop: &mut r.next_hop,
+            local_socket: &mut r.local_socket,
+            timeout_ms: r.timeout_ms,
+            invite_timeout_ms: r.invite_timeout_ms,
+        }
+    }
+}
+
+/// `transport.send-request-planned` with everything the request says (uac_req_send's and
+/// the registrations' requests alike).
+fn send_request(parts: RequestParts<'_>) -> Result<u64, String> {
+    use std::mem::take;
     let wit = WitRequest {
-        method: request.method.clone(),
-        request_uri: request.request_uri.clone(),
-        headers: request.headers.clone(),
-        body: request.body.clone(),
-        next_hop: request.next_hop.clone(),
+        method: take(parts.method),
+        request_uri: take(parts.request_uri),
+        headers: take(parts.headers),
+        body: take(parts.body),
+        next_hop: parts.next_hop.take(),
     };
     let plan = SendPlan {
-        timeout_ms: request.timeout_ms,
-        invite_timeout_ms: request.invite_timeout_ms,
-        local_socket: request.local_socket.clone(),
+        timeout_ms: parts.timeout_ms,
+        invite_timeout_ms: parts.invite_timeout_ms,
+        local_socket: parts.local_socket.take(),
     };
-    transport::send_request_planned(&wit, &plan)
+    let sent = transport::send_request_planned(&wit, &plan);
+    *parts.method = wit.method;
+    *parts.request_uri = wit.request_uri;
+    *parts.headers = wit.headers;
+    *parts.body = wit.body;
+    *parts.next_hop = wit.next_hop;
+    *parts.local_socket = plan.local_socket;
+    sent
 }
 
 fn context(ctx: WitContext) -> Context {

@@ -9,7 +9,7 @@ use super::siphost::filter::log::{self, Level};
 use super::siphost::filter::registrations as wit;
 use super::siphost::filter::types::Message;
 use crate::digest::to_hex;
-use crate::host::{HostState, OutgoingRequest};
+use crate::host::HostState;
 use crate::reg::machine::{DueReason, Fresh, Outgoing, Registrar, Reply, ReplyOutcome};
 use crate::reg::params::RegParams;
 use crate::reg::rpc;
@@ -202,16 +202,16 @@ fn warn(message: &str) {
 /// A resend (401/407/423) goes out the same way, at once.
 fn send(registrar: &mut Registrar, mut outgoing: Outgoing) {
     loop {
-        let request = &outgoing.request;
-        let sent = super::send_request(&OutgoingRequest {
-            method: request.method.clone(),
-            request_uri: request.request_uri.clone(),
-            headers: request.headers.clone(),
-            body: request.body.clone(),
-            next_hop: request.next_hop.clone(),
+        let request = &mut outgoing.request;
+        let sent = super::send_request(super::RequestParts {
+            method: &mut request.method,
+            request_uri: &mut request.request_uri,
+            headers: &mut request.headers,
+            body: &mut request.body,
+            next_hop: &mut request.next_hop,
+            local_socket: &mut request.socket,
             timeout_ms: None,
             invite_timeout_ms: None,
-            local_socket: request.socket.clone(),
         });
         match sent {
             Ok(request_id) => {
@@ -307,6 +307,10 @@ pub fn on_local_reply(request_id: u64, reply: &Message) -> bool {
 /// `uac:reg-ok` / `uac:reg-failed` for the event rules, with the record's
 /// names (never its credentials) in `$event(...)`.
 fn raise_registration_event(id: RecordId, event: &str, status: u16, reason: String, expires: u32) {
+    // Most configurations have no event rule: then the record is not fetched at all.
+    if !super::handles_event(event) {
+        return;
+    }
     let Some((account, _)) = WitStore.get_by_id(id) else {
         return;
     };

@@ -2,6 +2,7 @@
 //! accessors, edited by recording changed header entries, and serialized by copying every
 //! untouched line verbatim.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use bytes::Bytes;
@@ -927,7 +928,7 @@ impl Message {
             return false;
         };
         let unsafe_char = |c: char| c.is_whitespace() || matches!(c, ';' | ',' | '\0');
-        let value: Option<std::borrow::Cow<'_, str>> = value.map(|v| {
+        let value: Option<Cow<'_, str>> = value.map(|v| {
             if v.contains(unsafe_char) {
                 v.replace(unsafe_char, "").into()
             } else {
@@ -1121,6 +1122,19 @@ impl Message {
     /// A new request with only a Request-Line; add headers with the edit methods. Whitespace
     /// and control characters are dropped from `uri`.
     pub fn request(method: Method, uri: &str) -> Message {
+        Self::request_with_headers(method, uri, std::iter::empty())
+    }
+
+    /// A request with these header lines, in order, laid out in one buffer: what
+    /// [`Message::request`] and an [`Message::append_header`] per line give, without an
+    /// allocation per line (a filter's REGISTER is built this way on every refresh). Names
+    /// and values are cleaned as `append_header` cleans them; a name with nothing left is
+    /// skipped.
+    pub fn request_with_headers<'a>(
+        method: Method,
+        uri: &str,
+        headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Message {
         let mut b = Builder::default();
         let uri: String = uri
             .chars()
@@ -1137,6 +1151,9 @@ impl Message {
             uri: Text::span(us, ue),
             raw: Some((0, b.buf.len())),
         };
+        for (name, value) in headers {
+            b.named(name, value);
+        }
         b.finish(start)
     }
 }
@@ -1325,6 +1342,39 @@ impl Builder {
         self.buf.extend_from_slice(b"\r\n");
         self.headers.push(Entry {
             kind,
+            name: Text::span(s, ne),
+            value: Text::span(vs, ve),
+            raw: Some((s as u32, self.buf.len() as u32)),
+        });
+    }
+
+    /// A line under the name given (a compact or unknown name stays as written).
+    fn named(&mut self, name: &str, value: &str) {
+        // Borrowed when already clean, which a name and value almost always are.
+        let name = if !name.is_empty() && name.bytes().all(is_token_byte) {
+            Cow::Borrowed(name)
+        } else {
+            match clean_name(name) {
+                Some(cleaned) => Cow::Owned(cleaned),
+                None => return,
+            }
+        };
+        let trimmed = trim_lws(value);
+        let value = if trimmed.bytes().any(|c| matches!(c, b'\r' | b'\n')) {
+            Cow::Owned(clean_value(trimmed).into_string())
+        } else {
+            Cow::Borrowed(trimmed)
+        };
+        let s = self.buf.len();
+        self.buf.extend_from_slice(name.as_bytes());
+        let ne = self.buf.len();
+        self.buf.extend_from_slice(b": ");
+        let vs = self.buf.len();
+        self.buf.extend_from_slice(value.as_bytes());
+        let ve = self.buf.len();
+        self.buf.extend_from_slice(b"\r\n");
+        self.headers.push(Entry {
+            kind: HeaderKind::of(name.as_bytes()),
             name: Text::span(s, ne),
             value: Text::span(vs, ve),
             raw: Some((s as u32, self.buf.len() as u32)),

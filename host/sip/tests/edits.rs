@@ -290,3 +290,33 @@ fn errors_say_what_and_where() {
     .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unterminated);
 }
+
+#[test]
+fn a_request_built_in_one_buffer_equals_one_built_line_by_line() {
+    let lines = [
+        ("From", "<sip:alice@example.com>;tag=1"),
+        ("To", " <sip:alice@example.com> "),
+        ("i", "abc@host"),
+        ("CSeq", "7 REGISTER"),
+        ("X-Unknown", "with\r\nline break"),
+        ("Bad Name:", "kept under its cleaned name"),
+        (" :", "dropped: no name left"),
+        ("Contact", "<sip:x@127.0.0.1:5060>;expires=60"),
+    ];
+    let built = Message::request_with_headers(Method::Register, "sip:example.com", lines);
+    let mut edited = Message::request(Method::Register, "sip:example.com");
+    for (name, value) in lines {
+        edited.append_header(name, value);
+    }
+    assert_eq!(text(&built.to_bytes()), text(&edited.to_bytes()));
+    assert_eq!(built.call_id(), Some("abc@host"));
+    assert_eq!(built.header("To"), Some("<sip:alice@example.com>"));
+    assert_eq!(built.header("X-Unknown"), Some("with  line break"));
+    assert_eq!(built.header("BadName"), Some("kept under its cleaned name"));
+    assert_eq!(built.headers("Contact").count(), 1);
+    // Edits after building work as on any message.
+    let mut built = built;
+    built.prepend_header("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK1");
+    let parsed = Message::parse(built.to_bytes()).expect("a well-formed request");
+    assert_eq!(parsed.cseq().map(|c| c.0), Some(7));
+}

@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use siphost_sip::Message;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::access::AccessCounters;
@@ -38,13 +39,17 @@ pub enum SendError {
     Timeout,
 }
 
+/// Where the final reply to a locally originated request goes: called once, on the
+/// proxy's thread that finished the transaction, so it must not block.
+pub type ReplySink = Box<dyn FnOnce(Result<Answered, SendError>) + Send>;
+
 /// What the core is asked to do from outside.
 pub(crate) enum Command {
     SendRequest {
         // Boxed: a parsed message is large, and commands are rare beside datagrams.
         request: Box<Message>,
         how: Origination,
-        reply: oneshot::Sender<Result<Answered, SendError>>,
+        reply: ReplySink,
     },
     Shutdown {
         grace: Duration,
@@ -66,6 +71,13 @@ pub struct Origination {
     /// Once an INVITE got a provisional reply, give up when no further reply has come this
     /// long after the last one (each 1xx restarts it) and CANCEL it; none: RFC 3261's Timer C.
     pub invite_timeout: Option<Duration>,
+}
+
+/// Tells the sender of a request the core never got that the proxy is not running.
+fn refuse(command: Command) {
+    if let Command::SendRequest { reply, .. } = command {
+        reply(Err(SendError::Stopped));
+    }
 }
 
 /// The final response to a locally originated request, and the peer it came from.
@@ -145,6 +157,9 @@ impl ProxyHandle {
         how: Origination,
     ) -> Result<Answered, SendError> {
         let (reply, wait) = oneshot::channel();
+        let reply: ReplySink = Box::new(move |answer| {
+            let _ = reply.send(answer);
+        });
         self.commands
             .send(Command::SendRequest {
                 request: Box::new(request),
@@ -154,6 +169,38 @@ impl ProxyHandle {
             .await
             .map_err(|_| SendError::Stopped)?;
         wait.await.map_err(|_| SendError::Stopped)?
+    }
+
+    /// [`ProxyHandle::send_request`] for a caller on a thread of its own (a filter worker):
+    /// `reply` gets the outcome from the core directly, with no task in between. When the
+    /// command queue is full the caller waits for room (inside a tokio runtime, a task waits
+    /// instead).
+    pub fn send_request_then(&self, request: Message, how: Origination, reply: ReplySink) {
+        let command = Command::SendRequest {
+            request: Box::new(request),
+            how,
+            reply,
+        };
+        let refused = match self.commands.try_send(command) {
+            Ok(()) => return,
+            Err(TrySendError::Closed(command)) => command,
+            Err(TrySendError::Full(command)) => match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    let commands = self.commands.clone();
+                    runtime.spawn(async move {
+                        if let Err(refused) = commands.send(command).await {
+                            refuse(refused.0);
+                        }
+                    });
+                    return;
+                }
+                Err(_) => match self.commands.blocking_send(command) {
+                    Ok(()) => return,
+                    Err(refused) => refused.0,
+                },
+            },
+        };
+        refuse(refused);
     }
 
     /// Asks the core to stop taking new transactions and to exit once in-flight ones have

@@ -7,7 +7,9 @@ pub mod hooks;
 pub mod routing;
 
 pub use self::core::{MAX_SHARDS, Proxy, ProxyError};
-pub use handle::{Answered, CommandReceiver, Origination, ProxyHandle, ProxyStats, SendError};
+pub use handle::{
+    Answered, CommandReceiver, Origination, ProxyHandle, ProxyStats, ReplySink, SendError,
+};
 
 #[cfg(test)]
 mod tests;

@@ -11,10 +11,8 @@ pub mod state;
 pub mod tenant;
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -94,32 +92,26 @@ pub enum SendFailure {
     Refused(String),
 }
 
-/// A boxed future, as returned by [`RequestSender::send_request`].
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+/// Where the outcome of a request a filter originated goes: the final reply and the peer
+/// it came from, or why there is none. Called once, from any thread; it must not block.
+pub type SendDone = Box<dyn FnOnce(Result<Answered, SendFailure>) + Send>;
 
 /// Sends requests filters originate (`transport.send-request`); the proxy's
-/// handle implements it. Returns the final reply and the peer it came from.
+/// handle implements it.
 pub trait RequestSender: Send + Sync {
-    fn send_request(
-        &self,
-        request: Message,
-        how: Origination,
-    ) -> BoxFuture<Result<Answered, SendFailure>>;
+    fn send_request(&self, request: Message, how: Origination, done: SendDone);
 }
 
-/// The proxy sends filters' requests in client transactions of its own.
+/// The proxy sends filters' requests in client transactions of its own. The core calls
+/// `done` itself when the transaction ends: no task waits in between, so a REGISTER costs
+/// no task and no extra thread wake-up.
 impl RequestSender for crate::proxy::ProxyHandle {
-    fn send_request(
-        &self,
-        request: Message,
-        how: Origination,
-    ) -> BoxFuture<Result<Answered, SendFailure>> {
-        let handle = self.clone();
-        Box::pin(async move {
-            handle
-                .send_request(request, how)
-                .await
-                .map_err(|e| match e {
+    fn send_request(&self, request: Message, how: Origination, done: SendDone) {
+        self.send_request_then(
+            request,
+            how,
+            Box::new(move |outcome| {
+                done(outcome.map_err(|e| match e {
                     SendError::Timeout => SendFailure::Timeout,
                     SendError::Transport(_) | SendError::Unresolved(_) | SendError::Stopped => {
                         SendFailure::Transport(e.to_string())
@@ -129,8 +121,9 @@ impl RequestSender for crate::proxy::ProxyHandle {
                     | SendError::NextHop(_)
                     | SendError::NoListener(_)
                     | SendError::NoSuchListener(..) => SendFailure::Refused(e.to_string()),
-                })
-        })
+                }))
+            }),
+        );
     }
 }
 

@@ -215,9 +215,6 @@ impl TenantShared {
         message: Message,
         how: Origination,
     ) -> Result<u64, String> {
-        let Some(handle) = self.services.tokio.clone() else {
-            return Err("sending requests needs the host's async runtime".into());
-        };
         let sender = self
             .services
             .sender
@@ -241,8 +238,7 @@ impl TenantShared {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let shared = self.clone();
         let original = message.clone();
-        handle.spawn(async move {
-            let outcome = sender.send_request(message, how).await;
+        let done: super::SendDone = Box::new(move |outcome| {
             shared.pending_requests.fetch_sub(1, Ordering::AcqRel);
             let (reply, origin) = match outcome {
                 Ok(answered) => (
@@ -268,6 +264,7 @@ impl TenantShared {
                 events.local_reply(lane, filter, id, reply, origin);
             }
         });
+        sender.send_request(message, how, done);
         Ok(id)
     }
 }

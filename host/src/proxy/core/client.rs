@@ -27,7 +27,7 @@ pub(super) enum Owner {
 /// Who waits for a locally originated request's final response.
 pub(super) struct LocalOwner {
     /// Taken when the final response (or the failure) is delivered.
-    pub(super) reply: Option<oneshot::Sender<Result<Answered, SendError>>>,
+    pub(super) reply: Option<ReplySink>,
     /// Kamailio's fr_inv_timeout: each provisional response to the INVITE restarts it.
     pub(super) invite_timeout: Option<Duration>,
 }
@@ -238,7 +238,7 @@ impl Core {
                     } else {
                         SendError::Transport(entry.dest.remote)
                     };
-                    let _ = reply.send(Err(error));
+                    reply(Err(error));
                 }
             }
             Owner::Cancel => {}
@@ -256,7 +256,7 @@ impl Core {
                     entry.finished = true;
                     self.timers.cancel(&TimerKey::ProxyC(id));
                     if let Some(reply) = local.reply.take() {
-                        let _ = reply.send(Ok(Answered {
+                        reply(Ok(Answered {
                             response,
                             transport: entry.dest.kind,
                             peer: entry.dest.remote,

@@ -19,9 +19,11 @@ use siphost_transaction::{
     ClientAction, ClientTransaction, ConfigError as TimerConfigError, Kind, ServerAction,
     ServerTransaction, TimerConfig, TimerQueue,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use super::handle::{Answered, Command, CommandReceiver, Origination, ProxyStats, SendError};
+use super::handle::{
+    Answered, Command, CommandReceiver, Origination, ProxyStats, ReplySink, SendError,
+};
 #[cfg(test)]
 use super::hooks::OVERLOAD_RETRY_AFTER;
 use super::hooks::{Decision, FilterHooks, HookCall, HookContext, HookDone, HookResult, Submitted};
@@ -116,7 +118,7 @@ enum Job {
     Local {
         request: Message,
         how: Origination,
-        reply: oneshot::Sender<Result<Answered, SendError>>,
+        reply: ReplySink,
     },
 }
 
@@ -609,7 +611,7 @@ impl Core {
         &mut self,
         mut request: Message,
         how: Origination,
-        reply: oneshot::Sender<Result<Answered, SendError>>,
+        reply: ReplySink,
         now: Instant,
     ) {
         let invalid = |why: &'static str| Err(SendError::Invalid(why));
@@ -629,7 +631,7 @@ impl Core {
             Ok(())
         };
         if let Err(e) = check {
-            let _ = reply.send(Err(e));
+            reply(Err(e));
             return;
         }
         if request.max_forwards().is_none() {
@@ -640,7 +642,7 @@ impl Core {
             None => match self.router.next_hop(&request, &self.us) {
                 Ok(hop) => hop,
                 Err(e) => {
-                    let _ = reply.send(Err(SendError::NoRoute(e.0)));
+                    reply(Err(SendError::NoRoute(e.0)));
                     return;
                 }
             },
@@ -686,7 +688,7 @@ impl Core {
             Job::Branch { ctx, .. } => self.branch_failed(ctx, None, status, now),
             Job::Stateless { .. } => tracing::debug!(%why, "stateless request not forwarded"),
             Job::Local { reply, .. } => {
-                let _ = reply.send(Err(why));
+                reply(Err(why));
             }
         }
     }
@@ -730,14 +732,14 @@ impl Core {
                 let listener = match listener {
                     Ok(index) if self.listeners[index].kind == kind => index,
                     Ok(index) => {
-                        let _ = reply.send(Err(SendError::NoSuchListener(
+                        reply(Err(SendError::NoSuchListener(
                             kind,
                             self.listeners[index].local,
                         )));
                         return;
                     }
                     Err(why) => {
-                        let _ = reply.send(Err(why));
+                        reply(Err(why));
                         return;
                     }
                 };
@@ -756,7 +758,7 @@ impl Core {
                     .top_via()
                     .and_then(|v| v.branch().map(Box::<str>::from))
                 else {
-                    let _ = reply.send(Err(SendError::Invalid("no Via")));
+                    reply(Err(SendError::Invalid("no Via")));
                     return;
                 };
                 let kind_of_request = request.method().map_or(Kind::NonInvite, kind_of);

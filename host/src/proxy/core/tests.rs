@@ -5,6 +5,7 @@ use std::sync::Mutex;
 
 use super::*;
 use crate::proxy::hooks::NoFilters;
+use tokio::sync::oneshot;
 
 const PROXY: &str = "127.0.0.1:5060";
 /// A second UDP listener, for requests that name the socket to leave from.
@@ -139,7 +140,9 @@ impl Harness {
         let command = Command::SendRequest {
             request: Box::new(request),
             how,
-            reply,
+            reply: Box::new(move |answer| {
+                let _ = reply.send(answer);
+            }),
         };
         self.core.on_command(command, self.t0 + at);
         answered

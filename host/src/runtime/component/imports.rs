@@ -780,17 +780,23 @@ fn build_request(request: &transport::OutgoingRequest) -> Result<Message, String
             request.request_uri
         ));
     }
-    let mut message = Message::request(Method::from(request.method.as_str()), &request.request_uri);
     for (name, value) in &request.headers {
         token("header name", name)?;
         if value.contains(['\r', '\n']) {
             return Err(format!("header {name:?} has a line break in its value"));
         }
-        if name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("l") {
-            continue;
-        }
-        message.append_header(name, value);
     }
+    let mut message = Message::request_with_headers(
+        Method::from(request.method.as_str()),
+        &request.request_uri,
+        request
+            .headers
+            .iter()
+            .filter(|(name, _)| {
+                !name.eq_ignore_ascii_case("content-length") && !name.eq_ignore_ascii_case("l")
+            })
+            .map(|(name, value)| (name.as_str(), value.as_str())),
+    );
     if !request.body.is_empty() {
         let content_type = message.header("Content-Type").map(str::to_string);
         message.set_body(Bytes::from(request.body.clone()), content_type.as_deref());
