@@ -40,8 +40,32 @@ pub enum SendError {
 }
 
 /// Where the final reply to a locally originated request goes: called once, on the
-/// proxy's thread that finished the transaction, so it must not block.
-pub type ReplySink = Box<dyn FnOnce(Result<Answered, SendError>) + Send>;
+/// proxy's thread that finished the transaction, so it must not block. A sink dropped
+/// unanswered (the core stopped with the request queued or in flight) answers
+/// [`SendError::Stopped`], so its sender always hears back.
+pub struct ReplySink(Option<Box<ReplyFn>>);
+
+type ReplyFn = dyn FnOnce(Result<Answered, SendError>) + Send;
+
+impl ReplySink {
+    pub fn new(f: impl FnOnce(Result<Answered, SendError>) + Send + 'static) -> Self {
+        ReplySink(Some(Box::new(f)))
+    }
+
+    pub fn send(mut self, answer: Result<Answered, SendError>) {
+        if let Some(f) = self.0.take() {
+            f(answer);
+        }
+    }
+}
+
+impl Drop for ReplySink {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(Err(SendError::Stopped));
+        }
+    }
+}
 
 /// What the core is asked to do from outside.
 pub(crate) enum Command {
@@ -71,13 +95,6 @@ pub struct Origination {
     /// Once an INVITE got a provisional reply, give up when no further reply has come this
     /// long after the last one (each 1xx restarts it) and CANCEL it; none: RFC 3261's Timer C.
     pub invite_timeout: Option<Duration>,
-}
-
-/// Tells the sender of a request the core never got that the proxy is not running.
-fn refuse(command: Command) {
-    if let Command::SendRequest { reply, .. } = command {
-        reply(Err(SendError::Stopped));
-    }
 }
 
 /// The final response to a locally originated request, and the peer it came from.
@@ -157,7 +174,7 @@ impl ProxyHandle {
         how: Origination,
     ) -> Result<Answered, SendError> {
         let (reply, wait) = oneshot::channel();
-        let reply: ReplySink = Box::new(move |answer| {
+        let reply = ReplySink::new(move |answer| {
             let _ = reply.send(answer);
         });
         self.commands
@@ -181,26 +198,21 @@ impl ProxyHandle {
             how,
             reply,
         };
-        let refused = match self.commands.try_send(command) {
-            Ok(()) => return,
-            Err(TrySendError::Closed(command)) => command,
+        // A command the core never gets drops its sink, which answers `Stopped`.
+        match self.commands.try_send(command) {
+            Ok(()) | Err(TrySendError::Closed(_)) => {}
             Err(TrySendError::Full(command)) => match tokio::runtime::Handle::try_current() {
                 Ok(runtime) => {
                     let commands = self.commands.clone();
                     runtime.spawn(async move {
-                        if let Err(refused) = commands.send(command).await {
-                            refuse(refused.0);
-                        }
+                        let _ = commands.send(command).await;
                     });
-                    return;
                 }
-                Err(_) => match self.commands.blocking_send(command) {
-                    Ok(()) => return,
-                    Err(refused) => refused.0,
-                },
+                Err(_) => {
+                    let _ = self.commands.blocking_send(command);
+                }
             },
-        };
-        refuse(refused);
+        }
     }
 
     /// Asks the core to stop taking new transactions and to exit once in-flight ones have

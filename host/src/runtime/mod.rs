@@ -110,7 +110,7 @@ impl RequestSender for crate::proxy::ProxyHandle {
         self.send_request_then(
             request,
             how,
-            Box::new(move |outcome| {
+            crate::proxy::ReplySink::new(move |outcome| {
                 done(outcome.map_err(|e| match e {
                     SendError::Timeout => SendFailure::Timeout,
                     SendError::Transport(_) | SendError::Unresolved(_) | SendError::Stopped => {

@@ -238,7 +238,7 @@ impl Core {
                     } else {
                         SendError::Transport(entry.dest.remote)
                     };
-                    reply(Err(error));
+                    reply.send(Err(error));
                 }
             }
             Owner::Cancel => {}
@@ -256,7 +256,7 @@ impl Core {
                     entry.finished = true;
                     self.timers.cancel(&TimerKey::ProxyC(id));
                     if let Some(reply) = local.reply.take() {
-                        reply(Ok(Answered {
+                        reply.send(Ok(Answered {
                             response,
                             transport: entry.dest.kind,
                             peer: entry.dest.remote,

@@ -631,7 +631,7 @@ impl Core {
             Ok(())
         };
         if let Err(e) = check {
-            reply(Err(e));
+            reply.send(Err(e));
             return;
         }
         if request.max_forwards().is_none() {
@@ -642,7 +642,7 @@ impl Core {
             None => match self.router.next_hop(&request, &self.us) {
                 Ok(hop) => hop,
                 Err(e) => {
-                    reply(Err(SendError::NoRoute(e.0)));
+                    reply.send(Err(SendError::NoRoute(e.0)));
                     return;
                 }
             },
@@ -688,7 +688,7 @@ impl Core {
             Job::Branch { ctx, .. } => self.branch_failed(ctx, None, status, now),
             Job::Stateless { .. } => tracing::debug!(%why, "stateless request not forwarded"),
             Job::Local { reply, .. } => {
-                reply(Err(why));
+                reply.send(Err(why));
             }
         }
     }
@@ -732,14 +732,14 @@ impl Core {
                 let listener = match listener {
                     Ok(index) if self.listeners[index].kind == kind => index,
                     Ok(index) => {
-                        reply(Err(SendError::NoSuchListener(
+                        reply.send(Err(SendError::NoSuchListener(
                             kind,
                             self.listeners[index].local,
                         )));
                         return;
                     }
                     Err(why) => {
-                        reply(Err(why));
+                        reply.send(Err(why));
                         return;
                     }
                 };
@@ -758,7 +758,7 @@ impl Core {
                     .top_via()
                     .and_then(|v| v.branch().map(Box::<str>::from))
                 else {
-                    reply(Err(SendError::Invalid("no Via")));
+                    reply.send(Err(SendError::Invalid("no Via")));
                     return;
                 };
                 let kind_of_request = request.method().map_or(Kind::NonInvite, kind_of);

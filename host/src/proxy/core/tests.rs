@@ -140,7 +140,7 @@ impl Harness {
         let command = Command::SendRequest {
             request: Box::new(request),
             how,
-            reply: Box::new(move |answer| {
+            reply: ReplySink::new(move |answer| {
                 let _ = reply.send(answer);
             }),
         };
@@ -691,6 +691,16 @@ fn a_local_request_without_a_reply_ends_at_fr_timeout() {
     // It is over: no retransmission after the time-out.
     assert!(requests_to(&h.timers(10_000 * MS), UAS).is_empty());
     assert!(h.core.clients.is_empty());
+}
+
+#[test]
+fn a_local_request_in_flight_when_the_core_stops_is_answered_stopped() {
+    let mut h = harness(Arc::new(NoFilters));
+    let mut answered = h.originate("MESSAGE", Origination::default(), Duration::ZERO);
+    h.sent();
+    assert!(answered.try_recv().is_err(), "still in flight");
+    drop(h);
+    assert!(matches!(answered.try_recv(), Ok(Err(SendError::Stopped))));
 }
 
 #[test]
