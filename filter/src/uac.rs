@@ -427,15 +427,15 @@ impl Uac {
         );
     }
 
-    /// Raises event `name` (e.g. `uac:reg-ok`, `uac:reg-failed`): the `on = "event"` rules
-    /// for it run, reading `vars` as `$event(name)`, with empty `$uac_req` fields (so a rule
-    /// can set them and `uac_req_send()`). Nothing runs when no rule handles it.
     /// Whether an `on = "event"` rule waits for event `name`: a caller may skip gathering
     /// the event's variables when none does.
     pub fn handles_event(&self, name: &str) -> bool {
         self.opts.rules.handles_event(name)
     }
 
+    /// Raises event `name` (e.g. `uac:reg-ok`, `uac:reg-failed`): the `on = "event"` rules
+    /// for it run, reading `vars` as `$event(name)`, with empty `$uac_req` fields (so a rule
+    /// can set them and `uac_req_send()`). Nothing runs when no rule handles it.
     pub fn raise_event<H: HostState + ?Sized>(
         &self,
         name: &str,

@@ -21,7 +21,6 @@ thread_local! {
     static UAC: RefCell<Option<Uac>> = const { RefCell::new(None) };
 }
 
-/// Runs the event rules of `name` (a registration outcome) with `vars` as `$event(...)`.
 /// Whether the configured rules wait for event `name`.
 fn handles_event(name: &str) -> bool {
     UAC.with(|u| {
@@ -31,6 +30,7 @@ fn handles_event(name: &str) -> bool {
     })
 }
 
+/// Runs the event rules of `name` (a registration outcome) with `vars` as `$event(...)`.
 fn raise_event(name: &str, vars: &[(String, String)]) {
     UAC.with(|u| {
         if let Some(uac) = u.borrow().as_ref() {

@@ -1332,20 +1332,7 @@ struct Builder {
 
 impl Builder {
     fn header(&mut self, kind: HeaderKind, value: &str) {
-        let s = self.buf.len();
-        self.buf.extend_from_slice(kind.long_name().as_bytes());
-        let ne = self.buf.len();
-        self.buf.extend_from_slice(b": ");
-        let vs = self.buf.len();
-        self.buf.extend_from_slice(clean_value(value).as_bytes());
-        let ve = self.buf.len();
-        self.buf.extend_from_slice(b"\r\n");
-        self.headers.push(Entry {
-            kind,
-            name: Text::span(s, ne),
-            value: Text::span(vs, ve),
-            raw: Some((s as u32, self.buf.len() as u32)),
-        });
+        self.line(kind, kind.long_name(), &clean_value(value));
     }
 
     /// A line under the name given (a compact or unknown name stays as written).
@@ -1365,6 +1352,11 @@ impl Builder {
         } else {
             Cow::Borrowed(trimmed)
         };
+        self.line(HeaderKind::of(name.as_bytes()), &name, &value);
+    }
+
+    /// Appends `name: value` (both already clean) and its entry.
+    fn line(&mut self, kind: HeaderKind, name: &str, value: &str) {
         let s = self.buf.len();
         self.buf.extend_from_slice(name.as_bytes());
         let ne = self.buf.len();
@@ -1374,7 +1366,7 @@ impl Builder {
         let ve = self.buf.len();
         self.buf.extend_from_slice(b"\r\n");
         self.headers.push(Entry {
-            kind: HeaderKind::of(name.as_bytes()),
+            kind,
             name: Text::span(s, ne),
             value: Text::span(vs, ve),
             raw: Some((s as u32, self.buf.len() as u32)),

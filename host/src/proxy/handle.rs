@@ -174,24 +174,20 @@ impl ProxyHandle {
         how: Origination,
     ) -> Result<Answered, SendError> {
         let (reply, wait) = oneshot::channel();
-        let reply = ReplySink::new(move |answer| {
-            let _ = reply.send(answer);
-        });
-        self.commands
-            .send(Command::SendRequest {
-                request: Box::new(request),
-                how,
-                reply,
-            })
-            .await
-            .map_err(|_| SendError::Stopped)?;
+        self.send_request_then(
+            request,
+            how,
+            ReplySink::new(move |answer| {
+                let _ = reply.send(answer);
+            }),
+        );
         wait.await.map_err(|_| SendError::Stopped)?
     }
 
-    /// [`ProxyHandle::send_request`] for a caller on a thread of its own (a filter worker):
-    /// `reply` gets the outcome from the core directly, with no task in between. When the
-    /// command queue is full the caller waits for room (inside a tokio runtime, a task waits
-    /// instead).
+    /// [`ProxyHandle::send_request`] with a sink instead of a future, for a caller on a
+    /// thread of its own (a filter worker): `reply` gets the outcome from the core directly,
+    /// with no task in between. When the command queue is full such a caller waits for room;
+    /// inside a tokio runtime a task waits instead.
     pub fn send_request_then(&self, request: Message, how: Origination, reply: ReplySink) {
         let command = Command::SendRequest {
             request: Box::new(request),
