@@ -63,6 +63,7 @@ fn tenant(name: &str, port: u16, filter: PathBuf) -> TenantConfig {
         access: None,
         workers: 1,
         queue_limit: 1000,
+        inline_hooks: true,
     }
 }
 

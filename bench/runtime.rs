@@ -1,6 +1,7 @@
 //! Filter runtime benchmark: a hook as the proxy submits it (a realistic INVITE,
-//! the full context, the hand-off to the tenant's worker and back) with a no-op
-//! filter, the uac filter passing through (it declares no hook, so no hand-off) and
+//! the full context, run on the caller's thread once the tenant passed its
+//! probation, or handed to the tenant's worker and back) with a no-op
+//! filter (both ways), the uac filter passing through (it declares no hook, so no hand-off) and
 //! the uac filter anonymizing, against no filter; instantiation, hot swap to a different component
 //! (new bytes: compiled, or from a precompiled artifact), and resident memory of
 //! 1,000 idle tenants. Criterion measures some; a percentile pass prints p50/p99.
@@ -92,6 +93,7 @@ fn tenant(name: &str, port: u16) -> TenantConfig {
         access: None,
         workers: 1,
         queue_limit: 1000,
+        inline_hooks: true,
     }
 }
 
@@ -143,7 +145,11 @@ fn bench_messages(c: &mut Criterion, rt: &Arc<Runtime>) {
     group.bench_function("no_filter", |b| {
         b.iter(|| msg = Some(black_box(hook(&NoFilters, msg.take().expect("msg"), 5070))))
     });
-    for (name, port) in [("noop_filter", 5070), ("uac_pass_through", 5071)] {
+    for (name, port) in [
+        ("noop_filter", 5070),
+        ("noop_filter_on_worker", 5073),
+        ("uac_pass_through", 5071),
+    ] {
         group.bench_function(name, |b| {
             b.iter(|| msg = Some(black_box(hook(&**rt, msg.take().expect("msg"), port))))
         });
@@ -193,6 +199,10 @@ fn main() {
         tenant("t", 5070),
         uac_tenant("pass", 5071, UAC_PASS_THROUGH),
         uac_tenant("anon", 5072, UAC_ANONYMIZE),
+        TenantConfig {
+            inline_hooks: false,
+            ..tenant("worker", 5073)
+        },
     ]);
     let mut c = Criterion::default().configure_from_args();
     bench_messages(&mut c, &rt);
@@ -206,9 +216,15 @@ fn main() {
         }),
     );
     percentiles(
-        "on-request, noop filter (hand-off)",
+        "on-request, noop filter (inline)  ",
         sample(200_000, || {
             msg = Some(black_box(hook(&*rt, msg.take().expect("msg"), 5070)));
+        }),
+    );
+    percentiles(
+        "on-request, noop filter (hand-off)",
+        sample(200_000, || {
+            msg = Some(black_box(hook(&*rt, msg.take().expect("msg"), 5073)));
         }),
     );
     percentiles(

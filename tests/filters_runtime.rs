@@ -69,6 +69,7 @@ fn tenant(
         access: None,
         workers: 1,
         queue_limit: 1000,
+        inline_hooks: true,
     }
 }
 
@@ -625,19 +626,103 @@ fn request_call(port: u16, dialog: Option<&str>, extra: &str) -> HookCall {
     }
 }
 
-#[test]
-fn a_looping_tenant_does_not_hold_up_another() {
-    let cache = shared_cache();
-    let mut slow = tenant(
-        "slow",
-        5070,
+/// A fail-open tenant whose filter loops on requests carrying `X-Misbehave: yes`.
+fn looping_tenant(name: &str, port: u16, cpu_limit_ms: u32) -> TenantConfig {
+    let mut t = tenant(
+        name,
+        port,
         FailurePolicy::FailOpen,
         vec![filter_config(
             &filter("filter_misbehave"),
             json!({"mode": "loop"}),
         )],
     );
-    slow.cpu_limit_ms = 1000;
+    t.cpu_limit_ms = cpu_limit_ms;
+    t
+}
+
+/// Submits a plain request and says where it ran: `true` on this thread.
+fn ran_here(rt: &Runtime) -> (bool, HookResult) {
+    let (submitted, done) = submit(rt, request_call(5070, None, ""));
+    match submitted {
+        Submitted::Decided(result) => (true, result),
+        Submitted::Queued => (
+            false,
+            done.recv_timeout(Duration::from_secs(30)).expect("result"),
+        ),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn a_quick_tenant_earns_calls_on_the_proxy_thread_and_one_slow_call_takes_them_away() {
+    let probation = siphost::runtime::inline::PROBATION_CALLS;
+    let t = looping_tenant("t", 5070, 100);
+    let rt = Runtime::new(&[t], options(&shared_cache())).expect("runtime");
+    // In probation every call goes to the worker, however quick.
+    for _ in 0..probation {
+        assert!(!ran_here(&rt).0, "a call ran inline during probation");
+    }
+    assert_eq!(counter(&rt, "t", "hooks_inline"), 0);
+    // Earned: the next call runs here, on the worker's own instance.
+    let (here, result) = ran_here(&rt);
+    assert!(here, "a quick tenant's call still went to its worker");
+    let HookCall::Request { msg, .. } = result.call else {
+        panic!("a request comes back");
+    };
+    let calls = (probation + 1).to_string();
+    assert_eq!(msg.header("X-Misbehave-Calls"), Some(calls.as_str()));
+    assert_eq!(counter(&rt, "t", "hooks_inline"), 1);
+    // A call that loops runs here too (the bound: one cpu_limit_ms of this
+    // thread per closing), is stopped, and closes the gate.
+    let (submitted, _) = submit(&rt, request_call(5070, None, "X-Misbehave: yes\r\n"));
+    assert!(matches!(submitted, Submitted::Decided(_)), "{submitted:?}");
+    assert_eq!(counter(&rt, "t", "timeouts"), 1);
+    // Back on the worker for twice the probation, then inline again.
+    for _ in 0..2 * probation {
+        assert!(!ran_here(&rt).0, "a call ran inline after a slow one");
+    }
+    assert!(ran_here(&rt).0, "the gate did not open after the probation");
+    assert_eq!(counter(&rt, "t", "hooks_inline"), 3);
+}
+
+#[test]
+fn a_looping_tenant_never_runs_on_the_proxy_thread_and_inline_hooks_false_keeps_every_call_on_the_worker()
+ {
+    let probation = siphost::runtime::inline::PROBATION_CALLS;
+    let mut looping = tenant(
+        "looping",
+        5070,
+        FailurePolicy::FailOpen,
+        vec![filter_config(
+            &filter("filter_misbehave"),
+            json!({"mode": "loop", "trigger": "always"}),
+        )],
+    );
+    looping.cpu_limit_ms = 5;
+    let mut strict = tenant(
+        "strict",
+        5071,
+        FailurePolicy::FailOpen,
+        vec![filter_config(&filter("filter_noop"), json!({}))],
+    );
+    strict.inline_hooks = false;
+    let rt = Runtime::new(&[looping, strict], options(&shared_cache())).expect("runtime");
+    for _ in 0..probation + 2 {
+        assert!(!ran_here(&rt).0, "a looping tenant's call ran inline");
+        let (submitted, done) = submit(&rt, request_call(5071, None, ""));
+        assert!(matches!(submitted, Submitted::Queued), "{submitted:?}");
+        done.recv_timeout(Duration::from_secs(30)).expect("result");
+    }
+    assert_eq!(counter(&rt, "looping", "hooks_inline"), 0);
+    assert_eq!(counter(&rt, "strict", "hooks_inline"), 0);
+    assert_eq!(counter(&rt, "looping", "timeouts"), probation + 2);
+}
+
+#[test]
+fn a_looping_tenant_does_not_hold_up_another() {
+    let cache = shared_cache();
+    let slow = looping_tenant("slow", 5070, 1000);
     let quick = tenant(
         "quick",
         5071,
@@ -678,16 +763,7 @@ fn a_looping_tenant_does_not_hold_up_another() {
 #[test]
 fn a_full_queue_refuses_new_requests_but_never_replies() {
     let cache = shared_cache();
-    let mut t = tenant(
-        "t",
-        5070,
-        FailurePolicy::FailOpen,
-        vec![filter_config(
-            &filter("filter_misbehave"),
-            json!({"mode": "loop"}),
-        )],
-    );
-    t.cpu_limit_ms = 300;
+    let mut t = looping_tenant("t", 5070, 300);
     t.queue_limit = 1;
     let rt = Runtime::new(&[t], options(&cache)).expect("runtime");
     let (first, first_done) = submit(&rt, request_call(5070, None, "X-Misbehave: yes\r\n"));

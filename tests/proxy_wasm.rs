@@ -77,6 +77,7 @@ fn tenant(filters: Vec<FilterConfig>) -> TenantConfig {
         filter: filters,
         workers: 1,
         queue_limit: 1000,
+        inline_hooks: true,
         access: None,
         registrations: None,
     }

@@ -577,6 +577,10 @@ impl FilterHooks for MeteredHooks {
             Submitted::Queued => {
                 door.calls[hook].inc();
             }
+            Submitted::Decided(_) => {
+                door.calls[hook].inc();
+                door.latency[hook].observe(started.elapsed().as_secs_f64());
+            }
             Submitted::Overloaded(_) => {
                 door.calls[hook].inc();
                 door.overloaded.inc();

@@ -122,6 +122,9 @@ pub type HookDone = Box<dyn FnOnce(HookResult) + Send>;
 pub enum Submitted {
     /// A tenant's filters took it; the result comes to the `done` callback.
     Queued,
+    /// The filters ran at once, on the caller's thread (their worker was idle and they
+    /// are known to be quick); `done` was not called and never will be.
+    Decided(HookResult),
     /// No filter applies to this message: the call comes straight back and the proxy goes
     /// on with it at once (no hand-off, no cost).
     NoFilter(HookCall),
@@ -133,8 +136,9 @@ pub enum Submitted {
 /// The hook points the proxy calls. Implemented by the filter runtime; the proxy uses
 /// [`NoFilters`] when no tenant applies.
 ///
-/// `submit` must not block: a filter runs on its tenant's own workers, so a slow or looping
-/// tenant delays only its own messages. Calls of one dialog (`ctx.dialog_key`) reach a
+/// `submit` must not wait: a filter runs on its tenant's own workers, so a slow or looping
+/// tenant delays only its own messages. A tenant whose filters have shown only quick calls
+/// may run one on the caller's thread when its worker is idle ([`Submitted::Decided`]). Calls of one dialog (`ctx.dialog_key`) reach a
 /// tenant's filters in the order they were submitted.
 ///
 /// `applies` is the cheap question asked before each call: when it answers `false` the
@@ -179,6 +183,7 @@ pub fn call_and_wait<H: FilterHooks + ?Sized>(hooks: &H, call: HookCall) -> Opti
     });
     match hooks.submit(call, done) {
         Submitted::Queued => rx.recv().ok(),
+        Submitted::Decided(result) => Some(result),
         Submitted::NoFilter(call) => Some(HookResult {
             call,
             decision: Decision::Continue,

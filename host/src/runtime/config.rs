@@ -44,6 +44,11 @@ pub struct TenantConfig {
     /// requests are answered 503 with Retry-After (replies are never refused).
     #[serde(default = "default_queue_limit")]
     pub queue_limit: u32,
+    /// Whether a hook call that finds its worker idle may run on the proxy's
+    /// thread, once the tenant's filters have shown only fast calls
+    /// (`runtime::inline`); `false` keeps every call on the workers.
+    #[serde(default = "default_inline_hooks")]
+    pub inline_hooks: bool,
 }
 
 /// One filter of a tenant's chain.
@@ -88,6 +93,10 @@ fn default_workers() -> u32 {
 
 fn default_queue_limit() -> u32 {
     1000
+}
+
+fn default_inline_hooks() -> bool {
+    true
 }
 
 /// Most workers one tenant may have.

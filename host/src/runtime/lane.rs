@@ -1,15 +1,16 @@
 //! A tenant's worker: one thread with its own instance of each filter, taking
 //! jobs in order (one dialog always lands on the same worker) and running the chain.
 
-use std::sync::mpsc::{Receiver, Sender, SyncSender, channel};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SendError, Sender, SyncSender, channel};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 
 use siphost_sip::Message;
 
 use super::FilterError;
 use super::config::FailurePolicy;
 use super::instance::{Action, FilterInstance, Hook, HookInput};
-use super::state::{ReplyOrigin, TenantCounters};
+use super::state::{ReplyOrigin, TenantCounters, lock};
 use super::tenant::Tenant;
 use crate::proxy::hooks::{Decision, HookCall, HookContext, HookDone, HookResult};
 
@@ -47,7 +48,72 @@ pub enum Job {
 }
 
 /// The instances a worker owns, tagged with the generation they were made from.
-type Instances = Vec<Option<(u64, Box<dyn FilterInstance>)>>;
+pub(crate) type Instances = Vec<Option<(u64, Box<dyn FilterInstance>)>>;
+
+/// One worker's queue and its instances. The instances rest here between
+/// calls, so that a hook call finding the worker idle can run on the caller's
+/// thread instead (see `Tenant::submit`): whoever takes them runs alone, so one
+/// dialog's calls still meet one instance in order.
+pub struct Lane {
+    /// Dropped with the tenant, which ends the worker.
+    jobs: Sender<Job>,
+    shared: Arc<LaneShared>,
+}
+
+/// What the worker and the callers share (not the queue's sender: the worker
+/// must see the queue close when the tenant goes).
+struct LaneShared {
+    /// Jobs sent and not finished yet.
+    pending: AtomicUsize,
+    /// The instances while nobody runs them.
+    resting: Mutex<Option<Instances>>,
+    returned: Condvar,
+}
+
+impl Lane {
+    /// Queues a job for the worker; a refused job comes back.
+    // By value, as the job travels: boxing it would cost an allocation per call.
+    #[allow(clippy::result_large_err)]
+    pub fn send(&self, job: Job) -> Result<(), SendError<Job>> {
+        self.shared.pending.fetch_add(1, Ordering::AcqRel);
+        self.jobs.send(job).inspect_err(|_| {
+            self.shared.pending.fetch_sub(1, Ordering::AcqRel);
+        })
+    }
+
+    /// The instances, if the worker has nothing queued and nobody runs them.
+    pub(crate) fn take_if_idle(&self) -> Option<Instances> {
+        if self.shared.pending.load(Ordering::Acquire) != 0 {
+            return None;
+        }
+        lock(&self.shared.resting).take()
+    }
+
+    pub(crate) fn put_back(&self, instances: Instances) {
+        self.shared.put_back(instances);
+    }
+}
+
+impl LaneShared {
+    /// The instances, waiting while a caller runs them.
+    fn take(&self) -> Instances {
+        let mut resting = lock(&self.resting);
+        loop {
+            if let Some(instances) = resting.take() {
+                return instances;
+            }
+            resting = self
+                .returned
+                .wait(resting)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn put_back(&self, instances: Instances) {
+        *lock(&self.resting) = Some(instances);
+        self.returned.notify_one();
+    }
+}
 
 /// Starts worker `lane` of a tenant; it ends when the tenant is dropped.
 pub fn spawn_lane(
@@ -55,8 +121,14 @@ pub fn spawn_lane(
     name: &str,
     lane: usize,
     instances: Instances,
-) -> std::io::Result<Sender<Job>> {
+) -> std::io::Result<Lane> {
     let (jobs, queue) = channel();
+    let shared = Arc::new(LaneShared {
+        pending: AtomicUsize::new(0),
+        resting: Mutex::new(Some(instances)),
+        returned: Condvar::new(),
+    });
+    let own = shared.clone();
     std::thread::Builder::new()
         .name(format!("siphost-filter-{name}-{lane}"))
         .spawn(move || {
@@ -64,11 +136,11 @@ pub fn spawn_lane(
             Worker {
                 tenant,
                 lane,
-                instances,
+                instances: Vec::new(),
             }
-            .run(queue)
+            .run(&own, queue)
         })?;
-    Ok(jobs)
+    Ok(Lane { jobs, shared })
 }
 
 /// How much lower than the proxy's threads filter workers run (a nice
@@ -89,63 +161,95 @@ pub(crate) fn lower_priority() {
     }
 }
 
-struct Worker {
-    tenant: Weak<Tenant>,
-    lane: usize,
-    instances: Instances,
+/// Runs calls on one lane's instances: the worker thread, or a caller that
+/// found the lane idle.
+pub(crate) struct Worker {
+    pub tenant: Weak<Tenant>,
+    pub lane: usize,
+    pub instances: Instances,
 }
 
 impl Worker {
-    fn run(mut self, queue: Receiver<Job>) {
+    fn run(mut self, lane: &LaneShared, queue: Receiver<Job>) {
         while let Ok(job) = queue.recv() {
             let Some(tenant) = self.tenant.upgrade() else {
                 return;
             };
-            match job {
-                Job::Hook {
-                    call,
-                    done,
-                    counted,
-                } => {
-                    let result = self.run_hook(&tenant, call);
-                    if counted {
-                        tenant.finished_request();
-                    }
-                    done(result);
-                }
-                Job::Timer { filter, token } => {
-                    // A failure is counted and logged by `with_instance`; nobody waits for it.
-                    let _ = self.with_instance(&tenant, filter, "on-timer", |i| i.timer(token));
-                }
-                Job::LocalReply {
-                    filter,
-                    request_id,
-                    mut reply,
-                    origin,
-                } => {
-                    let _ = self.with_instance(&tenant, filter, "on-local-reply", |i| {
-                        i.local_reply(request_id, &mut reply, origin)
-                    });
-                }
-                Job::RegistrationsDue { filter, due } => {
-                    // A failure is counted and logged; the records come back as stalled.
-                    let _ = self.with_instance(&tenant, filter, "on-registration-due", |i| {
-                        i.registrations_due(&due)
-                    });
-                }
-                Job::Rpc {
-                    filter,
-                    method,
-                    params,
-                    answer,
-                } => {
-                    let result = self
-                        .with_instance(&tenant, filter, "rpc", |i| i.rpc(&method, &params))
-                        .and_then(|r| r.map_err(FilterError::Rpc));
-                    let _ = answer.send(result);
-                }
+            self.instances = lane.take();
+            // Jobs other than hooks finish before the instances go back.
+            let finished = self.run_job(&tenant, job);
+            lane.put_back(std::mem::take(&mut self.instances));
+            lane.pending.fetch_sub(1, Ordering::AcqRel);
+            // The decision goes out once the lane is free again, so the
+            // dialog's next call may already find it idle.
+            if let Some((done, result)) = finished {
+                done(result);
             }
         }
+    }
+
+    /// Runs one job; a hook's result is returned for the caller to deliver.
+    fn run_job(&mut self, tenant: &Arc<Tenant>, job: Job) -> Option<(HookDone, HookResult)> {
+        match job {
+            Job::Hook {
+                call,
+                done,
+                counted,
+            } => {
+                let result = tenant
+                    .inline
+                    .timed_on_worker(|| self.run_hook(tenant, call));
+                if counted {
+                    tenant.finished_request();
+                }
+                return Some((done, result));
+            }
+            Job::Timer { filter, token } => {
+                // A failure is counted and logged by `with_instance`; nobody waits for it.
+                let _ = self.with_instance(tenant, filter, "on-timer", |i| i.timer(token));
+            }
+            Job::LocalReply {
+                filter,
+                request_id,
+                mut reply,
+                origin,
+            } => {
+                let _ = self.with_instance(tenant, filter, "on-local-reply", |i| {
+                    i.local_reply(request_id, &mut reply, origin)
+                });
+            }
+            Job::RegistrationsDue { filter, due } => {
+                // A failure is counted and logged; the records come back as stalled.
+                let _ = self.with_instance(tenant, filter, "on-registration-due", |i| {
+                    i.registrations_due(&due)
+                });
+            }
+            Job::Rpc {
+                filter,
+                method,
+                params,
+                answer,
+            } => {
+                let result = self
+                    .with_instance(tenant, filter, "rpc", |i| i.rpc(&method, &params))
+                    .and_then(|r| r.map_err(FilterError::Rpc));
+                let _ = answer.send(result);
+            }
+        }
+        None
+    }
+
+    /// Whether every filter's instance is of its current version, so a call
+    /// makes none (a caller running inline must not).
+    pub(crate) fn current(&self, tenant: &Tenant) -> bool {
+        tenant
+            .filters
+            .iter()
+            .zip(&self.instances)
+            .all(|(slot, held)| {
+                held.as_ref()
+                    .is_some_and(|(generation, _)| *generation == slot.current.load().generation)
+            })
     }
 
     /// The worker's instance of filter `index` at the current generation:
@@ -209,7 +313,7 @@ impl Worker {
         result
     }
 
-    fn run_hook(&mut self, tenant: &Arc<Tenant>, call: HookCall) -> HookResult {
+    pub(crate) fn run_hook(&mut self, tenant: &Arc<Tenant>, call: HookCall) -> HookResult {
         match call {
             HookCall::Request { mut ctx, mut msg } => {
                 let decision = self.run_chain(tenant, Hook::Request, &mut ctx, &mut msg, None);

@@ -4,6 +4,7 @@
 pub mod component;
 pub mod config;
 pub mod cpu;
+pub mod inline;
 pub mod instance;
 pub mod lane;
 pub mod proxy_wasm;
@@ -268,14 +269,14 @@ impl Runtime {
         &self.tenants
     }
 
-    fn tenant_for(&self, ctx: &HookContext) -> Option<&Tenant> {
+    fn tenant_for(&self, ctx: &HookContext) -> Option<&Arc<Tenant>> {
         self.tenant_on(ctx.transport, ctx.local)
     }
 
-    fn tenant_on(&self, transport: &str, local: SocketAddr) -> Option<&Tenant> {
+    fn tenant_on(&self, transport: &str, local: SocketAddr) -> Option<&Arc<Tenant>> {
         let transport = ListenTransport::from_name(transport)?;
         let index = *self.by_socket.get(&(transport, local))?;
-        self.tenants.get(index).map(|t| &**t)
+        self.tenants.get(index)
     }
 
     fn named(&self, name: &str) -> Result<&Arc<Tenant>, FilterError> {
@@ -342,7 +343,8 @@ impl FilterHooks for Runtime {
             .is_some_and(|tenant| !tenant.filters.is_empty())
     }
 
-    /// Hands the call to the tenant's worker for its dialog; never blocks.
+    /// Hands the call to the tenant's worker for its dialog, or runs it here
+    /// when that worker is idle and the tenant has earned it (`inline`); never waits.
     fn submit(&self, call: HookCall, done: HookDone) -> Submitted {
         match self.tenant_for(call.ctx()) {
             Some(tenant) if !tenant.filters.is_empty() => tenant.submit(call, done),

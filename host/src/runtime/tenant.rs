@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Sender, sync_channel};
+use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -13,12 +13,13 @@ use siphost_sip::Message;
 
 use super::FilterError;
 use super::config::{FailurePolicy, FilterConfig, TenantConfig};
+use super::inline::InlineGate;
 use super::instance::{
     FilterFactory, FilterInstance, FilterLoader, Hook, InstanceSetup, Interest, LoadSource,
 };
-use super::lane::{Job, spawn_lane};
+use super::lane::{Job, Lane, Worker, spawn_lane};
 use super::state::{FilterEvents, ReplyOrigin, Services, TenantCounters, TenantShared, lock};
-use crate::proxy::hooks::{HookCall, HookDone, Submitted};
+use crate::proxy::hooks::{HookCall, HookDone, HookResult, Submitted};
 use crate::proxy::routing;
 
 /// One loaded version of a filter. A restart makes a new generation of the
@@ -89,7 +90,9 @@ pub struct Tenant {
     pub cpu_limit: Duration,
     pub filters: Vec<FilterSlot>,
     loader: Arc<dyn FilterLoader>,
-    lanes: Vec<Sender<Job>>,
+    lanes: Vec<Lane>,
+    /// Whether hook calls may run on the caller's thread.
+    pub(crate) inline: InlineGate,
     /// Requests submitted and not finished yet.
     queued: AtomicUsize,
     queue_limit: usize,
@@ -181,6 +184,7 @@ impl Tenant {
                 filters,
                 loader,
                 lanes,
+                inline: InlineGate::new(config.inline_hooks),
                 queued: AtomicUsize::new(0),
                 queue_limit: config.queue_limit as usize,
                 next_generation: AtomicU64::new(1),
@@ -233,8 +237,10 @@ impl Tenant {
 
     /// Hands a hook call to the worker of its dialog (else its transaction),
     /// so one dialog's calls run in order. A full queue refuses new requests;
-    /// replies and failures are always taken.
-    pub fn submit(&self, call: HookCall, done: HookDone) -> Submitted {
+    /// replies and failures are always taken. When that worker is idle and
+    /// the tenant's gate is open (see `runtime::inline`), the call runs here,
+    /// on the caller's thread, on the worker's instances.
+    pub fn submit(self: &Arc<Self>, call: HookCall, done: HookDone) -> Submitted {
         if !self.wants(&call) {
             return Submitted::NoFilter(call);
         }
@@ -245,6 +251,15 @@ impl Tenant {
             return Submitted::Overloaded(call);
         }
         let lane = self.lane_of(&call);
+        let call = match self.run_inline(lane, call) {
+            Ok(result) => {
+                if counted {
+                    self.finished_request();
+                }
+                return Submitted::Decided(result);
+            }
+            Err(call) => call,
+        };
         match self.lanes[lane].send(Job::Hook {
             call,
             done,
@@ -262,6 +277,46 @@ impl Tenant {
                 }
             }
         }
+    }
+
+    /// Runs the call on this thread if the gate is open and `lane` is idle
+    /// with instances of every current version; otherwise gives it back.
+    // The call comes back by value: boxing it would cost an allocation per call.
+    #[allow(clippy::result_large_err)]
+    fn run_inline(self: &Arc<Self>, lane: usize, call: HookCall) -> Result<HookResult, HookCall> {
+        // Registration imports wait on an async lock, which a proxy thread must not do.
+        if !self.inline.is_open() || self.shared.registrations.get().is_some() {
+            return Err(call);
+        }
+        let Some(instances) = self.lanes[lane].take_if_idle() else {
+            return Err(call);
+        };
+        let mut worker = Worker {
+            tenant: Arc::downgrade(self),
+            lane,
+            instances,
+        };
+        if !worker.current(self) {
+            self.lanes[lane].put_back(worker.instances);
+            return Err(call);
+        }
+        let started = Instant::now();
+        let ran =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run_hook(self, call)));
+        let result = match ran {
+            Ok(result) => result,
+            Err(panic) => {
+                // The worker must not wait forever for instances that are gone:
+                // it gets none, and makes (or takes spares for) fresh ones.
+                self.lanes[lane].put_back(self.filters.iter().map(|_| None).collect());
+                self.inline.close();
+                std::panic::resume_unwind(panic);
+            }
+        };
+        self.lanes[lane].put_back(worker.instances);
+        self.inline.ran_inline(started.elapsed());
+        TenantCounters::bump(&self.shared.counters.hooks_inline);
+        Ok(result)
     }
 
     /// Whether the chain must see this call: some filter declared its hook, or
@@ -388,6 +443,7 @@ impl Tenant {
         if let Some(first) = spares.first() {
             version.learn_interest(&**first);
         }
+        self.inline.restart_probation();
         let generation = version.generation;
         for (lane, instance) in spares.into_iter().enumerate() {
             *lock(&slot.spares[lane]) = Some(Spare {
@@ -475,6 +531,7 @@ impl Tenant {
     }
 
     pub(crate) fn report_failure(&self, slot: &FilterSlot, hook: &str, error: &FilterError) {
+        self.inline.close();
         let counters = &self.shared.counters;
         match error {
             FilterError::Timeout => TenantCounters::bump(&counters.timeouts),

@@ -420,6 +420,7 @@ impl Core {
             Submitted::Queued => {
                 self.parked.insert(token, parked);
             }
+            Submitted::Decided(result) => self.resume(parked, result, now),
             Submitted::NoFilter(call) => {
                 let decision = Decision::Continue;
                 self.resume(parked, HookResult { call, decision }, now);
