@@ -1026,6 +1026,63 @@ async fn timers_and_originated_requests_call_back_into_the_filter() {
     }
 }
 
+/// Keeps each request's completion for the test to call, as the proxy core
+/// does when the reply arrives, on a thread of its own.
+#[derive(Default)]
+struct DeferredSender {
+    waiting: std::sync::Mutex<Vec<SendDone>>,
+}
+
+impl RequestSender for DeferredSender {
+    fn send_request(&self, _request: Message, _how: Origination, done: SendDone) {
+        self.waiting.lock().expect("waiting").push(done);
+    }
+}
+
+#[test]
+fn the_reply_to_a_filters_own_request_runs_on_the_thread_that_received_it_once_earned() {
+    let f = filter_config(&filter("filter_mark_a"), json!({}));
+    let rt = Runtime::new(
+        &[tenant("t", 5070, FailurePolicy::FailOpen, vec![f])],
+        options(&shared_cache()),
+    )
+    .expect("runtime");
+    let sender = Arc::new(DeferredSender::default());
+    rt.set_request_sender(sender.clone());
+    let local_408s = || rt.status()["tenants"][0]["metrics"]["local_reply_408"].clone();
+    let answer_one = || {
+        rt.filter_rpc("t", "send", "null", 0).expect("request sent");
+        let done = sender
+            .waiting
+            .lock()
+            .expect("waiting")
+            .pop()
+            .expect("a request");
+        done(Err(SendFailure::Timeout));
+    };
+    // In probation the reply goes to the worker.
+    answer_one();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while local_408s() != json!(1) {
+        assert!(
+            Instant::now() < deadline,
+            "the reply never reached the filter"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(counter(&rt, "t", "hooks_inline"), 0);
+    // Hook calls until one runs here: the probation is over.
+    let probation = siphost::runtime::inline::PROBATION_CALLS;
+    assert!(
+        (0..4 * probation).any(|_| ran_here(&rt).0),
+        "the tenant never earned inline calls"
+    );
+    // Earned: the reply runs inside `done`, on this thread.
+    answer_one();
+    assert_eq!(local_408s(), json!(2));
+    assert_eq!(counter(&rt, "t", "hooks_inline"), 2);
+}
+
 /// Records how each request was to be sent, and times it out.
 #[derive(Default)]
 struct RecordingSender {

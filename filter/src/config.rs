@@ -84,6 +84,7 @@ struct Raw {
     reg_refresh_min_percent: Option<i64>,
     reg_refresh_max_percent: Option<i64>,
     reg_reuse_nonce: Option<i64>,
+    reg_reuse_nonce_max: Option<i64>,
     default_socket: Option<String>,
 }
 
@@ -266,6 +267,7 @@ impl Options {
             reg_refresh_min_percent: raw.reg_refresh_min_percent,
             reg_refresh_max_percent: raw.reg_refresh_max_percent,
             reg_reuse_nonce: raw.reg_reuse_nonce,
+            reg_reuse_nonce_max: raw.reg_reuse_nonce_max,
         })
         .map_err(|(key, why)| ConfigError::Invalid { key, why })?;
         let mut rules = RuleSet::compile(&raw.rule)?;

@@ -336,7 +336,9 @@ impl Registrar {
                 state.registered_until = attempt.sent_at + u64::from(granted);
                 state.failures = 0;
                 store.registered(id, &state, granted)?;
-                if let Some(challenge) = attempt.challenge.take() {
+                if let Some(challenge) = attempt.challenge.take()
+                    && self.known.len() < self.params.reuse_nonce_max as usize
+                {
                     self.known.insert(id, challenge);
                 }
                 Ok(ReplyOutcome::Registered {

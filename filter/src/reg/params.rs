@@ -24,6 +24,8 @@ pub struct RawRegParams {
     pub reg_refresh_max_percent: Option<i64>,
     /// siphost's own: answer the registrar's last challenge again on the next REGISTER.
     pub reg_reuse_nonce: Option<i64>,
+    /// siphost's own: how many records' challenges are kept for that at most.
+    pub reg_reuse_nonce_max: Option<i64>,
 }
 
 /// The checked registration options.
@@ -45,7 +47,16 @@ pub struct RegParams {
     /// (same nonce, nc + 1), so it is one transaction instead of two; a refused or stale
     /// one is answered as usual. 300 s is Kamailio's `nonce_expire` default.
     pub reuse_nonce_secs: u32,
+    /// `reg_reuse_nonce_max` (siphost's own; default [`DEFAULT_REUSE_NONCE_MAX`]): the
+    /// records whose last challenge is kept at most, about 150 bytes each of the
+    /// filter's memory (`memory_limit_mib`); a record beyond it is challenged on each
+    /// refresh, as with `reg_reuse_nonce = 0`. Without a bound, a million records' kept
+    /// challenges outgrew the default 16 MiB and the filter trapped on every ~100,000th.
+    pub reuse_nonce_max: u32,
 }
+
+/// Kept challenges at most by default: about 7.5 MB, half the default `memory_limit_mib`.
+pub const DEFAULT_REUSE_NONCE_MAX: u32 = 50_000;
 
 impl Default for RegParams {
     fn default() -> Self {
@@ -59,6 +70,7 @@ impl Default for RegParams {
             gc_interval: 150,
             default_socket: String::new(),
             reuse_nonce_secs: 300,
+            reuse_nonce_max: DEFAULT_REUSE_NONCE_MAX,
         }
     }
 }
@@ -73,6 +85,16 @@ fn seconds(key: &'static str, v: Option<i64>, default: u32, min: u32) -> Result<
             key,
             format!("must be a number of seconds from {min}, got {n}"),
         )),
+        Some(n) => Ok(n as u32),
+    }
+}
+
+fn count(key: &'static str, v: Option<i64>, default: u32) -> Result<u32, ParamError> {
+    match v {
+        None => Ok(default),
+        Some(n) if n < 0 || n > i64::from(u32::MAX) => {
+            Err((key, format!("must be a count from 0, got {n}")))
+        }
         Some(n) => Ok(n as u32),
     }
 }
@@ -147,6 +169,11 @@ impl RegParams {
             active: flag("reg_active", raw.reg_active, true)?,
             gc_interval: seconds("reg_gc_interval", raw.reg_gc_interval, 150, 1)?,
             reuse_nonce_secs: seconds("reg_reuse_nonce", raw.reg_reuse_nonce, 300, 0)?,
+            reuse_nonce_max: count(
+                "reg_reuse_nonce_max",
+                raw.reg_reuse_nonce_max,
+                DEFAULT_REUSE_NONCE_MAX,
+            )?,
             default_socket,
         })
     }

@@ -249,9 +249,18 @@ impl Registrations {
         }))
     }
 
-    /// The lock, from a filter worker thread (never from async code).
+    /// The lock, from a filter's call: on its worker thread, or on a thread of
+    /// a multi-threaded runtime running the call inline (`runtime::inline`),
+    /// which waits the way a blocking section there must.
     fn blocking(&self) -> MutexGuard<'_, Inner> {
-        self.inner.blocking_lock()
+        if let Ok(guard) = self.inner.try_lock() {
+            return guard;
+        }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::task::block_in_place(|| self.inner.blocking_lock())
+        } else {
+            self.inner.blocking_lock()
+        }
     }
 
     /// Runs a database call from a filter worker thread.

@@ -71,11 +71,12 @@ impl InlineGate {
         }
     }
 
-    /// An inline call took `wall` (wall time: reading the thread's CPU clock
-    /// would cost more than a short hook). A call that failed closed the gate
-    /// already; it closes once.
-    pub fn ran_inline(&self, wall: Duration) {
-        if wall > SLOW_CALL && self.is_open() {
+    /// An inline call took `wall`; `cpu` reads the CPU time it took, which
+    /// is asked only when the wall time is over [`SLOW_CALL`], so a call the
+    /// OS preempted is not taken for a slow one. A call that failed closed the
+    /// gate already; it closes once.
+    pub fn ran_inline(&self, wall: Duration, cpu: impl FnOnce() -> Duration) {
+        if wall > SLOW_CALL && self.is_open() && cpu() > SLOW_CALL {
             self.close();
         }
     }
@@ -126,12 +127,16 @@ mod tests {
     fn a_slow_inline_call_closes_the_gate_for_twice_the_probation() {
         let gate = InlineGate::new(true);
         fast_calls(&gate, PROBATION_CALLS);
-        gate.ran_inline(Duration::from_micros(10));
+        gate.ran_inline(Duration::from_micros(10), || {
+            unreachable!("CPU read for a fast call")
+        });
         assert!(gate.is_open(), "a fast call keeps it open");
-        gate.ran_inline(SLOW_CALL * 2);
+        gate.ran_inline(SLOW_CALL * 2, || Duration::from_micros(10));
+        assert!(gate.is_open(), "a preempted call keeps it open");
+        gate.ran_inline(SLOW_CALL * 2, || SLOW_CALL * 2);
         assert!(!gate.is_open());
         // A failure reported for the same call (closing first) does not double it again.
-        gate.ran_inline(SLOW_CALL * 2);
+        gate.ran_inline(SLOW_CALL * 2, || SLOW_CALL * 2);
         fast_calls(&gate, 2 * PROBATION_CALLS - 1);
         assert!(!gate.is_open());
         fast_calls(&gate, 1);

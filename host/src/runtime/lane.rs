@@ -43,7 +43,7 @@ pub enum Job {
         filter: usize,
         method: String,
         params: String,
-        answer: SyncSender<Result<String, FilterError>>,
+        answer: SyncSender<RpcResult>,
     },
 }
 
@@ -161,6 +161,16 @@ pub(crate) fn lower_priority() {
     }
 }
 
+/// What a finished job owes its caller.
+// The hook result travels by value, as the call did: boxing it would cost an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Answer {
+    Hook(HookDone, HookResult),
+    Rpc(SyncSender<RpcResult>, RpcResult),
+}
+
+type RpcResult = Result<String, FilterError>;
+
 /// Runs calls on one lane's instances: the worker thread, or a caller that
 /// found the lane idle.
 pub(crate) struct Worker {
@@ -176,20 +186,24 @@ impl Worker {
                 return;
             };
             self.instances = lane.take();
-            // Jobs other than hooks finish before the instances go back.
-            let finished = self.run_job(&tenant, job);
+            let answer = self.run_job(&tenant, job);
             lane.put_back(std::mem::take(&mut self.instances));
             lane.pending.fetch_sub(1, Ordering::AcqRel);
-            // The decision goes out once the lane is free again, so the
-            // dialog's next call may already find it idle.
-            if let Some((done, result)) = finished {
-                done(result);
+            // The answer goes out once the lane is free again, so the caller's
+            // next call (the dialog's next message) may already find it idle.
+            match answer {
+                Some(Answer::Hook(done, result)) => done(result),
+                Some(Answer::Rpc(answer, result)) => {
+                    let _ = answer.send(result);
+                }
+                None => {}
             }
         }
     }
 
-    /// Runs one job; a hook's result is returned for the caller to deliver.
-    fn run_job(&mut self, tenant: &Arc<Tenant>, job: Job) -> Option<(HookDone, HookResult)> {
+    /// Runs one job; what a caller waits for is returned, to be delivered
+    /// after the instances are back.
+    fn run_job(&mut self, tenant: &Arc<Tenant>, job: Job) -> Option<Answer> {
         match job {
             Job::Hook {
                 call,
@@ -202,7 +216,7 @@ impl Worker {
                 if counted {
                     tenant.finished_request();
                 }
-                return Some((done, result));
+                return Some(Answer::Hook(done, result));
             }
             Job::Timer { filter, token } => {
                 // A failure is counted and logged by `with_instance`; nobody waits for it.
@@ -214,8 +228,10 @@ impl Worker {
                 mut reply,
                 origin,
             } => {
-                let _ = self.with_instance(tenant, filter, "on-local-reply", |i| {
-                    i.local_reply(request_id, &mut reply, origin)
+                let _ = tenant.inline.timed_on_worker(|| {
+                    self.with_instance(tenant, filter, "on-local-reply", |i| {
+                        i.local_reply(request_id, &mut reply, origin)
+                    })
                 });
             }
             Job::RegistrationsDue { filter, due } => {
@@ -233,7 +249,7 @@ impl Worker {
                 let result = self
                     .with_instance(tenant, filter, "rpc", |i| i.rpc(&method, &params))
                     .and_then(|r| r.map_err(FilterError::Rpc));
-                let _ = answer.send(result);
+                return Some(Answer::Rpc(answer, result));
             }
         }
         None
@@ -290,7 +306,7 @@ impl Worker {
     }
 
     /// Runs `f` on filter `index`; a failure is reported and drops the instance.
-    fn with_instance<R>(
+    pub(crate) fn with_instance<R>(
         &mut self,
         tenant: &Arc<Tenant>,
         index: usize,

@@ -80,7 +80,7 @@ pub trait FilterEvents: Send + Sync {
     /// The final reply to a request filter `filter` sent; `origin` is the peer that sent
     /// it, `None` for the host's own 408/503.
     fn local_reply(
-        &self,
+        self: Arc<Self>,
         lane: usize,
         filter: usize,
         request_id: u64,

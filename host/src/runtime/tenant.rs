@@ -13,6 +13,7 @@ use siphost_sip::Message;
 
 use super::FilterError;
 use super::config::{FailurePolicy, FilterConfig, TenantConfig};
+use super::cpu::thread_cpu_time;
 use super::inline::InlineGate;
 use super::instance::{
     FilterFactory, FilterInstance, FilterLoader, Hook, InstanceSetup, Interest, LoadSource,
@@ -64,6 +65,42 @@ impl FilterVersion {
 pub(crate) struct Spare {
     pub generation: u64,
     pub instance: Box<dyn FilterInstance>,
+}
+
+/// A lane's instances lent to a call on the caller's thread (see
+/// `Tenant::borrow_idle_lane`). Dropped without `finish` (the call panicked),
+/// it gives the worker no instances, so it makes fresh ones, and closes the gate.
+struct BorrowedLane<'a> {
+    tenant: &'a Arc<Tenant>,
+    worker: Worker,
+    cpu_started: Duration,
+    started: Instant,
+    finished: bool,
+}
+
+impl BorrowedLane<'_> {
+    /// The call is over: the instances go back, and a slow call closes the gate.
+    fn finish(mut self) {
+        self.finished = true;
+        let tenant = self.tenant;
+        let instances = std::mem::take(&mut self.worker.instances);
+        tenant.lanes[self.worker.lane].put_back(instances);
+        let cpu_started = self.cpu_started;
+        tenant.inline.ran_inline(self.started.elapsed(), || {
+            thread_cpu_time().saturating_sub(cpu_started)
+        });
+        TenantCounters::bump(&tenant.shared.counters.hooks_inline);
+    }
+}
+
+impl Drop for BorrowedLane<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            let none = self.tenant.filters.iter().map(|_| None).collect();
+            self.tenant.lanes[self.worker.lane].put_back(none);
+            self.tenant.inline.close();
+        }
+    }
 }
 
 /// One position in a tenant's filter chain.
@@ -279,44 +316,53 @@ impl Tenant {
         }
     }
 
-    /// Runs the call on this thread if the gate is open and `lane` is idle
-    /// with instances of every current version; otherwise gives it back.
+    /// Runs the call on this thread if `lane` can be borrowed; otherwise gives it back.
     // The call comes back by value: boxing it would cost an allocation per call.
     #[allow(clippy::result_large_err)]
     fn run_inline(self: &Arc<Self>, lane: usize, call: HookCall) -> Result<HookResult, HookCall> {
-        // Registration imports wait on an async lock, which a proxy thread must not do.
-        if !self.inline.is_open() || self.shared.registrations.get().is_some() {
-            return Err(call);
-        }
-        let Some(instances) = self.lanes[lane].take_if_idle() else {
+        let Some(mut borrowed) = self.borrow_idle_lane(lane) else {
             return Err(call);
         };
-        let mut worker = Worker {
+        let result = borrowed.worker.run_hook(self, call);
+        borrowed.finish();
+        Ok(result)
+    }
+
+    /// The instances of `lane` for a call on this thread: when the gate is
+    /// open, the worker has nothing queued, nobody else holds them, and every
+    /// one is of its filter's current version (making one is the worker's job).
+    fn borrow_idle_lane(self: &Arc<Self>, lane: usize) -> Option<BorrowedLane<'_>> {
+        if !self.inline.is_open() || !self.may_wait_here() {
+            return None;
+        }
+        let instances = self.lanes[lane].take_if_idle()?;
+        let worker = Worker {
             tenant: Arc::downgrade(self),
             lane,
             instances,
         };
         if !worker.current(self) {
             self.lanes[lane].put_back(worker.instances);
-            return Err(call);
+            return None;
         }
-        let started = Instant::now();
-        let ran =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run_hook(self, call)));
-        let result = match ran {
-            Ok(result) => result,
-            Err(panic) => {
-                // The worker must not wait forever for instances that are gone:
-                // it gets none, and makes (or takes spares for) fresh ones.
-                self.lanes[lane].put_back(self.filters.iter().map(|_| None).collect());
-                self.inline.close();
-                std::panic::resume_unwind(panic);
-            }
-        };
-        self.lanes[lane].put_back(worker.instances);
-        self.inline.ran_inline(started.elapsed());
-        TenantCounters::bump(&self.shared.counters.hooks_inline);
-        Ok(result)
+        Some(BorrowedLane {
+            tenant: self,
+            worker,
+            cpu_started: thread_cpu_time(),
+            started: Instant::now(),
+            finished: false,
+        })
+    }
+
+    /// Whether this thread may wait for the registration store's lock, which
+    /// an import of a tenant with `[tenant.registrations]` takes: any thread
+    /// but one of a single-threaded tokio runtime, where the holder could be a
+    /// task suspended on this very thread.
+    fn may_wait_here(&self) -> bool {
+        self.shared.registrations.get().is_none()
+            || tokio::runtime::Handle::try_current().map_or(true, |handle| {
+                handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+            })
     }
 
     /// Whether the chain must see this call: some filter declared its hook, or
@@ -654,14 +700,28 @@ impl FilterEvents for Tenant {
         }
     }
 
+    /// Runs on this thread when the lane can be borrowed (as a hook call can),
+    /// else on the worker.
     fn local_reply(
-        &self,
+        self: Arc<Self>,
         lane: usize,
         filter: usize,
         request_id: u64,
-        reply: Message,
+        mut reply: Message,
         origin: Option<ReplyOrigin>,
     ) {
+        if lane < self.lanes.len()
+            && let Some(mut borrowed) = self.borrow_idle_lane(lane)
+        {
+            // A failure is counted and logged by `with_instance`; nobody waits for it.
+            let _ = borrowed
+                .worker
+                .with_instance(&self, filter, "on-local-reply", |i| {
+                    i.local_reply(request_id, &mut reply, origin)
+                });
+            borrowed.finish();
+            return;
+        }
         if let Some(worker) = self.lanes.get(lane) {
             let _ = worker.send(Job::LocalReply {
                 filter,

@@ -808,3 +808,47 @@ fn a_challenge_older_than_reg_reuse_nonce_is_not_answered_early() {
     let r = due(&mut reg, &mut store, id, 16, NOW + 200, 16);
     assert!(r.header("Authorization").is_some());
 }
+
+#[test]
+fn challenges_are_kept_for_at_most_reg_reuse_nonce_max_records() {
+    let mut store = store_with(
+        ["u1", "u2"]
+            .map(|u| (account(u), Credentials::Password("pw".into())))
+            .to_vec(),
+    );
+    let find = |store: &MemoryStore, u: &str| store.find(crate::reg::store::LookupKey::LUuid, u)[0];
+    let (first, second) = (find(&store, "u1"), find(&store, "u2"));
+    let mut reg = Registrar::new(RegParams {
+        reuse_nonce_max: 1,
+        ..params(true, 30)
+    });
+    register_through_a_challenge(&mut reg, &mut store, first);
+    due(&mut reg, &mut store, second, 3, NOW, 4);
+    let out = resend(
+        reg.on_reply(&mut store, 3, &challenge(false), NOW, fresh(5))
+            .unwrap(),
+    );
+    reg.sent(4, out);
+    let own = ok("<sip:u2@127.0.0.1:5060>", Some("600"));
+    let outcome = reg.on_reply(&mut store, 4, &own, NOW, fresh(6)).unwrap();
+    assert!(
+        matches!(outcome, ReplyOutcome::Registered { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        reg.known.len(),
+        1,
+        "the second record's challenge is not kept"
+    );
+    let r = due(&mut reg, &mut store, first, 10, NOW + 100, 10);
+    assert!(
+        r.header("Authorization").is_some(),
+        "the first keeps answering early"
+    );
+    let r = due(&mut reg, &mut store, second, 12, NOW + 100, 12);
+    assert_eq!(
+        r.header("Authorization"),
+        None,
+        "the second is challenged again"
+    );
+}
