@@ -200,6 +200,12 @@ impl Registrar {
         now: u64,
         fresh: Fresh,
     ) -> Result<Option<Outgoing>, RegError> {
+        if self.known.capacity() == 0 && self.params.reuse_nonce_secs > 0 {
+            // All at once, on the first record: growing the map later rehashes every
+            // entry in one call, which at half a million kept challenges took more than
+            // the 50 ms a call may use, and the time-out lost them all.
+            self.known.reserve(self.params.reuse_nonce_max as usize);
+        }
         let (account, mut state) = store.get_by_id(id).ok_or(RegError::UnknownRecord(id))?;
         if reason == DueReason::Stalled {
             self.forget(id);

@@ -852,3 +852,28 @@ fn challenges_are_kept_for_at_most_reg_reuse_nonce_max_records() {
         "the second is challenged again"
     );
 }
+
+#[test]
+fn room_for_every_kept_challenge_is_made_once_at_the_first_record() {
+    let (mut store, id) = one("pw");
+    let mut reg = Registrar::new(RegParams {
+        reuse_nonce_max: 5000,
+        ..params(true, 30)
+    });
+    assert_eq!(
+        reg.known.capacity(),
+        0,
+        "nothing reserved before registrations are used"
+    );
+    register_through_a_challenge(&mut reg, &mut store, id);
+    assert_eq!(reg.known.len(), 1);
+    let room = reg.known.capacity();
+    assert!(room >= 5000, "{room}");
+    let r = due(&mut reg, &mut store, id, 10, NOW + 100, 10);
+    assert!(r.header("Authorization").is_some());
+    assert_eq!(
+        reg.known.capacity(),
+        room,
+        "never grown (rehashed) in a call"
+    );
+}
