@@ -79,21 +79,25 @@ impl Default for RegParams {
 pub type ParamError = (&'static str, String);
 
 fn seconds(key: &'static str, v: Option<i64>, default: u32, min: u32) -> Result<u32, ParamError> {
-    match v {
-        None => Ok(default),
-        Some(n) if n < i64::from(min) || n > i64::from(u32::MAX) => Err((
-            key,
-            format!("must be a number of seconds from {min}, got {n}"),
-        )),
-        Some(n) => Ok(n as u32),
-    }
+    number(key, v, default, min, "a number of seconds")
 }
 
 fn count(key: &'static str, v: Option<i64>, default: u32) -> Result<u32, ParamError> {
+    number(key, v, default, 0, "a count")
+}
+
+/// `v` (`default` when unset) as a u32 from `min`; `what` names it in the error.
+fn number(
+    key: &'static str,
+    v: Option<i64>,
+    default: u32,
+    min: u32,
+    what: &str,
+) -> Result<u32, ParamError> {
     match v {
         None => Ok(default),
-        Some(n) if n < 0 || n > i64::from(u32::MAX) => {
-            Err((key, format!("must be a count from 0, got {n}")))
+        Some(n) if n < i64::from(min) || n > i64::from(u32::MAX) => {
+            Err((key, format!("must be {what} from {min}, got {n}")))
         }
         Some(n) => Ok(n as u32),
     }
@@ -240,6 +244,13 @@ mod tests {
             "reg_contact_addr"
         );
         assert_eq!(parse(r#"{"reg_active":5}"#).unwrap_err().0, "reg_active");
+        assert_eq!(
+            parse(r#"{"reg_reuse_nonce_max":-1}"#).unwrap_err(),
+            (
+                "reg_reuse_nonce_max",
+                "must be a count from 0, got -1".to_string()
+            )
+        );
         assert_eq!(
             parse(r#"{"reg_max_per_second":0}"#).unwrap_err().0,
             "reg_max_per_second"

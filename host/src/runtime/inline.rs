@@ -19,7 +19,7 @@ use super::cpu::thread_cpu_time;
 /// Fast calls on the worker a tenant owes before its calls run inline (doubled per closing).
 pub const PROBATION_CALLS: u64 = 64;
 
-/// A call slower than this (CPU on the worker, wall time inline) closes the gate.
+/// A call that used more CPU than this, on the worker or inline, closes the gate.
 pub const SLOW_CALL: Duration = Duration::from_micros(500);
 
 /// Most doublings of the probation (64 << 24: about a billion calls).
@@ -81,8 +81,9 @@ impl InlineGate {
         }
     }
 
-    /// Runs a hook call on the worker; while the gate is closed its CPU time
-    /// counts towards (or against) the probation.
+    /// Runs a call on the worker (a hook, or the reply to the filter's own
+    /// request); while the gate is closed its CPU time counts towards (or
+    /// against) the probation.
     pub fn timed_on_worker<R>(&self, call: impl FnOnce() -> R) -> R {
         if !self.enabled || self.owed.load(Ordering::Relaxed) == 0 {
             return call();

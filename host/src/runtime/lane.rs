@@ -134,11 +134,10 @@ pub fn spawn_lane(
         .spawn(move || {
             lower_priority();
             Worker {
-                tenant,
                 lane,
                 instances: Vec::new(),
             }
-            .run(&own, queue)
+            .run(&tenant, &own, queue)
         })?;
     Ok(Lane { jobs, shared })
 }
@@ -174,15 +173,14 @@ type RpcResult = Result<String, FilterError>;
 /// Runs calls on one lane's instances: the worker thread, or a caller that
 /// found the lane idle.
 pub(crate) struct Worker {
-    pub tenant: Weak<Tenant>,
     pub lane: usize,
     pub instances: Instances,
 }
 
 impl Worker {
-    fn run(mut self, lane: &LaneShared, queue: Receiver<Job>) {
+    fn run(mut self, tenant: &Weak<Tenant>, lane: &LaneShared, queue: Receiver<Job>) {
         while let Ok(job) = queue.recv() {
-            let Some(tenant) = self.tenant.upgrade() else {
+            let Some(tenant) = tenant.upgrade() else {
                 return;
             };
             self.instances = lane.take();

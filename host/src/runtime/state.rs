@@ -421,7 +421,8 @@ pub struct TenantCounters {
     pub instantiations: AtomicU64,
     /// Instances a worker had to make itself because no spare was ready.
     pub inline_instantiations: AtomicU64,
-    /// Hook calls run on the proxy's thread, the tenant's worker being idle (`runtime::inline`).
+    /// Filter calls (hooks, replies to its own requests) run on the proxy's thread, the
+    /// tenant's worker being idle (`runtime::inline`).
     pub hooks_inline: AtomicU64,
     pub swaps: AtomicU64,
     pub failed_swaps: AtomicU64,

@@ -329,18 +329,15 @@ impl Tenant {
     }
 
     /// The instances of `lane` for a call on this thread: when the gate is
-    /// open, the worker has nothing queued, nobody else holds them, and every
-    /// one is of its filter's current version (making one is the worker's job).
+    /// open, `lane` exists, its worker has nothing queued, nobody else holds
+    /// them, and every one is of its filter's current version (making one is
+    /// the worker's job).
     fn borrow_idle_lane(self: &Arc<Self>, lane: usize) -> Option<BorrowedLane<'_>> {
         if !self.inline.is_open() || !self.may_wait_here() {
             return None;
         }
-        let instances = self.lanes[lane].take_if_idle()?;
-        let worker = Worker {
-            tenant: Arc::downgrade(self),
-            lane,
-            instances,
-        };
+        let instances = self.lanes.get(lane)?.take_if_idle()?;
+        let worker = Worker { lane, instances };
         if !worker.current(self) {
             self.lanes[lane].put_back(worker.instances);
             return None;
@@ -710,9 +707,7 @@ impl FilterEvents for Tenant {
         mut reply: Message,
         origin: Option<ReplyOrigin>,
     ) {
-        if lane < self.lanes.len()
-            && let Some(mut borrowed) = self.borrow_idle_lane(lane)
-        {
+        if let Some(mut borrowed) = self.borrow_idle_lane(lane) {
             // A failure is counted and logged by `with_instance`; nobody waits for it.
             let _ = borrowed
                 .worker
