@@ -1158,6 +1158,7 @@ async fn plain_world_filters_load_beside_registrations() {
         Some(siphost::registrations::RegistrationsConfig {
             db_url: format!("sqlite://{}/{name}.db", dir.path().display()),
             table: "uacreg".to_owned(),
+            live_state_log: None,
         })
     };
     // A tenant holding registrations must identify who may send through it.

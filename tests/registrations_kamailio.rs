@@ -69,6 +69,7 @@ async fn kamailio_loads_the_table_siphost_created() {
     let config = RegistrationsConfig {
         db_url: format!("sqlite://{}", db.display()),
         table: "uacreg".to_owned(),
+        live_state_log: None,
     };
     let store = RegistrationStore::open(&config, "default")
         .await

@@ -5,7 +5,8 @@
 
 use rand::Rng;
 use siphost::registrations::{
-    LiveState, LookupKey, RegistrationStore, RegistrationsConfig, RowError, flags,
+    LiveState, LookupKey, RegistrationStore, Registrations, RegistrationsConfig, RowError,
+    SchedulerConfig, flags,
 };
 use sqlx::AnyPool;
 
@@ -57,6 +58,7 @@ impl TestDb {
         RegistrationsConfig {
             db_url: self.url.clone(),
             table: self.table.clone(),
+            live_state_log: None,
         }
     }
 
@@ -480,6 +482,100 @@ async fn sqlite_reads_v5() {
 #[tokio::test]
 async fn sqlite_reads_v6_contact_user() {
     reads_a_kamailio_table_as_is(Kind::Sqlite, true).await;
+}
+/// A process killed between two database writes loses no outcome: each change
+/// goes to the live-state log at once, and a restart replays it. SQLite keeps
+/// the log beside the database by default; a server database where
+/// `live_state_log` says.
+async fn outcomes_since_the_last_write_survive_a_kill(kind: Kind) {
+    let db = TestDb::new(kind);
+    let raw = db.raw().await;
+    db.create_kamailio_table(&raw, false).await;
+    for uuid in ["a", "b"] {
+        db.insert(&raw, COLUMNS, &row(uuid, "pw", "", 3600, 0))
+            .await;
+    }
+    let log_dir = tempfile::tempdir().expect("tempdir");
+    let mut config = db.config();
+    let log_path = match kind {
+        Kind::Sqlite => {
+            let db_path = db.url.trim_start_matches("sqlite:///");
+            std::path::PathBuf::from(format!("{db_path}.tenant-k.live-state.log"))
+        }
+        Kind::Postgres | Kind::MySql => {
+            let path = log_dir.path().join("state/live.log");
+            config.live_state_log = Some(path.display().to_string());
+            path
+        }
+    };
+    let start = || async {
+        let store = RegistrationStore::open(&config, "tenant-k")
+            .await
+            .expect("open");
+        Registrations::load("tenant-k", store, SchedulerConfig::default())
+            .await
+            .expect("load")
+    };
+    let service = start().await;
+    let (a, _, initial) = service.get_by_uuid("a").expect("a");
+    let online = LiveState {
+        flags: flags::ONLINE | flags::INIT,
+        expires: 3600,
+        registered_until: 1_795_003_600,
+        call_id: "kept-call@siphost".to_owned(),
+        cseq: 12,
+        last_status: 200,
+        last_reason: "OK".to_owned(),
+        failures: 0,
+        next_due_ms: 0,
+    };
+    service
+        .registered(a, online.clone(), 3600)
+        .expect("registered");
+    assert!(
+        std::fs::metadata(&log_path).expect("the log exists").len() > 0,
+        "the outcome is in the log before any database write"
+    );
+    // Killed: no flush, the process is gone.
+    drop(service);
+
+    let service = start().await;
+    let (_, _, state) = service.get_by_uuid("a").expect("a");
+    assert_eq!(
+        LiveState {
+            next_due_ms: 0,
+            ..state.clone()
+        },
+        online,
+        "the restart has the outcome back"
+    );
+    assert!(state.next_due_ms > 0, "and its refresh scheduled");
+    assert_eq!(service.get_by_uuid("b").expect("b").2, initial);
+    // The first flush writes it to the database and empties the log.
+    service.flush().await;
+    assert_eq!(std::fs::metadata(&log_path).expect("log").len(), 0);
+    drop(service);
+    std::fs::remove_file(&log_path).expect("remove the log");
+    let service = start().await;
+    assert_eq!(
+        service.get_by_uuid("a").expect("a").2,
+        state,
+        "from the database"
+    );
+    raw.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_outcomes_since_the_last_write_survive_a_kill() {
+    outcomes_since_the_last_write_survive_a_kill(Kind::Sqlite).await;
+}
+#[tokio::test]
+async fn postgres_outcomes_since_the_last_write_survive_a_kill() {
+    outcomes_since_the_last_write_survive_a_kill(Kind::Postgres).await;
+}
+#[tokio::test]
+async fn mariadb_outcomes_since_the_last_write_survive_a_kill() {
+    outcomes_since_the_last_write_survive_a_kill(Kind::MySql).await;
 }
 #[tokio::test]
 async fn sqlite_live_state_survives_reopening() {

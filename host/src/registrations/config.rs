@@ -15,6 +15,11 @@ pub struct RegistrationsConfig {
     /// Kamailio's uacreg table, read as it is.
     #[serde(default = "default_table")]
     pub table: String,
+    /// File each live-state change is appended to until the database holds it, so a
+    /// killed process loses none (default: beside an SQLite database; none for a
+    /// server database unless set).
+    #[serde(default)]
+    pub live_state_log: Option<String>,
 }
 
 fn default_table() -> String {
@@ -31,6 +36,13 @@ impl RegistrationsConfig {
     /// `[tenant.registrations]`) and why.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         DbUrl::parse(&self.db_url).map_err(|e| ("db_url", e.to_string()))?;
+        if self
+            .live_state_log
+            .as_ref()
+            .is_some_and(|path| path.trim().is_empty())
+        {
+            return Err(("live_state_log", "must be a file path, got \"\"".to_owned()));
+        }
         validate_table_name(&self.table).map_err(|e| ("table", e))
     }
 }
@@ -76,6 +88,11 @@ mod tests {
         let config =
             parse("db_url = \"sqlite:///x.db\"\ntable = \"uacreg; DROP\"").expect("parses");
         assert_eq!(config.validate().expect_err("bad table").0, "table");
+        let config = parse("db_url = \"sqlite:///x.db\"\nlive_state_log = \"\"").expect("parses");
+        assert_eq!(
+            config.validate().expect_err("empty path"),
+            ("live_state_log", "must be a file path, got \"\"".to_owned())
+        );
         assert!(parse("db_url = \"sqlite:///x.db\"\ncolour = 1").is_err());
         assert!(parse("table = \"uacreg\"").is_err(), "db_url is required");
     }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod record;
 pub mod scheduler;
 pub mod service;
+pub mod state_log;
 pub mod store;
 pub mod table;
 

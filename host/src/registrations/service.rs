@@ -215,8 +215,10 @@ impl Registrations {
         store: RegistrationStore,
         config: SchedulerConfig,
     ) -> Result<Arc<Registrations>, StoreError> {
-        let (table, skipped) = store.load().await?;
+        let (mut table, skipped) = store.load().await?;
         log_skipped(tenant, &skipped);
+        // What a killed process had not written yet; written at the first flush.
+        let dirty: HashSet<RecordId> = store.replay_state_log(&mut table).into_iter().collect();
         let mut scheduler = Scheduler::new(config, StdRng::from_os_rng());
         let now = now_ms();
         for (id, account, state) in table.iter() {
@@ -240,7 +242,7 @@ impl Registrations {
             inner: Mutex::new(Inner {
                 table,
                 scheduler,
-                dirty: HashSet::new(),
+                dirty,
                 in_flight: InFlight::new(MAX_IN_FLIGHT),
             }),
             wake: Notify::new(),
@@ -317,6 +319,9 @@ impl Registrations {
         let old = inner.table.get(id).map(|(_, s)| s.flags);
         let new = state.flags;
         inner.table.set_state(id, state)?;
+        if let Some((account, state)) = inner.table.get(id) {
+            self.store.log_state(account, state);
+        }
         self.states.change(old, Some(new));
         inner.dirty.insert(id);
         Ok(())
@@ -539,12 +544,17 @@ impl Registrations {
             return;
         }
         let ids: Vec<RecordId> = inner.dirty.drain().collect();
-        if let Err(e) = self.store.save_states(&inner.table, &ids).await {
-            tracing::warn!(
-                tenant = &*self.tenant,
-                "cannot persist registration state: {e}"
-            );
-            inner.dirty.extend(ids);
+        match self.store.save_states(&inner.table, &ids).await {
+            // Every change logged since the last flush dirtied its record, and the
+            // lock was held throughout: the database now holds all the log has.
+            Ok(()) => self.store.clear_state_log(),
+            Err(e) => {
+                tracing::warn!(
+                    tenant = &*self.tenant,
+                    "cannot persist registration state: {e}"
+                );
+                inner.dirty.extend(ids);
+            }
         }
     }
 

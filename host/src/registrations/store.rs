@@ -11,6 +11,7 @@ use sqlx::{AnyPool, Row};
 
 use super::config::{RegistrationsConfig, validate_table_name};
 use super::record::{Account, LiveState, Record, RowError, Secret, column_u32};
+use super::state_log::StateLog;
 use super::table::{RecordId, RegistrationTable, ReloadDiff};
 
 /// Rows read per query when loading, so a million-row table is never held
@@ -164,6 +165,11 @@ pub enum StoreError {
     NoContactUserColumn(String),
     #[error("invalid record: {0}")]
     Invalid(#[from] RowError),
+    #[error("live_state_log: cannot open {path}: {source}")]
+    StateLog {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A `uacreg` row that was not loaded, and why. `Display` is the log line.
@@ -285,6 +291,29 @@ fn state_table_ddl(state_table: &str) -> String {
     )
 }
 
+/// Where the tenant's live-state log lives: `live_state_log` when set, else beside
+/// an SQLite database (`<db>.<tenant>.live-state.log`); a server database has none
+/// unless one is set.
+fn state_log_path(config: &RegistrationsConfig, url: &DbUrl, tenant: &str) -> Option<PathBuf> {
+    if let Some(path) = &config.live_state_log {
+        return Some(PathBuf::from(path));
+    }
+    let DbUrl::Sqlite(db) = url else { return None };
+    let tenant: String = tenant
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut name = db.clone().into_os_string();
+    name.push(format!(".{tenant}.live-state.log"));
+    Some(PathBuf::from(name))
+}
+
 /// One tenant's registration store.
 pub struct RegistrationStore {
     pool: AnyPool,
@@ -294,6 +323,10 @@ pub struct RegistrationStore {
     table: String,
     state_table: String,
     has_contact_user: bool,
+    /// Live-state changes not yet in the database (see [`StateLog`]).
+    state_log: Option<StateLog>,
+    /// An append failed and was logged; the next failure is not, until one succeeds.
+    state_log_failing: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for RegistrationStore {
@@ -304,6 +337,7 @@ impl fmt::Debug for RegistrationStore {
             .field("table", &self.table)
             .field("state_table", &self.state_table)
             .field("has_contact_user", &self.has_contact_user)
+            .field("state_log", &self.state_log.as_ref().map(StateLog::path))
             .finish()
     }
 }
@@ -418,6 +452,12 @@ impl RegistrationStore {
                     url: url.clone(),
                     source,
                 })?;
+        let state_log = match state_log_path(config, &url, tenant) {
+            Some(path) => Some(
+                StateLog::open(&path).map_err(|source| StoreError::StateLog { path, source })?,
+            ),
+            None => None,
+        };
         let table = config.table.clone();
         let store = RegistrationStore {
             pool,
@@ -427,6 +467,8 @@ impl RegistrationStore {
             table,
             has_contact_user: false,
             url,
+            state_log,
+            state_log_failing: Default::default(),
         };
         store.prepare().await
     }
@@ -468,6 +510,79 @@ impl RegistrationStore {
             table: self.table.clone(),
             source,
         }
+    }
+
+    /// Appends a changed live state to the log, when there is one. A failed append
+    /// is logged; the database write within a second still keeps the change.
+    pub fn log_state(&self, account: &Account, state: &LiveState) {
+        use std::sync::atomic::Ordering;
+        let Some(log) = &self.state_log else { return };
+        match log.append(account.l_uuid(), account.content_hash(), state) {
+            Ok(()) => self.state_log_failing.store(false, Ordering::Relaxed),
+            Err(e) => {
+                if !self.state_log_failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        tenant = &*self.tenant,
+                        path = %log.path().display(),
+                        "cannot append to the live-state log (a kill now loses up to a second of outcomes): {e}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Empties the log once the database holds every change in it.
+    pub fn clear_state_log(&self) {
+        if let Some(log) = &self.state_log
+            && let Err(e) = log.clear()
+        {
+            tracing::warn!(
+                tenant = &*self.tenant,
+                path = %log.path().display(),
+                "cannot empty the live-state log: {e}"
+            );
+        }
+    }
+
+    /// Replays the log over a freshly loaded `table`: entries whose row is
+    /// unchanged take effect in order, the last one winning. Returns the records
+    /// changed, which are still to be written to the database.
+    pub fn replay_state_log(&self, table: &mut RegistrationTable) -> Vec<RecordId> {
+        let Some(log) = &self.state_log else {
+            return Vec::new();
+        };
+        let replay = match log.read() {
+            Ok(replay) => replay,
+            Err(e) => {
+                tracing::warn!(
+                    tenant = &*self.tenant,
+                    path = %log.path().display(),
+                    "cannot read the live-state log: {e}"
+                );
+                return Vec::new();
+            }
+        };
+        let mut changed = HashSet::new();
+        for entry in replay.entries {
+            if let Some(id) = table.find_uuid(&entry.l_uuid)
+                && table
+                    .get(id)
+                    .is_some_and(|(account, _)| account.content_hash() == entry.row_hash)
+                && table.set_state(id, entry.state).is_ok()
+            {
+                changed.insert(id);
+            }
+        }
+        if !changed.is_empty() || replay.unreadable > 0 {
+            tracing::info!(
+                tenant = &*self.tenant,
+                path = %log.path().display(),
+                records = changed.len(),
+                unreadable_lines = replay.unreadable,
+                "live state replayed from the log"
+            );
+        }
+        changed.into_iter().collect()
     }
 
     /// Whether the table has version 6's `contact_user` column.
