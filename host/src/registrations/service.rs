@@ -218,7 +218,7 @@ impl Registrations {
         let (mut table, skipped) = store.load().await?;
         log_skipped(tenant, &skipped);
         // What a killed process had not written yet; written at the first flush.
-        let dirty: HashSet<RecordId> = store.replay_state_log(&mut table).into_iter().collect();
+        let dirty = store.replay_state_log(&mut table);
         let mut scheduler = Scheduler::new(config, StdRng::from_os_rng());
         let now = now_ms();
         for (id, account, state) in table.iter() {
@@ -316,12 +316,12 @@ impl Registrations {
     }
 
     fn set(&self, inner: &mut Inner, id: RecordId, state: LiveState) -> Result<(), ServiceError> {
-        let old = inner.table.get(id).map(|(_, s)| s.flags);
+        let old = inner.table.get(id).map(|(account, old)| {
+            self.store.log_state(account, &state);
+            old.flags
+        });
         let new = state.flags;
         inner.table.set_state(id, state)?;
-        if let Some((account, state)) = inner.table.get(id) {
-            self.store.log_state(account, state);
-        }
         self.states.change(old, Some(new));
         inner.dirty.insert(id);
         Ok(())

@@ -6,6 +6,7 @@
 //! restart although their bindings are valid. An append is one `write` to the page
 //! cache, which survives a killed process; a restart replays the log over the table.
 
+use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -84,25 +85,23 @@ impl StateLog {
 }
 
 fn encode(l_uuid: &str, row_hash: i64, s: &LiveState) -> String {
+    use std::fmt::Write as _;
     let mut line = String::with_capacity(96 + l_uuid.len() + s.call_id.len());
-    line.push_str(VERSION);
-    for field in [
+    // Writing to a String cannot fail.
+    let _ = writeln!(
+        line,
+        "{VERSION}\t{}\t{row_hash}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
         escape(l_uuid),
-        row_hash.to_string(),
-        s.flags.to_string(),
-        s.expires.to_string(),
-        s.registered_until.to_string(),
+        s.flags,
+        s.expires,
+        s.registered_until,
         escape(&s.call_id),
-        s.cseq.to_string(),
-        s.last_status.to_string(),
+        s.cseq,
+        s.last_status,
         escape(&s.last_reason),
-        s.failures.to_string(),
-        s.next_due_ms.to_string(),
-    ] {
-        line.push('\t');
-        line.push_str(&field);
-    }
-    line.push('\n');
+        s.failures,
+        s.next_due_ms,
+    );
     line
 }
 
@@ -131,9 +130,9 @@ fn decode(line: &str) -> Option<LogEntry> {
 }
 
 /// Tabs, line ends and backslashes of a text field as `\t`, `\n`, `\r`, `\\`.
-fn escape(text: &str) -> String {
+fn escape(text: &str) -> Cow<'_, str> {
     if !text.contains(['\t', '\n', '\r', '\\']) {
-        return text.to_owned();
+        return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 4);
     for c in text.chars() {
@@ -145,7 +144,7 @@ fn escape(text: &str) -> String {
             c => out.push(c),
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 fn unescape(field: &str) -> Option<String> {

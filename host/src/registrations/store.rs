@@ -291,6 +291,23 @@ fn state_table_ddl(state_table: &str) -> String {
     )
 }
 
+/// Gives the record `l_uuid` a persisted `state` when its row is the one the state
+/// was saved for (same content hash: an edited row starts over). Returns its id then.
+fn restore_state(
+    table: &mut RegistrationTable,
+    l_uuid: &str,
+    row_hash: i64,
+    state: LiveState,
+) -> Option<RecordId> {
+    let id = table.find_uuid(l_uuid)?;
+    let (account, _) = table.get(id)?;
+    if account.content_hash() != row_hash {
+        return None;
+    }
+    table.set_state(id, state).ok()?;
+    Some(id)
+}
+
 /// Where the tenant's live-state log lives: `live_state_log` when set, else beside
 /// an SQLite database (`<db>.<tenant>.live-state.log`); a server database has none
 /// unless one is set.
@@ -547,9 +564,9 @@ impl RegistrationStore {
     /// Replays the log over a freshly loaded `table`: entries whose row is
     /// unchanged take effect in order, the last one winning. Returns the records
     /// changed, which are still to be written to the database.
-    pub fn replay_state_log(&self, table: &mut RegistrationTable) -> Vec<RecordId> {
+    pub fn replay_state_log(&self, table: &mut RegistrationTable) -> HashSet<RecordId> {
         let Some(log) = &self.state_log else {
-            return Vec::new();
+            return HashSet::new();
         };
         let replay = match log.read() {
             Ok(replay) => replay,
@@ -559,20 +576,14 @@ impl RegistrationStore {
                     path = %log.path().display(),
                     "cannot read the live-state log: {e}"
                 );
-                return Vec::new();
+                return HashSet::new();
             }
         };
-        let mut changed = HashSet::new();
-        for entry in replay.entries {
-            if let Some(id) = table.find_uuid(&entry.l_uuid)
-                && table
-                    .get(id)
-                    .is_some_and(|(account, _)| account.content_hash() == entry.row_hash)
-                && table.set_state(id, entry.state).is_ok()
-            {
-                changed.insert(id);
-            }
-        }
+        let changed: HashSet<RecordId> = replay
+            .entries
+            .into_iter()
+            .filter_map(|e| restore_state(table, &e.l_uuid, e.row_hash, e.state))
+            .collect();
         if !changed.is_empty() || replay.unreadable > 0 {
             tracing::info!(
                 tenant = &*self.tenant,
@@ -582,7 +593,7 @@ impl RegistrationStore {
                 "live state replayed from the log"
             );
         }
-        changed.into_iter().collect()
+        changed
     }
 
     /// Whether the table has version 6's `contact_user` column.
@@ -684,15 +695,8 @@ impl RegistrationStore {
                         continue;
                     }
                 };
-                match table.find_uuid(&l_uuid) {
-                    Some(id)
-                        if table
-                            .get(id)
-                            .is_some_and(|(account, _)| account.content_hash() == row_hash) =>
-                    {
-                        table.set_state(id, state).expect("found id exists");
-                    }
-                    _ => stale.push(l_uuid),
+                if restore_state(&mut table, &l_uuid, row_hash, state).is_none() {
+                    stale.push(l_uuid);
                 }
             }
             if (page.len() as i64) < LOAD_PAGE {
