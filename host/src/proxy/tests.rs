@@ -60,7 +60,14 @@ struct Peer {
 
 impl Peer {
     async fn new() -> Peer {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind peer");
+        // Large buffers, as a real peer's: a burst of replies must not be lost in the kernel.
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+            .expect("peer socket");
+        socket.set_recv_buffer_size(4 << 20).expect("peer buffer");
+        socket.set_nonblocking(true).expect("nonblocking");
+        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+        socket.bind(&any.into()).expect("bind peer");
+        let socket = UdpSocket::from_std(socket.into()).expect("tokio socket");
         let addr = socket.local_addr().expect("peer addr");
         Peer { socket, addr }
     }
@@ -232,6 +239,75 @@ async fn calls_spread_over_the_shards_and_each_finishes_on_its_own() {
     assert_eq!(per_shard.len(), SHARDS);
     assert!(per_shard.iter().all(|&n| n > 0), "{per_shard:?}");
     proxy.task.abort();
+}
+
+/// Shards running in parallel all read the one UDP socket. A 180 and the 200 right behind it
+/// must reach the caller in that order even when one shard reads the 180 and hands it to its
+/// owner while another reads the 200: were the 200 handled first, the 180 would come after the
+/// final response and be dropped (SIPp callers abort such a call).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_ringing_and_the_answer_right_behind_it_keep_their_order_across_shards() {
+    let (uac, uas) = (Peer::new().await, Arc::new(Peer::new().await));
+    let proxy = start(&default_route(&uas), Arc::new(NoFilters)).await;
+    let ruri = format!("sip:bob@{}", proxy.udp);
+    let to = proxy.udp;
+    let answering = {
+        let uas = uas.clone();
+        tokio::spawn(async move {
+            loop {
+                let invite = uas.recv().await;
+                // Both in one go, as a UAS that answers at once sends them.
+                let ringing = answer(&invite, 180, "Ringing", &uas);
+                let ok = answer(&invite, 200, "OK", &uas);
+                uas.send(to, &ringing).await;
+                uas.send(to, &ok).await;
+            }
+        })
+    };
+    let (rounds, per_round) = (40, 50);
+    let mut seen: std::collections::HashMap<String, Vec<u16>> = Default::default();
+    let mut record = |msg: Message| {
+        let status = msg.status().expect("a response");
+        if status != 100 {
+            let call_id = msg.call_id().expect("Call-ID").to_owned();
+            seen.entry(call_id).or_default().push(status);
+        }
+        status
+    };
+    for round in 0..rounds {
+        for i in 0..per_round {
+            let call_id = format!("order-{round}-{i}@uac");
+            let branch = format!("z9hG4bKor{round}x{i}");
+            uac.send(proxy.udp, &invite(&uac, &ruri, &branch, &call_id))
+                .await;
+        }
+        let mut answered = 0;
+        while answered < per_round {
+            if record(uac.recv().await) >= 200 {
+                answered += 1;
+            }
+        }
+    }
+    // A 180 overtaken by its 200 would come last.
+    let mut buf = vec![0; 65_535];
+    while let Ok(Ok((n, _))) =
+        tokio::time::timeout(Duration::from_millis(300), uac.socket.recv_from(&mut buf)).await
+    {
+        record(Message::parse(Bytes::copy_from_slice(&buf[..n])).expect("parses"));
+    }
+    let out_of_order: Vec<_> = seen
+        .into_iter()
+        .filter(|(_, statuses)| statuses[..] != [180, 200])
+        .collect();
+    answering.abort();
+    proxy.task.abort();
+    assert!(
+        out_of_order.is_empty(),
+        "{} of {} calls did not see 180 then 200: {:?}",
+        out_of_order.len(),
+        rounds * per_round,
+        &out_of_order[..out_of_order.len().min(5)]
+    );
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 use super::*;
 
 enum Event {
-    Datagram(Bytes, Source),
+    Datagram(Datagram),
     /// From a TCP task (shard 0).
     Transport(TransportEvent),
     Handoff(Handoff),
@@ -65,6 +65,8 @@ struct Shard {
     /// Every shard's inbox, this one's included.
     inboxes: Arc<[mpsc::UnboundedSender<Handoff>]>,
     inbox: mpsc::UnboundedReceiver<Handoff>,
+    /// Reused room for the hand-offs taken ahead of a datagram this shard read itself.
+    earlier: Vec<Handoff>,
     /// Shard 0 only: the TCP tasks' events and the command queue.
     front: Option<Front>,
     /// Shutting down, this shard told shard 0 it has nothing in flight.
@@ -141,6 +143,7 @@ impl Proxy {
                 map,
                 inboxes: inboxes.clone(),
                 inbox,
+                earlier: Vec::new(),
                 front: front.take(),
                 reported_drained: false,
                 stop: false,
@@ -221,6 +224,29 @@ impl Shard {
             failed: true,
         };
         self.core.on_transport_event(closed, Instant::now());
+    }
+
+    /// A datagram this shard read. One it does not own is handed over before the read turn
+    /// is let go. One it owns comes after what other shards read before it and handed over
+    /// (they did so holding the turn): those are taken from the inbox while this shard still
+    /// holds it, so none read later slips in ahead.
+    fn deliver_datagram(&mut self, datagram: Datagram, now: Instant) {
+        let Datagram { data, source, turn } = datagram;
+        let owner = self.map.owner(&data).unwrap_or(self.index);
+        if owner != self.index {
+            self.hand_off(owner, Handoff::Message(data, source));
+            return;
+        }
+        let mut earlier = std::mem::take(&mut self.earlier);
+        while let Ok(handoff) = self.inbox.try_recv() {
+            earlier.push(handoff);
+        }
+        drop(turn);
+        for handoff in earlier.drain(..) {
+            self.on_handoff(handoff, now);
+        }
+        self.earlier = earlier;
+        self.on_message(data, source, now);
     }
 
     /// A message this shard read: handled here when it owns it, else handed to its owner.
@@ -357,9 +383,9 @@ impl Shard {
             let event = poll_fn(|cx| {
                 // Alternate which source goes first so a UDP flood cannot starve TCP or timers.
                 if turn.is_multiple_of(2)
-                    && let Poll::Ready((data, source)) = self.udp.poll_recv(cx)
+                    && let Poll::Ready(datagram) = self.udp.poll_recv(cx)
                 {
-                    return Poll::Ready(Event::Datagram(data, source));
+                    return Poll::Ready(Event::Datagram(datagram));
                 }
                 if timer_at.is_some() && timer.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Event::Timer);
@@ -378,8 +404,8 @@ impl Shard {
                 if let Poll::Ready(Some(internal)) = self.internal_rx.poll_recv(cx) {
                     return Poll::Ready(Event::Internal(internal));
                 }
-                if let Poll::Ready((data, source)) = self.udp.poll_recv(cx) {
-                    return Poll::Ready(Event::Datagram(data, source));
+                if let Poll::Ready(datagram) = self.udp.poll_recv(cx) {
+                    return Poll::Ready(Event::Datagram(datagram));
                 }
                 if self.core.draining.is_some() && grace.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Event::GraceOver);
@@ -389,7 +415,7 @@ impl Shard {
             .await;
             let now = Instant::now();
             match event {
-                Event::Datagram(data, source) => self.deliver(data, source, now),
+                Event::Datagram(datagram) => self.deliver_datagram(datagram, now),
                 Event::Transport(event) => self.on_tcp_event(event, now),
                 Event::Handoff(handoff) => self.on_handoff(handoff, now),
                 Event::Command(command) => self.on_front_command(command, now),
