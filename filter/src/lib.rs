@@ -7,6 +7,7 @@
 //!   [`host::HostState`]; [`memory`] implements those traits in memory.
 
 pub mod auth;
+pub mod cached;
 pub mod config;
 pub mod digest;
 pub mod host;

@@ -14,6 +14,7 @@ use siphost::filter::transport::{self, OutgoingRequest as WitRequest, SendPlan};
 use siphost::filter::types::{Action, Context as WitContext, Message, Reply};
 use siphost::filter::{dialog_state, metrics};
 
+use crate::cached::CachedMessage;
 use crate::host::{Context, HostState, Level, OutgoingRequest, SipMessage, Verdict};
 use crate::uac::Uac;
 
@@ -279,7 +280,9 @@ impl Guest for UacFilter {
                     ),
                 );
             }
-            uac.on_request(&context(ctx), &mut WitMessage(request), &mut wit_host())
+            let mut request = WitMessage(request);
+            let mut request = CachedMessage::new(&mut request);
+            uac.on_request(&context(ctx), &mut request, &mut wit_host())
         })
     }
 
@@ -289,16 +292,20 @@ impl Guest for UacFilter {
                 let status = reply.status().unwrap_or_default();
                 log::write(WitLevel::Debug, &format!("{} reply {status}", ctx.tenant));
             }
-            uac.on_reply(&context(ctx), &mut WitMessage(reply), &mut wit_host())
+            let mut reply = WitMessage(reply);
+            let mut reply = CachedMessage::new(&mut reply);
+            uac.on_reply(&context(ctx), &mut reply, &mut wit_host())
         })
     }
 
     fn on_failure(ctx: WitContext, request: &Message, reply: &Message) -> Action {
         with_uac(|uac| {
+            let (mut request, mut reply) = (WitMessage(request), WitMessage(reply));
+            let mut request = CachedMessage::new(&mut request);
             uac.on_failure(
                 &context(ctx),
-                &mut WitMessage(request),
-                &WitMessage(reply),
+                &mut request,
+                &CachedMessage::new(&mut reply),
                 &mut wit_host(),
             )
         })
