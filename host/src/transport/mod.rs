@@ -19,7 +19,7 @@ use tokio::sync::{Notify, mpsc};
 
 pub use crate::config::TransportKind;
 pub use resolve::{NextHop, NextHopError, ResolveError, Resolver};
-pub use udp::{Datagram, UdpReceiver};
+pub use udp::{Datagram, ReadTurn, UdpReceiver};
 
 use crate::config::Config;
 

@@ -226,37 +226,27 @@ impl Shard {
         self.core.on_transport_event(closed, Instant::now());
     }
 
-    /// A datagram this shard read. One it does not own is handed over before the read turn
-    /// is let go. One it owns comes after what other shards read before it and handed over
-    /// (they did so holding the turn): those are taken from the inbox while this shard still
-    /// holds it, so none read later slips in ahead.
-    fn deliver_datagram(&mut self, datagram: Datagram, now: Instant) {
-        let Datagram { data, source, turn } = datagram;
+    /// A message this shard read: handled here when it owns it, else handed to its owner. A
+    /// datagram comes with its socket's read turn, let go only after a hand-off (on return).
+    /// One this shard owns comes after what other shards read before it and handed over (they
+    /// did so holding the turn): those are taken from the inbox while the turn is still held,
+    /// so none read later slips in ahead.
+    fn deliver(&mut self, data: Bytes, source: Source, turn: Option<ReadTurn>, now: Instant) {
         let owner = self.map.owner(&data).unwrap_or(self.index);
         if owner != self.index {
             self.hand_off(owner, Handoff::Message(data, source));
             return;
         }
-        let mut earlier = std::mem::take(&mut self.earlier);
-        while let Ok(handoff) = self.inbox.try_recv() {
-            earlier.push(handoff);
+        if let Some(turn) = turn {
+            let mut earlier = std::mem::take(&mut self.earlier);
+            earlier.extend(std::iter::from_fn(|| self.inbox.try_recv().ok()));
+            drop(turn);
+            for handoff in earlier.drain(..) {
+                self.on_handoff(handoff, now);
+            }
+            self.earlier = earlier;
         }
-        drop(turn);
-        for handoff in earlier.drain(..) {
-            self.on_handoff(handoff, now);
-        }
-        self.earlier = earlier;
         self.on_message(data, source, now);
-    }
-
-    /// A message this shard read: handled here when it owns it, else handed to its owner.
-    fn deliver(&mut self, data: Bytes, source: Source, now: Instant) {
-        let owner = self.map.owner(&data).unwrap_or(self.index);
-        if owner == self.index {
-            self.on_message(data, source, now);
-        } else {
-            self.hand_off(owner, Handoff::Message(data, source));
-        }
     }
 
     fn on_message(&mut self, data: Bytes, source: Source, now: Instant) {
@@ -288,7 +278,7 @@ impl Shard {
     /// closed to every shard, since any of them may send on it.
     fn on_tcp_event(&mut self, event: TransportEvent, now: Instant) {
         if let TransportEvent::Message { data, source } = event {
-            self.deliver(data, source, now);
+            self.deliver(data, source, None, now);
             return;
         }
         self.hand_to_others(|| Handoff::Transport(event.clone()));
@@ -415,7 +405,9 @@ impl Shard {
             .await;
             let now = Instant::now();
             match event {
-                Event::Datagram(datagram) => self.deliver_datagram(datagram, now),
+                Event::Datagram(Datagram { data, source, turn }) => {
+                    self.deliver(data, source, Some(turn), now)
+                }
                 Event::Transport(event) => self.on_tcp_event(event, now),
                 Event::Handoff(handoff) => self.on_handoff(handoff, now),
                 Event::Command(command) => self.on_front_command(command, now),

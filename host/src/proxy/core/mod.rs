@@ -34,8 +34,8 @@ use super::routing::{
 use crate::access::table::CredentialTables;
 use crate::config::Config;
 use crate::transport::{
-    Bound, ConnId, Datagram, Listener, NextHop, ResolveError, Resolver, SendFailure, Source,
-    Transport, TransportEvent, TransportKind, UdpReceiver, pick_listener,
+    Bound, ConnId, Datagram, Listener, NextHop, ReadTurn, ResolveError, Resolver, SendFailure,
+    Source, Transport, TransportEvent, TransportKind, UdpReceiver, pick_listener,
 };
 
 mod access;
