@@ -227,7 +227,8 @@ class SiphostConfig:
     """A siphost config moved onto free loopback ports for a bench run.
 
     Every distinct [[listen]] address (and the tenant socket names that use it) moves to
-    a free 127.0.0.1 port, [admin].listen too; [proxy].default_route becomes the bench's
+    a free 127.0.0.1 port, [admin].listen too (a config without [admin] gets one, so every
+    run can read the tenants' counters); [proxy].default_route becomes the bench's
     callee; filter paths become absolute, with the ones the bench built (same file name)
     pointing at the build's output; `shards` sets [proxy].shards. Everything else, [process]
     included, stays as written.
@@ -257,11 +258,16 @@ class SiphostConfig:
                 f"{LOOPBACK}:{self.ports[address]}",
                 text,
             )
-        self.admin_port = None
+        # Every run reads the tenants' counters (how many hooks ran inline, time-outs): a
+        # config without [admin] gets one on a free port.
+        self.admin_port = free_port()
         admin = config.get("admin", {}).get("listen")
         if admin:
-            self.admin_port = free_port()
             text = text.replace(f'"{admin}"', f'"{LOOPBACK}:{self.admin_port}"')
+        elif "admin" not in config:
+            text += f'\n[admin]\nlisten = "{LOOPBACK}:{self.admin_port}"\n'
+        else:
+            self.admin_port = None
         route = config["proxy"]["default_route"]
         text = text.replace(f'"{route}"', json.dumps(next_hop))
         for path in dict.fromkeys(filter_paths(text)):

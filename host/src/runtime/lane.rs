@@ -3,7 +3,8 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SendError, Sender, SyncSender, channel};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, TryLockError, Weak};
+use std::time::{Duration, Instant};
 
 use siphost_sip::Message;
 
@@ -60,14 +61,27 @@ pub struct Lane {
     shared: Arc<LaneShared>,
 }
 
+/// How long a caller that finds the instances busy (run inline by another proxy thread, or
+/// by the worker) waits for them before handing its call to the worker. A call takes a few
+/// µs (the gate keeps slow filters off the proxy threads); a hand-off costs two thread
+/// wake-ups, and while the worker has a call queued every later call of the lane queues
+/// behind it, so one hand-off tends to bring more.
+const INLINE_WAIT: Duration = Duration::from_micros(50);
+
 /// What the worker and the callers share (not the queue's sender: the worker
 /// must see the queue close when the tenant goes).
 struct LaneShared {
     /// Jobs sent and not finished yet.
     pending: AtomicUsize,
-    /// The instances while nobody runs them.
-    resting: Mutex<Option<Instances>>,
+    resting: Mutex<Resting>,
     returned: Condvar,
+}
+
+/// The instances while nobody runs them, and whether the worker waits for them: giving
+/// them back wakes it only then (a wake-up is a system call even with nobody waiting).
+struct Resting {
+    instances: Option<Instances>,
+    worker_waits: bool,
 }
 
 impl Lane {
@@ -81,12 +95,32 @@ impl Lane {
         })
     }
 
-    /// The instances, if the worker has nothing queued and nobody runs them.
+    /// The instances, once the worker has nothing queued and nobody runs them, waited for
+    /// up to [`INLINE_WAIT`]. A call queued earlier has run by then (the worker counts a
+    /// job done only after it gave the instances back), so one dialog's calls still run in
+    /// order.
     pub(crate) fn take_if_idle(&self) -> Option<Instances> {
-        if self.shared.pending.load(Ordering::Acquire) != 0 {
-            return None;
+        self.take_within(INLINE_WAIT)
+    }
+
+    fn take_within(&self, wait: Duration) -> Option<Instances> {
+        let mut since: Option<Instant> = None;
+        loop {
+            if self.shared.pending.load(Ordering::Acquire) == 0 {
+                let taken = match self.shared.resting.try_lock() {
+                    Ok(mut resting) => resting.instances.take(),
+                    Err(TryLockError::WouldBlock) => None,
+                    Err(TryLockError::Poisoned(p)) => p.into_inner().instances.take(),
+                };
+                if taken.is_some() {
+                    return taken;
+                }
+            }
+            if since.get_or_insert_with(Instant::now).elapsed() > wait {
+                return None;
+            }
+            std::hint::spin_loop();
         }
-        lock(&self.shared.resting).take()
     }
 
     pub(crate) fn put_back(&self, instances: Instances) {
@@ -99,9 +133,11 @@ impl LaneShared {
     fn take(&self) -> Instances {
         let mut resting = lock(&self.resting);
         loop {
-            if let Some(instances) = resting.take() {
+            if let Some(instances) = resting.instances.take() {
+                resting.worker_waits = false;
                 return instances;
             }
+            resting.worker_waits = true;
             resting = self
                 .returned
                 .wait(resting)
@@ -110,8 +146,13 @@ impl LaneShared {
     }
 
     fn put_back(&self, instances: Instances) {
-        *lock(&self.resting) = Some(instances);
-        self.returned.notify_one();
+        let mut resting = lock(&self.resting);
+        resting.instances = Some(instances);
+        let wake = resting.worker_waits;
+        drop(resting);
+        if wake {
+            self.returned.notify_one();
+        }
     }
 }
 
@@ -125,7 +166,10 @@ pub fn spawn_lane(
     let (jobs, queue) = channel();
     let shared = Arc::new(LaneShared {
         pending: AtomicUsize::new(0),
-        resting: Mutex::new(Some(instances)),
+        resting: Mutex::new(Resting {
+            instances: Some(instances),
+            worker_waits: false,
+        }),
         returned: Condvar::new(),
     });
     let own = shared.clone();
@@ -438,5 +482,79 @@ impl Worker {
             },
             _ => Decision::Continue,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::thread;
+
+    use super::*;
+
+    fn lane() -> Lane {
+        let (jobs, _queue) = channel();
+        Lane {
+            jobs,
+            shared: Arc::new(LaneShared {
+                pending: AtomicUsize::new(0),
+                resting: Mutex::new(Resting {
+                    instances: Some(Vec::new()),
+                    worker_waits: false,
+                }),
+                returned: Condvar::new(),
+            }),
+        }
+    }
+
+    /// Long enough that the other thread's hand-back lands inside it on a loaded machine.
+    const PATIENT: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn a_caller_waits_for_instances_another_thread_runs_inline() {
+        let lane = Arc::new(lane());
+        let held = lane.take_if_idle().expect("idle at first");
+        assert!(lane.take_within(Duration::ZERO).is_none(), "taken already");
+        let waiter = {
+            let lane = lane.clone();
+            thread::spawn(move || lane.take_within(PATIENT))
+        };
+        thread::sleep(Duration::from_millis(20));
+        lane.put_back(held);
+        assert!(waiter.join().expect("waiter").is_some());
+    }
+
+    #[test]
+    fn a_caller_waits_for_the_workers_queued_call_to_finish_first() {
+        let lane = Arc::new(lane());
+        // The worker has a call queued and is running it.
+        lane.shared.pending.fetch_add(1, Ordering::AcqRel);
+        let running = lane.shared.take();
+        let waiter = {
+            let lane = lane.clone();
+            thread::spawn(move || lane.take_within(PATIENT))
+        };
+        thread::sleep(Duration::from_millis(20));
+        // Given back but still counted: the caller must not take them yet.
+        lane.put_back(running);
+        thread::sleep(Duration::from_millis(20));
+        assert!(!waiter.is_finished(), "took them while a call was pending");
+        lane.shared.pending.fetch_sub(1, Ordering::AcqRel);
+        assert!(waiter.join().expect("waiter").is_some());
+    }
+
+    #[test]
+    fn a_worker_waiting_for_instances_is_woken_when_they_come_back() {
+        let lane = Arc::new(lane());
+        let held = lane.take_if_idle().expect("idle at first");
+        let worker = {
+            let lane = lane.clone();
+            thread::spawn(move || lane.shared.take())
+        };
+        while !lock(&lane.shared.resting).worker_waits {
+            thread::sleep(Duration::from_millis(1));
+        }
+        lane.put_back(held);
+        worker.join().expect("worker woken");
+        assert!(!lock(&lane.shared.resting).worker_waits);
     }
 }

@@ -13,13 +13,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Notify, mpsc};
 
 pub use crate::config::TransportKind;
 pub use resolve::{NextHop, NextHopError, ResolveError, Resolver};
-pub use udp::{Datagram, ReadTurn, UdpReceiver};
+pub use udp::{Datagram, ReadTurn, UdpReceiver, UdpSocket};
 
 use crate::config::Config;
 

@@ -1,5 +1,10 @@
 //! UDP sockets: bound with large kernel buffers, read by the proxy core itself (no task or
 //! channel hop per datagram) through [`UdpReceiver::poll_recv`].
+//!
+//! A socket is registered with the reactor for reading only. Sends never wait (a full buffer
+//! drops the datagram), and a socket registered for writing too would have the kernel wake the
+//! thread parked in `epoll_wait` each time a sent datagram's buffer space is given back: on
+//! loopback, once per datagram sent.
 
 use std::io;
 use std::net::SocketAddr;
@@ -9,8 +14,8 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::ReadBuf;
-use tokio::net::UdpSocket;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 
 use super::{Source, TransportKind};
 
@@ -19,6 +24,39 @@ use super::{Source, TransportKind};
 const SOCKET_BUFFER: usize = 4 << 20;
 /// Largest UDP datagram.
 const MAX_DATAGRAM: usize = 65_535;
+
+/// A bound UDP socket, registered with the reactor for reading only.
+pub struct UdpSocket(AsyncFd<std::net::UdpSocket>);
+
+impl UdpSocket {
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get_ref().local_addr()
+    }
+
+    /// Sends at once; a full send buffer is `WouldBlock`, never a wait.
+    pub fn try_send_to(&self, data: &[u8], remote: SocketAddr) -> io::Result<usize> {
+        self.0.get_ref().send_to(data, remote)
+    }
+
+    fn poll_recv_from(
+        &self,
+        cx: &mut Context<'_>,
+        buffer: &mut [u8],
+    ) -> Poll<io::Result<(usize, SocketAddr)>> {
+        loop {
+            let mut ready = match self.0.poll_read_ready(cx) {
+                Poll::Ready(Ok(ready)) => ready,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            match ready.try_io(|socket| socket.get_ref().recv_from(buffer)) {
+                Ok(read) => return Poll::Ready(read),
+                // Readiness was stale: cleared, so the next poll waits for the reactor.
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
 
 pub(super) fn bind(address: SocketAddr) -> io::Result<UdpSocket> {
     let socket = Socket::new(
@@ -31,7 +69,12 @@ pub(super) fn bind(address: SocketAddr) -> io::Result<UdpSocket> {
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
     socket.set_nonblocking(true)?;
     socket.bind(&address.into())?;
-    UdpSocket::from_std(socket.into())
+    let socket: std::net::UdpSocket = socket.into();
+    // SAFETY: the std socket owns its descriptor, which stays open and the same until the
+    // AsyncFd (which owns the socket and lends it only by shared reference) is dropped.
+    unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }
+        .map(UdpSocket)
+        .map_err(io::Error::from)
 }
 
 /// The UDP listeners, polled round-robin by the core loop.
@@ -119,12 +162,11 @@ impl UdpReceiver {
                 continue;
             };
             loop {
-                let mut read = ReadBuf::new(&mut self.buffer);
-                match shared.socket.poll_recv_from(cx, &mut read) {
-                    Poll::Ready(Ok(remote)) => {
+                match shared.socket.poll_recv_from(cx, &mut self.buffer) {
+                    Poll::Ready(Ok((len, remote))) => {
                         // Own allocation per datagram: a message kept by a transaction must
                         // not pin a large shared receive buffer.
-                        let data = Bytes::copy_from_slice(read.filled());
+                        let data = Bytes::copy_from_slice(&self.buffer[..len]);
                         self.next = (slot + 1) % count;
                         let source = Source {
                             kind: TransportKind::Udp,
