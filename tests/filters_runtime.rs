@@ -717,6 +717,9 @@ fn a_looping_tenant_never_runs_on_the_proxy_thread_and_inline_hooks_false_keeps_
     assert_eq!(counter(&rt, "looping", "hooks_inline"), 0);
     assert_eq!(counter(&rt, "strict", "hooks_inline"), 0);
     assert_eq!(counter(&rt, "looping", "timeouts"), probation + 2);
+    // Every failure sent the looping tenant back to its worker; the strict one never left it.
+    assert_eq!(counter(&rt, "looping", "inline_closings"), probation + 2);
+    assert_eq!(counter(&rt, "strict", "inline_closings"), 0);
 }
 
 #[test]

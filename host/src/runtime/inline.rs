@@ -51,6 +51,11 @@ impl InlineGate {
         self.enabled && self.owed.load(Ordering::Relaxed) == 0
     }
 
+    /// How often a slow or failed call sent the tenant back to its worker.
+    pub fn closings(&self) -> u32 {
+        self.closings.load(Ordering::Relaxed)
+    }
+
     fn probation(&self) -> u64 {
         PROBATION_CALLS << self.closings.load(Ordering::Relaxed).min(MAX_DOUBLINGS)
     }

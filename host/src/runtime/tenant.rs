@@ -654,6 +654,9 @@ impl Tenant {
                 })
             })
             .collect();
+        let mut counters = self.shared.counters.to_json();
+        // Beside `hooks_inline`: a closing sends every call back to the worker for a probation.
+        counters["inline_closings"] = json!(self.inline.closings());
         json!({
             "name": self.name(),
             "policy": match self.policy { FailurePolicy::FailOpen => "fail-open", FailurePolicy::FailClosed => "fail-closed" },
@@ -663,7 +666,7 @@ impl Tenant {
             "queue_limit": self.queue_limit,
             "queued": self.queued.load(Ordering::Relaxed),
             "filters": filters,
-            "counters": self.shared.counters.to_json(),
+            "counters": counters,
             "metrics": self.shared.metrics.to_json(),
             "dialog_variables": self.shared.dialog_vars.len(),
             "transaction_variables": self.shared.transaction_vars.len(),
