@@ -664,13 +664,25 @@ fn a_quick_tenant_earns_calls_on_the_proxy_thread_and_one_slow_call_takes_them_a
         assert!(!ran_here(&rt).0, "a call ran inline during probation");
     }
     assert_eq!(counter(&rt, "t", "hooks_inline"), 0);
-    // Earned: the next call runs here, on the worker's own instance.
-    let (here, result) = ran_here(&rt);
-    assert!(here, "a quick tenant's call still went to its worker");
+    // Earned: the next call runs here, on the worker's own instance. A worker call that
+    // happens to take over 0.5 ms of CPU (a debug build on a loaded machine) starts the
+    // probation again, so the opening is awaited, within bounds.
+    let mut made = probation;
+    let result = loop {
+        let (here, result) = ran_here(&rt);
+        made += 1;
+        if here {
+            break result;
+        }
+        assert!(
+            made < 8 * probation,
+            "a quick tenant's call still went to its worker"
+        );
+    };
     let HookCall::Request { msg, .. } = result.call else {
         panic!("a request comes back");
     };
-    let calls = (probation + 1).to_string();
+    let calls = made.to_string();
     assert_eq!(msg.header("X-Misbehave-Calls"), Some(calls.as_str()));
     assert_eq!(counter(&rt, "t", "hooks_inline"), 1);
     // A call that loops runs here too (the bound: one cpu_limit_ms of this
@@ -678,12 +690,18 @@ fn a_quick_tenant_earns_calls_on_the_proxy_thread_and_one_slow_call_takes_them_a
     let (submitted, _) = submit(&rt, request_call(5070, None, "X-Misbehave: yes\r\n"));
     assert!(matches!(submitted, Submitted::Decided(_)), "{submitted:?}");
     assert_eq!(counter(&rt, "t", "timeouts"), 1);
-    // Back on the worker for twice the probation, then inline again.
+    // Back on the worker for twice the probation, then inline again. A worker call that
+    // happens to take over 0.5 ms of CPU on a loaded machine (a debug build beside other
+    // tests) starts the probation again, so the reopening is awaited, within bounds.
     for _ in 0..2 * probation {
         assert!(!ran_here(&rt).0, "a call ran inline after a slow one");
     }
-    assert!(ran_here(&rt).0, "the gate did not open after the probation");
+    assert!(
+        (0..8 * probation).any(|_| ran_here(&rt).0),
+        "the gate did not open after the probation"
+    );
     assert_eq!(counter(&rt, "t", "hooks_inline"), 3);
+    assert_eq!(counter(&rt, "t", "inline_closings"), 1);
 }
 
 #[test]
