@@ -260,14 +260,12 @@ class SiphostConfig:
             )
         # Every run reads the tenants' counters (how many hooks ran inline, time-outs): a
         # config without [admin] gets one on a free port.
-        self.admin_port = free_port()
-        admin = config.get("admin", {}).get("listen")
-        if admin:
-            text = text.replace(f'"{admin}"', f'"{LOOPBACK}:{self.admin_port}"')
-        elif "admin" not in config:
+        admin = config.get("admin")
+        self.admin_port = free_port() if admin is None or admin.get("listen") else None
+        if admin is None:
             text += f'\n[admin]\nlisten = "{LOOPBACK}:{self.admin_port}"\n'
-        else:
-            self.admin_port = None
+        elif self.admin_port is not None:
+            text = text.replace(f'"{admin["listen"]}"', f'"{LOOPBACK}:{self.admin_port}"')
         route = config["proxy"]["default_route"]
         text = text.replace(f'"{route}"', json.dumps(next_hop))
         for path in dict.fromkeys(filter_paths(text)):

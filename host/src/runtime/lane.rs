@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SendError, Sender, SyncSender, channel};
-use std::sync::{Arc, Condvar, Mutex, TryLockError, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use siphost_sip::Message;
@@ -106,15 +106,10 @@ impl Lane {
     fn take_within(&self, wait: Duration) -> Option<Instances> {
         let mut since: Option<Instant> = None;
         loop {
-            if self.shared.pending.load(Ordering::Acquire) == 0 {
-                let taken = match self.shared.resting.try_lock() {
-                    Ok(mut resting) => resting.instances.take(),
-                    Err(TryLockError::WouldBlock) => None,
-                    Err(TryLockError::Poisoned(p)) => p.into_inner().instances.take(),
-                };
-                if taken.is_some() {
-                    return taken;
-                }
+            if self.shared.pending.load(Ordering::Acquire) == 0
+                && let Some(instances) = lock(&self.shared.resting).instances.take()
+            {
+                return Some(instances);
             }
             if since.get_or_insert_with(Instant::now).elapsed() > wait {
                 return None;

@@ -10,7 +10,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -44,11 +44,7 @@ impl UdpSocket {
         buffer: &mut [u8],
     ) -> Poll<io::Result<(usize, SocketAddr)>> {
         loop {
-            let mut ready = match self.0.poll_read_ready(cx) {
-                Poll::Ready(Ok(ready)) => ready,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            };
+            let mut ready = ready!(self.0.poll_read_ready(cx))?;
             match ready.try_io(|socket| socket.get_ref().recv_from(buffer)) {
                 Ok(read) => return Poll::Ready(read),
                 // Readiness was stale: cleared, so the next poll waits for the reactor.
