@@ -421,9 +421,6 @@ pub struct TenantCounters {
     pub instantiations: AtomicU64,
     /// Instances a worker had to make itself because no spare was ready.
     pub inline_instantiations: AtomicU64,
-    /// Filter calls (hooks, replies to its own requests) run on the proxy's thread, the
-    /// tenant's worker being idle (`runtime::inline`).
-    pub hooks_inline: AtomicU64,
     pub swaps: AtomicU64,
     pub failed_swaps: AtomicU64,
     /// Requests refused because the tenant's queue was full.
@@ -451,7 +448,6 @@ impl TenantCounters {
             "instantiate_errors": get(&self.instantiate_errors),
             "instantiations": get(&self.instantiations),
             "inline_instantiations": get(&self.inline_instantiations),
-            "hooks_inline": get(&self.hooks_inline),
             "swaps": get(&self.swaps),
             "failed_swaps": get(&self.failed_swaps),
             "overloaded": get(&self.overloaded),

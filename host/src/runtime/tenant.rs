@@ -89,7 +89,6 @@ impl BorrowedLane<'_> {
         tenant.inline.ran_inline(self.started.elapsed(), || {
             thread_cpu_time().saturating_sub(cpu_started)
         });
-        TenantCounters::bump(&tenant.shared.counters.hooks_inline);
     }
 }
 
@@ -655,7 +654,11 @@ impl Tenant {
             })
             .collect();
         let mut counters = self.shared.counters.to_json();
-        // Beside `hooks_inline`: a closing sends every call back to the worker for a probation.
+        // Filter calls (hooks, replies to its own requests) run on a proxy thread, and
+        // how often the gate closed (each closing sends every call back to the worker for
+        // a probation).
+        counters["hooks_inline"] = json!(self.inline.inline_calls());
+        counters["slow_hooks_inline"] = json!(self.inline.slow_inline_calls());
         counters["inline_closings"] = json!(self.inline.closings());
         json!({
             "name": self.name(),
