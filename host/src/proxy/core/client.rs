@@ -108,7 +108,7 @@ impl Core {
         self.client_index.insert(key.clone(), cancel_id);
         self.clients.insert(
             cancel_id,
-            ClientEntry {
+            Box::new(ClientEntry {
                 machine,
                 key,
                 request: None,
@@ -118,7 +118,7 @@ impl Core {
                 provisional: false,
                 cancel_on_provisional: false,
                 finished: false,
-            },
+            }),
         );
         self.drive_client(cancel_id, None, now);
     }
@@ -138,7 +138,7 @@ impl Core {
         self.client_index.insert(key.clone(), id);
         self.clients.insert(
             id,
-            ClientEntry {
+            Box::new(ClientEntry {
                 machine,
                 key,
                 request: Some(request),
@@ -148,7 +148,7 @@ impl Core {
                 provisional: false,
                 cancel_on_provisional: false,
                 finished: false,
-            },
+            }),
         );
         self.drive_client(id, None, now);
         id

@@ -223,12 +223,15 @@ struct Core {
     max_forwards: u32,
     timer_config: TimerConfig,
     timers: TimerQueue<TimerKey>,
-    servers: FxHashMap<ServerId, ServerEntry>,
+    // Boxed: a map's growth moves its entries, and these are hundreds of bytes each (a
+    // message or three). Unboxed, growing to 64k transactions copied tens of MB at once
+    // into fresh pages, stalling the proxy thread for milliseconds.
+    servers: FxHashMap<ServerId, Box<ServerEntry>>,
     /// SipHash, not Fx: its keys (branch, sent-by) are chosen by peers.
     server_index: HashMap<ServerKey, ServerId>,
-    clients: FxHashMap<ClientId, ClientEntry>,
+    clients: FxHashMap<ClientId, Box<ClientEntry>>,
     client_index: FxHashMap<ClientKey, ClientId>,
-    contexts: FxHashMap<ContextId, Context>,
+    contexts: FxHashMap<ContextId, Box<Context>>,
     pending_jobs: FxHashMap<JobId, Job>,
     parked: FxHashMap<ParkId, Parked>,
     resolver: Resolver,

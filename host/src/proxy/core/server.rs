@@ -231,7 +231,7 @@ impl Core {
         self.server_index.insert(key.clone(), server_id);
         self.servers.insert(
             server_id,
-            ServerEntry {
+            Box::new(ServerEntry {
                 machine,
                 key,
                 source,
@@ -240,7 +240,7 @@ impl Core {
                 last_response: None,
                 context: None,
                 cancelled: false,
-            },
+            }),
         );
         self.drive_server(server_id);
 
@@ -363,7 +363,7 @@ impl Core {
         hook.next_hop = Some(next_hop.clone());
         self.contexts.insert(
             ctx_id,
-            Context {
+            Box::new(Context {
                 server: server_id,
                 hook,
                 request: request.clone(),
@@ -378,7 +378,7 @@ impl Core {
                 hook_busy: false,
                 queued_replies: VecDeque::new(),
                 established: false,
-            },
+            }),
         );
         if let Some(entry) = self.servers.get_mut(&server_id) {
             entry.context = Some(ctx_id);
@@ -522,7 +522,7 @@ impl Core {
         self.server_index.insert(cancel_key.clone(), server_id);
         self.servers.insert(
             server_id,
-            ServerEntry {
+            Box::new(ServerEntry {
                 machine,
                 key: cancel_key,
                 source,
@@ -531,7 +531,7 @@ impl Core {
                 last_response: None,
                 context: None,
                 cancelled: false,
-            },
+            }),
         );
         self.respond_local(server_id, 200, now);
         let Some(invite) = self.servers.get_mut(&invite_id) else {
