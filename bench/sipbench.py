@@ -157,9 +157,8 @@ def options_ping(port):
             return False
 
 
-def group_cpu_seconds(pgid):
-    """utime+stime of every live process in process group pgid, in seconds."""
-    ticks = 0
+def group_stats(pgid):
+    """(pid, fields after "(comm)") of every live process in process group pgid."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -171,8 +170,50 @@ def group_cpu_seconds(pgid):
         # Fields after "(comm)": state ppid pgrp ... utime(14) stime(15).
         fields = stat[stat.rfind(")") + 2 :].split()
         if int(fields[2]) == pgid:
-            ticks += int(fields[11]) + int(fields[12])
+            yield int(entry), fields
+
+
+def group_cpu_seconds(pgid):
+    """utime+stime of every live process in process group pgid, in seconds."""
+    ticks = sum(int(fields[11]) + int(fields[12]) for _pid, fields in group_stats(pgid))
     return ticks / CLOCK_TICKS
+
+
+# System calls and switches a relay or a refresh costs: exact where CPU figures are noisy.
+PERF_EVENTS = [
+    "syscalls:sys_enter_epoll_wait",
+    "syscalls:sys_enter_sendto",
+    "syscalls:sys_enter_recvfrom",
+    "syscalls:sys_enter_futex",
+    "syscalls:sys_enter_write",
+    "context-switches",
+    "page-faults",
+    "task-clock",
+]
+
+
+def perf_stat(pgid, seconds, events=PERF_EVENTS):
+    """Starts `perf stat` on every process of group pgid (Kamailio's children too) for
+    `seconds`; `.communicate()` on the result, then `perf_counts(stderr)`, gives {event: count}."""
+    pids = ",".join(str(pid) for pid, _fields in group_stats(pgid))
+    return subprocess.Popen(
+        ["perf", "stat", "-x", ",", "-e", ",".join(events), "-p", pids,
+         "--", "sleep", str(seconds)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def perf_counts(csv_text):
+    """{event: count} from `perf stat -x ,` output (task-clock in ms)."""
+    counts = {}
+    for line in csv_text.splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[2] in PERF_EVENTS:
+            try:
+                counts[fields[2]] = float(fields[0])
+            except ValueError:
+                pass  # <not counted>
+    return counts
 
 
 def cargo_artifacts(args, what):
