@@ -21,14 +21,14 @@ use crate::via::{Via, ViaSpans};
 /// Largest message [`Message::parse`] accepts (also the stream framing limit).
 pub const MAX_MESSAGE_SIZE: usize = 1 << 20;
 
-/// Text that is either a span of the message buffer or owned (edited or unfolded): then an
-/// index into the message's `owned` strings, so entries are small and `Copy`, and dropping a
-/// message walks none of them. Offsets fit in `u32` as messages are at most
+/// Text that is either a span of the message buffer or owned (edited or unfolded): then a
+/// span of the message's `owned` text, so entries are small and `Copy`, and dropping or
+/// cloning a message allocates once for all its edits. Offsets fit in `u32` as messages are at most
 /// [`MAX_MESSAGE_SIZE`] bytes.
 #[derive(Clone, Copy, Debug)]
 enum Text {
     Span(u32, u32),
-    Owned(u32),
+    Owned(u32, u32),
 }
 
 impl Text {
@@ -78,9 +78,9 @@ pub struct Message {
     buf: Bytes,
     start: StartLine,
     headers: Vec<Entry>,
-    /// The strings of `Text::Owned`: unfolded values and what edits wrote. Kept until the
-    /// message goes (edits are few), so an index stays valid.
-    owned: Vec<Box<str>>,
+    /// The text of `Text::Owned`, one string after another: unfolded values and what edits
+    /// wrote. Only appended to until the message goes (edits are few), so a span stays valid.
+    owned: String,
     body: Bytes,
     /// The whole message as received, when it can be re-sent as is (no edits, a correct
     /// Content-Length present).
@@ -316,7 +316,7 @@ fn parse_cseq(v: &str) -> Option<(u32, &str)> {
     is_token(method).then_some((n, method))
 }
 
-fn text<'a>(buf: &'a Bytes, owned: &'a [Box<str>], t: &Text) -> &'a str {
+fn text<'a>(buf: &'a Bytes, owned: &'a str, t: &Text) -> &'a str {
     match *t {
         Text::Span(s, e) => {
             let bytes = buf.get(s as usize..e as usize).unwrap_or_default();
@@ -326,14 +326,26 @@ fn text<'a>(buf: &'a Bytes, owned: &'a [Box<str>], t: &Text) -> &'a str {
             // end next to ASCII delimiters, so they are char boundaries.
             unsafe { std::str::from_utf8_unchecked(bytes) }
         }
-        Text::Owned(i) => owned.get(i as usize).map_or("", |s| s),
+        Text::Owned(s, e) => owned.get(s as usize..e as usize).unwrap_or(""),
     }
 }
 
+/// Appends `s` to a message's owned text; its span there.
+fn own_in(owned: &mut String, s: &str) -> Text {
+    if owned.capacity() == 0 {
+        // Room for the usual edits of a relayed message (Via, Record-Route, Max-Forwards)
+        // at once, rather than growing through every power of two.
+        owned.reserve(256);
+    }
+    let start = owned.len();
+    owned.push_str(s);
+    Text::Owned(start as u32, owned.len() as u32)
+}
+
 /// A predicate selecting the entries of header `name` (case-insensitive, compact forms).
-fn matcher(name: &str) -> impl Fn(&Entry, &Bytes, &[Box<str>]) -> bool + '_ {
+fn matcher(name: &str) -> impl Fn(&Entry, &Bytes, &str) -> bool + '_ {
     let kind = HeaderKind::of(name.as_bytes());
-    move |e: &Entry, buf: &Bytes, owned: &[Box<str>]| {
+    move |e: &Entry, buf: &Bytes, owned: &str| {
         e.kind == kind
             && (kind != HeaderKind::Other
                 || eq_ignore_case(text(buf, owned, &e.name).as_bytes(), name.as_bytes()))
@@ -364,19 +376,19 @@ fn params_start(value: &str) -> usize {
 }
 
 /// Keeps only token characters of a header name given to an edit.
-fn clean_name(name: &str) -> Option<String> {
+fn clean_name(name: &str) -> Option<Cow<'_, str>> {
     if !name.is_empty() && name.bytes().all(is_token_byte) {
-        return Some(name.to_owned());
+        return Some(Cow::Borrowed(name));
     }
     let n: String = name
         .chars()
         .filter(|&c| c.is_ascii() && is_token_byte(c as u8))
         .collect();
-    (!n.is_empty()).then_some(n)
+    (!n.is_empty()).then_some(Cow::Owned(n))
 }
 
 /// Replaces CR and LF in an edited value by SP so an edit cannot inject header lines.
-fn clean_value(value: &str) -> Box<str> {
+fn clean_value(value: &str) -> Cow<'_, str> {
     let v = trim_lws(value);
     if v.bytes().any(|c| matches!(c, b'\r' | b'\n')) {
         v.chars()
@@ -553,14 +565,13 @@ impl Message {
             pos,
             start_next,
         )?;
-        let mut owned: Vec<Box<str>> = Vec::new();
+        let mut owned = String::new();
         for &i in &folded {
             if let Some(entry) = headers.get_mut(i)
                 && let Text::Span(s, e) = entry.value
             {
                 let text = std::str::from_utf8(&b[s as usize..e as usize]).unwrap_or_default();
-                entry.value = Text::Owned(owned.len() as u32);
-                owned.push(unfold(text).into());
+                entry.value = own_in(&mut owned, &unfold(text));
             }
         }
         let mut content_length: Option<usize> = None;
@@ -675,16 +686,14 @@ impl Message {
     }
 
     /// The values of every header line named `name`, in order.
-    pub fn headers<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> + use<'a> {
+    pub fn headers<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
         let kind = HeaderKind::of(name.as_bytes());
-        let name = (kind == HeaderKind::Other).then(|| name.to_owned());
         self.headers
             .iter()
             .filter(move |e| {
                 e.kind == kind
-                    && name
-                        .as_deref()
-                        .is_none_or(|n| eq_ignore_case(self.text(&e.name).as_bytes(), n.as_bytes()))
+                    && (kind != HeaderKind::Other
+                        || eq_ignore_case(self.text(&e.name).as_bytes(), name.as_bytes()))
             })
             .map(|e| self.text(&e.value))
     }
@@ -693,7 +702,10 @@ impl Message {
     /// strings and `<...>`; empty elements are skipped. For list headers (Via, Route,
     /// Record-Route, Contact, Supported...); not for Date or the auth headers, whose values
     /// contain commas.
-    pub fn header_values<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> + use<'a> {
+    pub fn header_values<'a, 'n>(
+        &'a self,
+        name: &'n str,
+    ) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
         self.headers(name).flat_map(CommaValues::new)
     }
 
@@ -793,17 +805,16 @@ impl Message {
     }
 
     /// Keeps `s` with the message as the text of an edit.
-    fn own(&mut self, s: Box<str>) -> Text {
-        self.owned.push(s);
-        Text::Owned((self.owned.len() - 1) as u32)
+    fn own(&mut self, s: &str) -> Text {
+        own_in(&mut self.owned, s)
     }
 
     fn new_entry(&mut self, name: &str, value: &str) -> Option<Entry> {
         let name = clean_name(name)?;
         Some(Entry {
             kind: HeaderKind::of(name.as_bytes()),
-            name: self.own(name.into()),
-            value: self.own(clean_value(value)),
+            name: self.own(&name),
+            value: self.own(&clean_value(value)),
             raw: None,
         })
     }
@@ -818,7 +829,7 @@ impl Message {
             .chars()
             .filter(|c| !c.is_whitespace() && !c.is_control())
             .collect();
-        let new_uri = self.own(new_uri.into());
+        let new_uri = self.own(&new_uri);
         if let StartLine::Request { uri, raw, .. } = &mut self.start {
             *uri = new_uri;
             *raw = None;
@@ -905,9 +916,13 @@ impl Message {
         if CommaValues::new(rest).next().is_none() {
             self.headers.remove(i);
         } else {
-            let rest = self.own(rest.into());
+            // The rest is a tail of the same text: narrow the span instead of copying it.
+            let (from, to) = span_in(value, rest);
             let e = &mut self.headers[i];
-            e.value = rest;
+            e.value = match e.value {
+                Text::Span(s, _) => Text::Span(s + from, s + to),
+                Text::Owned(s, _) => Text::Owned(s + from, s + to),
+            };
             e.raw = None;
         }
         self.edited();
@@ -953,7 +968,7 @@ impl Message {
             set_param(&first[split..], &param, value.as_deref()),
             &whole[comma..]
         );
-        let new_value = self.own(new_value.into());
+        let new_value = self.own(&new_value);
         let e = &mut self.headers[i];
         e.value = new_value;
         e.raw = None;
@@ -1161,7 +1176,7 @@ impl Message {
 /// What validation reads of a message being parsed, before it is assembled.
 struct Parts<'a> {
     buf: &'a Bytes,
-    owned: &'a [Box<str>],
+    owned: &'a str,
     start: &'a StartLine,
     headers: &'a [Entry],
 }
@@ -1199,7 +1214,7 @@ impl Parts<'_> {
                     .zip((e as usize).checked_sub(head_at))
                     .and_then(|(s, e)| head.get(s..e))
                     .unwrap_or(""),
-                Text::Owned(_) => self.text(&entry.value),
+                Text::Owned(..) => self.text(&entry.value),
             };
             let values = self
                 .validate_entry(i, entry, value, &mut found)
@@ -1338,17 +1353,12 @@ impl Builder {
     /// A line under the name given (a compact or unknown name stays as written).
     fn named(&mut self, name: &str, value: &str) {
         // Borrowed when already clean, which a name and value almost always are.
-        let name = if !name.is_empty() && name.bytes().all(is_token_byte) {
-            Cow::Borrowed(name)
-        } else {
-            match clean_name(name) {
-                Some(cleaned) => Cow::Owned(cleaned),
-                None => return,
-            }
+        let Some(name) = clean_name(name) else {
+            return;
         };
         let trimmed = trim_lws(value);
         let value = if trimmed.bytes().any(|c| matches!(c, b'\r' | b'\n')) {
-            Cow::Owned(clean_value(trimmed).into_string())
+            Cow::Owned(clean_value(trimmed).into_owned())
         } else {
             Cow::Borrowed(trimmed)
         };
@@ -1384,7 +1394,7 @@ impl Builder {
             buf: Bytes::from(self.buf),
             start,
             headers: self.headers,
-            owned: Vec::new(),
+            owned: String::new(),
             body: Bytes::new(),
             verbatim: has_length.then_some((0, len)),
             located: None,

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use siphost_sip::{Message, NameAddr, Uri};
 
 use crate::config::{ProxyConfig, RouteRule};
-use crate::transport::{Listener, TransportKind, format_host_port};
+use crate::transport::{Listener, TransportKind};
 
 /// RFC 3261 magic cookie that starts every branch this proxy creates.
 pub const MAGIC_COOKIE: &str = "z9hG4bK";
@@ -239,7 +239,7 @@ pub fn via_value(listener: &Listener, branch: &str) -> String {
 pub fn record_route_value(listener: &Listener, params: &str) -> String {
     format!(
         "<sip:{};transport={};lr{params}>",
-        format_host_port(&listener.host, listener.local.port()),
+        listener.sent_by(),
         listener.kind.as_str()
     )
 }

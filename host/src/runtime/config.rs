@@ -112,10 +112,12 @@ pub enum ListenTransport {
 impl ListenTransport {
     /// Parses the transport names the proxy uses in `HookContext::transport`.
     pub fn from_name(name: &str) -> Option<Self> {
-        match name.to_ascii_lowercase().as_str() {
-            "udp" => Some(Self::Udp),
-            "tcp" => Some(Self::Tcp),
-            _ => None,
+        if name.eq_ignore_ascii_case("udp") {
+            Some(Self::Udp)
+        } else if name.eq_ignore_ascii_case("tcp") {
+            Some(Self::Tcp)
+        } else {
+            None
         }
     }
 }

@@ -40,18 +40,29 @@ pub struct Listener {
 
 impl Listener {
     /// `host:port` as written in Via sent-by.
-    pub fn sent_by(&self) -> String {
-        format_host_port(&self.host, self.local.port())
+    pub fn sent_by(&self) -> HostPort<'_> {
+        HostPort(&self.host, self.local.port())
+    }
+}
+
+/// `host:port`, bracketing IPv6 literals, written where it is formatted (no string of its own).
+#[derive(Debug, Clone, Copy)]
+pub struct HostPort<'a>(pub &'a str, pub u16);
+
+impl std::fmt::Display for HostPort<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let HostPort(host, port) = *self;
+        if host.contains(':') && !host.starts_with('[') {
+            write!(f, "[{host}]:{port}")
+        } else {
+            write!(f, "{host}:{port}")
+        }
     }
 }
 
 /// `host:port`, bracketing IPv6 literals.
 pub fn format_host_port(host: &str, port: u16) -> String {
-    if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
+    HostPort(host, port).to_string()
 }
 
 /// Where a message came from: transport, the listener it arrived on, the peer, and for TCP

@@ -204,3 +204,102 @@ fn drives_thousands_of_transactions_from_one_queue() {
         assert_eq!(count, if id % 2 == 1 { 2 } else { 11 }, "id {id}");
     }
 }
+
+/// Deadlines minutes apart (beyond the sorted buckets and the ring behind them), long idle
+/// jumps, and rescheduling into and out of the far range: still exact, in order, nothing lost.
+#[test]
+fn far_deadlines_and_long_jumps_stay_exact() {
+    let t0 = Instant::now();
+    let mut queue = TimerQueue::new();
+    queue.schedule("hour", t0 + Duration::from_secs(3_600));
+    queue.schedule("c", t0 + Duration::from_secs(180));
+    queue.schedule("soon", t0 + ms(1));
+    queue.schedule("day", t0 + Duration::from_secs(86_400));
+    assert_eq!(queue.next_deadline(), Some(t0 + ms(1)));
+    assert_eq!(
+        queue.pop_expired(t0 + ms(1)).collect::<Vec<_>>(),
+        vec!["soon"]
+    );
+    // Only far deadlines left: the next one is still exact.
+    assert_eq!(queue.next_deadline(), Some(t0 + Duration::from_secs(180)));
+    // A deadline nearer than the one just sorted in.
+    queue.schedule("minute", t0 + Duration::from_secs(60));
+    assert_eq!(queue.next_deadline(), Some(t0 + Duration::from_secs(60)));
+    // Moved from the far range to a near one and back.
+    queue.schedule("hour", t0 + ms(500));
+    queue.schedule("day", t0 + Duration::from_secs(86_400 * 2));
+    queue.schedule("day", t0 + Duration::from_secs(86_400));
+    assert_eq!(queue.pop_expired(t0 + ms(499)).count(), 0);
+    assert_eq!(
+        queue.pop_expired(t0 + ms(500)).collect::<Vec<_>>(),
+        vec!["hour"]
+    );
+    // One jump over everything but the day.
+    assert_eq!(
+        queue
+            .pop_expired(t0 + Duration::from_secs(7_200))
+            .collect::<Vec<_>>(),
+        vec!["minute", "c"]
+    );
+    assert_eq!(queue.len(), 1);
+    assert_eq!(
+        queue.next_deadline(),
+        Some(t0 + Duration::from_secs(86_400))
+    );
+    assert_eq!(
+        queue
+            .pop_expired(t0 + Duration::from_secs(86_400))
+            .collect::<Vec<_>>(),
+        vec!["day"]
+    );
+    assert_eq!(queue.next_deadline(), None);
+    // Deadlines before the first one ever scheduled still come first.
+    queue.schedule("late", t0 + Duration::from_secs(90_000));
+    queue.schedule("past", t0);
+    assert_eq!(queue.next_deadline(), Some(t0));
+}
+
+/// The random workload again with deadlines from milliseconds to an hour and time steps from
+/// none to ten minutes, so entries cross the sorted part, the ring and the far heap both ways.
+#[test]
+fn agrees_with_the_model_across_every_range() {
+    let t0 = Instant::now();
+    let mut rng = Rng(0x0123_4567_89AB_CDEF);
+    let mut queue = TimerQueue::new();
+    let mut model: HashMap<u64, Instant> = HashMap::new();
+    let mut now = t0;
+    let spans = [10, 200, 5_000, 60_000, 400_000, 3_600_000];
+    for _ in 0..50_000 {
+        let key = rng.below(500);
+        match rng.below(12) {
+            0..=6 => {
+                let span = spans[rng.below(spans.len() as u64) as usize];
+                let at = now + ms(rng.below(span));
+                queue.schedule(key, at);
+                model.insert(key, at);
+            }
+            7 => assert_eq!(queue.cancel(&key), model.remove(&key).is_some()),
+            8 => assert_eq!(queue.next_deadline(), model.values().min().copied()),
+            _ => {
+                let step = spans[rng.below(spans.len() as u64) as usize] / 6;
+                now += ms(rng.below(step + 1));
+                let popped: Vec<u64> = queue.pop_expired(now).collect();
+                let deadlines: Vec<Instant> = popped.iter().map(|key| model[key]).collect();
+                assert!(deadlines.windows(2).all(|pair| pair[0] <= pair[1]));
+                let mut expected: Vec<u64> = model
+                    .iter()
+                    .filter(|(_, at)| **at <= now)
+                    .map(|(key, _)| *key)
+                    .collect();
+                expected.sort_unstable();
+                let mut got = popped.clone();
+                got.sort_unstable();
+                assert_eq!(got, expected);
+                for key in popped {
+                    model.remove(&key);
+                }
+            }
+        }
+        assert_eq!(queue.len(), model.len());
+    }
+}

@@ -240,16 +240,21 @@ impl Core {
         let Some(ctx) = self.contexts.get_mut(&ctx_id) else {
             return;
         };
-        ctx.hook_busy = true;
-        let call = HookCall::Reply {
-            ctx: ctx.hook.clone(),
-            msg: reply.response,
-        };
         let parked = ParkedReply {
             ctx: ctx_id,
             client: reply.client,
             status: reply.status,
             request: reply.request,
+        };
+        if !self.hooks.applies(ctx.hook.transport, ctx.hook.local) {
+            // No filter on this socket: relayed as is, without a copy of the context.
+            self.reply_relayed(parked, Some(reply.response), now);
+            return;
+        }
+        ctx.hook_busy = true;
+        let call = HookCall::Reply {
+            ctx: ctx.hook.clone(),
+            msg: reply.response,
         };
         self.submit_hook(call, Parked::Reply(parked), now);
     }
@@ -273,6 +278,15 @@ impl Core {
                 tracing::warn!("filters answered a reply call with another kind; dropped");
                 None
             }
+        };
+        self.reply_relayed(reply, response, now);
+    }
+
+    /// A reply past the filters (`None`: dropped): a provisional is relayed, a final ranked.
+    fn reply_relayed(&mut self, reply: ParkedReply, response: Option<Message>, now: Instant) {
+        let ctx_id = reply.ctx;
+        let Some(ctx) = self.contexts.get_mut(&ctx_id) else {
+            return;
         };
         let server = ctx.server;
         if reply.status < 200 {

@@ -3,37 +3,40 @@
 
 use super::*;
 
-/// RFC 3261 §17.2.3 server transaction key: branch, sent-by and method (ACK → INVITE).
+/// RFC 3261 §17.2.3 server transaction key: branch, sent-by and method (ACK → INVITE), in
+/// one string (one allocation per message, not one per part and per lower-casing).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(super) struct ServerKey {
-    pub(super) branch: Box<str>,
-    pub(super) sent_by: Box<str>,
-    pub(super) method: Box<str>,
-}
+pub(super) struct ServerKey(Box<str>);
 
 impl ServerKey {
     pub(super) fn new(msg: &Message, via: &Via<'_>, method: &str) -> ServerKey {
-        let branch = match via.branch() {
-            Some(b) if b.starts_with(MAGIC_COOKIE) => b.into(),
+        use std::fmt::Write as _;
+        let mut key = String::with_capacity(
+            via.branch().map_or(64, str::len) + via.host.len() + method.len() + 8,
+        );
+        match via.branch() {
+            Some(b) if b.starts_with(MAGIC_COOKIE) => key.push_str(b),
             // RFC 2543 peers: fall back to the dialog and sequence identifiers.
-            _ => format!(
-                "2543|{}|{}|{}",
-                msg.call_id().unwrap_or(""),
-                msg.from_tag().unwrap_or(""),
-                msg.cseq().map_or(0, |(n, _)| n)
-            )
-            .into(),
-        };
-        ServerKey {
-            branch,
-            sent_by: format!(
-                "{}:{}",
-                via.host.to_ascii_lowercase(),
-                via.port.unwrap_or(5060)
-            )
-            .into(),
-            method: method.into(),
+            _ => {
+                let _ = write!(
+                    key,
+                    "2543|{}|{}|{}",
+                    msg.call_id().unwrap_or(""),
+                    msg.from_tag().unwrap_or(""),
+                    msg.cseq().map_or(0, |(n, _)| n)
+                );
+            }
         }
+        // Neither a branch (a token) nor a host holds a space.
+        key.push(' ');
+        key.extend(via.host.chars().map(|c| c.to_ascii_lowercase()));
+        let _ = write!(key, ":{} {method}", via.port.unwrap_or(5060));
+        ServerKey(key.into_boxed_str())
+    }
+
+    /// The key without its method.
+    pub(super) fn branch_and_sent_by(&self) -> &str {
+        self.0.rsplit_once(' ').map_or(&self.0, |(head, _)| head)
     }
 }
 

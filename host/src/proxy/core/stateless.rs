@@ -44,10 +44,7 @@ impl Core {
         let Some((upstream_branch, branch)) = msg.top_via().map(|via| {
             let key = ServerKey::new(&msg, &via, "INVITE");
             let upstream = via.branch().unwrap_or_default().to_owned();
-            (
-                upstream,
-                stateless_branch(&format!("{}|{}", key.branch, key.sent_by)),
-            )
+            (upstream, stateless_branch(key.branch_and_sent_by()))
         }) else {
             return;
         };
