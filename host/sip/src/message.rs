@@ -847,6 +847,35 @@ impl Message {
         }
     }
 
+    /// As [`Message::prepend_header`], with the value formatted straight into the message's
+    /// own text (a Via or Record-Route the proxy writes costs no string of its own).
+    pub fn prepend_header_fmt(&mut self, name: &str, value: fmt::Arguments<'_>) {
+        use fmt::Write as _;
+        let start = self.owned.len();
+        if self.owned.capacity() == 0 {
+            self.owned.reserve(256);
+        }
+        let _ = self.owned.write_fmt(value);
+        let written = &self.owned[start..];
+        let clean = !written.bytes().any(|c| matches!(c, b'\r' | b'\n'))
+            && trim_lws(written).len() == written.len();
+        let Some(name) = clean_name(name).filter(|_| clean) else {
+            // Rare: cleaned the slow way (or refused for a bad name), as `prepend_header`.
+            let value = self.owned.split_off(start);
+            self.prepend_header(name, &value);
+            return;
+        };
+        let value = Text::Owned(start as u32, self.owned.len() as u32);
+        let entry = Entry {
+            kind: HeaderKind::of(name.as_bytes()),
+            name: self.own(&name),
+            value,
+            raw: None,
+        };
+        self.headers.insert(0, entry);
+        self.edited();
+    }
+
     /// Appends a header line after the last one. Names and values are cleaned as in
     /// [`Message::prepend_header`].
     pub fn append_header(&mut self, name: &str, value: &str) {
@@ -1095,9 +1124,15 @@ impl Message {
         } else {
             500
         };
-        let mut b = Builder::default();
+        // Room for the copied lines at once instead of growing through every power of two.
+        let mut b = Builder {
+            buf: Vec::with_capacity(512),
+            headers: Vec::with_capacity(8),
+        };
+        b.buf.extend_from_slice(b"SIP/2.0 ");
         b.buf
-            .extend_from_slice(format!("SIP/2.0 {status} ").as_bytes());
+            .extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+        b.buf.push(b' ');
         let rs = b.buf.len();
         b.buf.extend_from_slice(clean_value(reason).as_bytes());
         let re = b.buf.len();

@@ -55,6 +55,33 @@ fn proxy_edits_touch_only_edited_lines() {
     assert_eq!(again.body(), invite().body());
 }
 
+/// A formatted value is written into the message's own text and comes out as the same
+/// value passed as a string would, cleaned the same way when it needs cleaning.
+#[test]
+fn formatted_prepend_matches_the_string_form() {
+    let (host, branch) = ("proxy.example.net", "z9hG4bKproxy1");
+    let mut by_fmt = invite();
+    by_fmt.prepend_header_fmt("Via", format_args!("SIP/2.0/UDP {host};branch={branch}"));
+    let mut by_str = invite();
+    by_str.prepend_header("Via", &format!("SIP/2.0/UDP {host};branch={branch}"));
+    assert_eq!(by_fmt.to_bytes(), by_str.to_bytes());
+    assert_eq!(by_fmt.top_via().unwrap().branch(), Some(branch));
+
+    // CR/LF cannot inject a line, surrounding whitespace is trimmed, a name is cleaned.
+    let evil = "x\r\nInjected: yes";
+    let mut by_fmt = invite();
+    by_fmt.prepend_header_fmt("X-Note", format_args!("  {evil} "));
+    by_fmt.prepend_header_fmt("Bad Name:", format_args!("ignored"));
+    let mut by_str = invite();
+    by_str.prepend_header("X-Note", &format!("  {evil} "));
+    by_str.prepend_header("Bad Name:", "ignored");
+    let out = by_fmt.to_bytes();
+    assert_eq!(out, by_str.to_bytes());
+    let again = Message::parse(out).unwrap();
+    assert_eq!(again.header("X-Note"), Some("x  Injected: yes"));
+    assert_eq!(again.header("Injected"), None);
+}
+
 #[test]
 fn top_via_params_received_and_rport() {
     let mut m = invite();

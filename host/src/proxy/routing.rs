@@ -1,6 +1,7 @@
 //! Pure routing decisions of RFC 3261 §16: who "we" are, static route rules, the next hop of
 //! a request, loop-detecting branch values, and the Via / Record-Route values the proxy writes.
 
+use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
 
@@ -218,30 +219,42 @@ pub fn stateless_branch(upstream_branch: &str) -> String {
 /// §16.3 step 4: the request looped when one of our own Vias carries a branch with the same
 /// loop hash (a different hash is a spiral, which is fine).
 pub fn is_loop(msg: &Message, us: &Identities, hash: u64) -> bool {
-    let wanted = format!("{MAGIC_COOKIE}{hash:016x}");
+    // `{hash:016x}` without a string per request.
+    let wanted: [u8; 16] =
+        std::array::from_fn(|i| b"0123456789abcdef"[((hash >> (60 - 4 * i)) & 0xf) as usize]);
     msg.header_values("Via").any(|value| {
         siphost_sip::Via::parse(value).is_ok_and(|via| {
-            us.is_us(via.host, via.port) && via.branch().is_some_and(|b| b.starts_with(&wanted))
+            us.is_us(via.host, via.port)
+                && via
+                    .branch()
+                    .and_then(|b| b.strip_prefix(MAGIC_COOKIE))
+                    .is_some_and(|rest| rest.as_bytes().starts_with(&wanted))
         })
     })
 }
 
-/// The Via value this proxy adds on `listener`.
-pub fn via_value(listener: &Listener, branch: &str) -> String {
-    format!(
-        "SIP/2.0/{} {};branch={branch}",
-        listener.kind.via_name(),
-        listener.sent_by()
-    )
+/// The Via value this proxy adds on `listener` (formatted where it is written).
+pub fn via_value<'a>(listener: &'a Listener, branch: &'a str) -> impl fmt::Display + 'a {
+    fmt::from_fn(move |f| {
+        write!(
+            f,
+            "SIP/2.0/{} {};branch={branch}",
+            listener.kind.via_name(),
+            listener.sent_by()
+        )
+    })
 }
 
 /// The Record-Route value for `listener`, with extra URI parameters after `;lr`.
-pub fn record_route_value(listener: &Listener, params: &str) -> String {
-    format!(
-        "<sip:{};transport={};lr{params}>",
-        listener.sent_by(),
-        listener.kind.as_str()
-    )
+pub fn record_route_value<'a>(listener: &'a Listener, params: &'a str) -> impl fmt::Display + 'a {
+    fmt::from_fn(move |f| {
+        write!(
+            f,
+            "<sip:{};transport={};lr{params}>",
+            listener.sent_by(),
+            listener.kind.as_str()
+        )
+    })
 }
 
 /// Whether this host's own Route value (as [`record_route_value`] wrote it) carries
@@ -435,16 +448,16 @@ mod tests {
     fn via_and_record_route_values() {
         let udp = listener(TransportKind::Udp, "127.0.0.1:5060");
         assert_eq!(
-            via_value(&udp, "z9hG4bKx"),
+            via_value(&udp, "z9hG4bKx").to_string(),
             "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx"
         );
         assert_eq!(
-            record_route_value(&udp, ""),
+            record_route_value(&udp, "").to_string(),
             "<sip:127.0.0.1:5060;transport=udp;lr>"
         );
         let tcp6 = listener(TransportKind::Tcp, "[::1]:5061");
         assert_eq!(
-            record_route_value(&tcp6, ";vsf=abc"),
+            record_route_value(&tcp6, ";vsf=abc").to_string(),
             "<sip:[::1]:5061;transport=tcp;lr;vsf=abc>"
         );
         assert_eq!(stateless_branch("z9hG4bKa"), stateless_branch("z9hG4bKa"));

@@ -107,19 +107,25 @@ impl Core {
                 && inbound != listener
                 && let Some(l) = self.listeners.get(inbound)
             {
-                request.prepend_header("Record-Route", &record_route_value(l, params));
+                request.prepend_header_fmt(
+                    "Record-Route",
+                    format_args!("{}", record_route_value(l, params)),
+                );
             }
             if let Some(l) = self.listeners.get(listener) {
-                request.prepend_header("Record-Route", &record_route_value(l, params));
+                request.prepend_header_fmt(
+                    "Record-Route",
+                    format_args!("{}", record_route_value(l, params)),
+                );
             }
         }
         let hash = ctx.loop_hash;
         let is_invite = ctx.is_invite;
         let branch = self.new_branch(hash);
-        let Some(via) = self.listeners.get(listener).map(|l| via_value(l, &branch)) else {
+        let Some(l) = self.listeners.get(listener) else {
             return;
         };
-        request.prepend_header("Via", &via);
+        request.prepend_header_fmt("Via", format_args!("{}", via_value(l, &branch)));
         let dest = Destination {
             kind,
             listener,

@@ -715,10 +715,10 @@ impl Core {
                     tracing::debug!(%kind, "no listener for a stateless request");
                     return;
                 };
-                let Some(via) = self.listeners.get(listener).map(|l| via_value(l, &branch)) else {
+                let Some(l) = self.listeners.get(listener) else {
                     return;
                 };
-                request.prepend_header("Via", &via);
+                request.prepend_header_fmt("Via", format_args!("{}", via_value(l, &branch)));
                 ProxyStats::bump(&self.stats.forwarded);
                 self.transmit(kind, listener, addr, None, request.to_bytes());
             }
@@ -755,8 +755,8 @@ impl Core {
                     if request.top_via().is_some() {
                         request.set_top_via_param("branch", Some(&branch));
                     } else if let Some(l) = self.listeners.get(listener) {
-                        let via = via_value(l, &branch);
-                        request.prepend_header("Via", &via);
+                        request
+                            .prepend_header_fmt("Via", format_args!("{}", via_value(l, &branch)));
                     }
                 }
                 let Some(branch) = request

@@ -346,7 +346,7 @@ impl Core {
             Decision::Resend { .. } | Decision::Continue => {
                 if hook.next_hop != preliminary {
                     hook.next_hop.clone().ok_or(())
-                } else if request.request_uri().map(str::to_owned) != ruri_before {
+                } else if request.request_uri() != ruri_before.as_deref() {
                     self.router.next_hop(&request, &self.us).map_err(|_| ())
                 } else {
                     preliminary.ok_or(())
@@ -362,7 +362,7 @@ impl Core {
             Some(n) => n.saturating_sub(1),
             None => self.max_forwards,
         };
-        request.set_header("Max-Forwards", &forwards.to_string());
+        request.set_header("Max-Forwards", itoa::Buffer::new().format(forwards));
         hook.next_hop = Some(next_hop.clone());
         self.contexts.insert(
             ctx_id,
