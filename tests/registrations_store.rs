@@ -565,6 +565,75 @@ async fn outcomes_since_the_last_write_survive_a_kill(kind: Kind) {
     raw.close().await;
 }
 
+/// More rows than one statement holds (100), and a remainder that is not a power of two:
+/// the flush writes them as chunks of 100, 100, 32, 4 and 1 rows, each statement built once,
+/// and every row's state comes back after a reopen, saved twice or not.
+async fn many_states_are_saved_in_chunks(kind: Kind) {
+    let db = TestDb::new(kind);
+    let raw = db.raw().await;
+    db.create_kamailio_table(&raw, false).await;
+    for n in 0..237 {
+        db.insert(&raw, COLUMNS, &row(&format!("u{n}"), "pw", "", 3600, 0))
+            .await;
+    }
+    let store = RegistrationStore::open(&db.config(), "tenant-a")
+        .await
+        .expect("open");
+    let (mut table, _) = store.load().await.expect("load");
+    let state = |n: u64| LiveState {
+        flags: flags::ONLINE | flags::INIT,
+        expires: 3600,
+        registered_until: 1_795_000_000 + n,
+        call_id: format!("call-{n}@siphost"),
+        cseq: 11 + n as u32,
+        last_status: 200,
+        last_reason: format!("OK {n}"),
+        failures: 0,
+        next_due_ms: 1_795_000_000_000 + n,
+    };
+    let ids: Vec<_> = table.iter().map(|(id, _, _)| id).collect();
+    assert_eq!(ids.len(), 237);
+    let expected: Vec<(String, LiveState)> = ids
+        .iter()
+        .enumerate()
+        .map(|(n, &id)| {
+            table.set_state(id, state(n as u64)).expect("set");
+            let uuid = table.get(id).expect("row").0.l_uuid().to_owned();
+            (uuid, state(n as u64))
+        })
+        .collect();
+    store.save_states(&table, &ids).await.expect("save");
+    store
+        .save_states(&table, &ids[..5])
+        .await
+        .expect("save some again");
+    store.close().await;
+
+    let store = RegistrationStore::open(&db.config(), "tenant-a")
+        .await
+        .expect("reopen");
+    let (table, _) = store.load().await.expect("load");
+    for (uuid, state) in &expected {
+        let id = table.find_uuid(uuid).expect("row");
+        assert_eq!(table.get(id).expect("row").1, state, "{uuid}");
+    }
+    store.close().await;
+    raw.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_many_states_are_saved_in_chunks() {
+    many_states_are_saved_in_chunks(Kind::Sqlite).await;
+}
+#[tokio::test]
+async fn postgres_many_states_are_saved_in_chunks() {
+    many_states_are_saved_in_chunks(Kind::Postgres).await;
+}
+#[tokio::test]
+async fn mariadb_many_states_are_saved_in_chunks() {
+    many_states_are_saved_in_chunks(Kind::MySql).await;
+}
+
 #[tokio::test]
 async fn sqlite_outcomes_since_the_last_write_survive_a_kill() {
     outcomes_since_the_last_write_survive_a_kill(Kind::Sqlite).await;

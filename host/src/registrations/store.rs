@@ -124,18 +124,26 @@ enum Dialect {
 
 impl Dialect {
     /// The `n`th (1-based) bind placeholder.
-    fn placeholder(self, n: usize) -> String {
-        match self {
-            Dialect::Postgres => format!("${n}"),
-            Dialect::Sqlite | Dialect::MySql => "?".to_owned(),
-        }
+    fn placeholders(self, first: usize, count: usize) -> String {
+        let mut out = String::with_capacity(count * 5);
+        self.write_placeholders(&mut out, first, count);
+        out
     }
 
-    fn placeholders(self, first: usize, count: usize) -> String {
-        (first..first + count)
-            .map(|n| self.placeholder(n))
-            .collect::<Vec<_>>()
-            .join(", ")
+    /// `count` placeholders from number `first` on, comma-separated, appended to `out`.
+    fn write_placeholders(self, out: &mut String, first: usize, count: usize) {
+        use std::fmt::Write as _;
+        for n in first..first + count {
+            if n > first {
+                out.push_str(", ");
+            }
+            match self {
+                Dialect::Postgres => {
+                    let _ = write!(out, "${n}");
+                }
+                Dialect::Sqlite | Dialect::MySql => out.push('?'),
+            }
+        }
     }
 }
 
@@ -344,7 +352,14 @@ pub struct RegistrationStore {
     state_log: Option<StateLog>,
     /// An append failed and was logged; the next failure is not, until one succeeds.
     state_log_failing: std::sync::atomic::AtomicBool,
+    /// The live-state upsert for 1, 2, 4, … 64 and [`SAVE_CHUNK`] rows, built once: a flush
+    /// writes its rows in chunks of these sizes, so the database prepares each statement
+    /// once instead of a new one (of up to 1,200 parameters) every second.
+    upserts: [std::sync::OnceLock<Box<str>>; UPSERT_SIZES.len()],
 }
+
+/// The row counts of the cached live-state upserts (see `RegistrationStore::upserts`).
+const UPSERT_SIZES: [usize; 8] = [1, 2, 4, 8, 16, 32, 64, SAVE_CHUNK];
 
 impl fmt::Debug for RegistrationStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -486,6 +501,7 @@ impl RegistrationStore {
             url,
             state_log,
             state_log_failing: Default::default(),
+            upserts: Default::default(),
         };
         store.prepare().await
     }
@@ -616,7 +632,7 @@ impl RegistrationStore {
         let sql = format!(
             "SELECT id, {columns} FROM {} WHERE id > {} ORDER BY id LIMIT {LOAD_PAGE}",
             self.table,
-            self.dialect.placeholder(1),
+            self.dialect.placeholders(1, 1),
         );
         let mut loaded = LoadedRows::default();
         let mut seen = HashSet::new();
@@ -670,8 +686,8 @@ impl RegistrationStore {
             "SELECT l_uuid, {columns} FROM {} WHERE tenant = {} AND l_uuid > {} \
              ORDER BY l_uuid LIMIT {LOAD_PAGE}",
             self.state_table,
-            self.dialect.placeholder(1),
-            self.dialect.placeholder(2),
+            self.dialect.placeholders(1, 1),
+            self.dialect.placeholders(2, 1),
         );
         let mut stale = Vec::new();
         let mut after = String::new();
@@ -727,15 +743,8 @@ impl RegistrationStore {
 
     /// Persists the live state of `ids` in one transaction (upsert by tenant
     /// and l_uuid). Ids no longer in the table are ignored.
-    pub async fn save_states(
-        &self,
-        table: &RegistrationTable,
-        ids: &[RecordId],
-    ) -> Result<(), StoreError> {
-        let present: Vec<_> = ids.iter().filter_map(|&id| table.get(id)).collect();
-        if present.is_empty() {
-            return Ok(());
-        }
+    /// The live-state upsert of `rows` rows.
+    fn upsert_sql(&self, rows: usize) -> Box<str> {
         let per_row = 2 + STATE_COLUMNS.len();
         let mut names = vec!["tenant", "l_uuid"];
         names.extend(STATE_COLUMNS);
@@ -753,34 +762,62 @@ impl RegistrationStore {
                     .join(", ")
             ),
         };
+        let mut values = String::with_capacity(rows * per_row * 5);
+        for i in 0..rows {
+            values.push_str(if i == 0 { "(" } else { ", (" });
+            self.dialect
+                .write_placeholders(&mut values, 1 + i * per_row, per_row);
+            values.push(')');
+        }
+        format!(
+            "INSERT INTO {} ({}) VALUES {values} {update}",
+            self.state_table,
+            names.join(", ")
+        )
+        .into_boxed_str()
+    }
+
+    pub async fn save_states(
+        &self,
+        table: &RegistrationTable,
+        ids: &[RecordId],
+    ) -> Result<(), StoreError> {
+        let present: Vec<_> = ids.iter().filter_map(|&id| table.get(id)).collect();
+        if present.is_empty() {
+            return Ok(());
+        }
         let mut tx = self
             .pool
             .begin()
             .await
             .map_err(|source| self.query_error("save live state", source))?;
-        for chunk in present.chunks(SAVE_CHUNK) {
-            let values = (0..chunk.len())
-                .map(|i| format!("({})", self.dialect.placeholders(1 + i * per_row, per_row)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let sql = format!(
-                "INSERT INTO {} ({}) VALUES {values} {update}",
-                self.state_table,
-                names.join(", ")
-            );
-            let mut query = sqlx::query(&sql);
+        let mut rest = present.as_slice();
+        while !rest.is_empty() {
+            // The largest cached size that fits: a full chunk, then the remainder in powers
+            // of two.
+            let (slot, size) = UPSERT_SIZES
+                .iter()
+                .copied()
+                .enumerate()
+                .rev()
+                .find(|&(_, size)| size <= rest.len())
+                .unwrap_or((0, 1));
+            let (chunk, later) = rest.split_at(size);
+            rest = later;
+            let sql = self.upserts[slot].get_or_init(|| self.upsert_sql(size));
+            let mut query = sqlx::query(sql);
             for (account, state) in chunk {
                 query = query
-                    .bind(self.tenant.clone())
-                    .bind(account.l_uuid().to_owned())
+                    .bind(self.tenant.as_str())
+                    .bind(account.l_uuid())
                     .bind(account.content_hash())
                     .bind(i64::from(state.flags))
                     .bind(i64::from(state.expires))
                     .bind(saturating_i64(state.registered_until))
-                    .bind(state.call_id.clone())
+                    .bind(state.call_id.as_str())
                     .bind(i64::from(state.cseq))
                     .bind(i64::from(state.last_status))
-                    .bind(state.last_reason.clone())
+                    .bind(state.last_reason.as_str())
                     .bind(i64::from(state.failures))
                     .bind(saturating_i64(state.next_due_ms));
             }
@@ -808,7 +845,7 @@ impl RegistrationStore {
             let sql = format!(
                 "DELETE FROM {} WHERE tenant = {} AND l_uuid IN ({})",
                 self.state_table,
-                self.dialect.placeholder(1),
+                self.dialect.placeholders(1, 1),
                 self.dialect.placeholders(2, chunk.len())
             );
             let mut query = sqlx::query(&sql).bind(self.tenant.clone());
@@ -873,7 +910,7 @@ impl RegistrationStore {
         let sql = format!(
             "DELETE FROM {} WHERE l_uuid = {}",
             self.table,
-            self.dialect.placeholder(1)
+            self.dialect.placeholders(1, 1)
         );
         let result = sqlx::query(&sql)
             .bind(l_uuid.to_owned())

@@ -223,6 +223,8 @@ struct Core {
     max_forwards: u32,
     timer_config: TimerConfig,
     timers: TimerQueue<TimerKey, rustc_hash::FxBuildHasher>,
+    /// Reused by `on_timers` for the keys that expired.
+    expired: Vec<TimerKey>,
     // Boxed: a map's growth moves its entries, and these are hundreds of bytes each (a
     // message or three). Unboxed, growing to 64k transactions copied tens of MB at once
     // into fresh pages, stalling the proxy thread for milliseconds.
@@ -298,6 +300,7 @@ impl Core {
             max_forwards: config.proxy.max_forwards,
             timer_config,
             timers: TimerQueue::default(),
+            expired: Vec::new(),
             servers: FxHashMap::default(),
             server_index: HashMap::default(),
             clients: FxHashMap::default(),
@@ -474,8 +477,9 @@ impl Core {
     }
 
     fn on_timers(&mut self, now: Instant) {
-        let expired: Vec<TimerKey> = self.timers.pop_expired(now).collect();
-        for key in expired {
+        let mut expired = std::mem::take(&mut self.expired);
+        expired.extend(self.timers.pop_expired(now));
+        for key in expired.drain(..) {
             match key {
                 TimerKey::Server(id) => {
                     if let Some(entry) = self.servers.get_mut(&id) {
@@ -513,6 +517,8 @@ impl Core {
                 }
             }
         }
+        // The room is kept for the next round: timers expire after most events.
+        self.expired = expired;
     }
 
     /// Entry point for every received message.
