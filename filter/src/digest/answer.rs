@@ -28,7 +28,7 @@ impl ChallengeKind {
         }
     }
 
-    pub fn challenge_header(self) -> &'static str {
+    pub const fn challenge_header(self) -> &'static str {
         match self {
             ChallengeKind::Www => "WWW-Authenticate",
             ChallengeKind::Proxy => "Proxy-Authenticate",

@@ -268,10 +268,19 @@ impl registration_handler::Guest for super::UacFilter {
 /// `handler.on-local-reply`: the final reply to a REGISTER this instance
 /// sent; false when the request id is not one of ours.
 pub fn on_local_reply(request_id: u64, reply: &Message) -> bool {
+    let status = reply.status().unwrap_or(0);
     let reply = Reply {
-        status: reply.status().unwrap_or(0),
+        status,
         reason: reply.reason().unwrap_or_default(),
-        headers: reply.all_headers(),
+        headers: Reply::headers_read(status)
+            .iter()
+            .flat_map(|&name| {
+                reply
+                    .headers(name)
+                    .into_iter()
+                    .map(move |value| (name.to_owned(), value))
+            })
+            .collect(),
     };
     let handled = with_registrar(|registrar| {
         let record = registrar.record_of(request_id);

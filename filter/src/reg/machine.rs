@@ -94,6 +94,21 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// The header lines [`Registrar::on_reply`] reads in a final reply of `status`: a caller
+    /// copying a reply out of the host needs only these (a 200 from a registrar carries a
+    /// dozen lines, and copying each across the wasm boundary costs a string apiece).
+    pub fn headers_read(status: u16) -> &'static [&'static str] {
+        const WWW: &[&str] = &[ChallengeKind::Www.challenge_header()];
+        const PROXY: &[&str] = &[ChallengeKind::Proxy.challenge_header()];
+        match status {
+            200..=299 => &["Contact", "Expires"],
+            401 => WWW,
+            407 => PROXY,
+            423 => &["Min-Expires"],
+            _ => &[],
+        }
+    }
+
     /// Every line of that name (case-insensitive; `m` is Contact's compact form).
     pub fn values(&self, name: &str) -> Vec<&str> {
         let compact = match name.to_ascii_lowercase().as_str() {

@@ -877,3 +877,69 @@ fn room_for_every_kept_challenge_is_made_once_at_the_first_record() {
         "never grown (rehashed) in a call"
     );
 }
+
+/// What the glue copies out of a reply (`Reply::headers_read`) is all `on_reply` needs: the
+/// same outcome and the same stored state as from every line of the registrar's reply.
+#[test]
+fn the_headers_read_are_all_a_reply_needs() {
+    let common = [
+        (
+            "Via",
+            "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx;rport=5060",
+        ),
+        ("From", "<sip:remote-u1@provider.test>;tag=tag-1"),
+        ("To", "<sip:remote-u1@provider.test>;tag=registrar"),
+        ("Call-ID", "call-1"),
+        ("CSeq", "10 REGISTER"),
+        ("Server", "kamailio (5.6.3 (x86_64/linux))"),
+        ("Content-Length", "0"),
+    ];
+    let with = |status: u16, own: &[(&str, &str)]| {
+        let mut lines = common.to_vec();
+        lines.extend_from_slice(own);
+        reply(status, &lines)
+    };
+    let challenge_line =
+        "Digest realm=\"provider.test\", nonce=\"n1\", qop=\"auth\", algorithm=MD5";
+    let replies = [
+        with(
+            200,
+            &[
+                ("m", "<sip:u1@127.0.0.1:5060>;expires=300"),
+                ("Contact", "<sip:other@10.0.0.1>;expires=50"),
+                ("Expires", "600"),
+            ],
+        ),
+        with(
+            200,
+            &[("Contact", "<sip:u1@127.0.0.1:5060>"), ("Expires", "120")],
+        ),
+        with(401, &[("WWW-Authenticate", challenge_line)]),
+        with(407, &[("Proxy-Authenticate", challenge_line)]),
+        with(423, &[("Min-Expires", "1800")]),
+        with(403, &[("Warning", "399 registrar \"no\"")]),
+    ];
+    for full in replies {
+        let copied = Reply {
+            status: full.status,
+            reason: full.reason.clone(),
+            headers: Reply::headers_read(full.status)
+                .iter()
+                .flat_map(|&name| {
+                    full.values(name)
+                        .into_iter()
+                        .map(move |value| (name.to_owned(), value.to_owned()))
+                })
+                .collect(),
+        };
+        assert!(copied.headers.len() < full.headers.len());
+        let outcome = |reply: &Reply| {
+            let (mut store, id) = one("secret");
+            let mut reg = Registrar::new(params(false, 30));
+            due(&mut reg, &mut store, id, 1, NOW, 1);
+            let outcome = reg.on_reply(&mut store, 1, reply, NOW, fresh(2)).unwrap();
+            (format!("{outcome:?}"), store.get_by_id(id).unwrap().1)
+        };
+        assert_eq!(outcome(&copied), outcome(&full), "status {}", full.status);
+    }
+}
