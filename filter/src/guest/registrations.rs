@@ -136,6 +136,9 @@ impl RegistrationStore for WitStore {
     fn get_by_id(&self, id: RecordId) -> Option<(Account, LiveState)> {
         pair(wit::get_by_id(id))
     }
+    fn state(&self, id: RecordId) -> Option<LiveState> {
+        wit::get_state(id).map(state)
+    }
     fn list(&self, after: Option<RecordId>, limit: u32) -> Vec<RecordId> {
         wit::list(after, limit)
     }

@@ -101,7 +101,7 @@ pub fn set_enabled(
 ) -> Result<usize, StoreError> {
     let ids = store.find(key, value);
     for &id in &ids {
-        let Some((_, mut state)) = store.get_by_id(id) else {
+        let Some(mut state) = store.state(id) else {
             continue;
         };
         if enabled {

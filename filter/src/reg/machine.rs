@@ -51,14 +51,17 @@ pub struct Outgoing {
 
 impl Outgoing {
     pub fn record(&self) -> RecordId {
-        self.attempt.record
+        self.attempt.account.id
     }
 }
 
 /// One registration transaction chain (initial REGISTER, its authenticated and 423 resends).
 #[derive(Debug, Clone)]
 struct Attempt {
-    record: RecordId,
+    /// The row as read when the chain started: a reply needs only the live state read
+    /// again (an edit by `uac.reg_reload` applies from the next chain, as to a REGISTER
+    /// already on the wire).
+    account: Account,
     /// UNIX seconds the last REGISTER of the chain went out; the binding counts from it.
     sent_at: u64,
     expires: u32,
@@ -198,7 +201,7 @@ impl Registrar {
     /// Requests in flight.
     /// The record a REGISTER in flight belongs to.
     pub fn record_of(&self, request_id: u64) -> Option<RecordId> {
-        self.pending.get(&request_id).map(|a| a.record)
+        self.pending.get(&request_id).map(|a| a.account.id)
     }
 
     pub fn pending(&self) -> usize {
@@ -240,7 +243,7 @@ impl Registrar {
             if self
                 .pending
                 .values()
-                .any(|a| a.record == id && now < a.sent_at + wait)
+                .any(|a| a.account.id == id && now < a.sent_at + wait)
             {
                 return Ok(None);
             }
@@ -258,7 +261,7 @@ impl Registrar {
             return Ok(None);
         }
         Ok(Some(
-            self.start(store, &account, state, expires, now, fresh)?,
+            self.start(store, account, state, expires, now, fresh)?,
         ))
     }
 
@@ -273,7 +276,7 @@ impl Registrar {
         let (account, mut state) = store.get_by_id(id).ok_or(RegError::UnknownRecord(id))?;
         self.forget(id);
         state.flags &= !(flags::ONGOING | flags::AUTHSENT);
-        self.start(store, &account, state, 0, now, fresh)
+        self.start(store, account, state, 0, now, fresh)
     }
 
     /// The glue sent `outgoing` and got this request id.
@@ -289,8 +292,10 @@ impl Registrar {
         now: u64,
         why: &str,
     ) -> Result<ReplyOutcome, RegError> {
-        let id = outgoing.attempt.record;
-        let (account, state) = store.get_by_id(id).ok_or(RegError::UnknownRecord(id))?;
+        let account = outgoing.attempt.account;
+        let state = store
+            .state(account.id)
+            .ok_or(RegError::UnknownRecord(account.id))?;
         self.fail(store, &account, state, now, 503, why)
     }
 
@@ -309,10 +314,11 @@ impl Registrar {
         let Some(mut attempt) = self.pending.remove(&request_id) else {
             return Ok(ReplyOutcome::Unknown);
         };
-        let Some((account, mut state)) = store.get_by_id(attempt.record) else {
+        let id = attempt.account.id;
+        let Some(mut state) = store.state(id) else {
             return Ok(ReplyOutcome::Unknown);
         };
-        let id = account.id;
+        let account = &attempt.account;
         state.last_status = reply.status;
         state.last_reason = reply.reason.clone();
         match reply.status {
@@ -334,7 +340,7 @@ impl Registrar {
                     None => {
                         return self.fail(
                             store,
-                            &account,
+                            account,
                             state,
                             now,
                             reply.status,
@@ -346,7 +352,7 @@ impl Registrar {
                 if granted == 0 {
                     return self.fail(
                         store,
-                        &account,
+                        account,
                         state,
                         now,
                         reply.status,
@@ -374,7 +380,7 @@ impl Registrar {
                 {
                     return self.fail(
                         store,
-                        &account,
+                        account,
                         state,
                         now,
                         reply.status,
@@ -382,13 +388,13 @@ impl Registrar {
                     );
                 }
                 let Some(credentials) = store.credentials(id) else {
-                    return self.fail(store, &account, state, now, reply.status, "no credentials");
+                    return self.fail(store, account, state, now, reply.status, "no credentials");
                 };
                 let mut request =
-                    self.request_for(&account, &state, attempt.expires, &attempt.from_tag);
+                    self.request_for(account, &state, attempt.expires, &attempt.from_tag);
                 let answered = authorize(
                     &mut request,
-                    &account,
+                    account,
                     &credentials,
                     Challenges {
                         kind,
@@ -401,7 +407,7 @@ impl Registrar {
                     &mut attempt.attempts,
                 );
                 if let Err(e) = answered {
-                    return self.fail(store, &account, state, now, reply.status, &e.to_string());
+                    return self.fail(store, account, state, now, reply.status, &e.to_string());
                 }
                 // Kept for the next REGISTER only when it may be answered early.
                 attempt.challenge = (self.params.reuse_nonce_secs > 0).then(|| {
@@ -421,7 +427,7 @@ impl Registrar {
                 if attempt.interval_retries > MAX_INTERVAL_RETRIES {
                     return self.fail(
                         store,
-                        &account,
+                        account,
                         state,
                         now,
                         423,
@@ -438,27 +444,26 @@ impl Registrar {
                 // A new challenge will follow; the earlier answer does not count against it.
                 attempt.attempts = Attempts::default();
                 state.flags &= !flags::AUTHSENT;
-                let request =
-                    self.request_for(&account, &state, attempt.expires, &attempt.from_tag);
+                let request = self.request_for(account, &state, attempt.expires, &attempt.from_tag);
                 Ok(ReplyOutcome::Resend(Box::new(
                     self.resend(store, state, attempt, request, now)?,
                 )))
             }
             status => {
                 let reason = reply.reason.clone();
-                self.fail(store, &account, state, now, status, &reason)
+                self.fail(store, account, state, now, status, &reason)
             }
         }
     }
 
     fn forget(&mut self, id: RecordId) {
-        self.pending.retain(|_, a| a.record != id);
+        self.pending.retain(|_, a| a.account.id != id);
     }
 
     fn start(
         &mut self,
         store: &mut dyn RegistrationStore,
-        account: &Account,
+        account: Account,
         mut state: LiveState,
         expires: u32,
         now: u64,
@@ -475,7 +480,7 @@ impl Registrar {
         }
         // ONLINE stays: the old binding is valid until registered_until.
         state.flags = (state.flags | flags::ONGOING | flags::INIT) & !flags::AUTHSENT;
-        let mut request = self.request_for(account, &state, expires, &fresh.from_tag);
+        let mut request = self.request_for(&account, &state, expires, &fresh.from_tag);
         let mut nonce_counts = NonceCounts::default();
         let known = self.known.remove(&account.id);
         // An older nonce is most likely expired at the registrar: answering it would only
@@ -485,7 +490,7 @@ impl Registrar {
         let challenge = known.filter(fresh_enough).and_then(|known| {
             preauthorize(
                 store,
-                account,
+                &account,
                 &mut request,
                 known,
                 &mut nonce_counts,
@@ -499,7 +504,7 @@ impl Registrar {
         Ok(Outgoing {
             request,
             attempt: Attempt {
-                record: account.id,
+                account,
                 sent_at: now,
                 expires,
                 cseq: state.cseq,
@@ -526,7 +531,7 @@ impl Registrar {
         attempt.sent_at = now;
         state.cseq = attempt.cseq;
         request.set_header("CSeq", format!("{} REGISTER", attempt.cseq));
-        store.update_state(attempt.record, &state)?;
+        store.update_state(attempt.account.id, &state)?;
         Ok(Outgoing { request, attempt })
     }
 

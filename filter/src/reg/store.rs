@@ -1,6 +1,7 @@
 //! The host's registration store as the filter sees it: the WIT `registrations` interface
 //! as a trait (the glue maps it one to one) and [`MemoryStore`], an in-memory one for tests.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 
 use thiserror::Error;
@@ -117,6 +118,8 @@ pub type ReloadCounts = (u32, u32, u32, u32);
 pub trait RegistrationStore {
     fn get(&self, l_uuid: &str) -> Option<(Account, LiveState)>;
     fn get_by_id(&self, id: RecordId) -> Option<(Account, LiveState)>;
+    /// The live state alone (the caller kept the row).
+    fn state(&self, id: RecordId) -> Option<LiveState>;
     /// Up to `limit` ids above `after`, ascending (uac.reg_dump pages through them).
     fn list(&self, after: Option<RecordId>, limit: u32) -> Vec<RecordId>;
     fn find(&self, key: LookupKey, value: &str) -> Vec<RecordId>;
@@ -171,6 +174,9 @@ pub struct MemoryStore {
     records: HashMap<RecordId, MemoryRecord>,
     next_id: RecordId,
     inactive: bool,
+    /// Rows handed out by `get` and `get_by_id`: what crossing a component boundary would
+    /// copy (a dozen strings each).
+    rows_read: Cell<usize>,
 }
 
 impl MemoryStore {
@@ -191,6 +197,10 @@ impl MemoryStore {
 
     pub fn last_report(&self, id: RecordId) -> Option<Report> {
         self.records.get(&id).and_then(|r| r.report)
+    }
+
+    pub fn rows_read(&self) -> usize {
+        self.rows_read.get()
     }
 
     pub fn is_active(&self) -> bool {
@@ -232,9 +242,14 @@ impl RegistrationStore for MemoryStore {
     }
 
     fn get_by_id(&self, id: RecordId) -> Option<(Account, LiveState)> {
+        self.rows_read.set(self.rows_read.get() + 1);
         self.records
             .get(&id)
             .map(|r| (r.account.clone(), r.state.clone()))
+    }
+
+    fn state(&self, id: RecordId) -> Option<LiveState> {
+        self.records.get(&id).map(|r| r.state.clone())
     }
 
     fn list(&self, after: Option<RecordId>, limit: u32) -> Vec<RecordId> {

@@ -282,6 +282,11 @@ impl Registrations {
         inner.table.get(id).map(|(a, s)| (id, a.clone(), s.clone()))
     }
 
+    /// The live state alone, without copying the row.
+    pub fn state(&self, id: RecordId) -> Option<LiveState> {
+        self.blocking().table.get(id).map(|(_, s)| s.clone())
+    }
+
     pub fn get_by_uuid(&self, l_uuid: &str) -> Option<(RecordId, Account, LiveState)> {
         let inner = self.blocking();
         let id = inner.table.find_uuid(l_uuid)?;

@@ -943,3 +943,39 @@ fn the_headers_read_are_all_a_reply_needs() {
         assert_eq!(outcome(&copied), outcome(&full), "status {}", full.status);
     }
 }
+
+/// A chain reads its row once, when it starts: the challenge and the 200 need only the live
+/// state again (the host copies a row as a dozen strings across the component boundary).
+#[test]
+fn a_chain_reads_its_row_once() {
+    let (mut store, id) = one("secret");
+    let mut reg = Registrar::new(params(false, 30));
+    let first = due(&mut reg, &mut store, id, 1, NOW, 1);
+    let reads = store.rows_read();
+    let again = resend(
+        reg.on_reply(&mut store, 1, &challenge(false), NOW, fresh(2))
+            .unwrap(),
+    );
+    assert!(again.request.header("Authorization").is_some());
+    assert_eq!(again.request.header("Call-ID"), first.header("Call-ID"));
+    reg.sent(2, again);
+    let outcome = reg
+        .on_reply(
+            &mut store,
+            2,
+            &ok("<sip:u1@127.0.0.1:5060>", Some("600")),
+            NOW,
+            fresh(3),
+        )
+        .unwrap();
+    assert!(matches!(
+        outcome,
+        ReplyOutcome::Registered { granted_secs: 600 }
+    ));
+    assert_eq!(
+        store.rows_read(),
+        reads,
+        "no row read after the first REGISTER"
+    );
+    assert!(store.get_by_id(id).unwrap().1.is_registered(NOW + 10));
+}

@@ -625,6 +625,12 @@ impl registrations::Host for HostState {
             .and_then(|r| r.get(id))
             .map(|(id, a, s)| (wit_account(id, &a), wit_state(s))))
     }
+    fn get_state(&mut self, id: u32) -> wasmtime::Result<Option<registrations::LiveState>> {
+        Ok(self
+            .registrations()
+            .and_then(|r| r.state(id))
+            .map(wit_state))
+    }
     fn list(&mut self, after: Option<u32>, limit: u32) -> wasmtime::Result<Vec<u32>> {
         Ok(self
             .registrations()
