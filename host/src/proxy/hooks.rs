@@ -2,6 +2,7 @@
 //! [`HookCall`] at each routing point and applies the [`Decision`] that comes back.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use siphost_sip::{Bytes, Message};
 
@@ -33,7 +34,7 @@ pub struct HookContext {
     pub own_route: Option<String>,
     /// The endpoint `[tenant.access]` identified the request as (its configured name);
     /// `None` without access control, and for dialog followers from unidentified sources.
-    pub endpoint: Option<String>,
+    pub endpoint: Option<Arc<str>>,
 }
 
 /// What a filter decided for a message.

@@ -204,7 +204,22 @@ pub fn loop_hash(msg: &Message) -> u64 {
 
 /// A branch embedding the loop hash, then a per-process tag and counter for uniqueness.
 pub fn make_branch(loop_hash: u64, instance: u32, counter: u64) -> String {
-    format!("{MAGIC_COOKIE}{loop_hash:016x}{instance:08x}{counter:x}")
+    let mut branch = String::with_capacity(MAGIC_COOKIE.len() + 40);
+    branch.push_str(MAGIC_COOKIE);
+    push_hex(&mut branch, loop_hash, 16);
+    push_hex(&mut branch, u64::from(instance), 8);
+    push_hex(&mut branch, counter, 0);
+    branch
+}
+
+/// Appends `value` in lower-case hex, zero-padded to `width` digits. Ids and branches are
+/// made for every message: `format!` would start from an empty string and grow it twice.
+pub fn push_hex(out: &mut String, value: u64, width: usize) {
+    let used = (64 - value.leading_zeros() as usize).div_ceil(4);
+    for i in (0..used.max(width).max(1)).rev() {
+        let nibble = value.checked_shr(4 * i as u32).unwrap_or(0) & 0xf;
+        out.push(char::from(b"0123456789abcdef"[nibble as usize]));
+    }
 }
 
 /// A deterministic branch for statelessly forwarded requests (ACK for 2xx, CANCEL without a
@@ -213,7 +228,11 @@ pub fn make_branch(loop_hash: u64, instance: u32, counter: u64) -> String {
 pub fn stateless_branch(upstream_branch: &str) -> String {
     let mut hasher = DefaultHasher::new();
     upstream_branch.hash(&mut hasher);
-    format!("{MAGIC_COOKIE}{:016x}s", hasher.finish())
+    let mut branch = String::with_capacity(MAGIC_COOKIE.len() + 17);
+    branch.push_str(MAGIC_COOKIE);
+    push_hex(&mut branch, hasher.finish(), 16);
+    branch.push('s');
+    branch
 }
 
 /// §16.3 step 4: the request looped when one of our own Vias carries a branch with the same
@@ -282,6 +301,25 @@ pub fn via_transport(transport: &str) -> Option<TransportKind> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hex_matches_format() {
+        let mut values = vec![0, 1, 0xf, 0x10, u64::from(u32::MAX), u64::MAX];
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..1000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values.push(x >> (x % 64));
+        }
+        for value in values {
+            for width in [0, 1, 8, 16, 20] {
+                let mut out = String::from("z");
+                push_hex(&mut out, value, width);
+                assert_eq!(out, format!("z{value:0width$x}"), "{value} {width}");
+            }
+        }
+    }
+
     use super::*;
     use bytes::Bytes;
 

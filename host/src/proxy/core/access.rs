@@ -1,6 +1,7 @@
 //! Who may send: each tenant's access check (`crate::access`) run on a request before it
 //! opens a transaction or reaches the filters.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use siphost_sip::Uri;
@@ -21,7 +22,7 @@ impl Core {
         msg: &mut Message,
         source: &Source,
         reply_to: SocketAddr,
-    ) -> Option<Option<String>> {
+    ) -> Option<Option<Arc<str>>> {
         // A clone of the Arc, so the lock does not borrow the core while it replies.
         let Some(access) = self.access.get(&source.listener).cloned() else {
             return Some(None);
@@ -42,7 +43,7 @@ impl Core {
         let reply = match access.check(msg, source.remote, target, wall) {
             Verdict::Allow(endpoint) => {
                 access.consume_credentials(msg);
-                return Some(endpoint.map(|e| e.name.to_string()));
+                return Some(endpoint.map(|e| e.name));
             }
             Verdict::Drop => return None,
             Verdict::Challenge(reply) | Verdict::Refuse(reply) => reply,

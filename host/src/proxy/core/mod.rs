@@ -28,7 +28,7 @@ use super::handle::{
 use super::hooks::OVERLOAD_RETRY_AFTER;
 use super::hooks::{Decision, FilterHooks, HookCall, HookContext, HookDone, HookResult, Submitted};
 use super::routing::{
-    Identities, MAGIC_COOKIE, Router, is_loop, loop_hash, make_branch, preprocess_route,
+    Identities, MAGIC_COOKIE, Router, is_loop, loop_hash, make_branch, preprocess_route, push_hex,
     record_route_value, stateless_branch, via_transport, via_value, wants_record_route,
 };
 use crate::access::table::CredentialTables;
@@ -343,9 +343,22 @@ impl Core {
         })
     }
 
+    /// The key of a response context's transaction variables: the instance, then the
+    /// context's id.
+    fn transaction_key(&self, ctx: ContextId) -> String {
+        let mut key = String::with_capacity(26);
+        push_hex(&mut key, u64::from(self.instance), 8);
+        key.push('-');
+        push_hex(&mut key, ctx.0, 0);
+        key
+    }
+
     fn new_tag(&mut self) -> String {
         let counter = self.next_id();
-        format!("{:08x}{counter:x}", self.instance)
+        let mut tag = String::with_capacity(24);
+        push_hex(&mut tag, u64::from(self.instance), 8);
+        push_hex(&mut tag, counter, 0);
+        tag
     }
 
     fn drained(&self) -> bool {

@@ -186,7 +186,7 @@ impl Core {
         method: Method,
         source: Source,
         reply_to: SocketAddr,
-        endpoint: Option<String>,
+        endpoint: Option<Arc<str>>,
         now: Instant,
     ) {
         if self.draining.is_some() {
@@ -255,7 +255,7 @@ impl Core {
         let mut hook = self.routed_hook_context(
             &mut request,
             &source,
-            format!("{:08x}-{:x}", self.instance, ctx_id.0),
+            self.transaction_key(ctx_id),
             record_route_params,
         );
         hook.endpoint = endpoint;

@@ -100,7 +100,7 @@ pub struct CallState {
     pub source: Option<SocketAddr>,
     pub local: Option<SocketAddr>,
     /// The endpoint access control identified the call's request as.
-    pub endpoint: Option<String>,
+    pub endpoint: Option<Arc<str>>,
 }
 
 impl CallState {
@@ -366,7 +366,7 @@ impl types::HostMessage for HostState {
     }
     fn endpoint(&mut self, m: Resource<MessageRef>) -> wasmtime::Result<Option<String>> {
         self.call.message(&m)?;
-        Ok(self.call.endpoint.clone())
+        Ok(self.call.endpoint.as_deref().map(str::to_owned))
     }
     fn drop(&mut self, _m: Resource<MessageRef>) -> wasmtime::Result<()> {
         // Handles are only ever lent as borrows; the host owns every message.
