@@ -252,6 +252,21 @@ async fn reads_a_kamailio_table_as_is(kind: Kind, with_contact_user: bool) {
     raw.close().await;
 }
 
+/// The state of the `n`th record after a 200, distinct per record.
+fn online(n: u64) -> LiveState {
+    LiveState {
+        flags: flags::ONLINE | flags::INIT,
+        expires: 3600,
+        registered_until: 1_795_000_000 + n,
+        call_id: format!("call-{n}@siphost"),
+        cseq: 11 + n as u32,
+        last_status: 200,
+        last_reason: "OK".to_owned(),
+        failures: 0,
+        next_due_ms: 1_795_000_000_000 + n,
+    }
+}
+
 async fn live_state_survives_reopening(kind: Kind) {
     let db = TestDb::new(kind);
     let raw = db.raw().await;
@@ -264,17 +279,6 @@ async fn live_state_survives_reopening(kind: Kind) {
         .await
         .expect("open");
     let (mut table, _) = store.load().await.expect("load");
-    let online = |n: u64| LiveState {
-        flags: flags::ONLINE | flags::INIT,
-        expires: 3600,
-        registered_until: 1_795_000_000 + n,
-        call_id: format!("call-{n}@siphost"),
-        cseq: 11 + n as u32,
-        last_status: 200,
-        last_reason: "OK".to_owned(),
-        failures: 0,
-        next_due_ms: 1_795_000_000_000 + n,
-    };
     let ids: Vec<_> = table.iter().map(|(id, _, _)| id).collect();
     for (n, &id) in ids.iter().enumerate() {
         table.set_state(id, online(n as u64)).expect("set");
@@ -581,15 +585,8 @@ async fn many_states_are_saved_in_chunks(kind: Kind) {
         .expect("open");
     let (mut table, _) = store.load().await.expect("load");
     let state = |n: u64| LiveState {
-        flags: flags::ONLINE | flags::INIT,
-        expires: 3600,
-        registered_until: 1_795_000_000 + n,
-        call_id: format!("call-{n}@siphost"),
-        cseq: 11 + n as u32,
-        last_status: 200,
         last_reason: format!("OK {n}"),
-        failures: 0,
-        next_due_ms: 1_795_000_000_000 + n,
+        ..online(n)
     };
     let ids: Vec<_> = table.iter().map(|(id, _, _)| id).collect();
     assert_eq!(ids.len(), 237);
