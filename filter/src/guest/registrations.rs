@@ -271,20 +271,11 @@ impl registration_handler::Guest for super::UacFilter {
 /// `handler.on-local-reply`: the final reply to a REGISTER this instance
 /// sent; false when the request id is not one of ours.
 pub fn on_local_reply(request_id: u64, reply: &Message) -> bool {
-    let status = reply.status().unwrap_or(0);
-    let reply = Reply {
-        status,
-        reason: reply.reason().unwrap_or_default(),
-        headers: Reply::headers_read(status)
-            .iter()
-            .flat_map(|&name| {
-                reply
-                    .headers(name)
-                    .into_iter()
-                    .map(move |value| (name.to_owned(), value))
-            })
-            .collect(),
-    };
+    let reply = Reply::read_from(
+        reply.status().unwrap_or(0),
+        reply.reason().unwrap_or_default(),
+        |name| reply.headers(name),
+    );
     let handled = with_registrar(|registrar| {
         let record = registrar.record_of(request_id);
         match registrar.on_reply(&mut WitStore, request_id, &reply, now_ms() / 1000, fresh()) {

@@ -97,10 +97,32 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// The header lines [`Registrar::on_reply`] reads in a final reply of `status`: a caller
-    /// copying a reply out of the host needs only these (a 200 from a registrar carries a
-    /// dozen lines, and copying each across the wasm boundary costs a string apiece).
-    pub fn headers_read(status: u16) -> &'static [&'static str] {
+    /// A reply of `status` as [`Registrar::on_reply`] needs it, copied out of wherever it is
+    /// held (`values`: every line of a name) with only the header lines the machine reads:
+    /// a 200 from a registrar carries a dozen lines, and copying each across the wasm
+    /// boundary costs a string apiece.
+    pub fn read_from(
+        status: u16,
+        reason: String,
+        mut values: impl FnMut(&str) -> Vec<String>,
+    ) -> Reply {
+        let headers = Reply::headers_read(status)
+            .iter()
+            .flat_map(|&name| {
+                values(name)
+                    .into_iter()
+                    .map(move |value| (name.to_owned(), value))
+            })
+            .collect();
+        Reply {
+            status,
+            reason,
+            headers,
+        }
+    }
+
+    /// The header lines `on_reply` reads in a final reply of `status`.
+    fn headers_read(status: u16) -> &'static [&'static str] {
         const WWW: &[&str] = &[ChallengeKind::Www.challenge_header()];
         const PROXY: &[&str] = &[ChallengeKind::Proxy.challenge_header()];
         match status {

@@ -330,13 +330,17 @@ fn text<'a>(buf: &'a Bytes, owned: &'a str, t: &Text) -> &'a str {
     }
 }
 
-/// Appends `s` to a message's owned text; its span there.
-fn own_in(owned: &mut String, s: &str) -> Text {
+/// Room for the usual edits of a relayed message (Via, Record-Route, Max-Forwards) at the
+/// first one, rather than growing through every power of two.
+fn make_room(owned: &mut String) {
     if owned.capacity() == 0 {
-        // Room for the usual edits of a relayed message (Via, Record-Route, Max-Forwards)
-        // at once, rather than growing through every power of two.
         owned.reserve(256);
     }
+}
+
+/// Appends `s` to a message's owned text; its span there.
+fn own_in(owned: &mut String, s: &str) -> Text {
+    make_room(owned);
     let start = owned.len();
     owned.push_str(s);
     Text::Owned(start as u32, owned.len() as u32)
@@ -849,13 +853,11 @@ impl Message {
 
     /// As [`Message::prepend_header`], with the value formatted straight into the message's
     /// own text (a Via or Record-Route the proxy writes costs no string of its own).
-    pub fn prepend_header_fmt(&mut self, name: &str, value: fmt::Arguments<'_>) {
+    pub fn prepend_header_fmt(&mut self, name: &str, value: impl fmt::Display) {
         use fmt::Write as _;
         let start = self.owned.len();
-        if self.owned.capacity() == 0 {
-            self.owned.reserve(256);
-        }
-        let _ = self.owned.write_fmt(value);
+        make_room(&mut self.owned);
+        let _ = write!(self.owned, "{value}");
         let written = &self.owned[start..];
         let clean = !written.bytes().any(|c| matches!(c, b'\r' | b'\n'))
             && trim_lws(written).len() == written.len();

@@ -212,13 +212,15 @@ pub fn make_branch(loop_hash: u64, instance: u32, counter: u64) -> String {
     branch
 }
 
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 /// Appends `value` in lower-case hex, zero-padded to `width` digits. Ids and branches are
 /// made for every message: `format!` would start from an empty string and grow it twice.
 pub fn push_hex(out: &mut String, value: u64, width: usize) {
     let used = (64 - value.leading_zeros() as usize).div_ceil(4);
     for i in (0..used.max(width).max(1)).rev() {
         let nibble = value.checked_shr(4 * i as u32).unwrap_or(0) & 0xf;
-        out.push(char::from(b"0123456789abcdef"[nibble as usize]));
+        out.push(char::from(HEX_DIGITS[nibble as usize]));
     }
 }
 
@@ -240,7 +242,7 @@ pub fn stateless_branch(upstream_branch: &str) -> String {
 pub fn is_loop(msg: &Message, us: &Identities, hash: u64) -> bool {
     // `{hash:016x}` without a string per request.
     let wanted: [u8; 16] =
-        std::array::from_fn(|i| b"0123456789abcdef"[((hash >> (60 - 4 * i)) & 0xf) as usize]);
+        std::array::from_fn(|i| HEX_DIGITS[((hash >> (60 - 4 * i)) & 0xf) as usize]);
     msg.header_values("Via").any(|value| {
         siphost_sip::Via::parse(value).is_ok_and(|via| {
             us.is_us(via.host, via.port)

@@ -878,7 +878,7 @@ fn room_for_every_kept_challenge_is_made_once_at_the_first_record() {
     );
 }
 
-/// What the glue copies out of a reply (`Reply::headers_read`) is all `on_reply` needs: the
+/// What the glue copies out of a reply (`Reply::read_from`) is all `on_reply` needs: the
 /// same outcome and the same stored state as from every line of the registrar's reply.
 #[test]
 fn the_headers_read_are_all_a_reply_needs() {
@@ -920,18 +920,9 @@ fn the_headers_read_are_all_a_reply_needs() {
         with(403, &[("Warning", "399 registrar \"no\"")]),
     ];
     for full in replies {
-        let copied = Reply {
-            status: full.status,
-            reason: full.reason.clone(),
-            headers: Reply::headers_read(full.status)
-                .iter()
-                .flat_map(|&name| {
-                    full.values(name)
-                        .into_iter()
-                        .map(move |value| (name.to_owned(), value.to_owned()))
-                })
-                .collect(),
-        };
+        let copied = Reply::read_from(full.status, full.reason.clone(), |name| {
+            full.values(name).into_iter().map(str::to_owned).collect()
+        });
         assert!(copied.headers.len() < full.headers.len());
         let outcome = |reply: &Reply| {
             let (mut store, id) = one("secret");

@@ -107,16 +107,10 @@ impl Core {
                 && inbound != listener
                 && let Some(l) = self.listeners.get(inbound)
             {
-                request.prepend_header_fmt(
-                    "Record-Route",
-                    format_args!("{}", record_route_value(l, params)),
-                );
+                request.prepend_header_fmt("Record-Route", record_route_value(l, params));
             }
             if let Some(l) = self.listeners.get(listener) {
-                request.prepend_header_fmt(
-                    "Record-Route",
-                    format_args!("{}", record_route_value(l, params)),
-                );
+                request.prepend_header_fmt("Record-Route", record_route_value(l, params));
             }
         }
         let hash = ctx.loop_hash;
@@ -125,7 +119,7 @@ impl Core {
         let Some(l) = self.listeners.get(listener) else {
             return;
         };
-        request.prepend_header_fmt("Via", format_args!("{}", via_value(l, &branch)));
+        request.prepend_header_fmt("Via", via_value(l, &branch));
         let dest = Destination {
             kind,
             listener,

@@ -737,7 +737,7 @@ impl Core {
                 let Some(l) = self.listeners.get(listener) else {
                     return;
                 };
-                request.prepend_header_fmt("Via", format_args!("{}", via_value(l, &branch)));
+                request.prepend_header_fmt("Via", via_value(l, &branch));
                 ProxyStats::bump(&self.stats.forwarded);
                 self.transmit(kind, listener, addr, None, request.to_bytes());
             }
@@ -774,8 +774,7 @@ impl Core {
                     if request.top_via().is_some() {
                         request.set_top_via_param("branch", Some(&branch));
                     } else if let Some(l) = self.listeners.get(listener) {
-                        request
-                            .prepend_header_fmt("Via", format_args!("{}", via_value(l, &branch)));
+                        request.prepend_header_fmt("Via", via_value(l, &branch));
                     }
                 }
                 let Some(branch) = request
