@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use crate::timers::{Armed, Timer, TimerConfig, armed_deadlines, earliest_due};
+use crate::timers::{Armed, Timer, TimerConfig, armed_deadlines, earliest_due, only_waiting};
 use crate::{Kind, StatusClass, TransactionError};
 
 /// The states of Figures 5 and 6 (RFC 6026 adds "Accepted" to the INVITE client).
@@ -130,6 +130,12 @@ impl ClientTransaction {
         armed_deadlines(self.retransmit, self.expiry)
             .map(|(_, at)| at)
             .min()
+    }
+
+    /// True when all that is left is waiting to end (its deadline may be served late: the
+    /// transaction only absorbs retransmissions for longer).
+    pub fn only_waiting(&self) -> bool {
+        only_waiting(self.retransmit, self.expiry)
     }
 
     /// The timers currently armed with their deadlines, for tests and metrics.

@@ -204,6 +204,17 @@ pub enum Timer {
     M,
 }
 
+impl Timer {
+    /// Whether this timer only ends a transaction that waits for retransmissions to absorb
+    /// (D, I, J, K, L, M): firing it late changes nothing on the wire.
+    pub fn only_ends_wait(self) -> bool {
+        matches!(
+            self,
+            Timer::D | Timer::I | Timer::J | Timer::K | Timer::L | Timer::M
+        )
+    }
+}
+
 /// A timer armed to fire at `at`; `interval` is the delay that produced `at` (the base for the
 /// next retransmission interval).
 #[derive(Clone, Copy, Debug)]
@@ -264,4 +275,11 @@ pub(crate) fn armed_deadlines(
         .into_iter()
         .flatten()
         .map(|armed| (armed.timer, armed.at))
+}
+
+/// Whether the armed timers only end a wait (see [`Timer::only_ends_wait`]); false when none
+/// is armed.
+pub(crate) fn only_waiting(retransmit: Option<Armed>, expiry: Option<Armed>) -> bool {
+    let mut armed = armed_deadlines(retransmit, expiry).peekable();
+    armed.peek().is_some() && armed.all(|(timer, _)| timer.only_ends_wait())
 }

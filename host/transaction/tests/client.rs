@@ -390,3 +390,24 @@ fn timer_d_grows_with_t1_beyond_32_seconds() {
         vec![(Timer::D, t0 + ms(64_000))]
     );
 }
+
+#[test]
+fn only_the_waits_that_end_a_transaction_count_as_only_waiting() {
+    let t0 = Instant::now();
+    // INVITE: Calling retransmits (A) and gives up (B); Completed only waits (D).
+    let mut tx = new_client(Kind::Invite, false, t0);
+    assert!(!tx.only_waiting());
+    tx.on_response(486, t0 + ms(100)).unwrap();
+    assert_eq!(tx.state(), ClientState::Completed);
+    assert!(tx.only_waiting());
+    // RFC 6026 Accepted only waits (M).
+    let mut tx = new_client(Kind::Invite, false, t0);
+    tx.on_response(200, t0 + ms(100)).unwrap();
+    assert!(tx.only_waiting());
+    // Non-INVITE: Trying retransmits (E); Completed only waits (K).
+    let mut tx = new_client(Kind::NonInvite, false, t0);
+    assert!(!tx.only_waiting());
+    tx.on_response(200, t0 + ms(100)).unwrap();
+    assert!(tx.only_waiting());
+    assert!(Timer::D.only_ends_wait() && !Timer::A.only_ends_wait());
+}

@@ -380,3 +380,28 @@ fn timer_config_formulas_and_validation() {
     assert_eq!(slow.timer_h(), ms(128_000));
     assert_eq!(slow.timer_d(false), ms(128_000));
 }
+
+#[test]
+fn only_the_waits_that_end_a_transaction_count_as_only_waiting() {
+    let t0 = Instant::now();
+    // INVITE: Proceeding has no timer; Completed retransmits (G) and gives up (H); Confirmed
+    // only waits (I).
+    let mut tx = invite_server(false, t0);
+    assert!(!tx.only_waiting(), "no timer armed");
+    tx.send_response(404, t0).unwrap();
+    assert!(!tx.only_waiting(), "Timer G retransmits");
+    tx.on_ack(t0 + ms(100)).unwrap();
+    assert!(tx.only_waiting(), "Timer I only ends it");
+    // RFC 6026 Accepted only waits (L).
+    let mut tx = invite_server(false, t0);
+    tx.send_response(200, t0).unwrap();
+    assert_eq!(tx.state(), ServerState::Accepted);
+    assert!(tx.only_waiting());
+    // Non-INVITE: Completed only waits (J).
+    let mut tx = non_invite_server(false, t0);
+    assert!(!tx.only_waiting());
+    tx.send_response(200, t0).unwrap();
+    assert_eq!(tx.state(), ServerState::Completed);
+    assert!(tx.only_waiting());
+    assert!(Timer::J.only_ends_wait() && !Timer::H.only_ends_wait());
+}

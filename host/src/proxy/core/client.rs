@@ -176,8 +176,8 @@ impl Core {
                 return;
             };
             let Some(action) = entry.machine.poll_action() else {
-                let at = entry.machine.poll_timeout();
-                self.timers.set(TimerKey::Client(id), at);
+                let (at, waiting) = (entry.machine.poll_timeout(), entry.machine.only_waiting());
+                self.set_machine_timer(TimerKey::Client(id), at, waiting);
                 return;
             };
             match action {

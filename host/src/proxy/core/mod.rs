@@ -208,6 +208,9 @@ struct CoreShared {
     access: SharedAccess,
 }
 
+/// The grid that deadlines ending a wait are served on (see `Core::set_machine_timer`).
+const WAIT_STEP: Duration = Duration::from_millis(250);
+
 struct Core {
     listeners: Vec<Listener>,
     /// Access control of the tenants that have `[tenant.access]`, by listener index.
@@ -225,6 +228,8 @@ struct Core {
     timers: TimerQueue<TimerKey, rustc_hash::FxBuildHasher>,
     /// Reused by `on_timers` for the keys that expired.
     expired: Vec<TimerKey>,
+    /// Where the grid of [`WAIT_STEP`] starts: the first waiting deadline set.
+    wait_origin: Option<Instant>,
     // Boxed: a map's growth moves its entries, and these are hundreds of bytes each (a
     // message or three). Unboxed, growing to 64k transactions copied tens of MB at once
     // into fresh pages, stalling the proxy thread for milliseconds.
@@ -301,6 +306,7 @@ impl Core {
             timer_config,
             timers: TimerQueue::default(),
             expired: Vec::new(),
+            wait_origin: None,
             servers: FxHashMap::default(),
             server_index: HashMap::default(),
             clients: FxHashMap::default(),
@@ -314,6 +320,29 @@ impl Core {
             next_id: 1,
             draining: None,
         })
+    }
+
+    /// Sets a machine's deadline. One that only ends a wait (Timers D, I, J, K, L, M) is moved
+    /// up to the next step of a grid: served late, the transaction just absorbs
+    /// retransmissions a little longer, and the shard wakes once a step for a whole batch of
+    /// ended transactions instead of every few milliseconds after the calls stop.
+    fn set_machine_timer(&mut self, key: TimerKey, at: Option<Instant>, only_waiting: bool) {
+        let at = match at {
+            Some(at) if only_waiting => Some(self.on_wait_grid(at)),
+            other => other,
+        };
+        self.timers.set(key, at);
+    }
+
+    fn on_wait_grid(&mut self, at: Instant) -> Instant {
+        let origin = *self.wait_origin.get_or_insert(at);
+        let step = WAIT_STEP.as_nanos();
+        let since = at.saturating_duration_since(origin).as_nanos();
+        let rounded = since.div_ceil(step).saturating_mul(step);
+        u64::try_from(rounded)
+            .ok()
+            .and_then(|nanos| origin.checked_add(Duration::from_nanos(nanos)))
+            .unwrap_or(at)
     }
 
     fn next_id(&mut self) -> u64 {

@@ -449,8 +449,8 @@ impl Core {
                 return ack_passed_up;
             };
             let Some(action) = entry.machine.poll_action() else {
-                let at = entry.machine.poll_timeout();
-                self.timers.set(TimerKey::Server(id), at);
+                let (at, waiting) = (entry.machine.poll_timeout(), entry.machine.only_waiting());
+                self.set_machine_timer(TimerKey::Server(id), at, waiting);
                 return ack_passed_up;
             };
             match action {

@@ -722,3 +722,65 @@ fn a_ringing_local_invite_without_limits_is_cancelled_at_timer_c() {
             .any(|c| c.machine.kind() == Kind::Invite)
     );
 }
+
+#[test]
+fn transactions_that_only_wait_to_end_are_ended_together_on_a_grid() {
+    let mut h = harness(Arc::new(NoFilters));
+    // Five MESSAGEs answered 40 ms apart, all inside one step of the grid.
+    for i in 0..5u32 {
+        let text = request("MESSAGE", &format!("z9hG4bKgrid{i}"), &format!("grid-{i}"));
+        let sent = h.receive(UAC, &text, 40 * MS * i);
+        let forwarded = requests_to(&sent, UAS)[0].clone();
+        let sent = h.receive(UAS, &answer(&forwarded, 200, "OK"), 40 * MS * i + MS);
+        assert_eq!(statuses(&sent, UAC), vec![200]);
+    }
+    let mut exact = Vec::new();
+    let mut served = Vec::new();
+    for (&id, entry) in &h.core.servers {
+        assert!(entry.machine.only_waiting(), "Timer J is all that is left");
+        let at = entry.machine.poll_timeout().expect("Timer J");
+        let queued = h
+            .core
+            .timers
+            .deadline(&TimerKey::Server(id))
+            .expect("queued");
+        assert!(
+            queued >= at && queued < at + WAIT_STEP,
+            "late by less than a step"
+        );
+        exact.push(at);
+        served.push(queued);
+    }
+    for list in [&mut exact, &mut served] {
+        list.sort();
+        list.dedup();
+    }
+    assert_eq!(exact.len(), 5);
+    assert!(
+        served.len() <= 2,
+        "{} wake-ups for five transactions",
+        served.len()
+    );
+    // Nothing ends before its own deadline; all have ended a step after the last.
+    h.timers(exact[0] - h.t0 - MS);
+    assert_eq!(h.core.servers.len(), 5);
+    h.timers(exact[4] - h.t0 + WAIT_STEP);
+    assert!(h.core.servers.is_empty() && h.core.clients.is_empty());
+}
+
+#[test]
+fn a_retransmission_deadline_is_never_moved() {
+    let mut h = harness(Arc::new(NoFilters));
+    h.receive(
+        UAC,
+        &request("INVITE", "z9hG4bKexact", "exact-1"),
+        Duration::ZERO,
+    );
+    let (&id, entry) = h.core.clients.iter().next().expect("the INVITE's branch");
+    assert!(!entry.machine.only_waiting());
+    assert_eq!(
+        h.core.timers.deadline(&TimerKey::Client(id)),
+        entry.machine.poll_timeout(),
+        "Timer A is served when it is due"
+    );
+}
