@@ -1,9 +1,9 @@
 //! Client transactions: RFC 3261 §17.1.1 (INVITE, Figure 5 as updated by RFC 6026) and §17.1.2
 //! (non-INVITE, Figure 6). The caller sends the request and ACKs; the machine says when.
 
-use std::collections::VecDeque;
 use std::time::Instant;
 
+use crate::actions::Actions;
 use crate::timers::{Armed, Timer, TimerConfig, armed_deadlines, earliest_due, only_waiting};
 use crate::{Kind, StatusClass, TransactionError};
 
@@ -63,7 +63,7 @@ pub struct ClientTransaction {
     retransmit: Option<Armed>,
     /// Timer B, D, F, K or M: reaching it ends the current state.
     expiry: Option<Armed>,
-    actions: VecDeque<ClientAction>,
+    actions: Actions<ClientAction>,
 }
 
 impl ClientTransaction {
@@ -95,7 +95,7 @@ impl ClientTransaction {
             state,
             retransmit,
             expiry: Some(Armed::new(expiry_timer, now, expiry)),
-            actions: VecDeque::from([ClientAction::Transmit]),
+            actions: Actions::with(ClientAction::Transmit),
         }
     }
 

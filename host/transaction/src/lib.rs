@@ -11,6 +11,7 @@
 
 #![warn(missing_docs)]
 
+mod actions;
 mod client;
 mod queue;
 mod server;

@@ -1,9 +1,9 @@
 //! Server transactions: RFC 3261 §17.2.1 (INVITE, Figure 7 as updated by RFC 6026) and §17.2.2
 //! (non-INVITE, Figure 8). The caller builds and sends responses; the machine says when to resend.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::actions::Actions;
 use crate::timers::{Armed, Timer, TimerConfig, armed_deadlines, earliest_due, only_waiting};
 use crate::{Kind, StatusClass, TransactionError};
 
@@ -71,7 +71,7 @@ pub struct ServerTransaction {
     retransmit: Option<Armed>,
     /// Timer H, I, J or L: reaching it ends the current state.
     expiry: Option<Armed>,
-    actions: VecDeque<ServerAction>,
+    actions: Actions<ServerAction>,
 }
 
 impl ServerTransaction {
@@ -84,9 +84,9 @@ impl ServerTransaction {
         let (state, actions) = match kind {
             Kind::Invite => (
                 ServerState::Proceeding,
-                VecDeque::from([ServerAction::SendTrying]),
+                Actions::with(ServerAction::SendTrying),
             ),
-            Kind::NonInvite => (ServerState::Trying, VecDeque::new()),
+            Kind::NonInvite => (ServerState::Trying, Actions::new()),
         };
         ServerTransaction {
             kind,
