@@ -391,6 +391,16 @@ fn thousand_accounts_register_and_refresh() {
         );
     }
     assert_eq!(online(admin), N, "still online after refreshing");
+    // Once the tenant's calls have shown they are quick, due records go to the filter on
+    // the driver's thread instead of waking its worker.
+    let tenants = rpc(admin, "filter.list", &[]);
+    let due_inline = tenants["tenants"][0]["counters"]["registrations_due_inline"]
+        .as_u64()
+        .unwrap_or_default();
+    assert!(
+        due_inline > 0,
+        "no due record ran on the driver's thread: {tenants}"
+    );
     let counters = rpc(admin, "uac.reg_info", &["l_uuid", "t0000"]);
     assert_eq!(counters["last_status"], 200, "{counters}");
     assert!(

@@ -114,32 +114,38 @@ pub fn parse_header_lines<'a>(
 }
 
 fn digest_from_params(params: Vec<(String, String)>) -> Result<Challenge, ChallengeError> {
-    let mut realm = None;
-    let mut nonce = None;
-    let mut algorithm = None;
-    let mut qop = None;
-    let mut opaque = None;
-    let mut stale = None;
-    let mut domain = None;
-    let mut userhash = None;
+    /// The parameters read, by their place in `KNOWN`.
+    const KNOWN: [&str; 8] = [
+        "realm",
+        "nonce",
+        "algorithm",
+        "qop",
+        "opaque",
+        "stale",
+        "domain",
+        "userhash",
+    ];
+    let mut values: [Option<String>; 8] = Default::default();
     for (name, value) in params {
-        let slot: &mut Option<String> = match name.to_ascii_lowercase().as_str() {
-            "realm" => &mut realm,
-            "nonce" => &mut nonce,
-            "algorithm" => &mut algorithm,
-            "qop" => &mut qop,
-            "opaque" => &mut opaque,
-            "stale" => &mut stale,
-            "domain" => &mut domain,
-            "userhash" => &mut userhash,
-            // charset=UTF-8 and extension parameters change nothing in the answer.
-            _ => continue,
+        // charset=UTF-8 and extension parameters change nothing in the answer.
+        let Some(at) = KNOWN.iter().position(|k| name.eq_ignore_ascii_case(k)) else {
+            continue;
         };
-        if slot.is_some() {
+        if values[at].is_some() {
             return Err(ChallengeError::DuplicateParam { name });
         }
-        *slot = Some(value);
+        values[at] = Some(value);
     }
+    let [
+        realm,
+        nonce,
+        algorithm,
+        qop,
+        opaque,
+        stale,
+        domain,
+        userhash,
+    ] = values;
     let realm = realm.ok_or(ChallengeError::MissingParam { name: "realm" })?;
     let nonce = nonce.ok_or(ChallengeError::MissingParam { name: "nonce" })?;
     let algorithm = match algorithm {
@@ -224,10 +230,16 @@ impl<'a> Lexer<'a> {
 
     fn token(&mut self) -> Option<String> {
         let start = self.pos;
+        self.skip_token().then(|| self.text(start, self.pos))
+    }
+
+    /// Moves past a token; false (not moved) when none is here.
+    fn skip_token(&mut self) -> bool {
+        let start = self.pos;
         while self.peek().is_some_and(is_tchar) {
             self.pos += 1;
         }
-        (self.pos > start).then(|| self.text(start, self.pos))
+        self.pos > start
     }
 
     /// A quoted-string starting at the opening quote; quoted-pairs are unescaped.
@@ -236,13 +248,14 @@ impl<'a> Lexer<'a> {
     fn quoted(&mut self) -> Result<String, ChallengeError> {
         let open = self.pos;
         self.pos += 1;
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(self.s.len() - self.pos);
         loop {
             match self.peek() {
                 None => return Err(ChallengeError::UnterminatedQuote { at: open }),
                 Some(b'"') => {
                     self.pos += 1;
-                    return Ok(String::from_utf8_lossy(&out).into_owned());
+                    return Ok(String::from_utf8(out)
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()));
                 }
                 Some(b'\\') => {
                     let Some(&escaped) = self.s.get(self.pos + 1) else {
@@ -272,7 +285,7 @@ impl<'a> Lexer<'a> {
             s: self.s,
             pos: self.pos,
         };
-        if probe.token().is_none() {
+        if !probe.skip_token() {
             return false;
         }
         probe.skip_ws();

@@ -254,13 +254,17 @@ struct Quoted<'a>(&'a str);
 
 impl fmt::Display for Quoted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Runs between the characters to escape go out whole: a `write!` per character
+        // was most of the Authorization header's formatting.
         f.write_str("\"")?;
-        for c in self.0.chars() {
-            if c == '"' || c == '\\' {
-                f.write_str("\\")?;
-            }
-            write!(f, "{c}")?;
+        let mut rest = self.0;
+        while let Some(at) = rest.find(['"', '\\']) {
+            f.write_str(&rest[..at])?;
+            f.write_str("\\")?;
+            f.write_str(&rest[at..=at])?;
+            rest = &rest[at + 1..];
         }
+        f.write_str(rest)?;
         f.write_str("\"")
     }
 }

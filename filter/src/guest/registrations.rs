@@ -278,7 +278,7 @@ pub fn on_local_reply(request_id: u64, reply: &Message) -> bool {
     );
     let handled = with_registrar(|registrar| {
         let record = registrar.record_of(request_id);
-        match registrar.on_reply(&mut WitStore, request_id, &reply, now_ms() / 1000, fresh()) {
+        match registrar.on_reply(&mut WitStore, request_id, &reply, now_ms() / 1000, fresh) {
             Ok(ReplyOutcome::Unknown) => None,
             Ok(ReplyOutcome::Resend(outgoing)) => {
                 send(registrar, *outgoing);

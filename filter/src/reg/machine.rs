@@ -158,6 +158,24 @@ pub struct Fresh {
     pub cnonce: String,
 }
 
+/// Where a reply's [`Fresh`] values come from: drawn only when the reply needs them, as
+/// only an answered challenge does (its cnonce); a 200 needs none.
+pub trait FreshSource {
+    fn draw(self) -> Fresh;
+}
+
+impl FreshSource for Fresh {
+    fn draw(self) -> Fresh {
+        self
+    }
+}
+
+impl<F: FnOnce() -> Fresh> FreshSource for F {
+    fn draw(self) -> Fresh {
+        self()
+    }
+}
+
 /// Why a step did nothing useful; the store's own errors pass through.
 #[derive(Debug, Error)]
 pub enum RegError {
@@ -328,7 +346,7 @@ impl Registrar {
         request_id: u64,
         reply: &Reply,
         now: u64,
-        fresh: Fresh,
+        fresh: impl FreshSource,
     ) -> Result<ReplyOutcome, RegError> {
         if reply.status < 200 {
             return Ok(ReplyOutcome::Unknown);
@@ -424,7 +442,7 @@ impl Registrar {
                         parsed: &challenges,
                         ignored,
                     },
-                    &fresh.cnonce,
+                    &fresh.draw().cnonce,
                     &mut attempt.nonce_counts,
                     &mut attempt.attempts,
                 );

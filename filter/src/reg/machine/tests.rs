@@ -970,3 +970,39 @@ fn a_chain_reads_its_row_once() {
     );
     assert!(store.get_by_id(id).unwrap().1.is_registered(NOW + 10));
 }
+
+/// A reply draws fresh values (a host call for random bytes in the filter) only when it
+/// needs them: a challenge answered needs a cnonce, a 200 nothing.
+#[test]
+fn only_a_challenge_draws_fresh_values() {
+    let mut store = store_with(vec![(account("u1"), Credentials::Password("pw".into()))]);
+    let mut reg = Registrar::new(params(false, 30));
+    due(&mut reg, &mut store, 1, 1, NOW, 1);
+    let drawn = std::cell::Cell::new(0);
+    let draw = |n| {
+        drawn.set(drawn.get() + 1);
+        fresh(n)
+    };
+    let answer = resend(
+        reg.on_reply(&mut store, 1, &challenge(false), NOW, || draw(2))
+            .unwrap(),
+    );
+    assert_eq!(drawn.get(), 1, "the challenge drew a cnonce");
+    let authorization = &answer.request.header("Authorization").expect("answered");
+    assert_eq!(field(authorization, "cnonce"), "cnonce2");
+    reg.sent(2, answer);
+    let outcome = reg
+        .on_reply(
+            &mut store,
+            2,
+            &ok("<sip:u1@127.0.0.1:5060>", Some("120")),
+            NOW,
+            || draw(3),
+        )
+        .unwrap();
+    assert!(
+        matches!(outcome, ReplyOutcome::Registered { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(drawn.get(), 1, "the 200 drew nothing");
+}
