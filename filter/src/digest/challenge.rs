@@ -248,7 +248,10 @@ impl<'a> Lexer<'a> {
     fn quoted(&mut self) -> Result<String, ChallengeError> {
         let open = self.pos;
         self.pos += 1;
-        let mut out = Vec::with_capacity(self.s.len() - self.pos);
+        // Room up to the next quote: the whole value unless it holds an escaped one (the
+        // value is kept, so not the rest of the header).
+        let room = self.s[self.pos..].iter().position(|&b| b == b'"');
+        let mut out = Vec::with_capacity(room.unwrap_or(0));
         loop {
             match self.peek() {
                 None => return Err(ChallengeError::UnterminatedQuote { at: open }),

@@ -121,6 +121,7 @@ impl StateLog {
             .read(true)
             .write(true)
             .open(path)?;
+        lock_exclusively(&file)?;
         let held = std::fs::read(path)?;
         let used = held_len(&held);
         let len = (used + CHUNK).next_multiple_of(CHUNK);
@@ -171,22 +172,48 @@ impl StateLog {
 
     /// Reads every entry back, oldest first.
     pub fn read(&self) -> io::Result<Replay> {
-        let held = std::fs::read(&self.path)?;
-        let mut replay = Replay::default();
-        let held = &held[..held_len(&held)];
-        for line in held.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            match std::str::from_utf8(line).ok().and_then(decode) {
-                Some(entry) => replay.entries.push(entry),
-                None => replay.unreadable += 1,
-            }
-        }
-        Ok(replay)
+        read_log(&self.path)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Region> {
         // A panic cannot leave a region half-updated: `used` moves after the copy.
         self.region.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Reads the entries of the log file at `path`, oldest first (also while a [`StateLog`]
+/// holds it: the mapping is shared).
+pub fn read_log(path: &Path) -> io::Result<Replay> {
+    let held = std::fs::read(path)?;
+    let mut replay = Replay::default();
+    let held = &held[..held_len(&held)];
+    for line in held.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        match std::str::from_utf8(line).ok().and_then(decode) {
+            Some(entry) => replay.entries.push(entry),
+            None => replay.unreadable += 1,
+        }
+    }
+    Ok(replay)
+}
+
+/// Takes the log for this open file alone: two logs mapping one file would write over each
+/// other's entries, and one cutting the file would leave the other's mapping past its end
+/// (a SIGBUS at its next append). Two tenants given the same `live_state_log`, or two
+/// processes, are refused at open instead.
+fn lock_exclusively(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an advisory lock on a descriptor we own; released when it is closed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(());
+    }
+    let error = io::Error::last_os_error();
+    if error.kind() == io::ErrorKind::WouldBlock {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "in use by another tenant or process (each needs a log of its own)",
+        ));
+    }
+    Err(error)
 }
 
 /// How much of a log file holds entries: up to the first zero byte (the mapped rest).
@@ -322,6 +349,7 @@ mod tests {
         assert_eq!(log.read().expect("read").entries, []);
         // Appends after a clear start the file again.
         log.append("c", 1, &state(4)).expect("append");
+        drop(log);
         let reopened = StateLog::open(&path).expect("reopen");
         assert_eq!(reopened.read().expect("read").entries.len(), 1);
     }
@@ -368,6 +396,21 @@ mod tests {
     }
 
     #[test]
+    fn a_second_log_on_the_same_file_is_refused_until_the_first_is_closed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log");
+        let log = StateLog::open(&path).expect("open");
+        log.append("a", 1, &state(1)).expect("append");
+        let refused = StateLog::open(&path).expect_err("a second log on the file");
+        assert_eq!(refused.kind(), io::ErrorKind::AlreadyExists);
+        assert!(refused.to_string().contains("in use"), "{refused}");
+        assert_eq!(log.read().expect("read").entries.len(), 1, "nothing lost");
+        drop(log);
+        let reopened = StateLog::open(&path).expect("reopen after close");
+        assert_eq!(reopened.read().expect("read").entries.len(), 1);
+    }
+
+    #[test]
     fn the_mapping_grows_past_its_first_chunk_and_a_clear_empties_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("log");
@@ -383,10 +426,8 @@ mod tests {
         assert_eq!(replay.unreadable, 0);
         assert_eq!(replay.entries.len(), n);
         assert_eq!(replay.entries[n - 1].state, state(n as u64 - 1));
-        // Another process reading the file sees the same (the mapping is shared).
-        let reopened = StateLog::open(&path).expect("reopen");
-        assert_eq!(reopened.read().expect("read").entries.len(), n);
-        drop(reopened);
+        // A reader of the file sees the same (the mapping is shared).
+        assert_eq!(read_log(&path).expect("read").entries.len(), n);
         log.clear().expect("clear");
         assert_eq!(std::fs::metadata(&path).expect("stat").len(), CHUNK as u64);
         assert_eq!(log.read().expect("read"), Replay::default());

@@ -98,12 +98,9 @@ struct BorrowedLane<'a> {
 impl BorrowedLane<'_> {
     /// The call is over: the instances go back, and a slow call closes the gate.
     fn finish(mut self) {
-        self.finished = true;
-        let tenant = self.tenant;
-        let instances = std::mem::take(&mut self.worker.instances);
-        tenant.lanes[self.worker.lane].put_back(instances);
+        self.give_back();
         let cpu_started = self.cpu_started;
-        tenant.inline.ran_inline(self.started.elapsed(), || {
+        self.tenant.inline.ran_inline(self.started.elapsed(), || {
             thread_cpu_time().saturating_sub(cpu_started)
         });
     }
@@ -111,10 +108,14 @@ impl BorrowedLane<'_> {
     /// [`finish`](Self::finish) for a call that is not a hook (due registrations): the
     /// instances go back and the CPU time it took is returned, not counted by the gate.
     fn finish_uncounted(mut self) -> Duration {
+        self.give_back();
+        thread_cpu_time().saturating_sub(self.cpu_started)
+    }
+
+    fn give_back(&mut self) {
         self.finished = true;
         let instances = std::mem::take(&mut self.worker.instances);
         self.tenant.lanes[self.worker.lane].put_back(instances);
-        thread_cpu_time().saturating_sub(self.cpu_started)
     }
 }
 
