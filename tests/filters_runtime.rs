@@ -976,6 +976,11 @@ fn the_epoch_ticker_parks_when_idle_and_wakes_for_a_call() {
         assert!(Instant::now() < deadline, "the ticker never parked");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Parked, it does not wake at all.
+    let wakes = rt.ticker_wakes();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(rt.ticker_parked());
+    assert_eq!(rt.ticker_wakes(), wakes, "a parked ticker ticked");
     // A parked ticker still stops a loop: the call wakes it.
     let decision = rt.request_blocking(&mut ctx(5070, None), &mut invite("X-Misbehave: yes\r\n"));
     assert!(
@@ -1015,6 +1020,16 @@ fn file_watch_swaps_a_changed_filter() {
     }
 }
 
+/// One tenant "t" with the mark-a filter, which sends requests and counts their replies.
+fn mark_runtime(cache: &Path) -> Arc<Runtime> {
+    let f = filter_config(&filter("filter_mark_a"), json!({}));
+    Runtime::new(
+        &[tenant("t", 5070, FailurePolicy::FailOpen, vec![f])],
+        options(cache),
+    )
+    .expect("runtime")
+}
+
 struct TimingOutSender;
 
 impl RequestSender for TimingOutSender {
@@ -1026,12 +1041,7 @@ impl RequestSender for TimingOutSender {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timers_and_originated_requests_call_back_into_the_filter() {
     let cache = shared_cache();
-    let f = filter_config(&filter("filter_mark_a"), json!({}));
-    let rt = Runtime::new(
-        &[tenant("t", 5070, FailurePolicy::FailOpen, vec![f])],
-        options(&cache),
-    )
-    .expect("runtime");
+    let rt = mark_runtime(&cache);
     rt.set_request_sender(Arc::new(TimingOutSender));
     rt.filter_rpc("t", "timer", "10", 0).expect("timer armed");
     rt.filter_rpc("t", "send", "null", 0).expect("request sent");
@@ -1043,6 +1053,50 @@ async fn timers_and_originated_requests_call_back_into_the_filter() {
         }
         assert!(Instant::now() < deadline, "callbacks missing: {metrics}");
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Notes, for each request it is given, how many the filter had counted as sent by then.
+#[derive(Default)]
+struct CountingSender {
+    runtime: std::sync::OnceLock<std::sync::Weak<Runtime>>,
+    counted_at_send: std::sync::Mutex<Vec<serde_json::Value>>,
+}
+
+impl RequestSender for CountingSender {
+    fn send_request(&self, _request: Message, _how: Origination, done: SendDone) {
+        let rt = self
+            .runtime
+            .get()
+            .and_then(|rt| rt.upgrade())
+            .expect("runtime");
+        let sent = rt.status()["tenants"][0]["metrics"]["sent"].clone();
+        self.counted_at_send.lock().expect("counted").push(sent);
+        done(Err(SendFailure::Timeout));
+    }
+}
+
+#[test]
+fn the_requests_of_one_filter_call_reach_the_proxy_together_when_it_ends() {
+    let rt = mark_runtime(&shared_cache());
+    let sender = Arc::new(CountingSender::default());
+    let _ = sender.runtime.set(Arc::downgrade(&rt));
+    rt.set_request_sender(sender.clone());
+    let ids = rt.filter_rpc("t", "send", "3", 0).expect("requests sent");
+    assert_eq!(ids.split(',').count(), 3, "{ids}");
+    // The filter counted each send right after making it: the core got none of them
+    // before the call had made all three (one wake-up of the core, not three).
+    assert_eq!(
+        *sender.counted_at_send.lock().expect("counted"),
+        vec![json!(3), json!(3), json!(3)]
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rt.status()["tenants"][0]["metrics"]["local_reply_408"] != json!(3) {
+        assert!(
+            Instant::now() < deadline,
+            "the replies never reached the filter"
+        );
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -1061,12 +1115,7 @@ impl RequestSender for DeferredSender {
 
 #[test]
 fn the_reply_to_a_filters_own_request_runs_on_the_thread_that_received_it_once_earned() {
-    let f = filter_config(&filter("filter_mark_a"), json!({}));
-    let rt = Runtime::new(
-        &[tenant("t", 5070, FailurePolicy::FailOpen, vec![f])],
-        options(&shared_cache()),
-    )
-    .expect("runtime");
+    let rt = mark_runtime(&shared_cache());
     let sender = Arc::new(DeferredSender::default());
     rt.set_request_sender(sender.clone());
     let local_408s = || rt.status()["tenants"][0]["metrics"]["local_reply_408"].clone();

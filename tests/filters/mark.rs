@@ -59,20 +59,29 @@ impl Guest for Mark {
                 let after = params.trim().parse::<u64>().map_err(|e| e.to_string())?;
                 timers::set_timer(after, 7).map(|id| id.to_string())
             }
-            // Sends an OPTIONS; its final reply is counted by on-local-reply.
-            "send" => transport::send_request(&transport::OutgoingRequest {
-                method: "OPTIONS".into(),
-                request_uri: "sip:probe@127.0.0.1:9".into(),
-                headers: vec![
-                    ("From".into(), "<sip:mark@127.0.0.1>;tag=m1".into()),
-                    ("To".into(), "<sip:probe@127.0.0.1>".into()),
-                    ("Call-ID".into(), "mark-probe".into()),
-                    ("CSeq".into(), "1 OPTIONS".into()),
-                ],
-                body: Vec::new(),
-                next_hop: None,
-            })
-            .map(|id| id.to_string()),
+            // Sends `params` OPTIONS (one for `null`), counting each in `sent` once the
+            // call returned; their final replies are counted by on-local-reply.
+            "send" => {
+                let count = params.trim().parse::<u32>().unwrap_or(1);
+                let mut ids = Vec::new();
+                for _ in 0..count {
+                    let id = transport::send_request(&transport::OutgoingRequest {
+                        method: "OPTIONS".into(),
+                        request_uri: "sip:probe@127.0.0.1:9".into(),
+                        headers: vec![
+                            ("From".into(), "<sip:mark@127.0.0.1>;tag=m1".into()),
+                            ("To".into(), "<sip:probe@127.0.0.1>".into()),
+                            ("Call-ID".into(), "mark-probe".into()),
+                            ("CSeq".into(), "1 OPTIONS".into()),
+                        ],
+                        body: Vec::new(),
+                        next_hop: None,
+                    })?;
+                    metrics::counter_add("sent", 1);
+                    ids.push(id.to_string());
+                }
+                Ok(format!("[{}]", ids.join(",")))
+            }
             other => Err(format!("unknown method {other}")),
         }
     }

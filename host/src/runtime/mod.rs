@@ -4,6 +4,7 @@
 pub mod component;
 pub mod config;
 pub mod cpu;
+pub mod epoch;
 pub mod inline;
 pub mod instance;
 pub mod lane;
@@ -333,6 +334,11 @@ impl Runtime {
     /// deadline machinery uses no CPU.
     pub fn ticker_parked(&self) -> bool {
         self.engine.ticker.is_parked()
+    }
+
+    /// Times the epoch ticker woke to tick.
+    pub fn ticker_wakes(&self) -> u64 {
+        self.engine.ticker.wakes()
     }
 }
 

@@ -205,16 +205,17 @@ impl TenantShared {
         }
     }
 
-    /// Sends a request a filter built, routed and limited in time as `how` says; its final
-    /// reply (or a local 408 on time-out, 503 when it could not be sent) goes back to the
-    /// instance on `lane`.
-    pub fn send_request(
+    /// Takes an id for a request a filter built, routed and limited in time as `how` says,
+    /// and makes the send: its final reply (or a local 408 on time-out, 503 when it could
+    /// not be sent) goes back to the instance on `lane`. A filter call sends its requests
+    /// together when it ends, which wakes the proxy core once for them all, not once each.
+    pub fn prepare_request(
         self: &Arc<Self>,
         lane: usize,
         filter: usize,
         message: Message,
         how: Origination,
-    ) -> Result<u64, String> {
+    ) -> Result<(u64, PreparedSend), String> {
         let sender = self
             .services
             .sender
@@ -264,8 +265,30 @@ impl TenantShared {
                 events.local_reply(lane, filter, id, reply, origin);
             }
         });
-        sender.send_request(message, how, done);
-        Ok(id)
+        Ok((
+            id,
+            PreparedSend {
+                sender,
+                message,
+                how,
+                done,
+            },
+        ))
+    }
+}
+
+/// A request a filter sent, ready for the proxy core; its id is taken and its reply awaited.
+pub struct PreparedSend {
+    sender: Arc<dyn RequestSender>,
+    message: Message,
+    how: Origination,
+    done: super::SendDone,
+}
+
+impl PreparedSend {
+    /// Hands the request to the proxy core.
+    pub fn go(self) {
+        self.sender.send_request(self.message, self.how, self.done);
     }
 }
 

@@ -1,13 +1,12 @@
-//! The shared wasmtime engine (pooling allocator, epoch ticker that runs only
-//! while a hook does) and the on-disk cache of compiled filters, checked on load.
+//! The shared wasmtime engine (pooling allocator, epoch ticker) and the on-disk
+//! cache of compiled filters, checked on load.
 
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
@@ -16,20 +15,10 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use super::bindings::v0_1;
 use super::imports::HostState;
 use crate::runtime::FilterError;
+use crate::runtime::epoch::EpochTicker;
 use crate::runtime::instance::LoadSource;
 use crate::runtime::state::lock;
 
-/// One epoch tick: how often a running hook's CPU time is looked at, so how far a
-/// hook may overrun its `cpu_limit_ms`. Each tick wakes the ticker thread; at 1 ms
-/// those wake-ups were 5 % of siphost's CPU while registrations kept hooks busy.
-pub const EPOCH_TICK: Duration = Duration::from_millis(5);
-
-/// Whole ticks covering `limit` (at least one): an epoch deadline for a CPU budget.
-pub fn ticks(limit: Duration) -> u64 {
-    (limit.as_micros().div_ceil(EPOCH_TICK.as_micros())).max(1) as u64
-}
-/// Idle ticks after which the ticker parks until the next hook call (50 ms).
-const TICKER_LINGER_TICKS: u32 = 10;
 /// Bytes of a freed instance's linear memory reset in place for reuse.
 const KEEP_RESIDENT: usize = 1 << 20;
 /// Length of the SHA-256 trailer of a cached artifact.
@@ -377,90 +366,9 @@ fn add_sandbox_wasi(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
-/// Advances the engine's epoch every [`EPOCH_TICK`] while hooks run; parks
-/// (no CPU at all) once no hook has run for a while, woken by the next call.
-pub struct EpochTicker {
-    engine: Engine,
-    in_flight: AtomicUsize,
-    parked: AtomicBool,
-    stop: AtomicBool,
-    gate: Mutex<()>,
-    wake: Condvar,
-}
-
-/// A hook call in flight; the ticker runs while any exists.
-pub struct Ticking<'a>(&'a EpochTicker);
-
-impl Drop for Ticking<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl EpochTicker {
-    fn spawn(engine: Engine) -> Result<Arc<Self>, FilterError> {
-        let ticker = Arc::new(Self {
-            engine,
-            in_flight: AtomicUsize::new(0),
-            parked: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
-            gate: Mutex::new(()),
-            wake: Condvar::new(),
-        });
-        let running = ticker.clone();
-        std::thread::Builder::new()
-            .name("siphost-epoch".into())
-            .spawn(move || running.run())
-            .map_err(|e| FilterError::Engine(format!("epoch ticker thread: {e}")))?;
-        Ok(ticker)
-    }
-
-    /// Marks a hook call in flight, waking the ticker if it is parked.
-    pub fn enter(&self) -> Ticking<'_> {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        if self.parked.load(Ordering::SeqCst) {
-            // Taking the gate orders this wake after the ticker's wait began.
-            let _gate = lock(&self.gate);
-            self.wake.notify_one();
-        }
-        Ticking(self)
-    }
-
-    /// Whether the ticker thread is parked (for tests of the idle cost).
-    pub fn is_parked(&self) -> bool {
-        self.parked.load(Ordering::SeqCst)
-    }
-
-    fn run(self: Arc<Self>) {
-        let mut idle = 0u32;
-        while !self.stop.load(Ordering::Relaxed) {
-            if self.in_flight.load(Ordering::SeqCst) == 0 {
-                idle += 1;
-            } else {
-                idle = 0;
-            }
-            if idle > TICKER_LINGER_TICKS {
-                let mut gate = lock(&self.gate);
-                self.parked.store(true, Ordering::SeqCst);
-                while self.in_flight.load(Ordering::SeqCst) == 0
-                    && !self.stop.load(Ordering::SeqCst)
-                {
-                    gate = self.wake.wait(gate).unwrap_or_else(|p| p.into_inner());
-                }
-                self.parked.store(false, Ordering::SeqCst);
-                idle = 0;
-            }
-            std::thread::sleep(EPOCH_TICK);
-            self.engine.increment_epoch();
-        }
-    }
-}
-
 impl Drop for FilterEngine {
     fn drop(&mut self) {
-        self.ticker.stop.store(true, Ordering::SeqCst);
-        let _gate = lock(&self.ticker.gate);
-        self.ticker.wake.notify_one();
+        self.ticker.stop();
     }
 }
 

@@ -18,7 +18,7 @@ use super::bindings::v0_1::siphost::filter::{
 use crate::proxy::Origination;
 use crate::runtime::config::parse_listen;
 use crate::runtime::instance::{InstanceSetup, Interest};
-use crate::runtime::state::TenantShared;
+use crate::runtime::state::{PreparedSend, TenantShared};
 use crate::transport::TransportKind;
 
 /// Parsed once per store: the message a slot holds between hook calls.
@@ -191,6 +191,8 @@ pub struct HostState {
     pub(crate) interest: Interest,
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
+    /// Requests sent during the current call, handed to the proxy core when it ends.
+    outbox: Vec<PreparedSend>,
 }
 
 impl HostState {
@@ -208,7 +210,15 @@ impl HostState {
             // No preopens, no env, no args, no network: the sandbox gives nothing.
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
+            outbox: Vec::new(),
         })
+    }
+
+    /// Hands the requests sent during the call that just ended to the proxy core.
+    pub(crate) fn send_outbox(&mut self) {
+        for send in self.outbox.drain(..) {
+            send.go();
+        }
     }
 }
 
@@ -462,17 +472,23 @@ impl transport::Host for HostState {
 }
 
 impl HostState {
-    /// Builds `request` and hands it to the proxy core; the reply comes back as
-    /// `on-local-reply`.
-    fn send(&self, request: &transport::OutgoingRequest, how: Origination) -> Result<u64, String> {
+    /// Builds `request` for the proxy core, which gets it when the call ends; the reply
+    /// comes back as `on-local-reply`.
+    fn send(
+        &mut self,
+        request: &transport::OutgoingRequest,
+        how: Origination,
+    ) -> Result<u64, String> {
         let how = Origination {
             next_hop: request.next_hop.clone(),
             ..how
         };
-        build_request(request).and_then(|message| {
-            self.shared
-                .send_request(self.lane, self.filter_index, message, how)
-        })
+        let message = build_request(request)?;
+        let (id, send) = self
+            .shared
+            .prepare_request(self.lane, self.filter_index, message, how)?;
+        self.outbox.push(send);
+        Ok(id)
     }
 }
 

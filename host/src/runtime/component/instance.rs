@@ -5,16 +5,17 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use wasmtime::Store;
 use wasmtime::component::{InstancePre, Resource};
-use wasmtime::{Store, UpdateDeadline};
 
 use super::bindings::v0_1::exports::siphost::filter::{handler, registration_handler};
 use super::bindings::v0_1::siphost::filter::types;
-use super::engine::{EpochTicker, FilterEngine, ticks};
+use super::engine::FilterEngine;
 use super::imports::{CpuBudget, HostState, PRIMARY, SECONDARY};
 use crate::registrations::scheduler::{Due, DueReason};
 use crate::runtime::FilterError;
 use crate::runtime::cpu::thread_cpu_time;
+use crate::runtime::epoch::{EpochTicker, FIRST_DEADLINE, budget_check};
 use crate::runtime::instance::{
     Action, FilterFactory, FilterInstance, FilterLoader, Hook, HookInput, InstanceSetup, Interest,
     Loaded,
@@ -85,16 +86,10 @@ impl FilterFactory for ComponentFactory {
         let state = HostState::new(setup).map_err(|e| FilterError::Instantiate(e.to_string()))?;
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
-        // Reached every time the ticks of the remaining budget have passed in
-        // wall time; the call goes on while its thread has CPU budget left.
+        // The call goes on while its thread has CPU budget left.
         store.epoch_deadline_callback(|ctx| {
             let budget = ctx.data().budget;
-            let used = thread_cpu_time().saturating_sub(budget.started);
-            if used >= budget.limit {
-                Ok(UpdateDeadline::Interrupt)
-            } else {
-                Ok(UpdateDeadline::Continue(ticks(budget.limit - used)))
-            }
+            Ok(budget_check(budget.started, budget.limit))
         });
         let setup_limit = SETUP_CPU_LIMIT.max(setup.cpu_limit);
         let (bindings, registrations) = metered(&mut store, &self.ticker, setup_limit, |store| {
@@ -160,10 +155,11 @@ fn metered<R>(
         started: thread_cpu_time(),
         limit,
     };
-    // Wall time is never less than CPU time, so nothing is checked before
-    // the whole budget has passed on the wall clock.
-    store.set_epoch_deadline(ticks(limit));
-    f(store).map_err(|e| classify(&e, store.data().limiter.refused))
+    store.set_epoch_deadline(FIRST_DEADLINE);
+    let result = f(store).map_err(|e| classify(&e, store.data().limiter.refused));
+    // Sent even when the call failed: their ids were given out.
+    store.data_mut().send_outbox();
+    result
 }
 
 fn not_set_up() -> FilterError {

@@ -9,14 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use wasmtime::{Linker, Module, Store, TypedFunc, UpdateDeadline};
+use wasmtime::{Linker, Module, Store, TypedFunc};
 
 use super::FilterError;
 use super::component::FilterEngine;
-use super::component::engine::{EpochTicker, ticks};
 use super::component::imports::MemoryLimiter;
 use super::component::instance::classify;
 use super::cpu::thread_cpu_time;
+use super::epoch::{EpochTicker, FIRST_DEADLINE, budget_check};
 use super::instance::{
     Action, FilterFactory, FilterInstance, FilterLoader, Hook, HookInput, InstanceSetup, Interest,
     LoadSource, Loaded,
@@ -116,7 +116,7 @@ fn metered<R>(
     data.limiter.refused = false;
     data.cpu_started = thread_cpu_time();
     data.cpu_limit = limit;
-    store.set_epoch_deadline(ticks(limit));
+    store.set_epoch_deadline(FIRST_DEADLINE);
     f(store).map_err(|e| classify(&e, store.data().limiter.refused))
 }
 
@@ -151,12 +151,7 @@ impl FilterFactory for ProxyWasmFactory {
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_callback(|ctx| {
             let data = ctx.data();
-            let used = thread_cpu_time().saturating_sub(data.cpu_started);
-            if used >= data.cpu_limit {
-                Ok(UpdateDeadline::Interrupt)
-            } else {
-                Ok(UpdateDeadline::Continue(ticks(data.cpu_limit - used)))
-            }
+            Ok(budget_check(data.cpu_started, data.cpu_limit))
         });
         let limit = SETUP_CPU_LIMIT.max(setup.cpu_limit);
         let instance = metered(&mut store, &self.ticker, limit, |s| self.pre.instantiate(s))
