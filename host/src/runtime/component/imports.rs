@@ -222,6 +222,15 @@ impl HostState {
     }
 }
 
+impl Drop for HostState {
+    /// A call that never returned (a host panic) still hands over its requests: their ids
+    /// were given out, and each holds one of the tenant's places for requests in flight
+    /// until its reply comes back.
+    fn drop(&mut self) {
+        self.send_outbox();
+    }
+}
+
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
