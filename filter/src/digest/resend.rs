@@ -6,6 +6,7 @@ use thiserror::Error;
 use super::answer::{AuthError, AuthRequest, answer_challenges, credentials_realm};
 use super::challenge::ChallengeError;
 use super::cseq::{CseqError, resend};
+use super::response::Authorization;
 use super::state::{Attempts, NonceCounts};
 
 /// The edits for the resent request.
@@ -55,7 +56,7 @@ pub fn plan_resend(
         })
         .map(|line| line.to_string())
         .collect();
-    lines.extend(answer.values.iter().map(ToString::to_string));
+    lines.extend(answer.values.iter().map(Authorization::header_value));
     Ok(Resend {
         header: answer.header,
         lines,

@@ -118,7 +118,17 @@ pub fn cnonce_from_random(bytes: &[u8; 16]) -> String {
 
 /// The nonce count as it goes on the wire.
 pub fn format_nc(nc: u32) -> String {
-    format!("{nc:08x}")
+    nc_digits(nc).iter().map(|&d| char::from(d)).collect()
+}
+
+/// `nc` as 8 lowercase hex digits, without formatting machinery or an allocation.
+fn nc_digits(nc: u32) -> [u8; 8] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 8];
+    for (i, d) in out.iter_mut().enumerate() {
+        *d = DIGITS[((nc >> (28 - 4 * i)) & 0xf) as usize];
+    }
+    out
 }
 
 /// HA1 = H(username:realm:password), or the given HA1 checked and lowercased.
@@ -174,7 +184,7 @@ pub fn compute_response(input: &DigestInput<'_>) -> Result<String, ResponseError
         Some(qop) => hash.hex(&[
             ha1.as_bytes(),
             input.nonce.as_bytes(),
-            format_nc(input.nc).as_bytes(),
+            &nc_digits(input.nc),
             input.cnonce.as_bytes(),
             qop.name().as_bytes(),
             ha2.as_bytes(),
@@ -249,55 +259,80 @@ impl Authorization {
     }
 }
 
-/// Writes `"value"` with `"` and `\` escaped as quoted-pairs.
-struct Quoted<'a>(&'a str);
+/// Writes `"value"` with `"` and `\` escaped as quoted-pairs; runs between the
+/// characters to escape go out whole.
+fn write_quoted<W: fmt::Write + ?Sized>(out: &mut W, value: &str) -> fmt::Result {
+    out.write_str("\"")?;
+    let mut rest = value;
+    while let Some(at) = rest.bytes().position(|b| b == b'"' || b == b'\\') {
+        out.write_str(&rest[..at])?;
+        out.write_str("\\")?;
+        out.write_str(&rest[at..=at])?;
+        rest = &rest[at + 1..];
+    }
+    out.write_str(rest)?;
+    out.write_str("\"")
+}
 
-impl fmt::Display for Quoted<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Runs between the characters to escape go out whole: a `write!` per character
-        // was most of the Authorization header's formatting.
-        f.write_str("\"")?;
-        let mut rest = self.0;
-        while let Some(at) = rest.find(['"', '\\']) {
-            f.write_str(&rest[..at])?;
-            f.write_str("\\")?;
-            f.write_str(&rest[at..=at])?;
-            rest = &rest[at + 1..];
+impl Authorization {
+    /// The header value, as [`Display`](fmt::Display) writes it, into one buffer sized
+    /// up front: a refresh answering a kept challenge builds one of these each time, and
+    /// `write!` with its argument machinery was most of the digest's cost.
+    pub fn header_value(&self) -> String {
+        let mut out = String::with_capacity(
+            160 + self.username.len()
+                + self.realm.len()
+                + self.nonce.len()
+                + self.uri.len()
+                + self.opaque.as_ref().map_or(0, String::len)
+                + self.cnonce.as_ref().map_or(0, String::len)
+                + self.response.len(),
+        );
+        self.write_to(&mut out)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    fn write_to<W: fmt::Write + ?Sized>(&self, out: &mut W) -> fmt::Result {
+        let quoted_fields = [
+            ("Digest username=", &self.username),
+            (", realm=", &self.realm),
+            (", nonce=", &self.nonce),
+            (", uri=", &self.uri),
+        ];
+        for (name, value) in quoted_fields {
+            out.write_str(name)?;
+            write_quoted(out, value)?;
         }
-        f.write_str(rest)?;
-        f.write_str("\"")
+        if let Some(opaque) = &self.opaque {
+            out.write_str(", opaque=")?;
+            write_quoted(out, opaque)?;
+        }
+        if let Some(qop) = self.qop {
+            out.write_str(", qop=")?;
+            out.write_str(qop.name())?;
+            out.write_str(", nc=")?;
+            let nc = nc_digits(self.nc);
+            out.write_str(std::str::from_utf8(&nc).expect("hex digits are ASCII"))?;
+        }
+        if let Some(cnonce) = &self.cnonce {
+            out.write_str(", cnonce=")?;
+            write_quoted(out, cnonce)?;
+        }
+        out.write_str(", response=")?;
+        write_quoted(out, &self.response)?;
+        out.write_str(", algorithm=")?;
+        out.write_str(self.algorithm.name())?;
+        if self.userhash {
+            out.write_str(", userhash=true")?;
+        }
+        Ok(())
     }
 }
 
 impl fmt::Display for Authorization {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "Digest username={}, realm={}, nonce={}, uri={}",
-            Quoted(&self.username),
-            Quoted(&self.realm),
-            Quoted(&self.nonce),
-            Quoted(&self.uri)
-        )?;
-        if let Some(opaque) = &self.opaque {
-            write!(f, ", opaque={}", Quoted(opaque))?;
-        }
-        if let Some(qop) = self.qop {
-            write!(f, ", qop={}, nc={}", qop.name(), format_nc(self.nc))?;
-        }
-        if let Some(cnonce) = &self.cnonce {
-            write!(f, ", cnonce={}", Quoted(cnonce))?;
-        }
-        write!(
-            f,
-            ", response={}, algorithm={}",
-            Quoted(&self.response),
-            self.algorithm.name()
-        )?;
-        if self.userhash {
-            f.write_str(", userhash=true")?;
-        }
-        Ok(())
+        self.write_to(f)
     }
 }
 

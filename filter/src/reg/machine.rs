@@ -10,9 +10,11 @@ use super::flags;
 use super::params::RegParams;
 use super::store::{Account, Credentials, LiveState, RecordId, RegistrationStore, StoreError};
 use crate::digest::{
-    Attempts, AuthError, AuthRequest, CallCredentials, Challenge, ChallengeError, ChallengeKind,
-    NonceCounts, answer_parsed, parse_header_lines,
+    Attempts, AuthError, AuthRequest, Authorization, CallCredentials, Challenge, ChallengeError,
+    ChallengeKind, NonceCounts, answer_parsed, parse_header_lines,
 };
+
+mod kept;
 
 /// A request for the WIT `transport.send-request` (the host adds Via, Max-Forwards and
 /// Content-Length).
@@ -76,13 +78,13 @@ struct Attempt {
 }
 
 /// A registrar's last challenge to a record, answered again on the record's next REGISTER
-/// while it is younger than `reg_reuse_nonce`: the lines as received, joined by `\n`,
-/// when they came, and how often their nonces were sent. About 100 bytes a record, kept
-/// in memory only (a swap or restart costs one challenge).
+/// while it is younger than `reg_reuse_nonce`: per realm, the challenge the last answer
+/// chose ([`kept`]), when it came, and how often its nonce was sent. About 100 bytes a
+/// record, kept in memory only (a swap or restart costs one challenge).
 #[derive(Debug, Clone)]
 struct KnownChallenge {
     kind: ChallengeKind,
-    lines: Box<str>,
+    kept: Box<str>,
     /// UNIX seconds.
     received_at: u64,
     sent: u32,
@@ -446,16 +448,18 @@ impl Registrar {
                     &mut attempt.nonce_counts,
                     &mut attempt.attempts,
                 );
-                if let Err(e) = answered {
-                    return self.fail(store, account, state, now, reply.status, &e.to_string());
-                }
+                let answers = match answered {
+                    Ok(answers) => answers,
+                    Err(e) => {
+                        return self.fail(store, account, state, now, reply.status, &e.to_string());
+                    }
+                };
                 // Kept for the next REGISTER only when it may be answered early.
-                attempt.challenge = (self.params.reuse_nonce_secs > 0).then(|| {
-                    KnownChallenge::answered(
-                        (kind, &lines, &challenges),
-                        now,
-                        &attempt.nonce_counts,
-                    )
+                attempt.challenge = (self.params.reuse_nonce_secs > 0).then(|| KnownChallenge {
+                    kind,
+                    kept: kept::pack(&answers),
+                    received_at: now,
+                    sent: answers.iter().map(|a| a.nc).max().unwrap_or(0),
                 });
                 state.flags |= flags::AUTHSENT;
                 Ok(ReplyOutcome::Resend(Box::new(
@@ -570,7 +574,7 @@ impl Registrar {
         attempt.cseq += 1;
         attempt.sent_at = now;
         state.cseq = attempt.cseq;
-        request.set_header("CSeq", format!("{} REGISTER", attempt.cseq));
+        request.set_header("CSeq", cseq_register(attempt.cseq));
         store.update_state(attempt.account.id, &state)?;
         Ok(Outgoing { request, attempt })
     }
@@ -582,19 +586,25 @@ impl Registrar {
         expires: u32,
         from_tag: &str,
     ) -> Request {
-        let aor = format!("sip:{}@{}", account.r_username, account.r_domain);
+        // Built by concatenation: `format!` was a large share of a refresh's own work.
+        let aor = concat(&["sip:", &account.r_username, "@", &account.r_domain]);
         let addr = if account.contact_addr.is_empty() {
             &self.params.contact_addr
         } else {
             &account.contact_addr
         };
         let contact = if account.contact_user.is_empty() {
-            format!("<sip:{}@{}>", account.l_uuid, addr)
+            concat(&["<sip:", &account.l_uuid, "@", addr, ">"])
         } else {
-            format!(
-                "<sip:{}@{};line={}>",
-                account.contact_user, addr, account.l_uuid
-            )
+            concat(&[
+                "<sip:",
+                &account.contact_user,
+                "@",
+                addr,
+                ";line=",
+                &account.l_uuid,
+                ">",
+            ])
         };
         let socket = if account.socket.is_empty() {
             &self.params.default_socket
@@ -603,12 +613,12 @@ impl Registrar {
         };
         Request {
             method: "REGISTER".into(),
-            request_uri: format!("sip:{}", account.r_domain),
+            request_uri: concat(&["sip:", &account.r_domain]),
             headers: vec![
-                ("From".into(), format!("<{aor}>;tag={from_tag}")),
-                ("To".into(), format!("<{aor}>")),
+                ("From".into(), concat(&["<", &aor, ">;tag=", from_tag])),
+                ("To".into(), concat(&["<", &aor, ">"])),
                 ("Call-ID".into(), state.call_id.clone()),
-                ("CSeq".into(), format!("{} REGISTER", state.cseq)),
+                ("CSeq".into(), cseq_register(state.cseq)),
                 ("Contact".into(), contact),
                 ("Expires".into(), expires.to_string()),
             ],
@@ -649,27 +659,6 @@ impl Registrar {
     }
 }
 
-impl KnownChallenge {
-    /// The challenge `lines` (parsed: `parsed`), received at `now`, just answered with
-    /// `counts`.
-    fn answered(
-        (kind, lines, parsed): (ChallengeKind, &[&str], &[Challenge]),
-        now: u64,
-        counts: &NonceCounts,
-    ) -> KnownChallenge {
-        KnownChallenge {
-            kind,
-            lines: lines.join("\n").into(),
-            received_at: now,
-            sent: parsed
-                .iter()
-                .map(|c| counts.count(&c.realm, &c.nonce))
-                .max()
-                .unwrap_or(0),
-        }
-    }
-}
-
 /// A reply's challenges: their kind, header lines, and what the lines parse to.
 struct Challenges<'a> {
     kind: ChallengeKind,
@@ -678,7 +667,7 @@ struct Challenges<'a> {
     ignored: Vec<ChallengeError>,
 }
 
-/// Adds the answer to `challenges` to `request`.
+/// Adds the answer to `challenges` to `request`; returns what was answered, per realm.
 fn authorize(
     request: &mut Request,
     account: &Account,
@@ -687,7 +676,7 @@ fn authorize(
     cnonce: &str,
     nonce_counts: &mut NonceCounts,
     attempts: &mut Attempts,
-) -> Result<(), AuthError> {
+) -> Result<Vec<Authorization>, AuthError> {
     let (secret, ha1_mode) = match credentials {
         Credentials::Password(p) => (p.as_str(), false),
         Credentials::Ha1(h) => (h.as_str(), true),
@@ -713,12 +702,12 @@ fn authorize(
         nonce_counts,
         attempts,
     )?;
-    for value in answer.values {
+    for value in &answer.values {
         request
             .headers
-            .push((answer.header.to_owned(), value.to_string()));
+            .push((answer.header.to_owned(), value.header_value()));
     }
-    Ok(())
+    Ok(answer.values)
 }
 
 /// Adds the answer to `known` to `request` before the registrar asks (RFC 7616 §3.4.5,
@@ -732,8 +721,7 @@ fn preauthorize(
     cnonce: &str,
 ) -> Option<KnownChallenge> {
     let credentials = store.credentials(account.id)?;
-    let lines: Vec<&str> = known.lines.split('\n').collect();
-    let (parsed, ignored) = parse_header_lines(lines.iter().copied());
+    let parsed = kept::unpack(&known.kept)?;
     for challenge in &parsed {
         nonce_counts.resume(&challenge.realm, &challenge.nonce, known.sent);
     }
@@ -743,9 +731,9 @@ fn preauthorize(
         &credentials,
         Challenges {
             kind: known.kind,
-            lines: &lines,
+            lines: &[],
             parsed: &parsed,
-            ignored,
+            ignored: Vec::new(),
         },
         cnonce,
         nonce_counts,
@@ -756,6 +744,21 @@ fn preauthorize(
         sent: known.sent + 1,
         ..known
     })
+}
+
+/// `parts` joined, in one allocation of the exact size.
+fn concat(parts: &[&str]) -> String {
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        out.push_str(part);
+    }
+    out
+}
+
+/// A REGISTER's CSeq value.
+fn cseq_register(cseq: u32) -> String {
+    let number = cseq.to_string();
+    concat(&[&number, " REGISTER"])
 }
 
 /// Among a 200's Contact values, ours: URI user == l_uuid, or `line` == l_uuid (the host is

@@ -229,7 +229,7 @@ where
         .map_err(|e| format!("{challenged} not answered: {e}"))?;
         for value in answer.values {
             out.headers
-                .push((answer.header.to_owned(), value.to_string()));
+                .push((answer.header.to_owned(), value.header_value()));
         }
     }
     let id = host
