@@ -179,6 +179,57 @@ def group_cpu_seconds(pgid):
     return ticks / CLOCK_TICKS
 
 
+def thread_snapshot(pgid):
+    """{thread name: [CPU ticks, voluntary switches, involuntary switches, threads]} over
+    every thread of every process in group pgid (threads of one name added up)."""
+    totals = {}
+    for pid, _fields in group_stats(pgid):
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            base = f"/proc/{pid}/task/{tid}"
+            try:
+                with open(f"{base}/stat") as f:
+                    stat = f.read()
+                with open(f"{base}/status") as f:
+                    status = f.read()
+            except OSError:
+                continue  # exited meanwhile
+            name = stat[stat.find("(") + 1 : stat.rfind(")")]
+            fields = stat[stat.rfind(")") + 2 :].split()
+            switches = {
+                key: int(value)
+                for key, value in (line.split(":\t") for line in status.splitlines() if ":\t" in line)
+                if key in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")
+            }
+            entry = totals.setdefault(name, [0, 0, 0, 0])
+            entry[0] += int(fields[11]) + int(fields[12])
+            entry[1] += switches.get("voluntary_ctxt_switches", 0)
+            entry[2] += switches.get("nonvoluntary_ctxt_switches", 0)
+            entry[3] += 1
+    return totals
+
+
+def thread_changes(before, after, per):
+    """What each thread name used between two `thread_snapshot`s, per `per` units of work
+    (refreshes, calls): CPU ms and context switches (voluntary, involuntary). Threads
+    that started or ended in between count from zero. The CPU comes from the kernel's
+    tick accounting, which charges a whole tick to whatever runs when it fires: read it
+    as where the CPU went, not as exact amounts for short-lived wake-ups."""
+    changes = {}
+    for name, (ticks, voluntary, involuntary, threads) in after.items():
+        t0, v0, i0, _ = before.get(name, (0, 0, 0, 0))
+        changes[name] = {
+            "threads": threads,
+            "cpu_ms_per": round((ticks - t0) * 1000 / CLOCK_TICKS / per, 4),
+            "voluntary_per": round((voluntary - v0) / per, 3),
+            "involuntary_per": round((involuntary - i0) / per, 3),
+        }
+    return changes
+
+
 # System calls and switches a relay or a refresh costs: exact where CPU figures are noisy.
 PERF_EVENTS = [
     "syscalls:sys_enter_epoll_wait",
