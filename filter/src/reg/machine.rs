@@ -795,23 +795,29 @@ fn own_contact(values: &[&str], l_uuid: &str) -> Option<Option<u32>> {
         })
 }
 
-/// Splits a Contact value at commas outside quotes and angle brackets.
-fn split_contacts(value: &str) -> Vec<&str> {
-    let (mut parts, mut start, mut quoted, mut bracket) = (Vec::new(), 0, false, false);
-    for (i, c) in value.char_indices() {
-        match c {
-            '"' => quoted = !quoted,
-            '<' if !quoted => bracket = true,
-            '>' if !quoted => bracket = false,
-            ',' if !quoted && !bracket => {
-                parts.push(value[start..i].trim());
-                start = i + 1;
+/// The comma-separated values of a Contact header value, trimmed (commas inside quotes or
+/// `<...>` do not separate). An iterator: a 200 is read once per refresh, and collecting
+/// the values first was a tenth of the filter's work on it.
+fn split_contacts(value: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(value);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        let (mut quoted, mut bracket) = (false, false);
+        for (i, b) in text.bytes().enumerate() {
+            match b {
+                b'"' => quoted = !quoted,
+                b'<' if !quoted => bracket = true,
+                b'>' if !quoted => bracket = false,
+                b',' if !quoted && !bracket => {
+                    rest = Some(&text[i + 1..]);
+                    return Some(text[..i].trim());
+                }
+                _ => {}
             }
-            _ => {}
         }
-    }
-    parts.push(value[start..].trim());
-    parts
+        rest = None;
+        Some(text.trim())
+    })
 }
 
 #[cfg(test)]

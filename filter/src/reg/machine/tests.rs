@@ -1006,3 +1006,18 @@ fn only_a_challenge_draws_fresh_values() {
     );
     assert_eq!(drawn.get(), 1, "the 200 drew nothing");
 }
+
+#[test]
+fn contact_values_split_at_commas_outside_quotes_and_brackets() {
+    let value = r#""Doe, J" <sip:a@h;x=1,2>;expires=60 , <sip:b@h>,sip:c@h;q=0.5,"#;
+    assert_eq!(
+        split_contacts(value).collect::<Vec<_>>(),
+        [
+            r#""Doe, J" <sip:a@h;x=1,2>;expires=60"#,
+            "<sip:b@h>",
+            "sip:c@h;q=0.5",
+            ""
+        ]
+    );
+    assert_eq!(split_contacts("").collect::<Vec<_>>(), [""]);
+}
