@@ -99,13 +99,15 @@ impl HashKind {
     }
 }
 
+/// The lowercase hex digits, by value.
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 /// Lowercase hex digits of `bytes`.
 pub fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 0xf)] as char);
+        out.push(HEX_DIGITS[usize::from(b >> 4)] as char);
+        out.push(HEX_DIGITS[usize::from(b & 0xf)] as char);
     }
     out
 }
@@ -116,17 +118,12 @@ pub fn cnonce_from_random(bytes: &[u8; 16]) -> String {
     to_hex(bytes)
 }
 
-/// The nonce count as it goes on the wire.
-pub fn format_nc(nc: u32) -> String {
-    nc_digits(nc).iter().map(|&d| char::from(d)).collect()
-}
-
-/// `nc` as 8 lowercase hex digits, without formatting machinery or an allocation.
+/// The nonce count as it goes on the wire: 8 lowercase hex digits, without formatting
+/// machinery or an allocation.
 fn nc_digits(nc: u32) -> [u8; 8] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 8];
     for (i, d) in out.iter_mut().enumerate() {
-        *d = DIGITS[((nc >> (28 - 4 * i)) & 0xf) as usize];
+        *d = HEX_DIGITS[((nc >> (28 - 4 * i)) & 0xf) as usize];
     }
     out
 }
