@@ -232,6 +232,7 @@ def thread_changes(before, after, per):
 
 # System calls and switches a relay or a refresh costs: exact where CPU figures are noisy.
 PERF_EVENTS = [
+    "syscalls:sys_enter_clock_gettime",
     "syscalls:sys_enter_epoll_wait",
     "syscalls:sys_enter_sendto",
     "syscalls:sys_enter_recvfrom",

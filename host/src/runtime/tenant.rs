@@ -13,7 +13,7 @@ use siphost_sip::Message;
 
 use super::FilterError;
 use super::config::{FailurePolicy, FilterConfig, TenantConfig};
-use super::cpu::thread_cpu_time;
+use super::cpu::{end_lent_call, start_lent_call, thread_cpu_time};
 use super::inline::InlineGate;
 use super::instance::{
     FilterFactory, FilterInstance, FilterLoader, Hook, InstanceSetup, Interest, LoadSource,
@@ -113,6 +113,7 @@ impl BorrowedLane<'_> {
     }
 
     fn give_back(&mut self) {
+        end_lent_call();
         self.finished = true;
         let instances = std::mem::take(&mut self.worker.instances);
         self.tenant.lanes[self.worker.lane].put_back(instances);
@@ -122,6 +123,7 @@ impl BorrowedLane<'_> {
 impl Drop for BorrowedLane<'_> {
     fn drop(&mut self) {
         if !self.finished {
+            end_lent_call();
             let none = self.tenant.filters.iter().map(|_| None).collect();
             self.tenant.lanes[self.worker.lane].put_back(none);
             self.tenant.inline.close();
@@ -380,7 +382,7 @@ impl Tenant {
         Some(BorrowedLane {
             tenant: self,
             worker,
-            cpu_started: thread_cpu_time(),
+            cpu_started: start_lent_call(),
             started: Instant::now(),
             finished: false,
         })

@@ -14,7 +14,7 @@ use super::engine::FilterEngine;
 use super::imports::{CpuBudget, HostState, PRIMARY, SECONDARY};
 use crate::registrations::scheduler::{Due, DueReason};
 use crate::runtime::FilterError;
-use crate::runtime::cpu::thread_cpu_time;
+use crate::runtime::cpu::budget_start;
 use crate::runtime::epoch::{EpochTicker, FIRST_DEADLINE, budget_check};
 use crate::runtime::instance::{
     Action, FilterFactory, FilterInstance, FilterLoader, Hook, HookInput, InstanceSetup, Interest,
@@ -152,7 +152,7 @@ fn metered<R>(
     let data = store.data_mut();
     data.limiter.refused = false;
     data.budget = CpuBudget {
-        started: thread_cpu_time(),
+        started: budget_start(),
         limit,
     };
     store.set_epoch_deadline(FIRST_DEADLINE);

@@ -15,7 +15,7 @@ use super::FilterError;
 use super::component::FilterEngine;
 use super::component::imports::MemoryLimiter;
 use super::component::instance::classify;
-use super::cpu::thread_cpu_time;
+use super::cpu::budget_start;
 use super::epoch::{EpochTicker, FIRST_DEADLINE, budget_check};
 use super::instance::{
     Action, FilterFactory, FilterInstance, FilterLoader, Hook, HookInput, InstanceSetup, Interest,
@@ -114,7 +114,7 @@ fn metered<R>(
     let _ticking = ticker.enter();
     let data = store.data_mut();
     data.limiter.refused = false;
-    data.cpu_started = thread_cpu_time();
+    data.cpu_started = budget_start();
     data.cpu_limit = limit;
     store.set_epoch_deadline(FIRST_DEADLINE);
     f(store).map_err(|e| classify(&e, store.data().limiter.refused))
