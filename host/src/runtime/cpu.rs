@@ -79,7 +79,10 @@ mod tests {
         spin(Duration::from_millis(2));
         assert_eq!(budget_start(), lent, "the first budget takes the reading");
         let second = budget_start();
-        assert!(second >= lent + Duration::from_millis(2), "later ones read anew");
+        assert!(
+            second >= lent + Duration::from_millis(2),
+            "later ones read anew"
+        );
         start_lent_call();
         end_lent_call();
         spin(Duration::from_millis(2));
@@ -98,7 +101,10 @@ mod tests {
         })
         .join()
         .unwrap();
-        assert!(other >= Duration::from_millis(2), "the other thread read its own clock");
+        assert!(
+            other >= Duration::from_millis(2),
+            "the other thread read its own clock"
+        );
         assert_eq!(budget_start(), lent);
     }
 }
