@@ -113,7 +113,6 @@ impl BorrowedLane<'_> {
     }
 
     fn give_back(&mut self) {
-        end_lent_call();
         self.finished = true;
         let instances = std::mem::take(&mut self.worker.instances);
         self.tenant.lanes[self.worker.lane].put_back(instances);
@@ -122,8 +121,9 @@ impl BorrowedLane<'_> {
 
 impl Drop for BorrowedLane<'_> {
     fn drop(&mut self) {
+        // Finished or not, a reading no hook took is not left for a later call.
+        end_lent_call();
         if !self.finished {
-            end_lent_call();
             let none = self.tenant.filters.iter().map(|_| None).collect();
             self.tenant.lanes[self.worker.lane].put_back(none);
             self.tenant.inline.close();
